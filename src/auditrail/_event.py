@@ -1,0 +1,154 @@
+"""The audit entry: its parts, its vocabulary and its published JSON Schema.
+
+The wire form is one JSON object per entry (see ``schema/audit-event.schema.json``).
+``AuditLogger.emit`` builds that object directly for speed; ``AuditEvent`` is the
+typed, immutable view used by readers (query tools, tests) and by
+``AuditLogger.emit_event``.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.resources
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+SCHEMA_VERSION: Final = 1
+EVENT_TYPE: Final = "audit"
+
+TargetValue = str | int | float | bool | None
+"""A value allowed in ``target``: scalars only, so targets stay filterable."""
+
+
+class Outcome(enum.StrEnum):
+    """Whether the audited action worked.
+
+    .. versionadded:: 0.1.0
+    """
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+class ErrorClass(enum.StrEnum):
+    """The class of a failure, stable across providers so it can be filtered on.
+
+    .. versionadded:: 0.1.0
+    """
+
+    AUTH_FAILURE = "auth_failure"
+    NOT_FOUND = "not_found"
+    RATE_LIMIT = "rate_limit"
+    TIMEOUT = "timeout"
+    NETWORK_ERROR = "network_error"
+    SERVER_ERROR = "server_error"
+    CLIENT_ERROR = "client_error"
+    VALIDATION_ERROR = "validation_error"
+    GIT_ERROR = "git_error"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ActorType(enum.StrEnum):
+    """Who or what caused an action (SPEC.md).
+
+    .. versionadded:: 0.1.0
+    """
+
+    WEBHOOK_EVENT = "webhook_event"
+    POLL_CYCLE = "poll_cycle"
+    ADMIN_ACTION = "admin_action"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The principal on whose behalf an action runs.
+
+    .. versionadded:: 0.1.0
+    """
+
+    type: str
+    id: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.type, "id": self.id}
+
+
+SYSTEM_ACTOR: Final = Actor(ActorType.SYSTEM, "unscoped")
+"""The actor recorded for entries emitted outside any correlation scope."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit entry as read back from a sink.
+
+    ``target`` always has ``resource_type``; the other keys depend on it
+    (``project_id``, ``mr_iid``, ``issue_key``, ``branch``, ``commit_sha``, ...).
+
+    .. versionadded:: 0.1.0
+    """
+
+    event_id: str
+    timestamp: str
+    action: str
+    actor: Actor
+    target: Mapping[str, TargetValue]
+    outcome: Outcome
+    correlation_id: str
+    service: str
+    error: ErrorClass | None = None
+    error_message: str | None = None
+    duration_ms: float | None = None
+    http_status: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    uncorrelated: bool = False
+    truncated: bool = False
+    schema_version: int = SCHEMA_VERSION
+    event_type: str = EVENT_TYPE
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditEvent:
+        """Build an event from its wire form (tolerates unknown extra keys)."""
+        actor = data["actor"]
+        error = data.get("error")
+        return cls(
+            event_id=data["event_id"],
+            timestamp=data["timestamp"],
+            action=data["action"],
+            actor=Actor(actor["type"], actor["id"]),
+            target=dict(data.get("target") or {}),
+            outcome=Outcome(data["outcome"]),
+            correlation_id=data["correlation_id"],
+            service=data["service"],
+            error=ErrorClass(error) if error else None,
+            error_message=data.get("error_message"),
+            duration_ms=data.get("duration_ms"),
+            http_status=data.get("http_status"),
+            details=dict(data.get("details") or {}),
+            uncorrelated=bool(data.get("uncorrelated", False)),
+            truncated=bool(data.get("truncated", False)),
+            schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
+            event_type=data.get("event_type", EVENT_TYPE),
+        )
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> AuditEvent:
+        """Parse one JSON line."""
+        return cls.from_dict(orjson.loads(line))
+
+
+def load_schema() -> dict[str, Any]:
+    """Return the published JSON Schema of an entry.
+
+    .. versionadded:: 0.1.0
+    """
+    text = (
+        importlib.resources.files("auditrail")
+        .joinpath("schema/audit-event.schema.json")
+        .read_bytes()
+    )
+    schema: dict[str, Any] = orjson.loads(text)
+    return schema

@@ -1,0 +1,179 @@
+"""Secret scrubbing and log-injection neutralisation for every string in an entry.
+
+``SecretRedactor.clean`` is applied by the logger to each string value before
+the entry is encoded, so secrets never reach the buffer, the spool or a sink.
+Order matters: redact first (a secret cut in half by truncation would no longer
+match), then truncate, then neutralise control characters.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import urllib.parse
+from typing import Final
+
+REDACTED: Final = "[REDACTED]"
+DEFAULT_MAX_FIELD_CHARS: Final = 4096
+_CACHEABLE_CHARS: Final = 256
+_CACHE_ENTRIES: Final = 8192
+MIN_SECRET_CHARS: Final = 6
+"""Registered secrets shorter than this are refused: they would redact ordinary words."""
+
+# Each pattern has exactly one capturing group: a harmless prefix kept so the entry still says
+# what kind of credential was there.
+_PATTERNS: Final[tuple[str, ...]] = (
+    # GitLab tokens: personal/project/group (glpat), deploy (gldt), runner (glrt,
+    # GR1348941), trigger (glptt), feed (glft), incoming mail (glimt), agent
+    # (glagent), OAuth app secret (gloas), SCIM (glsoat), CI job (glcbt),
+    # feature flags (glffct), workspaces (glwt), and the newer routable forms.
+    r"(\b(?:glpat|gldt|glrt|glptt|glft|glimt|glagent|gloas|glsoat|glcbt|glffct|glwt"
+    r"|glrtr|gltst|glsa)-)[0-9A-Za-z_.\-]{8,}",
+    r"(\bGR1348941)[0-9A-Za-z_\-]{8,}",
+    # GitHub tokens.
+    r"(\b(?:ghp|gho|ghu|ghs|ghr)_)[A-Za-z0-9]{16,}",
+    r"(\bgithub_pat_)[A-Za-z0-9_]{16,}",
+    # Standard Webhooks signing keys.
+    r"(\bwhsec_)[A-Za-z0-9+/=_\-]{8,}",
+    # Slack/OpenAI/Jira-style API keys commonly met by an automation agent.
+    r"(\bsk-)[A-Za-z0-9_\-]{16,}",
+    r"(\bATATT)[A-Za-z0-9_\-=]{16,}",
+    # Authorization schemes (header values, curl command lines, error text).
+    r"(\b(?:Bearer|Basic|Token|Digest)\s+)[A-Za-z0-9\-._~+/]+=*",
+    # Credential-carrying header lines, e.g. "PRIVATE-TOKEN: x" or "X-Gitlab-Token=x".
+    r"(\b(?:private-token|x-gitlab-token|x-api-key|api-key|x-auth-token|cookie"
+    r"|set-cookie|proxy-authorization)\s*[:=]\s*)[^\s,;]+",
+    # Password/token in URL userinfo: scheme://user:secret@host or scheme://secret@host.
+    r"(://)[^/\s@:]*(?::[^/\s@]*)?@",
+    # Credentials in query strings and form bodies.
+    r"([?&;](?:private_token|access_token|refresh_token|id_token|token|api_key|apikey"
+    r"|key|password|passwd|secret|client_secret|signature|sig|code)=)[^&#\s\"']+",
+    # key=value / "key": "value" pairs in free text and JSON error bodies.
+    r"(\b(?:password|passwd|secret|client_secret|api_key|access_token|private_token)"
+    r"[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,;}]+",
+    # JSON Web Tokens.
+    r"()\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+)
+
+# C0 and C1 controls, DEL and the Unicode line/paragraph separators: any of
+# these could end a line in some reader (str.splitlines, terminals, syslog).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _replace(match: re.Match[str]) -> str:
+    # Patterns hold one capturing group (the prefix to keep); registered
+    # secrets hold none, so lastindex is None for them.
+    index = match.lastindex
+    if index is None:
+        return REDACTED
+    keep = match.group(index)
+    if keep == "://":
+        return f"{keep}{REDACTED}@"
+    return f"{keep}{REDACTED}"
+
+
+class SecretRedactor:
+    """Scrubs known credential shapes and registered secret values from text.
+
+    Thread-safe: ``register`` swaps in a new compiled pattern atomically.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> None:
+        if max_field_chars < 64:
+            raise ValueError("max_field_chars must be at least 64")
+        self.max_field_chars = max_field_chars
+        self._secrets: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        self._pattern = self._compile(self._secrets)
+        # Most strings in a trail repeat (actions, resource types, actor ids,
+        # project paths), and the combined pattern costs several microseconds
+        # per string, so short strings are memoised. Cleared on ``register``.
+        self._cache: dict[str, tuple[str, bool]] = {}
+
+    @staticmethod
+    def _compile(secrets: frozenset[str]) -> re.Pattern[str]:
+        # Longest first so a secret that contains another is replaced whole.
+        literal = [re.escape(s) for s in sorted(secrets, key=len, reverse=True)]
+        parts = [*literal, *_PATTERNS]
+        return re.compile("|".join(f"(?:{p})" for p in parts), re.IGNORECASE)
+
+    def register(self, *secrets: str | None) -> None:
+        """Add exact secret values (configured tokens) to redact everywhere.
+
+        Their URL-encoded forms are registered too. Empty values are ignored.
+
+        Raises:
+            ValueError: if a secret is shorter than ``MIN_SECRET_CHARS``.
+        """
+        new: set[str] = set()
+        for secret in secrets:
+            if not secret:
+                continue
+            if len(secret) < MIN_SECRET_CHARS:
+                raise ValueError(
+                    f"refusing to register a secret shorter than {MIN_SECRET_CHARS} characters"
+                )
+            new.add(secret)
+            new.add(urllib.parse.quote(secret, safe=""))
+            new.add(urllib.parse.quote_plus(secret))
+        with self._lock:
+            self._secrets = self._secrets | new
+            self._pattern = self._compile(self._secrets)
+            self._cache = {}
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every credential replaced by ``[REDACTED]``."""
+        return self._pattern.sub(_replace, text)
+
+    def clean(self, text: str) -> tuple[str, bool]:
+        """Redact, truncate and neutralise one untrusted string.
+
+        Returns:
+            The safe string and whether it was truncated.
+        """
+        cache = self._cache
+        hit = cache.get(text)
+        if hit is not None:
+            return hit
+        result = self._clean(text)
+        if len(text) <= _CACHEABLE_CHARS:
+            if len(cache) >= _CACHE_ENTRIES:
+                cache.clear()
+            cache[text] = result
+        return result
+
+    def _clean(self, text: str) -> tuple[str, bool]:
+        limit = self.max_field_chars
+        truncated = False
+        if len(text) > 4 * limit:
+            # Bound the regex work on huge inputs; the later cut removes any
+            # secret split by this one.
+            text = text[: 4 * limit]
+            truncated = True
+        if self._pattern.search(text) is not None:
+            text = self._pattern.sub(_replace, text)
+        if len(text) > limit:
+            text = f"{text[: limit - 32]}…[truncated]"
+            truncated = True
+        if _CONTROL.search(text) is not None:
+            text = _CONTROL.sub(_escape_control, text)
+        return text, truncated
+
+
+default_redactor: Final = SecretRedactor()
+"""The process-wide redactor; the service registers its configured tokens here."""
+
+
+def register_secret(*secrets: str | None) -> None:
+    """Register secrets with the process-wide redactor.
+
+    .. versionadded:: 0.1.0
+    """
+    default_redactor.register(*secrets)
