@@ -1,11 +1,15 @@
 """Time-ordered unique identifiers (UUIDv7, RFC 9562).
 
-``new_event_id`` is on the emit hot path, so it avoids ``uuid.UUID`` and
-``os.urandom`` per call. Layout: 48-bit Unix milliseconds, version 7, then 74
-bits that hold a per-process random base plus a per-process counter (RFC 9562
-section 6.2, "monotonic random"). Within a process ids are unique and
-increase; across processes the random base (re-drawn after ``fork``) makes a
-collision as unlikely as for ``uuid4``.
+``new_event_id`` is on the emit hot path, so it avoids ``uuid.UUID``, big
+integers and ``os.urandom`` per call. Layout::
+
+    unix_ts_ms (48) | ver=7 | counter (26 bits, across rand_a and rand_b) | var=0b10 | node (48)
+
+The 26-bit counter starts at a random value and increases per id; ``node`` is
+48 random bits drawn per process (and again after ``fork``), like the node of
+a UUIDv1 without the MAC address. Within a process ids are unique and
+increase within a millisecond; across processes they collide only if two
+processes draw the same node (a 1 in 2**48 chance per pair).
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import itertools
 import os
 import time
 
-_MASK74 = (1 << 74) - 1
-_state: tuple[int, itertools.count[int]] = (0, itertools.count())
+_COUNTER_MASK = (1 << 26) - 1
+_state: tuple[str, itertools.count[int]] = ("", itertools.count())
+_ms_cache: tuple[int, str] = (-1, "")
 
 
 def _reseed() -> None:
     global _state
-    _state = (int.from_bytes(os.urandom(10), "big") & _MASK74, itertools.count())
+    node = os.urandom(6).hex()
+    start = int.from_bytes(os.urandom(4), "big") & _COUNTER_MASK
+    _state = (node, itertools.count(start))
 
 
 _reseed()
@@ -29,14 +36,16 @@ os.register_at_fork(after_in_child=_reseed)
 
 def new_event_id(now_ns: int | None = None) -> str:
     """Return a new UUIDv7 string, unique and time-ordered within the process."""
+    global _ms_cache
     ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
-    base, counter = _state
-    rand = (base + next(counter)) & _MASK74
-    rand_a = rand >> 62  # top 12 bits
-    rand_b = rand & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    cached_ms, prefix = _ms_cache
+    if cached_ms != ms:
+        h = f"{ms & 0xFFFFFFFFFFFF:012x}"
+        prefix = f"{h[:8]}-{h[8:]}-7"
+        _ms_cache = (ms, prefix)
+    node, counter = _state
+    c = next(counter) & _COUNTER_MASK
+    return f"{prefix}{c >> 14:03x}-{0x8000 | (c & 0x3FFF):04x}-{node}"
 
 
 def new_correlation_id() -> str:

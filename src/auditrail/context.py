@@ -146,11 +146,9 @@ class ContextThreadPoolExecutor(ThreadPoolExecutor):
     .. versionadded:: 0.1.0
     """
 
-    def submit(  # type: ignore[override]
-        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Future[R]:
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         ctx = contextvars.copy_context()
-        return super().submit(ctx.run, fn, *args, **kwargs)
+        return super().submit(functools.partial(ctx.run, fn, *args, **kwargs))
 
 
 def subprocess_env(base: Mapping[str, str] | None = None) -> dict[str, str]:

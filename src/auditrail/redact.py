@@ -128,6 +128,13 @@ class SecretRedactor:
             self._pattern = self._compile(self._secrets)
             self._cache = {}
 
+    def set_max_field_chars(self, max_field_chars: int) -> None:
+        """Change the per-string limit (clears memoised results)."""
+        if max_field_chars < 64:
+            raise ValueError("max_field_chars must be at least 64")
+        self.max_field_chars = max_field_chars
+        self._cache = {}
+
     def redact(self, text: str) -> str:
         """Return ``text`` with every credential replaced by ``[REDACTED]``."""
         return self._pattern.sub(_replace, text)

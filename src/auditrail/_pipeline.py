@@ -1,0 +1,403 @@
+"""The delivery pipeline: bounded buffer, background worker, spool, fallback.
+
+Engine code, written once for every sink (OpenTelemetry's BatchProcessor split
+and the Kubernetes buffered audit backend are the models). The guarantees:
+
+* ``submit`` never waits on a sink. A full buffer spills the entry to the spool
+  from the caller's thread (one local ``write(2)``), never to the floor.
+* A batch the sink refuses goes to the spool and, once, to the fallback
+  (stdout); the worker retries the sink from the spool with capped exponential
+  backoff and full jitter until it recovers. ``SinkResult.FAILURE`` (a batch
+  the destination will never accept) is dead-lettered instead of retried.
+* Order: the worker alternates between the spool's backlog and the buffer,
+  so entries may reach a sink out of order after an outage or an overflow.
+  Every entry carries its timestamp and a time-ordered ``event_id``; readers
+  order by those (the query tools do).
+* ``close`` stops intake, delivers what it can before the deadline and leaves
+  the rest in the spool, which the next start replays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import random
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+from auditrail.metrics import AuditMetrics
+from auditrail.spool import Spool, SpoolRecord, adopt_orphans
+from auditrail.typing import Sink, SinkResult
+
+
+class Durability(enum.StrEnum):
+    """How far an entry has gone when ``emit`` returns.
+
+    ``MEMORY``: in the in-memory buffer (spilled to the spool on overflow, sink
+    failure and shutdown). Survives SIGTERM; SIGKILL or a crash loses what is
+    still buffered (at most the buffer size plus one batch).
+
+    ``SPOOL``: written to the spool (``write(2)``, no fsync). Survives SIGKILL
+    and crashes; a power loss can lose what the kernel had not yet flushed.
+
+    ``FSYNC``: written to the spool and fsynced (group commit). Survives power loss.
+
+    .. versionadded:: 0.1.0
+    """
+
+    MEMORY = "memory"
+    SPOOL = "spool"
+    FSYNC = "fsync"
+
+
+class _State(enum.Enum):
+    RUNNING = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class DeliveryPipeline:
+    """Moves encoded entries from callers to one sink without ever losing one.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        spool: Spool,
+        *,
+        fallback: Sink,
+        metrics: AuditMetrics,
+        durability: Durability = Durability.MEMORY,
+        max_buffer_events: int = 1000,
+        max_batch_events: int = 512,
+        flush_interval_s: float = 0.2,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 30.0,
+        fsync_interval_s: float = 1.0,
+        orphan_base: Path | None = None,
+        dead_letter_dir: Path | None = None,
+    ) -> None:
+        if max_buffer_events <= 0:
+            raise ValueError("max_buffer_events must be positive")
+        if not 0 < max_batch_events <= max(max_buffer_events, 1):
+            raise ValueError("max_batch_events must be positive and at most max_buffer_events")
+        if flush_interval_s <= 0 or retry_initial_s <= 0 or retry_max_s < retry_initial_s:
+            raise ValueError("intervals must be positive and retry_max_s >= retry_initial_s")
+        self.sink = sink
+        self.destination = sink.name
+        self.spool = spool
+        self.fallback = fallback
+        self.metrics = metrics
+        self.durability = durability
+        self.max_buffer_events = max_buffer_events
+        self.max_batch_events = max_batch_events
+        self.flush_interval_s = flush_interval_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.fsync_interval_s = fsync_interval_s
+        self.orphan_base = orphan_base
+        self.dead_letter_dir = dead_letter_dir or spool.directory.parent / "dead-letters"
+
+        self._buffer: deque[bytes] = deque()
+        self._wake_at = max(1, max_batch_events // 2)
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._close_lock = threading.Lock()
+        self._state = _State.RUNNING
+        self._deadline = float("inf")
+        self._inflight: Sequence[bytes] | None = None
+        self._retry_at = 0.0
+        self._backoff = retry_initial_s
+        self._fallback_upto = 0  # highest spool id already copied to the fallback
+        self._last_sync = time.monotonic()
+        self._last_adopt = 0.0
+        self._delivered_sink = self.metrics.delivered.labels(self.destination)
+        self._sink_errors = self.metrics.sink_errors.labels(self.destination)
+        self._spool_corrupt_seen = spool.corrupt_records
+        metrics.gauges.track(self)
+        self._worker = threading.Thread(
+            target=self._run, name=f"auditrail-{self.destination}", daemon=True
+        )
+        self._worker.start()
+
+    def __repr__(self) -> str:
+        return f"DeliveryPipeline(buffered<spool<{self.sink!r}>>, durability={self.durability})"
+
+    # -- caller side ----------------------------------------------------------
+
+    def submit(self, line: bytes) -> None:
+        """Hand one encoded entry to the pipeline; never blocks on a sink."""
+        if self.durability is not Durability.MEMORY:
+            self._spool_from_caller(line, "write_ahead", sync=self.durability is Durability.FSYNC)
+        else:
+            buf = self._buffer
+            if len(buf) < self.max_buffer_events:
+                buf.append(line)
+                if self._state is not _State.RUNNING:
+                    self._rescue_late()
+            else:
+                self._spool_from_caller(line, "overflow", sync=False)
+        if len(self._buffer) >= self._wake_at and not self._wake.is_set():
+            self._wake.set()
+
+    def _spool_from_caller(self, line: bytes, reason: str, *, sync: bool) -> None:
+        try:
+            self.spool.append((line,), sync=sync)
+        except Exception as exc:  # noqa: BLE001 - disk trouble must not reach the caller
+            self._last_resort((line,), f"spool write failed: {exc.__class__.__name__}")
+            return
+        self.metrics.spooled.labels(reason).inc()
+        if self._state is not _State.RUNNING and self.durability is Durability.MEMORY:
+            pass  # already durable; nothing more to rescue
+
+    def _rescue_late(self) -> None:
+        # An emit that passed the open check just before close() began: its
+        # entry may have missed the final sweep, so sweep again ourselves.
+        with self._close_lock:
+            self._sweep_to_spool("shutdown")
+
+    # -- worker side ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._next_wait())
+            self._wake.clear()
+            stopping = self._state is not _State.RUNNING
+            try:
+                self._deliver_spool(stopping)
+                self._drain_buffer(stopping)
+                self._housekeeping()
+            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
+                print(f"auditrail: delivery worker error: {exc!r}", file=sys.stderr)
+            with self._idle:
+                self._idle.notify_all()
+            if stopping and not self._buffer and not self._keep_trying_before_deadline():
+                return
+
+    def _keep_trying_before_deadline(self) -> bool:
+        # At shutdown, wait out a backoff if the retry still fits before the
+        # deadline; otherwise leave the backlog in the spool for the next start.
+        if not self.spool.pending(self.destination) or time.monotonic() >= self._deadline:
+            return False
+        if self._retry_at >= self._deadline:
+            return False
+        pause = self._retry_at - time.monotonic()
+        if pause > 0:
+            self._wake.wait(pause)
+        return True
+
+    def _next_wait(self) -> float:
+        if self._state is not _State.RUNNING:
+            return 0
+        wait = self.flush_interval_s
+        if self.spool.pending(self.destination):
+            wait = min(wait, max(0.0, self._retry_at - time.monotonic()))
+        return wait
+
+    def _sink_available(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def _write(self, lines: Sequence[bytes]) -> SinkResult:
+        try:
+            result = self.sink.write_batch(lines)
+        except Exception:  # noqa: BLE001 - a sink bug is a retryable delivery failure
+            result = SinkResult.RETRY
+        if result is SinkResult.SUCCESS:
+            self._delivered_sink.inc(len(lines))
+            self._retry_at, self._backoff = 0.0, self.retry_initial_s
+        else:
+            self._sink_errors.inc()
+            if result is SinkResult.RETRY:
+                delay = random.uniform(0, self._backoff)  # full jitter
+                self._retry_at = time.monotonic() + max(delay, self.retry_initial_s / 2)
+                self._backoff = min(self.retry_max_s, self._backoff * 2)
+        return result
+
+    def _drain_buffer(self, stopping: bool) -> None:
+        buf = self._buffer
+        while buf:
+            n = min(len(buf), self.max_batch_events)
+            batch = [buf.popleft() for _ in range(n)]
+            self._inflight = batch
+            if stopping and time.monotonic() >= self._deadline:
+                self._spill(batch, "shutdown")
+            elif not self._sink_available():
+                self._spill(batch, "sink_failure")  # never hammer a sink that backs off
+            else:
+                result = self._write(batch)
+                if result is SinkResult.FAILURE:
+                    self._dead_letter(batch)
+                elif result is SinkResult.RETRY:
+                    self._spill(batch, "sink_failure")
+            self._inflight = None
+
+    def _spill(self, batch: Sequence[bytes], reason: str) -> None:
+        try:
+            last = self.spool.append(batch)
+        except Exception as exc:  # noqa: BLE001 - fall back rather than lose
+            self._last_resort(batch, f"spool write failed: {exc.__class__.__name__}")
+            return
+        self.metrics.spooled.labels(reason).inc(len(batch))
+        if reason == "sink_failure" and self._retry_at > 0:
+            self._copy_to_fallback(batch)
+            self._fallback_upto = last
+
+    def _deliver_spool(self, stopping: bool) -> None:
+        spool, dest = self.spool, self.destination
+        while spool.pending(dest) and self._sink_available():
+            if stopping and time.monotonic() >= self._deadline:
+                return
+            records = spool.read(dest, self.max_batch_events)
+            if not records:
+                return
+            lines = [r.payload for r in records]
+            result = self._write(lines)
+            if result is SinkResult.RETRY:
+                self._fallback_once(records)
+                return
+            if result is SinkResult.FAILURE:
+                self._dead_letter(lines)
+            spool.ack(dest, records)
+            if len(self._buffer) >= self.max_buffer_events // 2:
+                return  # let the caller-side buffer drain before it overflows
+
+    def _fallback_once(self, records: Sequence[SpoolRecord]) -> None:
+        fresh = [r.payload for r in records if r.id > self._fallback_upto]
+        if fresh:
+            self._copy_to_fallback(fresh)
+            self._fallback_upto = records[-1].id
+
+    def _copy_to_fallback(self, lines: Sequence[bytes]) -> None:
+        try:
+            result = self.fallback.write_batch(lines)
+        except Exception:  # noqa: BLE001
+            result = SinkResult.RETRY
+        if result is SinkResult.SUCCESS:
+            self.metrics.fallback_writes.labels(self.destination).inc(len(lines))
+
+    def _dead_letter(self, lines: Sequence[bytes]) -> None:
+        self.metrics.dead_letters.labels(self.destination).inc(len(lines))
+        print(
+            f"auditrail: {self.destination} permanently refused {len(lines)} entries; "
+            f"kept in {self.dead_letter_dir} for redelivery",
+            file=sys.stderr,
+        )
+        try:
+            self.dead_letter_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = self.dead_letter_dir / f"{self.destination}.jsonl"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, b"".join(line + b"\n" for line in lines))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._last_resort(lines, f"dead-letter write failed: {exc.__class__.__name__}")
+        self._copy_to_fallback(lines)
+
+    def _last_resort(self, lines: Sequence[bytes], why: str) -> None:
+        # Neither the sink nor the spool took these: write them to the
+        # fallback loudly. They are visible, though no longer guaranteed to
+        # reach the destination, so they are counted as dropped.
+        print(f"auditrail: {why}; writing {len(lines)} entries to the fallback", file=sys.stderr)
+        self._copy_to_fallback(lines)
+        self.metrics.dropped.labels("spool_unavailable").inc(len(lines))
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if (
+            self.durability is not Durability.FSYNC
+            and now - self._last_sync >= self.fsync_interval_s
+        ):
+            self._last_sync = now
+            with contextlib.suppress(OSError):
+                self.spool.sync()
+        if self.orphan_base is not None and now - self._last_adopt >= 30.0:
+            self._last_adopt = now
+            with contextlib.suppress(Exception):
+                adopt_orphans(self.orphan_base, self.spool)
+        corrupt = self.spool.corrupt_records
+        if corrupt > self._spool_corrupt_seen:
+            self.metrics.spool_corrupt.inc(corrupt - self._spool_corrupt_seen)
+            self._spool_corrupt_seen = corrupt
+
+    # -- control ------------------------------------------------------------
+
+    def _delivered_everything(self) -> bool:
+        return (
+            not self._buffer and self._inflight is None and not self.spool.pending(self.destination)
+        )
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every accepted entry reached the sink; False at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while not self._delivered_everything():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._worker.is_alive():
+                    return False
+                self._wake.set()
+                self._idle.wait(min(remaining, self.flush_interval_s))
+        return self.sink.flush(max(0.0, deadline - time.monotonic()))
+
+    def close(self, timeout_s: float) -> bool:
+        """Stop intake, deliver until the deadline, spool the rest; idempotent.
+
+        Returns True when everything reached the sink.
+        """
+        with self._close_lock:
+            if self._state is not _State.RUNNING:
+                return self._state is _State.CLOSED and self._delivered_everything()
+            start = time.monotonic()
+            self._deadline = start + timeout_s
+            self._state = _State.CLOSING
+        self._wake.set()
+        self._worker.join(max(0.0, self._deadline - time.monotonic()))
+        with self._close_lock:
+            if self._worker.is_alive():
+                # The sink hangs: keep the batch it holds too (it may also
+                # arrive later, hence at-least-once) and everything queued.
+                inflight = self._inflight
+                if inflight:
+                    self._spill(list(inflight), "shutdown")
+            self._sweep_to_spool("shutdown")
+            delivered = self._delivered_everything()
+            with contextlib.suppress(OSError):
+                self.spool.close()
+            self._state = _State.CLOSED
+        remaining = max(0.0, self._deadline - time.monotonic())
+        with contextlib.suppress(Exception):
+            self.sink.close(remaining)
+        self.metrics.gauges.untrack(self)
+        return delivered
+
+    def _sweep_to_spool(self, reason: str) -> None:
+        buf = self._buffer
+        lines: list[bytes] = []
+        while buf:
+            try:
+                lines.append(buf.popleft())
+            except IndexError:
+                break
+        if lines:
+            if self._state is _State.CLOSED:
+                self._last_resort(lines, "entries arrived after the spool closed")
+            else:
+                self._spill(lines, reason)
+
+    def gauge_snapshot(self) -> tuple[int, int, int, float | None]:
+        stats = self.spool.stats()
+        oldest_ms = stats.oldest_pending_ms.get(self.destination)
+        return (
+            len(self._buffer),
+            stats.bytes,
+            stats.pending_records.get(self.destination, 0),
+            oldest_ms / 1000 if oldest_ms is not None else None,
+        )

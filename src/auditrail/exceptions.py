@@ -1,0 +1,41 @@
+"""Exceptions raised by auditrail.
+
+::
+
+    AuditError
+    ├── ConfigError          invalid AUDIT_LOG_* setting (names the variable)
+    ├── LoggerClosedError    emit() after close()
+    └── SpoolError
+        └── SpoolLockedError another live process owns the spool directory
+
+Sinks never raise into the application: they return a ``SinkResult`` and the
+pipeline turns trouble into retries, fallback writes and metrics.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+
+class AuditError(Exception):
+    """Base class of every auditrail exception."""
+
+
+class ConfigError(AuditError):
+    """A setting is invalid; ``variable`` names it and the message says how to fix it."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class LoggerClosedError(AuditError):
+    """``emit()`` was called after ``close()``; the call is counted, not silently dropped."""
+
+
+class SpoolError(AuditError):
+    """The spool directory cannot be used."""
+
+
+class SpoolLockedError(SpoolError):
+    """Another live process holds the spool directory's lock."""

@@ -1,0 +1,163 @@
+"""Prometheus metrics of the audit pipeline.
+
+Counters are updated where things happen; gauges (buffer depth, spool size,
+delivery lag) are computed at scrape time from the live pipelines, so they
+cost nothing on the emit path.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class PipelineGauges(Protocol):
+    """What a pipeline reports to the scrape-time collector."""
+
+    destination: str
+
+    def gauge_snapshot(self) -> tuple[int, int, int, float | None]:
+        """(buffer depth, spool bytes, spool pending records, oldest pending unix seconds)."""
+        ...
+
+
+class _PipelineCollector(Collector):
+    def __init__(self) -> None:
+        self._pipelines: weakref.WeakSet[PipelineGauges] = weakref.WeakSet()
+
+    def track(self, pipeline: PipelineGauges) -> None:
+        self._pipelines.add(pipeline)
+
+    def untrack(self, pipeline: PipelineGauges) -> None:
+        self._pipelines.discard(pipeline)
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "audit_log_buffer_depth",
+            "Entries waiting in memory for delivery.",
+            labels=["destination"],
+        )
+        spool_bytes = GaugeMetricFamily(
+            "audit_log_spool_bytes", "Bytes in the durable spool.", labels=["destination"]
+        )
+        spool_records = GaugeMetricFamily(
+            "audit_log_spool_records",
+            "Entries in the spool not yet delivered to the destination.",
+            labels=["destination"],
+        )
+        lag = GaugeMetricFamily(
+            "audit_log_oldest_undelivered_age_seconds",
+            "Age of the oldest entry not yet delivered (0 when caught up).",
+            labels=["destination"],
+        )
+        now = time.time()
+        for pipeline in list(self._pipelines):
+            buffered, nbytes, pending, oldest = pipeline.gauge_snapshot()
+            label = [pipeline.destination]
+            depth.add_metric(label, buffered)
+            spool_bytes.add_metric(label, nbytes)
+            spool_records.add_metric(label, pending)
+            lag.add_metric(label, max(0.0, now - oldest) if oldest is not None else 0.0)
+        yield from (depth, spool_bytes, spool_records, lag)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class AuditMetrics:
+    """The audit metrics registered on one Prometheus registry.
+
+    Use ``AuditMetrics.for_registry`` so that several loggers in one process
+    share one set of metrics per registry.
+
+    .. versionadded:: 0.1.0
+    """
+
+    _instances: dict[int, AuditMetrics] = {}  # noqa: RUF012 - a process-wide cache
+    _instances_lock = threading.Lock()
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = REGISTRY if registry is None else registry
+        self.registry = reg
+        self.entries = Counter(
+            "audit_log_entries", "Audit entries accepted.", ["action", "outcome"], registry=reg
+        )
+        self.sink_errors = Counter(
+            "audit_log_sink_errors",
+            "Failed deliveries of a batch to a destination.",
+            ["destination"],
+            registry=reg,
+        )
+        self.delivered = Counter(
+            "audit_log_delivered_entries",
+            "Entries delivered to a destination.",
+            ["destination"],
+            registry=reg,
+        )
+        self.spooled = Counter(
+            "audit_log_spooled_entries",
+            "Entries written to the durable spool, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        self.fallback_writes = Counter(
+            "audit_log_fallback_writes",
+            "Entries written to the fallback (stdout) because a destination failed.",
+            ["destination"],
+            registry=reg,
+        )
+        self.dead_letters = Counter(
+            "audit_log_dead_letters",
+            "Entries a destination refused permanently, kept in the dead-letter file.",
+            ["destination"],
+            registry=reg,
+        )
+        self.dropped = Counter(
+            "audit_log_dropped_entries",
+            "Entries lost; must stay at zero. The reason says why.",
+            ["reason"],
+            registry=reg,
+        )
+        self.emit_after_close = Counter(
+            "audit_log_emit_after_close",
+            "emit() calls refused because the logger was closed.",
+            registry=reg,
+        )
+        self.spool_corrupt = Counter(
+            "audit_log_spool_corrupt_records",
+            "Corrupt records skipped while reading the spool.",
+            registry=reg,
+        )
+        self.gauges = _PipelineCollector()
+        reg.register(self.gauges)
+        self._entry_children: dict[tuple[str, str], Counter] = {}
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry | None = None) -> AuditMetrics:
+        """Return the metrics registered on ``registry`` (creating them once)."""
+        reg = REGISTRY if registry is None else registry
+        with cls._instances_lock:
+            found = cls._instances.get(id(reg))
+            if found is None or found.registry is not reg:
+                found = cls(reg)
+                cls._instances[id(reg)] = found
+            return found
+
+    def count_entry(self, action: str, outcome: str) -> None:
+        # labels() takes a lock and builds a tuple; caching the child keeps
+        # the emit path to one dict lookup and one increment.
+        key = (action, outcome)
+        child = self._entry_children.get(key)
+        if child is None:
+            child = self.entries.labels(action, outcome)
+            self._entry_children[key] = child
+        child.inc()

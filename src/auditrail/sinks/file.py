@@ -1,0 +1,404 @@
+"""JSON lines to a local file, rotated by size, shared safely between processes.
+
+Several processes may write to one destination, each with its own ``FileSink``
+(the agent and the task processes it starts). They coordinate through an
+exclusive ``flock`` on a sidecar file, ``<path>.lock``. Holding that lock, a
+sink does this for every batch:
+
+1. It checks that ``path`` still names the file it has open (same ``st_dev``
+   and ``st_ino``), and reopens ``path`` if the file was renamed or removed.
+2. It rotates if the batch would take a non-empty file past ``max_bytes``.
+3. It appends the whole batch with one ``os.write`` loop.
+
+When every writer is a ``FileSink``, this gives these guarantees:
+
+* A line is never split, and lines from different processes never interleave.
+* Every line of a successful ``write_batch`` is in exactly one file. A rotation
+  by one process loses nothing written by another, because a writer that has
+  not yet noticed the rotation checks the inode again, under the lock, before
+  it writes.
+* Batches are never split across files, so a file is larger than
+  ``max_bytes`` only when it holds one batch that is itself larger.
+* On an ``OSError``, ``write_batch`` returns ``SinkResult.RETRY`` and reopens
+  the file on the next call. If only part of a batch was written, that part is
+  truncated away (best effort), so a retry leaves no half line behind.
+
+Rotation uses logrotate's names: ``path`` → ``path.1`` → … → ``path.<backups>``,
+and the oldest file is deleted. With ``compress=True`` the backups are
+``path.1.gz``, ``path.2.gz``, and so on. Compression runs under the lock, so
+writers in other processes wait for it (roughly a second per 100 MiB).
+
+External logrotate is supported in its ``create`` mode (rename the file, then
+start a new one). The sink reopens ``path`` on its next write, or at once when
+``FileSink.reopen`` runs (see ``install_sighup_reopen``). A batch written
+between the rename and the reopen lands in the renamed file, which still means
+exactly once. Use ``delaycompress`` so that logrotate never compresses a file
+that a sink may still be appending to. ``copytruncate`` is not supported: lines
+written between the copy and the truncate are lost, and that is inherent to
+copytruncate.
+
+Limitations: the lock file must stay where it is while writers run (keep it out
+of logrotate's patterns), and ``flock`` needs a local filesystem.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import gzip
+import os
+import pathlib
+import re
+import shutil
+import signal
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, ClassVar, TypeAlias
+
+from auditrail.typing import SinkResult
+
+__all__ = ["FileSink", "install_sighup_reopen", "rotated_files"]
+
+_GZ = ".gz"
+
+
+class FileSink:
+    """Appends each batch as JSON lines to a file and rotates the file by size.
+
+    Args:
+        path: The live file. Its directory must already exist.
+        max_bytes: Rotate before a batch would take a non-empty file past this
+            size. ``0`` disables rotation.
+        backups: How many rotated files to keep (``path.1`` … ``path.<backups>``).
+            Must be at least 1 when ``max_bytes > 0``.
+        compress: Gzip rotated files (``path.1.gz`` …). Needs ``max_bytes > 0``.
+        file_mode: Permissions of the files the sink creates, set exactly
+            whatever the umask is. Must include owner read and write.
+        fsync: ``fsync`` the file after every batch.
+
+    Raises:
+        ValueError: An argument is out of range, or the combination is impossible.
+        FileNotFoundError: The directory of ``path`` does not exist.
+        OSError: The file or its lock file cannot be opened.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: ClassVar[str] = "file"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 100 * 1024 * 1024,
+        backups: int = 10,
+        compress: bool = False,
+        file_mode: int = 0o600,
+        fsync: bool = False,
+    ) -> None:
+        _check_count("max_bytes", max_bytes)
+        _check_count("backups", backups)
+        if max_bytes > 0 and backups < 1:
+            raise ValueError(
+                "backups must be >= 1 when max_bytes > 0 (rotation needs somewhere to keep the "
+                "old file); use max_bytes=0 to disable rotation"
+            )
+        if compress and max_bytes == 0:
+            raise ValueError("compress=True needs rotation: set max_bytes > 0")
+        if file_mode & ~0o777 or file_mode & 0o600 != 0o600:
+            raise ValueError(
+                f"file_mode must be permission bits including owner read and write (0o600), "
+                f"got {file_mode:#o}"
+            )
+        self._path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(self._path))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(
+                errno.ENOENT, "directory of the audit file does not exist", parent
+            )
+        self._lock_path = self._path + ".lock"
+        self._max_bytes = max_bytes
+        self._backups = backups
+        self._compress = compress
+        self._file_mode = file_mode
+        self._fsync = fsync
+        # Serialises threads: flock cannot, since they share one open file description.
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._closed = False
+        self._reopen_requested = False
+        self._fd: int | None = None
+        self._lock_fd: int | None = _open_private(self._lock_path, os.O_WRONLY, file_mode)
+        try:
+            self._fd = self._open_live()
+        except OSError:
+            self._close_fds()
+            raise
+        _register(self, add=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"FileSink(path={self._path!r}, max_bytes={self._max_bytes}, "
+            f"backups={self._backups}, compress={self._compress})"
+        )
+
+    def write_batch(self, lines: Sequence[bytes]) -> SinkResult:
+        if self._closed:
+            return SinkResult.RETRY
+        if not lines:
+            return SinkResult.SUCCESS
+        data = b"\n".join(lines) + b"\n"
+        with self._lock:
+            if self._closed:
+                return SinkResult.RETRY
+            try:
+                self._append(data)
+            except OSError:
+                # The file may have been replaced or its disk may have filled:
+                # start again from fresh descriptors on the next batch.
+                self._close_fds()
+                return SinkResult.RETRY
+            finally:
+                if self._closed:
+                    # close() timed out waiting for this batch and left the closing to us.
+                    self._close_fds()
+        return SinkResult.SUCCESS
+
+    def flush(self, timeout_s: float) -> bool:
+        # os.write keeps nothing in user space; fsync=True already syncs every batch.
+        return True
+
+    def close(self, timeout_s: float) -> None:
+        self._closed = True
+        _register(self, add=False)
+        if self._lock.acquire(timeout=max(timeout_s, 0.0)):
+            try:
+                self._close_fds()
+            finally:
+                self._lock.release()
+
+    def reopen(self) -> None:
+        """Close the file and open ``path`` again, after an external rotation.
+
+        This is safe to call from a signal handler and never blocks: if a write
+        is in progress, the reopen happens at the start of the next batch.
+        Errors are not raised. If ``path`` cannot be opened, the next
+        ``write_batch`` tries again and returns ``SinkResult.RETRY`` if it fails.
+
+        .. versionadded:: 0.1.0
+        """
+        self._reopen_requested = True
+        # Never wait: a signal handler may be interrupting the thread that holds the lock.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if not self._closed:
+                self._reopen_requested = False
+                self._close_file()
+                with contextlib.suppress(OSError):
+                    self._fd = self._open_live()
+        finally:
+            self._lock.release()
+
+    def _append(self, data: bytes) -> None:
+        if self._pid != os.getpid():
+            # A forked child shares the parent's open file descriptions, and a flock
+            # belongs to one of those, so the child needs its own to exclude the parent.
+            self._close_fds()
+            self._pid = os.getpid()
+        if self._lock_fd is None:
+            self._lock_fd = _open_private(self._lock_path, os.O_WRONLY, self._file_mode)
+        lock_fd = self._lock_fd
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        try:
+            fd = self._current_fd()
+            size = os.fstat(fd).st_size
+            if self._max_bytes and size and size + len(data) > self._max_bytes:
+                fd = self._rotate()
+                size = 0
+            _write_all(fd, data, size)
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+    def _current_fd(self) -> int:
+        fd = self._fd
+        if fd is not None and not self._reopen_requested and _same_file(self._path, fd):
+            return fd
+        self._reopen_requested = False
+        self._close_file()
+        self._fd = self._open_live()
+        return self._fd
+
+    def _rotate(self) -> int:
+        base = self._path
+        for suffix in ("", _GZ):
+            # Shift both forms so that a change of `compress` still keeps one file per number.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{base}.{self._backups}{suffix}")
+            for n in range(self._backups - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(f"{base}.{n}{suffix}", f"{base}.{n + 1}{suffix}")
+        os.rename(base, f"{base}.1")
+        self._close_file()
+        self._fd = self._open_live()
+        if self._compress:
+            _gzip_file(f"{base}.1", f"{base}.1{_GZ}", self._file_mode)
+        return self._fd
+
+    def _open_live(self) -> int:
+        return _open_private(self._path, os.O_WRONLY | os.O_APPEND, self._file_mode)
+
+    def _close_file(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _close_fds(self) -> None:
+        self._close_file()
+        lock_fd, self._lock_fd = self._lock_fd, None
+        if lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock_fd)
+
+
+def rotated_files(path: str | os.PathLike[str]) -> list[pathlib.Path]:
+    """List the live file and its backups that exist, oldest first.
+
+    Backups are ``path.<n>`` and ``path.<n>.gz``, highest ``n`` first. The live
+    file comes last. Names that external tools choose, such as logrotate's
+    ``dateext``, are not included.
+
+    .. versionadded:: 0.1.0
+    """
+    live = pathlib.Path(path)
+    pattern = re.compile(re.escape(live.name) + r"\.([1-9][0-9]*)(\.gz)?")
+    backups: list[tuple[int, bool, pathlib.Path]] = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(live.parent) as entries:
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_file():
+                backups.append((int(match[1]), match[2] is None, pathlib.Path(entry.path)))
+    backups.sort(key=lambda backup: (-backup[0], backup[1]))
+    files = [backup[2] for backup in backups]
+    if live.is_file():
+        files.append(live)
+    return files
+
+
+_Handler: TypeAlias = Callable[[int, FrameType | None], Any] | int | None
+
+_registry_lock = threading.Lock()
+_live_sinks: weakref.WeakSet[FileSink] = weakref.WeakSet()
+_previous_sighup: _Handler = None
+
+
+def install_sighup_reopen() -> None:
+    """Make SIGHUP reopen every live ``FileSink``, as logrotate's ``postrotate`` expects.
+
+    A Python handler that was installed before is still called, after the
+    reopens. Calling this function again does nothing.
+
+    Raises:
+        RuntimeError: Not called from the main thread (Python sets signal
+            handlers only there).
+
+    .. versionadded:: 0.1.0
+    """
+    global _previous_sighup
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("install_sighup_reopen() must be called from the main thread")
+    current = signal.getsignal(signal.SIGHUP)
+    if current is _on_sighup:
+        return
+    _previous_sighup = current
+    signal.signal(signal.SIGHUP, _on_sighup)
+
+
+def _on_sighup(signum: int, frame: FrameType | None) -> None:
+    for sink in _live_sinks:
+        sink.reopen()
+    previous = _previous_sighup
+    if callable(previous):
+        previous(signum, frame)
+
+
+def _register(sink: FileSink, *, add: bool) -> None:
+    global _live_sinks
+    with _registry_lock:
+        # Copy on write: the SIGHUP handler reads the set without the lock (it may
+        # interrupt the thread that holds it), so the set it sees must never change.
+        sinks = weakref.WeakSet(_live_sinks)
+        if add:
+            sinks.add(sink)
+        else:
+            sinks.discard(sink)
+        _live_sinks = sinks
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+
+
+def _open_private(path: str, flags: int, mode: int) -> int:
+    flags |= os.O_CREAT | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_EXCL, mode)
+    except FileExistsError:
+        return os.open(path, flags, mode)
+    try:
+        # A file we create gets exactly `mode`; the umask could have narrowed it.
+        os.fchmod(fd, mode)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _same_file(path: str, fd: int) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _write_all(fd: int, data: bytes, start: int) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        if len(view) < len(data):
+            # Other writers wait on the lock, so everything past `start` is ours:
+            # cutting it keeps the retried batch from leaving half a line behind.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+        raise
+
+
+def _gzip_file(src: str, dst: str, mode: int) -> None:
+    tmp = dst + ".tmp"
+    fd = _open_private(tmp, os.O_WRONLY | os.O_TRUNC, mode)
+    try:
+        with open(fd, "wb") as raw, open(src, "rb") as plain:
+            with gzip.GzipFile(fileobj=raw, mode="wb") as packed:
+                shutil.copyfileobj(plain, packed, 1 << 20)
+            raw.flush()
+            # The plain copy is deleted next, so the compressed one must be on disk first.
+            os.fsync(raw.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.unlink(src)

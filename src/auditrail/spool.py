@@ -1,0 +1,532 @@
+"""The durable local spool: a write-ahead log of encoded audit entries.
+
+The spool takes what cannot go to a sink right now (overflow of a full buffer,
+batches a sink refused, what is left at shutdown, and, at the ``spool`` and
+``fsync`` durability levels, every entry before ``emit`` returns) and gives it
+back in order until each consumer (destination) has acknowledged it.
+
+Layout of one spool directory (owned by one process at a time, see
+``claim_spool_dir``)::
+
+    lock                 flock()ed by the owner for its whole life
+    00000000000000000001.seg   segments, named by their first record id
+    <consumer>.ack       last record id the consumer acknowledged (atomic replace)
+
+A record is a 28-byte little-endian header followed by the payload::
+
+    magic b"\\xa7U" | flags u16 | length u32 | crc32 u32 | id u64 | appended_ms u64
+
+Invariants:
+
+* Record ids increase by one per record, across segments, for the life of the
+  directory; the next id after a restart is one past the highest valid id found.
+* A record is pending for a consumer while ``id > ack[consumer]``. Readers
+  always start at the acknowledged position, so a batch that was read but not
+  acknowledged (sink failure, crash) is read again: delivery is at-least-once.
+* A segment is deleted only when every consumer has acknowledged its last
+  record, and never while it is the segment being written.
+* Each process start opens a fresh segment, so a torn tail left by a crash is
+  never appended to. Readers detect torn or corrupt records (bad magic, length
+  or checksum), count them, and resynchronise on the next valid header.
+* Appends are one ``write(2)`` under a lock; readers only read up to the
+  committed size, so they never see a half-written record of this process.
+  Without fsync a record survives the death of the process (it is in the page
+  cache) but not a power loss; ``sync()`` and the ``fsync`` durability level
+  close that gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from auditrail.exceptions import SpoolError, SpoolLockedError
+
+_HEADER: Final = struct.Struct("<2sHIIQQ")
+_CRC_FIELDS: Final = struct.Struct("<QQ")
+_MAGIC: Final = b"\xa7U"
+HEADER_BYTES: Final = _HEADER.size
+MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
+_SEGMENT_SUFFIX: Final = ".seg"
+_ACK_SUFFIX: Final = ".ack"
+_MAX_SLOTS: Final = 64
+
+
+class SpoolFullError(SpoolError):
+    """Appending would take the spool past its byte limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRecord:
+    """One record read back from the spool."""
+
+    id: int
+    appended_ms: int
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Position:
+    segment: int  # first id of the segment (its file name)
+    offset: int
+    last_id: int  # id of the last record before this position (the ack)
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """A snapshot for metrics and ``auditrail spool status``."""
+
+    bytes: int
+    segments: int
+    pending_records: dict[str, int]
+    oldest_pending_ms: dict[str, int | None]
+    corrupt_records: int
+
+
+def _segment_name(first_id: int) -> str:
+    return f"{first_id:020d}{_SEGMENT_SUFFIX}"
+
+
+def _encode(record_id: int, appended_ms: int, payload: bytes) -> bytes:
+    crc = zlib.crc32(payload, zlib.crc32(_CRC_FIELDS.pack(record_id, appended_ms)))
+    return _HEADER.pack(_MAGIC, 0, len(payload), crc, record_id, appended_ms) + payload
+
+
+def _decode_at(data: bytes | memoryview, offset: int) -> tuple[SpoolRecord, int] | None:
+    """Decode the record at ``offset``; None if there is no valid record there."""
+    end = offset + HEADER_BYTES
+    if end > len(data):
+        return None
+    magic, _flags, length, crc, record_id, appended_ms = _HEADER.unpack_from(data, offset)
+    if magic != _MAGIC or length > MAX_RECORD_BYTES or end + length > len(data):
+        return None
+    payload = bytes(data[end : end + length])
+    if zlib.crc32(payload, zlib.crc32(_CRC_FIELDS.pack(record_id, appended_ms))) != crc:
+        return None
+    return SpoolRecord(record_id, appended_ms, payload), end + length
+
+
+def scan_segment(data: bytes) -> Iterator[tuple[int, SpoolRecord | None]]:
+    """Yield ``(offset, record)`` for each record, and ``(offset, None)`` per corrupt stretch.
+
+    After a corrupt stretch the scan resumes at the next offset holding a valid record.
+    """
+    offset = 0
+    while offset < len(data):
+        decoded = _decode_at(data, offset)
+        if decoded is not None:
+            record, nxt = decoded
+            yield offset, record
+            offset = nxt
+            continue
+        yield offset, None
+        offset = _resync(data, offset + 1)
+
+
+def _resync(data: bytes, start: int) -> int:
+    pos = data.find(_MAGIC, start)
+    while pos != -1:
+        if _decode_at(data, pos) is not None:
+            return pos
+        pos = data.find(_MAGIC, pos + 1)
+    return len(data)
+
+
+class Spool:
+    """A write-ahead log in one directory, shared by several named consumers.
+
+    Thread-safe. ``append`` may be called from any thread; ``read``/``ack`` for
+    one consumer must come from one thread at a time (the delivery worker).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        consumers: Sequence[str],
+        *,
+        max_segment_bytes: int = 16 * 1024 * 1024,
+        max_bytes: int = 1024 * 1024 * 1024,
+    ) -> None:
+        if not consumers:
+            raise ValueError("a spool needs at least one consumer")
+        if max_segment_bytes <= HEADER_BYTES:
+            raise ValueError("max_segment_bytes is too small")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.consumers = tuple(consumers)
+        self.max_segment_bytes = max_segment_bytes
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self.corrupt_records = 0
+        self._corrupt_seen: set[tuple[int, int]] = set()
+        self._read_end: dict[str, tuple[int, int, int | None]] = {}
+        self._closed = False
+
+        self._sizes: dict[int, int] = {}
+        for path in sorted(self.directory.glob(f"*{_SEGMENT_SUFFIX}")):
+            with contextlib.suppress(ValueError):
+                self._sizes[int(path.stem)] = path.stat().st_size
+        self._next_id = self._recover_next_id()
+        self._positions = {c: self._position_after(self._read_ack(c)) for c in self.consumers}
+        self._active = self._next_id
+        self._fd = self._open_segment(self._active)
+        self._synced_id = self._next_id - 1
+        self._delete_delivered()
+
+    # -- recovery -----------------------------------------------------------
+
+    def _segment_path(self, first_id: int) -> Path:
+        return self.directory / _segment_name(first_id)
+
+    def _recover_next_id(self) -> int:
+        highest = 0
+        for first in sorted(self._sizes, reverse=True):
+            data = self._segment_path(first).read_bytes()
+            ids = [r.id for _, r in scan_segment(data) if r is not None]
+            if ids:
+                highest = max(ids)
+                break
+            highest = max(highest, first - 1)
+        acks = [self._read_ack(c) for c in self.consumers]
+        return max([highest, *acks]) + 1
+
+    def _read_ack(self, consumer: str) -> int:
+        try:
+            return int((self.directory / f"{consumer}{_ACK_SUFFIX}").read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except ValueError:
+            # An unreadable ack replays from the start: duplicates, never loss.
+            return 0
+
+    def _position_after(self, acked_id: int) -> _Position:
+        candidates = [s for s in sorted(self._sizes) if s <= acked_id + 1]
+        if not candidates:
+            first = min(self._sizes, default=acked_id + 1)
+            return _Position(first, 0, acked_id)
+        segment = candidates[-1]
+        data = self._segment_path(segment).read_bytes()
+        offset = 0
+        for off, record in scan_segment(data):
+            if record is not None and record.id > acked_id:
+                offset = off
+                break
+            offset = len(data)
+        return _Position(segment, offset, acked_id)
+
+    def _open_segment(self, first_id: int) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(self._segment_path(first_id), flags, 0o600)
+        self._sizes[first_id] = os.fstat(fd).st_size
+        return fd
+
+    # -- writing ------------------------------------------------------------
+
+    def append(self, payloads: Sequence[bytes], *, sync: bool = False) -> int:
+        """Append payloads as records; return the id of the last one.
+
+        Args:
+            payloads: encoded entries.
+            sync: fsync before returning (group commit: one fsync may cover
+                concurrent appends of other threads).
+
+        Raises:
+            SpoolFullError: the spool would exceed ``max_bytes``.
+            OSError: the disk refused the write (for example ENOSPC).
+        """
+        if not payloads:
+            return self._next_id - 1
+        now_ms = time.time_ns() // 1_000_000
+        with self._lock:
+            if self._closed:
+                raise SpoolError("spool is closed")
+            incoming = sum(len(p) for p in payloads) + HEADER_BYTES * len(payloads)
+            if self.total_bytes() + incoming > self.max_bytes:
+                raise SpoolFullError(f"spool {self.directory} would exceed {self.max_bytes} bytes")
+            if self._sizes[self._active] >= self.max_segment_bytes:
+                self._roll()
+            first = self._next_id
+            blob = b"".join(
+                _encode(first + i, now_ms, payload) for i, payload in enumerate(payloads)
+            )
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            self._sizes[self._active] += len(blob)
+            self._next_id = first + len(payloads)
+            last = self._next_id - 1
+        if sync:
+            self._sync_through(last)
+        return last
+
+    def _roll(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._active = self._next_id
+        self._fd = self._open_segment(self._active)
+
+    def _sync_through(self, record_id: int) -> None:
+        with self._sync_lock:
+            if self._synced_id >= record_id:
+                return  # another thread's fsync already covered this record
+            with self._lock:
+                target, fd = self._next_id - 1, self._fd
+            os.fsync(fd)
+            self._synced_id = target
+
+    def sync(self) -> None:
+        """fsync everything appended so far."""
+        with self._lock:
+            last = self._next_id - 1
+        self._sync_through(last)
+
+    # -- reading ------------------------------------------------------------
+
+    def read(
+        self, consumer: str, max_records: int, max_bytes: int = 4 * 1024 * 1024
+    ) -> list[SpoolRecord]:
+        """Read up to ``max_records`` pending records for ``consumer``, oldest first.
+
+        Reading does not consume: the same records come back until ``ack``.
+        """
+        pos = self._positions[consumer]
+        records: list[SpoolRecord] = []
+        segment, offset, budget = pos.segment, pos.offset, max_bytes
+        while len(records) < max_records and budget > 0:
+            with self._lock:
+                committed = self._sizes.get(segment)
+                later = sorted(s for s in self._sizes if s > segment)
+                active = self._active
+            if committed is None or offset >= committed:
+                if segment == active or not later:
+                    break
+                segment, offset = later[0], 0
+                continue
+            data = self._read_window(segment, offset, committed, budget)
+            off = 0
+            while off < len(data) and len(records) < max_records and budget > 0:
+                decoded = _decode_at(data, off)
+                if decoded is None:
+                    self._count_corrupt(segment, offset + off)
+                    off = _resync(data, off + 1)
+                    continue
+                record, off = decoded
+                if record.id > pos.last_id:
+                    records.append(record)
+                    budget -= len(record.payload) + HEADER_BYTES
+            offset += off
+        self._read_end[consumer] = (segment, offset, records[-1].id if records else None)
+        return records
+
+    def _read_window(self, segment: int, offset: int, committed: int, budget: int) -> bytes:
+        # Return whole records only, so that a record cut by the window is
+        # never mistaken for corruption.
+        with open(self._segment_path(segment), "rb") as fh:
+            fh.seek(offset)
+            available = committed - offset
+            data = fh.read(min(available, max(budget, 64 * 1024)))
+            whole = pos = 0
+            while pos + HEADER_BYTES <= len(data):
+                magic, _f, length, _c, _i, _t = _HEADER.unpack_from(data, pos)
+                if magic != _MAGIC or length > MAX_RECORD_BYTES:
+                    # Corrupt: give the resync scan the rest of the segment.
+                    return data + fh.read(available - len(data))
+                pos += HEADER_BYTES + length
+                if pos <= len(data):
+                    whole = pos
+            if len(data) == available:
+                return data  # at the committed end a torn tail is real corruption
+            if whole > 0:
+                return data[:whole]
+            # The first record is larger than the window: read all of it.
+            return data + fh.read(min(pos, available) - len(data))
+
+    def _count_corrupt(self, segment: int, offset: int) -> None:
+        key = (segment, offset)
+        if key not in self._corrupt_seen:
+            self._corrupt_seen.add(key)
+            self.corrupt_records += 1
+
+    def ack(self, consumer: str, records: Sequence[SpoolRecord]) -> None:
+        """Acknowledge delivery of ``records``, the batch the last ``read`` returned."""
+        if not records:
+            return
+        last_id = records[-1].id
+        segment, offset, read_last = self._read_end.get(consumer, (0, 0, None))
+        if read_last == last_id:
+            self._positions[consumer] = _Position(segment, offset, last_id)
+        else:
+            self._positions[consumer] = self._position_after(last_id)
+        ack_path = self.directory / f"{consumer}{_ACK_SUFFIX}"
+        tmp = ack_path.with_name(f"{ack_path.name}.tmp")
+        tmp.write_text(str(last_id))
+        os.replace(tmp, ack_path)
+        self._delete_delivered()
+
+    def _delete_delivered(self) -> None:
+        floor = min(p.last_id for p in self._positions.values())
+        with self._lock:
+            ordered = sorted(self._sizes)
+            for i, first in enumerate(ordered):
+                if first == self._active:
+                    if self._next_id - 1 <= floor and self._sizes[first] > 0:
+                        # Everything is delivered: start an empty segment so the
+                        # spool shrinks to nothing.
+                        self._roll()
+                        self._unlink(first)
+                    break
+                next_first = ordered[i + 1] if i + 1 < len(ordered) else self._next_id
+                if next_first - 1 <= floor:
+                    self._unlink(first)
+
+    def _unlink(self, first: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._segment_path(first).unlink()
+        self._sizes.pop(first, None)
+        for pos in self._positions.values():
+            if pos.segment == first:
+                later = [s for s in self._sizes if s > first]
+                pos.segment, pos.offset = (min(later) if later else self._active), 0
+
+    # -- state --------------------------------------------------------------
+
+    def total_bytes(self) -> int:
+        return sum(self._sizes.values())
+
+    def pending(self, consumer: str) -> int:
+        """How many records ``consumer`` has not acknowledged yet."""
+        return max(0, self._next_id - 1 - self._positions[consumer].last_id)
+
+    def stats(self) -> SpoolStats:
+        pending = {c: self.pending(c) for c in self.consumers}
+        oldest: dict[str, int | None] = {}
+        for consumer in self.consumers:
+            oldest[consumer] = None
+            if pending[consumer]:
+                first = self._peek(consumer)
+                oldest[consumer] = first.appended_ms if first else None
+        return SpoolStats(
+            bytes=self.total_bytes(),
+            segments=len(self._sizes),
+            pending_records=pending,
+            oldest_pending_ms=oldest,
+            corrupt_records=self.corrupt_records,
+        )
+
+    def _peek(self, consumer: str) -> SpoolRecord | None:
+        pos = self._positions[consumer]
+        try:
+            with open(self._segment_path(pos.segment), "rb") as fh:
+                fh.seek(pos.offset)
+                head = fh.read(HEADER_BYTES)
+        except FileNotFoundError:
+            return None
+        if len(head) < HEADER_BYTES:
+            return None
+        magic, _f, _len, _crc, record_id, appended_ms = _HEADER.unpack(head)
+        return SpoolRecord(record_id, appended_ms, b"") if magic == _MAGIC else None
+
+    def close(self) -> None:
+        """fsync and close; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            fd = self._fd
+        os.fsync(fd)
+        os.close(fd)
+        if self._sizes.get(self._active) == 0:
+            self._unlink(self._active)
+
+
+class SpoolClaim:
+    """A spool directory slot this process holds the lock on.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, directory: Path, lock_fd: int) -> None:
+        self.directory = directory
+        self._lock_fd = lock_fd
+
+    def release(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def _try_lock(directory: Path) -> int | None:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def claim_spool_dir(base: str | os.PathLike[str]) -> SpoolClaim:
+    """Claim the first free ``slot-N`` under ``base`` for this process.
+
+    Several processes of one service (the agent and the task processes it
+    starts) can share ``base``: each gets its own slot, and a slot left behind
+    by a dead process is taken over, and replayed, by the next process that
+    starts or by ``adopt_orphans``.
+
+    Raises:
+        SpoolLockedError: all slots are held by live processes.
+    """
+    root = Path(base)
+    for n in range(_MAX_SLOTS):
+        directory = root / f"slot-{n}"
+        fd = _try_lock(directory)
+        if fd is not None:
+            return SpoolClaim(directory, fd)
+    raise SpoolLockedError(f"all {_MAX_SLOTS} spool slots under {root} are in use")
+
+
+def adopt_orphans(base: str | os.PathLike[str], into: Spool) -> int:
+    """Move pending records of slots whose owner has died into ``into``.
+
+    Returns how many records were moved. Records are appended to ``into`` (and
+    fsynced) before the orphan's segments are deleted, so a crash in between
+    duplicates rather than loses.
+    """
+    moved = 0
+    for directory in sorted(Path(base).glob("slot-*")):
+        if directory == into.directory or not any(directory.glob(f"*{_SEGMENT_SUFFIX}")):
+            continue
+        fd = _try_lock(directory)
+        if fd is None:
+            continue  # its owner is alive
+        try:
+            orphan = Spool(directory, into.consumers)
+            floor = min(orphan._positions[c].last_id for c in orphan.consumers)
+            for first in sorted(orphan._sizes):
+                data = orphan._segment_path(first).read_bytes()
+                payloads = [r.payload for _, r in scan_segment(data) if r and r.id > floor]
+                for start in range(0, len(payloads), 1024):
+                    into.append(payloads[start : start + 1024])
+                moved += len(payloads)
+            into.sync()
+            orphan.close()
+            for path in directory.glob(f"*{_SEGMENT_SUFFIX}"):
+                path.unlink()
+            for path in directory.glob(f"*{_ACK_SUFFIX}"):
+                path.unlink()
+        finally:
+            os.close(fd)
+    return moved
