@@ -71,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the JSON Schema of an audit entry")
     p.set_defaults(func=_cmd_schema)
 
-    p = sub.add_parser(
-        "check-config", help="validate the AUDIT_LOG_* settings of this environment"
-    )
+    p = sub.add_parser("check-config", help="validate the AUDIT_LOG_* settings of this environment")
     p.set_defaults(func=_cmd_check_config)
 
     p = sub.add_parser("spool", help="inspect the durable spool")

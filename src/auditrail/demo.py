@@ -135,8 +135,20 @@ def run_demo(directory: str | os.PathLike[str], *, entries: int = 20_000) -> int
     print(f"\n== auditrail trace {first}   (one webhook, from delivery to review note)")
     query_main(["trace", first, str(path)])
     print("\n== auditrail query --outcome failure --action 'gitlab.api.*' --limit 5")
-    query_main(["query", str(path), "--outcome", "failure", "--action", "gitlab.api.*",
-                "--limit", "5", "--format", "table"])
+    query_main(
+        [
+            "query",
+            str(path),
+            "--outcome",
+            "failure",
+            "--action",
+            "gitlab.api.*",
+            "--limit",
+            "5",
+            "--format",
+            "table",
+        ]
+    )
     print("\n== auditrail report")
     query_main(["report", str(path)])
     print(f"\nThe trail stays in {root}; try: .venv/bin/auditrail query {path} --help")

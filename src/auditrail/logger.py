@@ -13,7 +13,6 @@ import atexit
 import functools
 import inspect
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -84,6 +83,8 @@ class AuditLogger:
         metrics: Prometheus metrics (default: on the global registry).
         max_entry_bytes: the largest encoded entry; bulkier fields are cut.
         enabled: False makes ``emit`` a no-op costing one attribute check.
+        exit_timeout_s: how long the ``atexit`` close (also reached from
+            SIGTERM, see ``auditrail.runtime``) may deliver before spooling.
 
     .. versionadded:: 0.1.0
     """
@@ -105,6 +106,7 @@ class AuditLogger:
         metrics: AuditMetrics | None = None,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         enabled: bool = True,
+        exit_timeout_s: float = EXIT_TIMEOUT_S,
     ) -> None:
         if not service:
             raise ValueError("service must not be empty")
@@ -112,6 +114,7 @@ class AuditLogger:
             raise ValueError("max_entry_bytes must be at least 1024")
         self.service = service
         self.enabled = enabled
+        self.exit_timeout_s = exit_timeout_s
         self.sink = sink
         self._closed = False
         self._redactor = redactor if redactor is not None else default_redactor
@@ -333,6 +336,7 @@ class AuditLogger:
         the remainder is safe in the spool and will be replayed on next start).
         """
         self._closed = True
+        _live_loggers.discard(self)
         if self._pipeline is None:
             return True
         delivered = self._pipeline.close(timeout_s)
@@ -359,7 +363,10 @@ class AuditLogger:
         self.close()
 
 
-_live_loggers: weakref.WeakSet[AuditLogger] = weakref.WeakSet()
+# Strong references: a logger only referenced by a frame that SIGTERM's
+# SystemExit unwinds would otherwise vanish before atexit could close it (and
+# its buffer with it). close() removes the reference.
+_live_loggers: set[AuditLogger] = set()
 
 
 @atexit.register
@@ -367,7 +374,7 @@ def _close_at_exit() -> None:
     # Like logging.shutdown: whatever is still buffered at interpreter exit
     # is delivered or spooled, never abandoned in memory.
     for logger in list(_live_loggers):
-        logger.close(EXIT_TIMEOUT_S)
+        logger.close(logger.exit_timeout_s)
 
 
 class AuditCall:

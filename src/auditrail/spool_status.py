@@ -33,9 +33,7 @@ def spool_status(base: str | os.PathLike[str]) -> dict[str, Any]:
     slots = []
     for slot in sorted(root.glob("slot-*")):
         segments = sorted(slot.glob("*.seg"))
-        acks = {
-            p.stem: int(p.read_text().strip() or 0) for p in slot.glob("*.ack") if p.is_file()
-        }
+        acks = {p.stem: int(p.read_text().strip() or 0) for p in slot.glob("*.ack") if p.is_file()}
         floor = min(acks.values(), default=0)
         pending = 0
         for seg in segments:
@@ -51,7 +49,9 @@ def spool_status(base: str | os.PathLike[str]) -> dict[str, Any]:
             }
         )
     dead = root / "dead-letters"
-    dead_letters = {
-        p.stem: sum(1 for _ in p.open("rb")) for p in sorted(dead.glob("*.jsonl"))
-    } if dead.is_dir() else {}
+    dead_letters = (
+        {p.stem: sum(1 for _ in p.open("rb")) for p in sorted(dead.glob("*.jsonl"))}
+        if dead.is_dir()
+        else {}
+    )
     return {"spool_dir": str(root), "slots": slots, "dead_letters": dead_letters}

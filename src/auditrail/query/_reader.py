@@ -1,0 +1,477 @@
+"""Finding the trail's files and scanning them fast.
+
+Speed comes from not looking at most lines. A file is read in large blocks
+(gzip ones through one ``zlib`` stream); in each block the most selective
+needle (see ``_filters``) is searched for with ``bytes.find``, which runs at
+several GB/s, and only the lines around a hit are split out, tested for the
+other needles and parsed with ``orjson``. Lines that hold a JSON escape are
+always parsed, since an escape could hide a needle. With no needle (a filter on
+time only, or a report) every line is parsed.
+
+Whole files are skipped when their modification time shows they were last
+written before anything that could match (``--since``, or the creation time in a
+UUIDv7 correlation id), with ``PRUNE_SLACK`` to spare for clock differences.
+The mtime is used rather than the first or last line because entries replayed
+from the spool after an outage can be written long after they were stamped;
+they are never older than the write, so the mtime stays a true upper bound.
+
+Only lines that are parsed can be found malformed, so the count of malformed
+lines covers the lines a query had to examine (all of them without needles).
+
+Results are sorted by (timestamp, event_id): files of several processes
+interleave, and a spool replay can put old entries late in a file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from auditrail.query._filters import Matcher, NeedleGroup, has_escape
+from auditrail.query._timeparse import timestamp_key
+
+BLOCK_BYTES: Final = 16 << 20
+"""How much of a file is searched at once (decompressed size for gzip files)."""
+PRUNE_SLACK: Final = timedelta(minutes=10)
+"""Clock difference tolerated between the writers of a file and the entries' clocks."""
+MAX_REPORTED_OFFSETS: Final = 5
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_SAMPLE_BYTES: Final = 1 << 20
+_BACKSLASH: Final = 0x5C
+_ESCAPE_LETTERS: Final = (0x75, 0x2F)  # "u" and "/"
+
+OnMatch = Callable[[bytes, dict[str, Any]], None]
+"""Called with the stored line and its parsed entry for every match."""
+Match = tuple[str, str, bytes]
+"""(canonical timestamp, event_id, stored line): sorts into time order."""
+
+
+class InputError(Exception):
+    """The input files cannot be found or read.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class TrailFile:
+    """One file of the trail.
+
+    .. versionadded:: 0.1.0
+    """
+
+    path: Path
+    compressed: bool
+    mtime: float
+    size: int
+
+    @classmethod
+    def open_stat(cls, path: Path) -> TrailFile:
+        """Describe an existing file, recognising gzip by its magic bytes."""
+        with path.open("rb") as handle:
+            magic = handle.read(2)
+            stat = os.fstat(handle.fileno())
+        return cls(path, magic == _GZIP_MAGIC, stat.st_mtime, stat.st_size)
+
+
+@dataclass(slots=True)
+class ScanStats:
+    """What a scan met besides matches: malformed lines, unreadable and skipped files.
+
+    .. versionadded:: 0.1.0
+    """
+
+    malformed: dict[str, int] = field(default_factory=dict)
+    malformed_offsets: dict[str, list[int]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    files_read: list[str] = field(default_factory=list)
+    files_skipped: list[str] = field(default_factory=list)
+
+    @property
+    def malformed_total(self) -> int:
+        """How many malformed lines were met in all files."""
+        return sum(self.malformed.values())
+
+    def add_malformed(self, path: str, offset: int) -> None:
+        """Count one malformed line, keeping the first few byte offsets per file."""
+        self.malformed[path] = self.malformed.get(path, 0) + 1
+        offsets = self.malformed_offsets.setdefault(path, [])
+        if len(offsets) < MAX_REPORTED_OFFSETS:
+            offsets.append(offset)
+
+    def describe_malformed(self) -> str:
+        """One line for stderr, naming each file and the first byte offsets."""
+        parts = []
+        for path, count in self.malformed.items():
+            offsets = ", ".join(str(offset) for offset in self.malformed_offsets[path])
+            more = ", ..." if count > len(self.malformed_offsets[path]) else ""
+            parts.append(f"{path}: {count} (at byte {offsets}{more})")
+        total = self.malformed_total
+        noun = "line" if total == 1 else "lines"
+        return f"skipped {total} malformed or truncated {noun}: " + "; ".join(parts)
+
+
+def rotation_family(live: Path) -> list[Path]:
+    """Return the rotated backups of ``live`` that exist, oldest first, then ``live`` itself.
+
+    Backups are ``live.N`` or ``live.N.gz`` (a higher N is older). While a backup
+    is being compressed both forms can exist for a moment; the plain one is
+    complete, so it is the one taken.
+    """
+    pattern = re.compile(re.escape(live.name) + r"\.([1-9][0-9]*)(\.gz)?")
+    backups: dict[int, Path] = {}
+    try:
+        entries = list(os.scandir(live.parent if str(live.parent) else "."))
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or not entry.is_file():
+            continue
+        number = int(match[1])
+        if number not in backups or match[2] is None:
+            backups[number] = Path(entry.path)
+    files = [backups[number] for number in sorted(backups, reverse=True)]
+    if live.is_file():
+        files.append(live)
+    return files
+
+
+def discover_files(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    default: str | None = None,
+    rotations: bool = True,
+) -> list[TrailFile]:
+    """Resolve the command line's inputs into the files to read.
+
+    Args:
+        paths: Files, directories (every non-hidden file in them) and globs. A
+            file brings its rotated backups along unless ``rotations`` is False.
+        default: Used when ``paths`` is empty: normally ``AUDIT_LOG_FILE_PATH``,
+            taken with its backups.
+        rotations: Add the backups of each file named directly.
+
+    Raises:
+        InputError: Nothing to read, or a named input does not exist.
+
+    .. versionadded:: 0.1.0
+    """
+    found: list[Path] = []
+    if not paths:
+        if not default:
+            raise InputError("no input: give a file, directory or glob, or set AUDIT_LOG_FILE_PATH")
+        found = rotation_family(Path(default))
+        if not found:
+            raise InputError(f"no audit trail at AUDIT_LOG_FILE_PATH={default}")
+    for raw in paths:
+        text = os.fspath(raw)
+        path = Path(text)
+        if glob.has_magic(text):
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise InputError(f"no file matches {text}")
+            for match in matches:
+                found.extend(_expand(Path(match), rotations=False))
+        elif path.is_dir() or path.is_file():
+            found.extend(_expand(path, rotations=rotations))
+        else:
+            family = rotation_family(path) if rotations else []
+            if not family:
+                raise InputError(f"no such file: {text}")
+            found.extend(family)
+    return _unique(found)
+
+
+def _expand(path: Path, *, rotations: bool) -> list[Path]:
+    if path.is_dir():
+        return sorted(
+            child for child in path.iterdir() if child.is_file() and not child.name.startswith(".")
+        )
+    return rotation_family(path) if rotations else [path]
+
+
+def _unique(paths: list[Path]) -> list[TrailFile]:
+    names = {str(path) for path in paths}
+    seen: set[tuple[int, int]] = set()
+    files: list[TrailFile] = []
+    for path in paths:
+        text = str(path)
+        if text.endswith(".gz") and text[:-3] in names:
+            continue  # caught mid-compression: the plain copy is complete
+        try:
+            stat = path.stat()
+            if (stat.st_dev, stat.st_ino) in seen:
+                continue
+            seen.add((stat.st_dev, stat.st_ino))
+            files.append(TrailFile.open_stat(path))
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return files
+
+
+def should_skip(trail_file: TrailFile, matcher: Matcher) -> bool:
+    """Tell whether the file was last written before any matching entry existed."""
+    earliest = matcher.entry_filter.earliest_write()
+    if earliest is None:
+        return False
+    return trail_file.mtime < (earliest - PRUNE_SLACK).timestamp()
+
+
+def _blocks(trail_file: TrailFile) -> Iterator[bytes]:
+    with trail_file.path.open("rb", buffering=0) as handle:
+        if not trail_file.compressed:
+            while block := handle.read(BLOCK_BYTES):
+                yield block
+            return
+        inflater = zlib.decompressobj(wbits=31)
+        # Compressed input is read in pieces about an eighth of a block: JSON lines
+        # compress about tenfold, and max_length caps each output block anyway.
+        while raw := handle.read(BLOCK_BYTES // 8):
+            while raw:
+                out = inflater.decompress(raw, BLOCK_BYTES)
+                if out:
+                    yield out
+                if inflater.eof:
+                    raw = inflater.unused_data  # a further gzip member follows
+                    inflater = zlib.decompressobj(wbits=31)
+                    if not raw.startswith(_GZIP_MAGIC):
+                        if raw.strip(b"\x00"):
+                            raise zlib.error("trailing garbage after gzip data")
+                        raw = b""
+                else:
+                    raw = inflater.unconsumed_tail
+        tail = inflater.flush()
+        if tail:
+            yield tail
+        if not inflater.eof and inflater.unused_data == b"" and _started(inflater):
+            raise zlib.error("compressed file is truncated")
+
+
+def _started(inflater: Any) -> bool:
+    # A fresh decompressobj (nothing fed since the last member ended) is not truncated.
+    return bool(getattr(inflater, "_fed", True))
+
+
+def line_ranges(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, int, int, int]]:
+    """Regroup blocks so that each piece holds whole lines.
+
+    Yields ``(buffer, start, end, offset)``: ``buffer[start:end]`` is whole
+    lines, each ending in a newline, except that the file's last piece may lack
+    one (a line being written, or a truncated one). ``offset`` is the position
+    of ``buffer[0]`` in the file. Blocks are not copied; only a line cut by a
+    block boundary is.
+    """
+    carry = b""
+    carry_offset = 0
+    offset = 0
+    for block in blocks:
+        last = block.rfind(b"\n")
+        if last == -1:
+            if not carry:
+                carry_offset = offset
+            carry += block
+            offset += len(block)
+            continue
+        start = 0
+        if carry:
+            first = block.find(b"\n")
+            piece = carry + block[: first + 1]
+            yield piece, 0, len(piece), carry_offset
+            start = first + 1
+        if start <= last:
+            yield block, start, last + 1, offset
+        carry = block[last + 1 :]
+        carry_offset = offset + last + 1
+        offset += len(block)
+    if carry:
+        yield carry, 0, len(carry), carry_offset
+
+
+def _escape_spans(buf: bytes, start: int, end: int) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    find = buf.find
+    pos = find(b"\\", start, end)
+    while pos != -1:
+        if pos + 1 < end and buf[pos + 1] in _ESCAPE_LETTERS:
+            line_start = buf.rfind(b"\n", start, pos) + 1 or start
+            line_end = find(b"\n", pos, end)
+            if line_end == -1:
+                line_end = end
+            spans.append((max(line_start, start), line_end))
+            pos = find(b"\\", line_end, end)
+        else:
+            pos = find(b"\\", pos + 2, end)
+    return spans
+
+
+def _needle_spans(buf: bytes, needle: bytes, start: int, end: int) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    find = buf.find
+    rfind = buf.rfind
+    pos = find(needle, start, end)
+    while pos != -1:
+        line_start = rfind(b"\n", start, pos) + 1
+        if line_start == 0:
+            line_start = start
+        line_end = find(b"\n", pos, end)
+        if line_end == -1:
+            line_end = end
+        spans.append((line_start, line_end))
+        pos = find(needle, line_end, end)
+    return spans
+
+
+def choose_primary(sample: bytes, groups: Sequence[NeedleGroup]) -> int:
+    """Return the index of the needle group with the fewest hits in a sample."""
+    counts = [sum(sample.count(needle) for needle in group) for group in groups]
+    return counts.index(min(counts))
+
+
+def scan_file(trail_file: TrailFile, matcher: Matcher, on_match: OnMatch, stats: ScanStats) -> None:
+    """Call ``on_match`` for every entry of one file that the matcher selects.
+
+    Malformed lines are counted in ``stats``; a file that cannot be read is
+    recorded in ``stats.errors`` and the scan goes on with what was read.
+
+    .. versionadded:: 0.1.0
+    """
+    name = str(trail_file.path)
+    stats.files_read.append(name)
+    groups = matcher.needle_groups
+    primary: NeedleGroup | None = None
+    others: tuple[NeedleGroup, ...] = ()
+    try:
+        for buf, start, end, offset in line_ranges(_blocks(trail_file)):
+            if not groups:
+                _scan_all(buf, start, end, offset, matcher, on_match, stats, name)
+                continue
+            if primary is None:
+                index = choose_primary(buf[start : start + _SAMPLE_BYTES], groups)
+                primary = groups[index]
+                others = groups[:index] + groups[index + 1 :]
+            _scan_needles(buf, start, end, offset, primary, others, matcher, on_match, stats, name)
+    except (OSError, zlib.error, EOFError) as exc:
+        stats.errors.append(f"cannot read {name}: {exc}")
+
+
+def _scan_all(
+    buf: bytes,
+    start: int,
+    end: int,
+    offset: int,
+    matcher: Matcher,
+    on_match: OnMatch,
+    stats: ScanStats,
+    name: str,
+) -> None:
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    matches = matcher.matches
+    everything = matcher.selects_all
+    position = offset + start
+    for line in buf[start:end].split(b"\n"):
+        if line:
+            try:
+                entry = loads(line)
+            except decode_error:
+                stats.add_malformed(name, position)
+            else:
+                if type(entry) is not dict:
+                    stats.add_malformed(name, position)
+                elif everything or matches(entry):
+                    on_match(line, entry)
+        position += len(line) + 1
+
+
+def _scan_needles(
+    buf: bytes,
+    start: int,
+    end: int,
+    offset: int,
+    primary: NeedleGroup,
+    others: tuple[NeedleGroup, ...],
+    matcher: Matcher,
+    on_match: OnMatch,
+    stats: ScanStats,
+    name: str,
+) -> None:
+    spans = _needle_spans(buf, primary[0], start, end)
+    for needle in primary[1:]:
+        spans.extend(_needle_spans(buf, needle, start, end))
+    escaped = _escape_spans(buf, start, end)
+    if escaped or len(primary) > 1:
+        spans = sorted(set(spans + escaped))
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    matches = matcher.matches
+    for line_start, line_end in spans:
+        line = buf[line_start:line_end]
+        if not line:
+            continue
+        for group in others:
+            for needle in group:
+                if needle in line:
+                    break
+            else:
+                if not has_escape(line):
+                    break
+        else:
+            try:
+                entry = loads(line)
+            except decode_error:
+                stats.add_malformed(name, offset + line_start)
+                continue
+            if type(entry) is not dict:
+                stats.add_malformed(name, offset + line_start)
+            elif matches(entry):
+                on_match(line, entry)
+
+
+def search(
+    files: Sequence[TrailFile],
+    matcher: Matcher,
+    stats: ScanStats,
+    *,
+    prune: bool = True,
+) -> list[Match]:
+    """Return every matching entry of the files as ``Match`` tuples, in time order.
+
+    Args:
+        files: What ``discover_files`` returned.
+        matcher: The compiled filter.
+        stats: Receives malformed lines, read errors and skipped files.
+        prune: Skip files last written before any entry could match.
+
+    .. versionadded:: 0.1.0
+    """
+    found: list[Match] = []
+    append = found.append
+
+    def keep(line: bytes, entry: dict[str, Any]) -> None:
+        event_id = entry.get("event_id")
+        append(
+            (
+                timestamp_key(entry.get("timestamp")) or "",
+                event_id if type(event_id) is str else "",
+                line,
+            )
+        )
+
+    for trail_file in files:
+        if prune and should_skip(trail_file, matcher):
+            stats.files_skipped.append(str(trail_file.path))
+            continue
+        scan_file(trail_file, matcher, keep, stats)
+    # Timsort merges the already sorted runs (one per file and writer) in near-linear time.
+    found.sort()
+    return found
