@@ -20,7 +20,8 @@ from auditrail.logger import AuditLogger
 from auditrail.redact import register_secret
 from auditrail.sinks.file import FileSink, rotated_files
 
-_DEMO_TOKEN = "glpat-demoDEMOdemo1234567890"  # a fake token, registered to show redaction
+# A fake token, registered to show redaction at work.
+_DEMO_TOKEN = "glpat-demoDEMOdemo1234567890"  # noqa: S105
 
 
 def _review(logger: AuditLogger, project_id: int, mr_iid: int, *, throttled: bool) -> str:

@@ -111,7 +111,7 @@ class TestConcurrentEmitters:
     def test_threads_and_tasks_reach_the_file_once_each_with_their_scope(
         self, tmp_path: Path, spool_dir: Path, metrics: AuditMetrics, registry: CollectorRegistry
     ) -> None:
-        """100,000 entries from 8 threads and 200 asyncio tasks at once land exactly once, in scope."""
+        """100,000 entries from 8 threads and 200 tasks land exactly once, each in its scope."""
         path = tmp_path / "audit.jsonl"
         logger = AuditLogger(
             FileSink(path, max_bytes=8 * 1024 * 1024, backups=50),
@@ -173,7 +173,7 @@ class TestFailingSink:
     def test_recovers_and_delivers_everything_after_failures(
         self, spool_dir: Path, metrics: AuditMetrics, registry: CollectorRegistry
     ) -> None:
-        """A sink failing its first 5 batches gets every entry once it recovers; fallback saw them."""
+        """A sink failing 5 batches gets every entry once it recovers; the fallback saw them."""
         sink, fallback = FlakySink(failures=5), InMemorySink()
         logger = AuditLogger(
             sink,
@@ -204,7 +204,7 @@ class TestHangingSink:
     def test_emit_stays_prompt_and_overflow_goes_to_the_spool(
         self, spool_dir: Path, metrics: AuditMetrics, registry: CollectorRegistry
     ) -> None:
-        """While the sink hangs, emit returns promptly, memory stays bounded, the spool takes the rest."""
+        """A hung sink: emit stays prompt, memory bounded, the spool takes the overflow."""
         sink = HangingSink()
         logger = AuditLogger(
             sink,
@@ -245,7 +245,7 @@ class TestDeadLetters:
     def test_permanently_refused_batches_are_kept_and_counted(
         self, spool_dir: Path, metrics: AuditMetrics, registry: CollectorRegistry
     ) -> None:
-        """A batch the sink will never accept lands in the dead-letter file, counted, not retried."""
+        """A batch the sink never accepts is dead-lettered and counted, not retried."""
         sink, fallback = RefusingSink(), InMemorySink()
         logger = AuditLogger(
             sink,

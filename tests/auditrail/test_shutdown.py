@@ -1,4 +1,4 @@
-"""What survives SIGTERM and SIGKILL, at each durability level, after a restart on the same spool."""
+"""What survives SIGTERM and SIGKILL at each durability level, after a restart on the spool."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ CHILD = Path(__file__).with_name("child_emitter.py")
 def run_child_until(
     path: Path, spool: Path, durability: str, sig: signal.Signals, count: int
 ) -> tuple[list[str], int]:
-    """Start the emitter, wait for ``count`` returned ids, send ``sig``; return ids and exit code."""
+    """Start the emitter, await ``count`` returned ids, send ``sig``; return ids and exit code."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, str(CHILD), str(path), str(spool), durability, "0.02"],
@@ -77,7 +77,7 @@ class TestSigterm:
 
 class TestSigkill:
     def test_memory_level_loses_at_most_the_buffer(self, tmp_path: Path) -> None:
-        """Default level, SIGKILL: only what was still in memory (buffer + one batch) can be lost."""
+        """Default level, SIGKILL: only what was in memory (buffer + one batch) can be lost."""
         path, spool = tmp_path / "audit.jsonl", tmp_path / "spool"
         ids, code = run_child_until(path, spool, "memory", signal.SIGKILL, 20_000)
         assert code == -signal.SIGKILL
@@ -87,7 +87,7 @@ class TestSigkill:
         assert len(lost) <= 1000 + 100
 
     def test_spool_level_loses_nothing(self, tmp_path: Path) -> None:
-        """Write-ahead level, SIGKILL: every entry whose emit() returned is delivered after replay."""
+        """Write-ahead level, SIGKILL: every entry whose emit() returned is delivered."""
         path, spool = tmp_path / "audit.jsonl", tmp_path / "spool"
         ids, code = run_child_until(path, spool, "spool", signal.SIGKILL, 20_000)
         assert code == -signal.SIGKILL
