@@ -19,6 +19,7 @@ and the Kubernetes buffered audit backend are the models). The guarantees:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import enum
 import os
@@ -103,7 +104,7 @@ class DeliveryPipeline:
         self.retry_max_s = retry_max_s
         self.fsync_interval_s = fsync_interval_s
         self.orphan_base = orphan_base
-        self.dead_letter_dir = dead_letter_dir or spool.directory.parent / "dead-letters"
+        self.dead_letter_dir = dead_letter_dir or spool.directory.parent.parent / "dead-letters"
 
         self._buffer: deque[bytes] = deque()
         self._wake_at = max(1, max_batch_events // 2)
@@ -115,7 +116,9 @@ class DeliveryPipeline:
         self._inflight: Sequence[bytes] | None = None
         self._retry_at = 0.0
         self._backoff = retry_initial_s
-        self._fallback_upto = 0  # highest spool id already copied to the fallback
+        # Spool id ranges already copied to the fallback, so each failed entry
+        # reaches it once however often its redelivery fails. Sorted, disjoint.
+        self._copied: list[tuple[int, int]] = []
         self._last_sync = time.monotonic()
         self._last_adopt = 0.0
         self._delivered_sink = self.metrics.delivered.labels(self.destination)
@@ -245,9 +248,9 @@ class DeliveryPipeline:
             self._last_resort(batch, f"spool write failed: {exc.__class__.__name__}")
             return
         self.metrics.spooled.labels(reason).inc(len(batch))
-        if reason == "sink_failure" and self._retry_at > 0:
+        if reason == "sink_failure":
             self._copy_to_fallback(batch)
-            self._fallback_upto = last
+            self._mark_copied(last - len(batch) + 1, last)
 
     def _deliver_spool(self, stopping: bool) -> None:
         spool, dest = self.spool, self.destination
@@ -265,14 +268,36 @@ class DeliveryPipeline:
             if result is SinkResult.FAILURE:
                 self._dead_letter(lines)
             spool.ack(dest, records)
+            if self._copied:
+                self._forget_copied_upto(records[-1].id)
             if len(self._buffer) >= self.max_buffer_events // 2:
                 return  # let the caller-side buffer drain before it overflows
 
     def _fallback_once(self, records: Sequence[SpoolRecord]) -> None:
-        fresh = [r.payload for r in records if r.id > self._fallback_upto]
+        fresh = [r for r in records if not self._is_copied(r.id)]
         if fresh:
-            self._copy_to_fallback(fresh)
-            self._fallback_upto = records[-1].id
+            self._copy_to_fallback([r.payload for r in fresh])
+            for record in fresh:
+                self._mark_copied(record.id, record.id)
+
+    def _mark_copied(self, first: int, last: int) -> None:
+        ranges = self._copied
+        index = bisect.bisect_left(ranges, (first, last))
+        ranges.insert(index, (first, last))
+        merged: list[tuple[int, int]] = []
+        for lo, hi in ranges:
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+            else:
+                merged.append((lo, hi))
+        self._copied = merged
+
+    def _is_copied(self, record_id: int) -> bool:
+        index = bisect.bisect_right(self._copied, (record_id, float("inf"))) - 1
+        return index >= 0 and self._copied[index][0] <= record_id <= self._copied[index][1]
+
+    def _forget_copied_upto(self, record_id: int) -> None:
+        self._copied = [(lo, hi) for lo, hi in self._copied if hi > record_id]
 
     def _copy_to_fallback(self, lines: Sequence[bytes]) -> None:
         try:
@@ -352,15 +377,24 @@ class DeliveryPipeline:
 
         Returns True when everything reached the sink.
         """
+        self.begin_close(time.monotonic() + timeout_s)
+        return self.finish_close()
+
+    def begin_close(self, deadline: float) -> None:
+        """Stop intake and start the final delivery (lets several pipelines share one deadline)."""
         with self._close_lock:
             if self._state is not _State.RUNNING:
-                return self._state is _State.CLOSED and self._delivered_everything()
-            start = time.monotonic()
-            self._deadline = start + timeout_s
+                return
+            self._deadline = deadline
             self._state = _State.CLOSING
         self._wake.set()
+
+    def finish_close(self) -> bool:
+        """Wait for the final delivery until the deadline, spool the rest, close the sink."""
         self._worker.join(max(0.0, self._deadline - time.monotonic()))
         with self._close_lock:
+            if self._state is _State.CLOSED:
+                return self._delivered_everything()
             if self._worker.is_alive():
                 # The sink hangs: keep the batch it holds too (it may also
                 # arrive later, hence at-least-once) and everything queued.

@@ -46,11 +46,13 @@ def _cmd_spool_status(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
     else:
         for slot in report["slots"]:
-            state = "in use" if slot["locked"] else "free"
-            print(
-                f"{slot['slot']}: {state}, {slot['bytes']} bytes in {slot['segments']} segments, "
-                f"pending {slot['pending']}"
-            )
+            state = "in use" if slot["locked"] else "free (replayed by the next start)"
+            print(f"{slot['slot']}: {state}")
+            for name, dest in slot["destinations"].items():
+                print(
+                    f"  {name}: {dest['pending']} pending, {dest['bytes']} bytes "
+                    f"in {dest['segments']} segments"
+                )
         print(f"dead letters: {report['dead_letters']}")
     return 0
 

@@ -13,7 +13,7 @@ import atexit
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast
@@ -91,7 +91,7 @@ class AuditLogger:
 
     def __init__(
         self,
-        sink: Sink,
+        sink: Sink | Sequence[Sink],
         *,
         service: str,
         spool_dir: str | Path,
@@ -115,43 +115,68 @@ class AuditLogger:
         self.service = service
         self.enabled = enabled
         self.exit_timeout_s = exit_timeout_s
-        self.sink = sink
+        sinks: list[Sink] = list(sink) if isinstance(sink, Sequence) else [sink]
+        names = [s.name for s in sinks]
+        if not sinks or len(set(names)) != len(names):
+            raise ValueError(f"need at least one sink, with distinct names; got {names}")
+        self.sinks = tuple(sinks)
         self._closed = False
         self._redactor = redactor if redactor is not None else default_redactor
         self._clean = self._redactor.clean
         self._metrics = metrics if metrics is not None else AuditMetrics.for_registry()
         self._max_entry_bytes = max_entry_bytes
         self._claim: SpoolClaim | None = None
-        self._pipeline: DeliveryPipeline | None = None
+        self._pipelines: tuple[DeliveryPipeline, ...] = ()
+        self._submit: Callable[[bytes], None] = _discard
         if not enabled:
             return
         base = Path(spool_dir)
         self._claim = claim_spool_dir(base)
-        spool = Spool(self._claim.directory, [sink.name])
         if fallback is None:
-            fallback = StderrSink() if isinstance(sink, StdoutSink) else StdoutSink()
-        self._pipeline = DeliveryPipeline(
-            sink,
-            spool,
-            fallback=fallback,
-            metrics=self._metrics,
-            durability=Durability(durability),
-            max_buffer_events=max_buffer_events,
-            max_batch_events=max_batch_events,
-            flush_interval_s=flush_interval_s,
-            retry_initial_s=retry_initial_s,
-            retry_max_s=retry_max_s,
-            orphan_base=base,
+            to_stdout = any(isinstance(s, StdoutSink) for s in sinks)
+            fallback = StderrSink() if to_stdout else StdoutSink()
+        # One pipeline per destination, each with its own buffer and spool, so
+        # a slow or dead destination never holds back or duplicates into another.
+        self._pipelines = tuple(
+            DeliveryPipeline(
+                s,
+                Spool(self._claim.directory / s.name, [s.name]),
+                fallback=fallback,
+                metrics=self._metrics,
+                durability=Durability(durability),
+                max_buffer_events=max_buffer_events,
+                max_batch_events=max_batch_events,
+                flush_interval_s=flush_interval_s,
+                retry_initial_s=retry_initial_s,
+                retry_max_s=retry_max_s,
+                orphan_base=base,
+            )
+            for s in sinks
         )
+        if len(self._pipelines) == 1:
+            self._submit = self._pipelines[0].submit
+        else:
+            submits = [p.submit for p in self._pipelines]
+
+            def fan_out(line: bytes) -> None:
+                for submit in submits:
+                    submit(line)
+
+            self._submit = fan_out
         _live_loggers.add(self)
 
     def __repr__(self) -> str:
-        return f"AuditLogger(service={self.service!r}, pipeline={self._pipeline!r})"
+        return f"AuditLogger(service={self.service!r}, pipelines={list(self._pipelines)!r})"
 
     @property
     def pipeline(self) -> DeliveryPipeline | None:
-        """The delivery pipeline (None when disabled)."""
-        return self._pipeline
+        """The first destination's delivery pipeline (None when disabled)."""
+        return self._pipelines[0] if self._pipelines else None
+
+    @property
+    def pipelines(self) -> tuple[DeliveryPipeline, ...]:
+        """One delivery pipeline per destination (empty when disabled)."""
+        return self._pipelines
 
     # -- emitting -----------------------------------------------------------
 
@@ -238,9 +263,7 @@ class AuditLogger:
         if len(line) > self._max_entry_bytes:
             line = self._shrink(entry)
         self._metrics.count_entry(action, outcome)
-        pipeline = self._pipeline
-        assert pipeline is not None
-        pipeline.submit(line)
+        self._submit(line)
         return event_id
 
     def _clean_target(self, target: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -325,9 +348,9 @@ class AuditLogger:
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until everything emitted so far reached the sink; False at the deadline."""
-        if self._pipeline is None:
-            return True
-        return self._pipeline.flush(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        results = [p.flush(max(0.0, deadline - time.monotonic())) for p in self._pipelines]
+        return all(results)
 
     def close(self, timeout_s: float = 5.0) -> bool:
         """Stop accepting entries, deliver until the deadline, keep the rest in the spool.
@@ -337,9 +360,10 @@ class AuditLogger:
         """
         self._closed = True
         _live_loggers.discard(self)
-        if self._pipeline is None:
-            return True
-        delivered = self._pipeline.close(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for pipeline in self._pipelines:
+            pipeline.begin_close(deadline)
+        delivered = all([p.finish_close() for p in self._pipelines])
         if self._claim is not None:
             self._claim.release()
         return delivered
@@ -367,6 +391,10 @@ class AuditLogger:
 # SystemExit unwinds would otherwise vanish before atexit could close it (and
 # its buffer with it). close() removes the reference.
 _live_loggers: set[AuditLogger] = set()
+
+
+def _discard(line: bytes) -> None:
+    return None
 
 
 @atexit.register

@@ -5,12 +5,16 @@ batches a sink refused, what is left at shutdown, and, at the ``spool`` and
 ``fsync`` durability levels, every entry before ``emit`` returns) and gives it
 back in order until each consumer (destination) has acknowledged it.
 
-Layout of one spool directory (owned by one process at a time, see
-``claim_spool_dir``)::
+Layout under the spool base directory (``AUDIT_LOG_SPOOL_DIR``)::
 
-    lock                 flock()ed by the owner for its whole life
-    00000000000000000001.seg   segments, named by their first record id
-    <consumer>.ack       last record id the consumer acknowledged (atomic replace)
+    slot-N/lock                       flock()ed by the owning process for its life
+    slot-N/<destination>/00000000000000000001.seg   segments, named by first record id
+    slot-N/<destination>/<destination>.ack          last id the destination acknowledged
+    dead-letters/<destination>.jsonl  entries a destination refused for good
+
+Each process claims a free slot (``claim_spool_dir``); each destination has
+its own ``Spool`` in it, so a dead destination never holds back, or
+duplicates into, another.
 
 A record is a 28-byte little-endian header followed by the payload::
 
@@ -499,17 +503,21 @@ def claim_spool_dir(base: str | os.PathLike[str]) -> SpoolClaim:
 
 
 def adopt_orphans(base: str | os.PathLike[str], into: Spool) -> int:
-    """Move pending records of slots whose owner has died into ``into``.
+    """Move the pending records that dead processes left for ``into``'s destination.
 
-    Returns how many records were moved. Records are appended to ``into`` (and
-    fsynced) before the orphan's segments are deleted, so a crash in between
-    duplicates rather than loses.
+    ``into`` lives in ``<base>/slot-K/<destination>``; the same destination's
+    directory in every other slot whose lock is free (its owner died) is
+    drained into ``into``. Returns how many records were moved. They are
+    appended and fsynced before the orphan's segments are deleted, so a crash
+    in between duplicates rather than loses.
     """
     moved = 0
-    for directory in sorted(Path(base).glob("slot-*")):
-        if directory == into.directory or not any(directory.glob(f"*{_SEGMENT_SUFFIX}")):
+    own_slot, name = into.directory.parent, into.directory.name
+    for slot in sorted(Path(base).glob("slot-*")):
+        directory = slot / name
+        if slot == own_slot or not any(directory.glob(f"*{_SEGMENT_SUFFIX}")):
             continue
-        fd = _try_lock(directory)
+        fd = _try_lock(slot)
         if fd is None:
             continue  # its owner is alive
         try:

@@ -337,3 +337,46 @@ class TestRestart:
         second.close()
         assert down.delivered == []
         assert sorted(set(ids_of(up.delivered))) == sorted(emitted)
+
+
+class TestFanOut:
+    def test_a_dead_destination_never_holds_back_the_others(
+        self, tmp_path: Path, spool_dir: Path, metrics: AuditMetrics
+    ) -> None:
+        """file + a dead destination: the file gets everything at once, once; the rest waits."""
+        path = tmp_path / "audit.jsonl"
+        dead = FlakySink(failures=10**9)
+        logger = AuditLogger(
+            [FileSink(path, max_bytes=0), dead],
+            service="svc",
+            spool_dir=spool_dir,
+            metrics=metrics,
+            fallback=InMemorySink(),
+            flush_interval_s=0.01,
+        )
+        emitted = [logger.emit("gitlab.api.get_mr_details", target=MR) for _ in range(5_000)]
+        file_pipeline, dead_pipeline = logger.pipelines
+        assert file_pipeline.flush(30) is True
+        assert sorted(ids_of(read_trail(path))) == sorted(emitted)
+        assert dead_pipeline.flush(0.2) is False
+        assert logger.close(0.5) is False
+        assert sorted(ids_of(read_trail(path))) == sorted(emitted)
+
+        revived = FlakySink(failures=0)
+        second = AuditLogger(
+            [FileSink(path, max_bytes=0), revived],
+            service="svc",
+            spool_dir=spool_dir,
+            metrics=AuditMetrics(CollectorRegistry()),
+        )
+        assert second.flush(30) is True
+        second.close()
+        assert sorted(set(ids_of(revived.delivered))) == sorted(emitted)
+        assert sorted(ids_of(read_trail(path))) == sorted(emitted)  # no duplicates in the file
+
+    def test_sink_names_must_be_distinct(self, spool_dir: Path, metrics: AuditMetrics) -> None:
+        """Two destinations of one name would share a spool: refused at construction."""
+        with pytest.raises(ValueError, match="distinct names"):
+            AuditLogger(
+                [InMemorySink(), InMemorySink()], service="s", spool_dir=spool_dir, metrics=metrics
+            )

@@ -162,7 +162,7 @@ class TestSlots:
         """Records left in a dead process's slot are moved into the live spool, none lost."""
         code = (
             "from auditrail.spool import Spool, claim_spool_dir;"
-            f"c = claim_spool_dir({str(tmp_path)!r}); s = Spool(c.directory, ['file']);"
+            f"c = claim_spool_dir({str(tmp_path)!r}); s = Spool(c.directory / 'file', ['file']);"
             "s.append([b'orphan-%d' % i for i in range(100)])"
         )
         subprocess.run([sys.executable, "-c", code], check=True)  # exits holding nothing
@@ -171,10 +171,10 @@ class TestSlots:
         os.rename(mine.directory, tmp_path / "slot-9")  # pretend the orphan is elsewhere
         mine.release()
         live_claim = claim_spool_dir(tmp_path)
-        live = Spool(live_claim.directory, ["file"])
+        live = Spool(live_claim.directory / "file", ["file"])
         moved = adopt_orphans(tmp_path, live)
         assert moved == 100
         assert drain(live, "file") == [b"orphan-%d" % i for i in range(100)]
-        assert list((tmp_path / "slot-9").glob("*.seg")) == []
+        assert list((tmp_path / "slot-9" / "file").glob("*.seg")) == []
         live.close()
         live_claim.release()
