@@ -36,6 +36,9 @@ from auditrail.spool import Spool, SpoolRecord, adopt_orphans
 from auditrail.typing import Sink, SinkResult
 
 
+_MAX_RETRY_AFTER_S = 300.0
+
+
 class Durability(enum.StrEnum):
     """How far an entry has gone when ``emit`` returns.
 
@@ -218,8 +221,13 @@ class DeliveryPipeline:
         else:
             self._sink_errors.inc()
             if result is SinkResult.RETRY:
-                delay = random.uniform(0, self._backoff)  # full jitter
-                self._retry_at = time.monotonic() + max(delay, self.retry_initial_s / 2)
+                delay = max(random.uniform(0, self._backoff), self.retry_initial_s / 2)
+                # A destination may ask for a pause (HTTP Retry-After); honour it,
+                # bounded so a bad header cannot stall delivery for hours.
+                hint = getattr(self.sink, "retry_after_s", None)
+                if isinstance(hint, int | float) and hint > 0:
+                    delay = max(delay, min(float(hint), _MAX_RETRY_AFTER_S))
+                self._retry_at = time.monotonic() + delay
                 self._backoff = min(self.retry_max_s, self._backoff * 2)
         return result
 

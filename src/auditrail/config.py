@@ -100,8 +100,9 @@ def _check_writable_file(variable: str, path: Path) -> None:
     if path.is_dir():
         raise ConfigError(variable, f"{str(path)!r} is a directory; give a file path")
     if not path.parent.is_dir():
+        problem = "is not a directory" if path.parent.exists() else "does not exist"
         raise ConfigError(
-            variable, f"directory {str(path.parent)!r} does not exist; create it or change the path"
+            variable, f"directory {str(path.parent)!r} {problem}; create it or change the path"
         )
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -140,8 +140,9 @@ def copy_context_to_thread(fn: Callable[P, R]) -> Callable[P, R]:
 class ContextThreadPoolExecutor(ThreadPoolExecutor):
     """A ``ThreadPoolExecutor`` whose tasks run in the submitter's scope.
 
-    (``loop.run_in_executor`` already copies the context; this is for plain
-    ``submit``/``map``.)
+    Covers ``submit`` and ``map``. ``asyncio.to_thread`` copies the context by
+    itself, but ``loop.run_in_executor`` does not: pass it one of these, or
+    install one with ``loop.set_default_executor``.
 
     .. versionadded:: 0.1.0
     """

@@ -4,6 +4,11 @@
 the entry is encoded, so secrets never reach the buffer, the spool or a sink.
 Order matters: redact first (a secret cut in half by truncation would no longer
 match), then truncate, then neutralise control characters.
+
+Registered secrets and credential shapes are matched separately on the same
+text and the union of what they cover is replaced. One combined alternation
+would let a credential pattern (say ``password=``, whose value stops at ``,``)
+consume the start of a registered secret and leave its tail in clear.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ _PATTERNS: Final[tuple[str, ...]] = (
     r"()\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
 )
 
+_CREDENTIALS: Final = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
+
 # C0 and C1 controls, DEL and the Unicode line/paragraph separators: any of
 # these could end a line in some reader (str.splitlines, terminals, syslog).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
@@ -65,16 +72,33 @@ def _escape_control(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def _replace(match: re.Match[str]) -> str:
-    # Patterns hold one capturing group (the prefix to keep); registered
-    # secrets hold none, so lastindex is None for them.
+def _credential_span(match: re.Match[str]) -> tuple[int, int]:
+    # Each pattern holds one capturing group: the prefix to keep.
     index = match.lastindex
-    if index is None:
-        return REDACTED
-    keep = match.group(index)
-    if keep == "://":
-        return f"{keep}{REDACTED}@"
-    return f"{keep}{REDACTED}"
+    assert index is not None
+    end = match.end()
+    if match.group(index) == "://":
+        end -= 1  # keep the "@" that ends the userinfo
+    return match.end(index), end
+
+
+def _redact(text: str, secrets: re.Pattern[str] | None) -> str:
+    spans = [m.span() for m in secrets.finditer(text)] if secrets is not None else []
+    spans += [_credential_span(m) for m in _CREDENTIALS.finditer(text)]
+    if not spans:
+        return text
+    spans.sort()
+    out: list[str] = []
+    pos = 0
+    start, end = spans[0]
+    for s, e in spans[1:]:
+        if s <= end:
+            end = max(end, e)
+            continue
+        out += (text[pos:start], REDACTED)
+        pos, start, end = end, s, e
+    out += (text[pos:start], REDACTED, text[end:])
+    return "".join(out)
 
 
 class SecretRedactor:
@@ -98,11 +122,12 @@ class SecretRedactor:
         self._cache: dict[str, tuple[str, bool]] = {}
 
     @staticmethod
-    def _compile(secrets: frozenset[str]) -> re.Pattern[str]:
+    def _compile(secrets: frozenset[str]) -> re.Pattern[str] | None:
+        if not secrets:
+            return None
         # Longest first so a secret that contains another is replaced whole.
         literal = [re.escape(s) for s in sorted(secrets, key=len, reverse=True)]
-        parts = [*literal, *_PATTERNS]
-        return re.compile("|".join(f"(?:{p})" for p in parts), re.IGNORECASE)
+        return re.compile("|".join(literal), re.IGNORECASE)
 
     def register(self, *secrets: str | None) -> None:
         """Add exact secret values (configured tokens) to redact everywhere.
@@ -137,7 +162,7 @@ class SecretRedactor:
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every credential replaced by ``[REDACTED]``."""
-        return self._pattern.sub(_replace, text)
+        return _redact(text, self._pattern)
 
     def clean(self, text: str) -> tuple[str, bool]:
         """Redact, truncate and neutralise one untrusted string.
@@ -164,8 +189,7 @@ class SecretRedactor:
             # secret split by this one.
             text = text[: 4 * limit]
             truncated = True
-        if self._pattern.search(text) is not None:
-            text = self._pattern.sub(_replace, text)
+        text = _redact(text, self._pattern)
         if len(text) > limit:
             text = f"{text[: limit - 32]}…[truncated]"
             truncated = True

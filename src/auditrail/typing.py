@@ -37,6 +37,10 @@ class Sink(Protocol):
 
     A sink that keeps a batch after ``write_batch`` returns must copy it.
 
+    After returning ``RETRY`` a sink may set a ``retry_after_s`` attribute
+    (for example from an HTTP ``Retry-After`` header); the pipeline then
+    waits at least that long (at most 300 s) before the next attempt.
+
     .. versionadded:: 0.1.0
     """
 

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
@@ -292,12 +292,12 @@ class Matcher:
             ):
                 return False
         if self._since is not None or self._until is not None:
-            key = timestamp_key(get("timestamp"))
-            if key is None:
+            stamp = timestamp_key(get("timestamp"))
+            if stamp is None:
                 return False
-            if self._since is not None and key < self._since:
+            if self._since is not None and stamp < self._since:
                 return False
-            if self._until is not None and key >= self._until:
+            if self._until is not None and stamp >= self._until:
                 return False
         return True
 

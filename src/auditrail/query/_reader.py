@@ -101,20 +101,23 @@ class ScanStats:
         """How many malformed lines were met in all files."""
         return sum(self.malformed.values())
 
-    def add_malformed(self, path: str, offset: int) -> None:
+    def add_malformed(self, path: str, offset: int | None) -> None:
         """Count one malformed line, keeping the first few byte offsets per file."""
         self.malformed[path] = self.malformed.get(path, 0) + 1
         offsets = self.malformed_offsets.setdefault(path, [])
-        if len(offsets) < MAX_REPORTED_OFFSETS:
+        if offset is not None and len(offsets) < MAX_REPORTED_OFFSETS:
             offsets.append(offset)
 
     def describe_malformed(self) -> str:
         """One line for stderr, naming each file and the first byte offsets."""
         parts = []
         for path, count in self.malformed.items():
-            offsets = ", ".join(str(offset) for offset in self.malformed_offsets[path])
-            more = ", ..." if count > len(self.malformed_offsets[path]) else ""
-            parts.append(f"{path}: {count} (at byte {offsets}{more})")
+            offsets = self.malformed_offsets.get(path, [])
+            where = ""
+            if offsets:
+                more = ", ..." if count > len(offsets) else ""
+                where = f" (at byte {', '.join(str(offset) for offset in offsets)}{more})"
+            parts.append(f"{path}: {count}{where}")
         total = self.malformed_total
         noun = "line" if total == 1 else "lines"
         return f"skipped {total} malformed or truncated {noun}: " + "; ".join(parts)
@@ -234,32 +237,26 @@ def _blocks(trail_file: TrailFile) -> Iterator[bytes]:
                 yield block
             return
         inflater = zlib.decompressobj(wbits=31)
-        # Compressed input is read in pieces about an eighth of a block: JSON lines
+        fed = False
+        # Compressed input is read in pieces of an eighth of a block: JSON lines
         # compress about tenfold, and max_length caps each output block anyway.
         while raw := handle.read(BLOCK_BYTES // 8):
             while raw:
+                fed = True
                 out = inflater.decompress(raw, BLOCK_BYTES)
                 if out:
                     yield out
                 if inflater.eof:
-                    raw = inflater.unused_data  # a further gzip member follows
+                    # Another gzip member may follow (concatenated files); zero padding may too.
+                    raw = inflater.unused_data
                     inflater = zlib.decompressobj(wbits=31)
-                    if not raw.startswith(_GZIP_MAGIC):
-                        if raw.strip(b"\x00"):
-                            raise zlib.error("trailing garbage after gzip data")
+                    fed = False
+                    if not raw.strip(b"\x00"):
                         raw = b""
                 else:
                     raw = inflater.unconsumed_tail
-        tail = inflater.flush()
-        if tail:
-            yield tail
-        if not inflater.eof and inflater.unused_data == b"" and _started(inflater):
-            raise zlib.error("compressed file is truncated")
-
-
-def _started(inflater: Any) -> bool:
-    # A fresh decompressobj (nothing fed since the last member ended) is not truncated.
-    return bool(getattr(inflater, "_fed", True))
+        if fed and not inflater.eof:
+            raise EOFError("compressed file is truncated")
 
 
 def line_ranges(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, int, int, int]]:
@@ -307,7 +304,7 @@ def _escape_spans(buf: bytes, start: int, end: int) -> list[tuple[int, int]]:
             line_end = find(b"\n", pos, end)
             if line_end == -1:
                 line_end = end
-            spans.append((max(line_start, start), line_end))
+            spans.append((line_start, line_end))
             pos = find(b"\\", line_end, end)
         else:
             pos = find(b"\\", pos + 2, end)
