@@ -23,7 +23,7 @@ from auditrail.metrics import AuditMetrics
 from auditrail.redact import SecretRedactor
 from auditrail.typing import Sink
 
-DESTINATIONS: Final = ("stdout", "file")
+DESTINATIONS: Final = ("stdout", "file", "syslog", "http")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 
@@ -123,7 +123,7 @@ class AuditConfig:
     """
 
     enabled: bool = True
-    destination: str = "stdout"
+    destinations: tuple[str, ...] = ("stdout",)
     file_path: Path | None = None
     file_max_bytes: int = 100 * 1024 * 1024
     file_backups: int = 10
@@ -136,6 +136,8 @@ class AuditConfig:
     service: str = "auditrail"
     max_entry_bytes: int = 16 * 1024
     max_field_chars: int = 4096
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """The environment read, for destinations that take more settings (syslog, http)."""
 
     @classmethod
     def from_env(
@@ -153,15 +155,23 @@ class AuditConfig:
         env = os.environ if environ is None else environ
         enabled = _bool(env, "AUDIT_LOG_ENABLED", True)
         name = (env.get("AUDIT_LOG_SERVICE_NAME") or service or "auditrail").strip()
-        destination = (env.get("AUDIT_LOG_DESTINATION") or "stdout").strip().lower()
-        if destination not in DESTINATIONS:
+        raw_destinations = env.get("AUDIT_LOG_DESTINATION") or "stdout"
+        destinations = tuple(d.strip().lower() for d in raw_destinations.split(",") if d.strip())
+        for destination in destinations:
+            if destination not in DESTINATIONS:
+                raise ConfigError(
+                    "AUDIT_LOG_DESTINATION",
+                    f"unknown destination {destination!r}; use one or more (comma-separated) "
+                    f"of: {', '.join(DESTINATIONS)}",
+                )
+        if not destinations or len(set(destinations)) != len(destinations):
             raise ConfigError(
                 "AUDIT_LOG_DESTINATION",
-                f"unknown destination {destination!r}; use one of: {', '.join(DESTINATIONS)}",
+                f"give each destination once, e.g. 'file,http'; got {raw_destinations!r}",
             )
         raw_path = (env.get("AUDIT_LOG_FILE_PATH") or "").strip()
         file_path = Path(raw_path) if raw_path else None
-        if destination == "file" and file_path is None:
+        if "file" in destinations and file_path is None:
             raise ConfigError(
                 "AUDIT_LOG_FILE_PATH",
                 "required when AUDIT_LOG_DESTINATION=file; set it to the audit log file",
@@ -186,7 +196,7 @@ class AuditConfig:
         spool_dir = Path(raw_spool) if raw_spool else _default_spool_dir(env, name)
         config = cls(
             enabled=enabled,
-            destination=destination,
+            destinations=destinations,
             file_path=file_path,
             file_max_bytes=_int(env, "AUDIT_LOG_FILE_MAX_BYTES", 100 * 1024 * 1024, minimum=0),
             file_backups=_int(env, "AUDIT_LOG_FILE_BACKUPS", 10, minimum=1),
@@ -199,9 +209,13 @@ class AuditConfig:
             service=name,
             max_entry_bytes=_int(env, "AUDIT_LOG_MAX_ENTRY_BYTES", 16 * 1024, minimum=1024),
             max_field_chars=_int(env, "AUDIT_LOG_MAX_FIELD_CHARS", 4096, minimum=64),
+            environ=dict(env),
         )
         if enabled:
             config.check_paths()
+            # Build the network sinks once now so their settings fail at start too.
+            for sink in config._network_sinks():
+                sink.close(0)
         return config
 
     def check_paths(self) -> None:
@@ -210,7 +224,7 @@ class AuditConfig:
         Raises:
             ConfigError: naming ``AUDIT_LOG_FILE_PATH`` or ``AUDIT_LOG_SPOOL_DIR``.
         """
-        if self.destination == "file" and self.file_path is not None:
+        if "file" in self.destinations and self.file_path is not None:
             _check_writable_file("AUDIT_LOG_FILE_PATH", self.file_path)
         _check_writable_dir("AUDIT_LOG_SPOOL_DIR", self.spool_dir)
 
@@ -220,9 +234,9 @@ class AuditConfig:
             return "audit logging is disabled (AUDIT_LOG_ENABLED=false): no entries are written"
         lines = [
             f"service:      {self.service}",
-            f"destination:  {self.destination}",
+            f"destination:  {', '.join(self.destinations)}",
         ]
-        if self.destination == "file":
+        if "file" in self.destinations:
             rotation = (
                 f"rotate at {self.file_max_bytes} bytes, keep {self.file_backups}"
                 + (" (gzip)" if self.file_compress else "")
@@ -237,20 +251,42 @@ class AuditConfig:
         ]
         return "\n".join(lines)
 
-    def build_sink(self) -> Sink:
-        """Create the configured sink."""
+    def _network_sinks(self) -> list[Sink]:
+        env = self.environ
+        sinks: list[Sink] = []
+        if "syslog" in self.destinations:
+            from auditrail.sinks.syslog import syslog_sink_from_env
+
+            sinks.append(syslog_sink_from_env(env, self.service))
+        if "http" in self.destinations:
+            from auditrail.sinks.http import http_sink_from_env
+
+            sinks.append(http_sink_from_env(env))
+        return sinks
+
+    def build_sinks(self) -> list[Sink]:
+        """Create the configured destinations, in the order given."""
         from auditrail.sinks.file import FileSink
         from auditrail.sinks.stdout import StdoutSink
 
-        if self.destination == "file":
-            assert self.file_path is not None
-            return FileSink(
-                self.file_path,
-                max_bytes=self.file_max_bytes,
-                backups=self.file_backups,
-                compress=self.file_compress,
-            )
-        return StdoutSink()
+        network = {s.name: s for s in self._network_sinks()}
+        sinks: list[Sink] = []
+        for destination in self.destinations:
+            if destination == "file":
+                assert self.file_path is not None
+                sinks.append(
+                    FileSink(
+                        self.file_path,
+                        max_bytes=self.file_max_bytes,
+                        backups=self.file_backups,
+                        compress=self.file_compress,
+                    )
+                )
+            elif destination == "stdout":
+                sinks.append(StdoutSink())
+            else:
+                sinks.append(network[destination])
+        return sinks
 
     def build(
         self, *, metrics: AuditMetrics | None = None, redactor: SecretRedactor | None = None
@@ -273,7 +309,7 @@ class AuditConfig:
                 redactor=redactor,
             )
         return AuditLogger(
-            self.build_sink(),
+            self.build_sinks(),
             service=self.service,
             spool_dir=self.spool_dir,
             durability=self.durability,
