@@ -1,0 +1,159 @@
+"""Audit every request an ``httpx`` client sends: one shared instrumentation point.
+
+``AuditedTransport`` wraps the client's transport, so each attempt on the wire
+(retries included) emits exactly one entry, however the call site is written.
+A ``RouteTable`` maps method and path to the action name and target; a request
+no route knows still emits an entry, under ``<namespace>.api.unmapped`` with
+its path, so a new call path can never go unaudited (and tests can fail on it).
+
+Needs the ``http`` extra (``httpx``).
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from auditrail._event import ErrorClass, Outcome
+from auditrail.context import correlation_headers
+from auditrail.errors import classify_exception, classify_http_status
+from auditrail.logger import AuditLogger
+
+_PARAM = re.compile(r"\{(\w+)\}")
+
+
+def _coerce(value: str) -> str | int:
+    decoded = urllib.parse.unquote(value)
+    return int(decoded) if decoded.isdigit() else decoded
+
+
+@dataclass(frozen=True)
+class Route:
+    """One audited endpoint: ``Route("GET", "/projects/{project_id}/merge_requests/{mr_iid}",
+    "gitlab.api.get_mr_details", "merge_request")``.
+
+    Path parameters become target fields (digits as integers, URL-decoded).
+
+    .. versionadded:: 0.1.0
+    """
+
+    method: str
+    template: str
+    action: str
+    resource_type: str
+    target_extra: Mapping[str, Any] = field(default_factory=dict)
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        regex = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(self.template))
+        regex = regex.replace(r"\{", "{").replace(r"\}", "}")
+        object.__setattr__(self, "pattern", re.compile(f"^{regex}/?$"))
+
+    def match(self, method: str, path: str) -> dict[str, Any] | None:
+        if method != self.method:
+            return None
+        found = self.pattern.match(path)
+        if found is None:
+            return None
+        target: dict[str, Any] = {"resource_type": self.resource_type, **self.target_extra}
+        target.update({k: _coerce(v) for k, v in found.groupdict().items()})
+        return target
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """Routes of one API, under a path prefix (``/api/v4``) and an action namespace.
+
+    .. versionadded:: 0.1.0
+    """
+
+    namespace: str
+    routes: tuple[Route, ...]
+    prefix: str = ""
+
+    def resolve(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
+        """Return the action and target of a request (``<namespace>.api.unmapped`` if unknown)."""
+        relative = path[len(self.prefix) :] if path.startswith(self.prefix) else path
+        for route in self.routes:
+            target = route.match(method, relative)
+            if target is not None:
+                return route.action, target
+        return f"{self.namespace}.api.unmapped", {
+            "resource_type": "http_endpoint",
+            "method": method,
+            "path": relative,
+        }
+
+
+class AuditedTransport(httpx.AsyncBaseTransport):
+    """An async transport that audits each request and forwards the correlation id.
+
+    Args:
+        logger: the audit logger, or a callable returning it (resolved per request,
+            so a client can be built before the logger).
+        routes: how requests map to actions and targets.
+        wrapped: the real transport (default: ``httpx.AsyncHTTPTransport()``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        logger: AuditLogger | Callable[[], AuditLogger],
+        routes: RouteTable,
+        wrapped: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._logger = logger
+        self._routes = routes
+        self._wrapped = wrapped if wrapped is not None else httpx.AsyncHTTPTransport()
+
+    def _audit_logger(self) -> AuditLogger:
+        return self._logger if isinstance(self._logger, AuditLogger) else self._logger()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for name, value in correlation_headers().items():
+            request.headers[name] = value
+        action, target = self._routes.resolve(request.method, request.url.path)
+        extra = request.extensions.get("audit", {})
+        target = {**target, **extra.get("target", {})}
+        details: dict[str, Any] = {"method": request.method, **extra.get("details", {})}
+        started = time.perf_counter()
+        try:
+            response = await self._wrapped.handle_async_request(request)
+        except Exception as exc:
+            self._audit_logger().emit(
+                action,
+                outcome=Outcome.FAILURE,
+                target=target,
+                error=classify_exception(exc),
+                error_message=f"{type(exc).__name__}: {exc}",
+                duration_ms=(time.perf_counter() - started) * 1000,
+                details=details,
+            )
+            raise
+        status = response.status_code
+        error: ErrorClass | None = classify_http_status(status)
+        if status == 429 and "retry-after" in response.headers:
+            details["retry_after"] = response.headers["retry-after"]
+        self._audit_logger().emit(
+            action,
+            outcome=Outcome.FAILURE if error else Outcome.SUCCESS,
+            target=target,
+            error=error,
+            error_message=f"HTTP {status}" if error else None,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            http_status=status,
+            details=details,
+        )
+        return response
+
+    async def aclose(self) -> None:
+        await self._wrapped.aclose()

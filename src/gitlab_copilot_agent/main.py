@@ -1,0 +1,95 @@
+"""``create_app()``: wiring and lifespan only."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from auditrail.config import AuditConfig
+from auditrail.logger import AuditLogger
+from auditrail.redact import register_secret
+from gitlab_copilot_agent.api.webhooks import WebhookConfig
+from gitlab_copilot_agent.api.webhooks import router as webhook_router
+from gitlab_copilot_agent.dispatcher import Dispatcher
+from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
+from gitlab_copilot_agent.webhook_auth import ReplayGuard, signing_key
+
+EventHandlerFactory = Callable[[Settings, AuditLogger], Any]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    audit: AuditLogger | None = None,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """Build the agent's ASGI app.
+
+    Args:
+        settings: validated service settings.
+        audit: an audit logger to use (tests); by default one is built from
+            ``AUDIT_LOG_*`` at startup and closed at shutdown.
+        registry: the Prometheus registry served on ``/metrics``.
+    """
+    metrics_registry = registry if registry is not None else REGISTRY
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        register_secret(*settings.secrets())
+        own_logger = audit is None
+        logger = audit if audit is not None else AuditConfig.from_env(service=SERVICE_NAME).build()
+        from gitlab_copilot_agent.workflows import build_event_handler
+
+        handler, aclose_clients = build_event_handler(settings, logger)
+        app.state.audit = logger
+        app.state.dispatcher = Dispatcher(handler)
+        app.state.webhook_config = WebhookConfig(
+            secret=(
+                settings.gitlab_webhook_secret.get_secret_value()
+                if settings.gitlab_webhook_secret
+                else None
+            ),
+            signing_key=(
+                signing_key(settings.gitlab_webhook_signing_token.get_secret_value())
+                if settings.gitlab_webhook_signing_token
+                else None
+            ),
+            max_body_bytes=settings.webhook_max_body_bytes,
+            tolerance_s=settings.webhook_timestamp_tolerance_s,
+            trusted_proxies=settings.trusted_proxy_networks(),
+            replay_guard=ReplayGuard(window_s=2 * settings.webhook_timestamp_tolerance_s),
+        )
+        try:
+            yield
+        finally:
+            await app.state.dispatcher.drain(timeout_s=30)
+            await aclose_clients()
+            if own_logger:
+                await logger.aclose()
+            else:
+                await logger.aflush()
+
+    app = FastAPI(title="gitlab-copilot-agent", lifespan=lifespan)
+    app.include_router(webhook_router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness, plus the audit pipeline's backlog per destination."""
+        logger: AuditLogger = app.state.audit
+        backlog = {
+            p.destination: {"buffered": b, "spooled": s}
+            for p in logger.pipelines
+            for b, _bytes, s, _oldest in [p.gauge_snapshot()]
+        }
+        return {"status": "ok", "audit": backlog}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics, including the audit pipeline's."""
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
