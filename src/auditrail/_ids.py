@@ -5,7 +5,8 @@ integers and ``os.urandom`` per call. Layout::
 
     unix_ts_ms (48) | ver=7 | counter (26 bits, across rand_a and rand_b) | var=0b10 | node (48)
 
-The 26-bit counter starts at a random value and increases per id; ``node`` is
+The 26-bit counter starts at a random value below 2**25 and increases per id
+(on overflow it carries into the timestamp, so ids never go backwards); ``node`` is
 48 random bits drawn per process (and again after ``fork``), like the node of
 a UUIDv1 without the MAC address. Within a process ids are unique and
 increase within a millisecond; across processes they collide only if two
@@ -26,7 +27,7 @@ _ms_cache: tuple[int, str] = (-1, "")
 def _reseed() -> None:
     global _state
     node = os.urandom(6).hex()
-    start = int.from_bytes(os.urandom(4), "big") & _COUNTER_MASK
+    start = int.from_bytes(os.urandom(4), "big") & (_COUNTER_MASK >> 1)
     _state = (node, itertools.count(start))
 
 
@@ -44,8 +45,17 @@ def new_event_id(now_ns: int | None = None) -> str:
         prefix = f"{h[:8]}-{h[8:]}-7"
         _ms_cache = (ms, prefix)
     node, counter = _state
-    c = next(counter) & _COUNTER_MASK
-    return f"{prefix}{c >> 14:03x}-{0x8000 | (c & 0x3FFF):04x}-{node}"
+    n = next(counter)
+    if n > _COUNTER_MASK:
+        # The counter wrapped: carry into the timestamp (RFC 9562 section 6.2),
+        # so ids keep increasing; the time field runs 1 ms ahead per 2**26 ids.
+        return _carried(ms + (n >> 26), node, n & _COUNTER_MASK)
+    return f"{prefix}{n >> 14:03x}-{0x8000 | (n & 0x3FFF):04x}-{node}"
+
+
+def _carried(ms: int, node: str, c: int) -> str:
+    h = f"{ms & 0xFFFFFFFFFFFF:012x}"
+    return f"{h[:8]}-{h[8:]}-7{c >> 14:03x}-{0x8000 | (c & 0x3FFF):04x}-{node}"
 
 
 def new_correlation_id() -> str:

@@ -35,7 +35,6 @@ from auditrail.metrics import AuditMetrics
 from auditrail.spool import Spool, SpoolRecord, adopt_orphans
 from auditrail.typing import Sink, SinkResult
 
-
 _MAX_RETRY_AFTER_S = 300.0
 
 

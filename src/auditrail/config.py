@@ -209,7 +209,8 @@ class AuditConfig:
             service=name,
             max_entry_bytes=_int(env, "AUDIT_LOG_MAX_ENTRY_BYTES", 16 * 1024, minimum=1024),
             max_field_chars=_int(env, "AUDIT_LOG_MAX_FIELD_CHARS", 4096, minimum=64),
-            environ=dict(env),
+            # Only our own variables: the config must not carry the process's other secrets.
+            environ={k: v for k, v in env.items() if k.startswith("AUDIT_LOG_")},
         )
         if enabled:
             config.check_paths()

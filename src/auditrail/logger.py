@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import functools
 import inspect
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from auditrail.context import _actor, _correlation_id
 from auditrail.errors import classify_exception, classify_http_status, status_of
 from auditrail.exceptions import LoggerClosedError
 from auditrail.metrics import AuditMetrics
-from auditrail.redact import SecretRedactor, default_redactor
+from auditrail.redact import REDACTED, SecretRedactor, default_redactor
 from auditrail.sinks.stdout import StderrSink, StdoutSink
 from auditrail.spool import Spool, SpoolClaim, claim_spool_dir
 from auditrail.typing import Sink
@@ -44,6 +45,15 @@ _second_cache: tuple[int, str] = (-1, "")
 # StrEnum members hash like their values, so one dict maps both spellings.
 _OUTCOMES: Final[dict[str, Outcome]] = {o.value: o for o in Outcome}
 _SCALARS: Final = (int, float, bool, type(None))
+# A value under a key named like a credential is redacted even when it has no
+# recognisable shape ({"password": "hunter2"}). Whole-key match, so that
+# "completion_tokens" or "auth_method" stay readable while "gitlab_token",
+# "PRIVATE-TOKEN" or "x-api-key" do not.
+_CREDENTIAL_KEY: Final = re.compile(
+    r"(?:[a-z0-9]+[-_])*(?:token|secret|password|passwd|api[-_]?key|authorization"
+    r"|cookie|set-cookie|credentials?|signature|session[-_]?id)",
+    re.IGNORECASE,
+)
 
 
 def _iso_timestamp(now_ns: int) -> str:
@@ -272,7 +282,9 @@ class AuditLogger:
         truncated = False
         for key, value in target.items():
             k = clean(key if type(key) is str else str(key))[0]
-            if type(value) is str:
+            if value is not None and _CREDENTIAL_KEY.fullmatch(k):
+                out[k] = REDACTED
+            elif type(value) is str:
                 out[k], cut = clean(value)
                 truncated |= cut
             elif isinstance(value, _SCALARS):
@@ -294,6 +306,9 @@ class AuditLogger:
             truncated = False
             for key, item in value.items():
                 k, _ = self._clean(str(key))
+                if item is not None and _CREDENTIAL_KEY.fullmatch(k):
+                    out[k] = REDACTED
+                    continue
                 out[k], cut = self._clean_value(item, depth + 1)
                 truncated |= cut
             return out, truncated
@@ -318,9 +333,10 @@ class AuditLogger:
         if len(line) <= self._max_entry_bytes:
             return line
         short = SecretRedactor(max_field_chars=256)
-        for key in ("error_message",):
+        for key in ("error_message", "action"):
             if key in entry:
                 entry[key] = short.clean(entry[key])[0]
+        entry["actor"] = {k: short.clean(v)[0] for k, v in entry["actor"].items()}
         entry["target"] = {
             k: (short.clean(v)[0] if isinstance(v, str) else v) for k, v in entry["target"].items()
         }

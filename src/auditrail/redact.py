@@ -3,12 +3,14 @@
 ``SecretRedactor.clean`` is applied by the logger to each string value before
 the entry is encoded, so secrets never reach the buffer, the spool or a sink.
 Order matters: redact first (a secret cut in half by truncation would no longer
-match), then truncate, then neutralise control characters.
+match), then neutralise control characters, then cut to the length limit (so
+escaping cannot grow a field past it).
 
-Registered secrets and credential shapes are matched separately on the same
-text and the union of what they cover is replaced. One combined alternation
-would let a credential pattern (say ``password=``, whose value stops at ``,``)
-consume the start of a registered secret and leave its tail in clear.
+Registered secrets and each credential shape are matched separately on the
+same text and the union of what they cover is replaced. One combined
+alternation would let one match hide an overlapping one: ``password=`` (whose
+value stops at ``,``) could consume the start of a registered secret and leave
+its tail in clear, and ``Proxy-Authorization: Basic x`` would keep ``x``.
 """
 
 from __future__ import annotations
@@ -32,22 +34,28 @@ _PATTERNS: Final[tuple[str, ...]] = (
     # GR1348941), trigger (glptt), feed (glft), incoming mail (glimt), agent
     # (glagent), OAuth app secret (gloas), SCIM (glsoat), CI job (glcbt),
     # feature flags (glffct), workspaces (glwt), and the newer routable forms.
-    r"(\b(?:glpat|gldt|glrt|glptt|glft|glimt|glagent|gloas|glsoat|glcbt|glffct|glwt"
+    # These vendor prefixes are distinctive, so they are matched even when glued to
+    # a word character (ANSI colour codes such as "\x1b[31m" end in a letter).
+    r"((?:glpat|gldt|glrt|glptt|glft|glimt|glagent|gloas|glsoat|glcbt|glffct|glwt"
     r"|glrtr|gltst|glsa)-)[0-9A-Za-z_.\-]{8,}",
-    r"(\bGR1348941)[0-9A-Za-z_\-]{8,}",
+    r"(GR1348941)[0-9A-Za-z_\-]{8,}",
     # GitHub tokens.
-    r"(\b(?:ghp|gho|ghu|ghs|ghr)_)[A-Za-z0-9]{16,}",
-    r"(\bgithub_pat_)[A-Za-z0-9_]{16,}",
+    r"((?:ghp|gho|ghu|ghs|ghr)_)[A-Za-z0-9]{16,}",
+    r"(github_pat_)[A-Za-z0-9_]{16,}",
     # Standard Webhooks signing keys.
-    r"(\bwhsec_)[A-Za-z0-9+/=_\-]{8,}",
+    r"(whsec_)[A-Za-z0-9+/=_\-]{8,}",
     # Slack/OpenAI/Jira-style API keys commonly met by an automation agent.
     r"(\bsk-)[A-Za-z0-9_\-]{16,}",
     r"(\bATATT)[A-Za-z0-9_\-=]{16,}",
     # Authorization schemes (header values, curl command lines, error text).
-    r"(\b(?:Bearer|Basic|Token|Digest)\s+)[A-Za-z0-9\-._~+/]+=*",
+    # "Token"/"Digest" only capitalised: "invalid token provided" is prose.
+    r"(\b(?:[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc]|Token|Digest)\s+)"
+    r"[A-Za-z0-9\-._~+/]+=*",
     # Credential-carrying header lines, e.g. "PRIVATE-TOKEN: x" or "X-Gitlab-Token=x".
-    r"(\b(?:private-token|x-gitlab-token|x-api-key|api-key|x-auth-token|cookie"
-    r"|set-cookie|proxy-authorization)\s*[:=]\s*)[^\s,;]+",
+    r"(\b(?:private-token|x-gitlab-token|x-api-key|api-key|x-auth-token"
+    r"|proxy-authorization)\s*[:=]\s*)[^\s,;]+",
+    # A cookie header holds several credentials: redact its whole value.
+    r"(\b(?:set-)?cookie\s*[:=]\s*)[^\r\n\"']+",
     # Password/token in URL userinfo: scheme://user:secret@host or scheme://secret@host.
     r"(://)[^/\s@:]*(?::[^/\s@]*)?@",
     # Credentials in query strings and form bodies.
@@ -60,7 +68,49 @@ _PATTERNS: Final[tuple[str, ...]] = (
     r"()\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
 )
 
-_CREDENTIALS: Final = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE)
+# Lower-case literals, one of which each pattern's match must contain. Python's
+# ``in`` scans text at memory speed, while the regexes cost ~0.5 us per character
+# of text when tried at every position, so a pattern only runs on text that
+# holds one of its literals (measured: a 4 KiB error body, 2 ms -> ~20 us).
+_TRIGGERS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        "glpat-",
+        "gldt-",
+        "glrt-",
+        "glptt-",
+        "glft-",
+        "glimt-",
+        "glagent-",
+        "gloas-",
+        "glsoat-",
+        "glcbt-",
+        "glffct-",
+        "glwt-",
+        "glrtr-",
+        "gltst-",
+        "glsa-",
+    ),
+    ("gr1348941",),
+    ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+    ("github_pat_",),
+    ("whsec_",),
+    ("sk-",),
+    ("atatt",),
+    ("bearer", "basic", "token", "digest"),
+    ("private-token", "x-gitlab-token", "x-api-key", "api-key", "x-auth-token", "proxy-auth"),
+    ("cookie",),
+    ("://",),
+    ("=",),
+    ("password", "passwd", "secret", "api_key", "access_token", "private_token"),
+    ("eyj",),
+)
+# Compiled one by one and all applied, so a match of one shape never hides an
+# overlapping one ("Proxy-Authorization: Basic <credentials>"). The
+# authorization-scheme pattern spells its own case rules.
+_CREDENTIALS: Final = tuple(
+    (re.compile(p) if "Token|Digest" in p else re.compile(p, re.IGNORECASE), triggers)
+    for p, triggers in zip(_PATTERNS, _TRIGGERS, strict=True)
+)
 
 # C0 and C1 controls, DEL and the Unicode line/paragraph separators: any of
 # these could end a line in some reader (str.splitlines, terminals, syslog).
@@ -74,17 +124,29 @@ def _escape_control(match: re.Match[str]) -> str:
 
 def _credential_span(match: re.Match[str]) -> tuple[int, int]:
     # Each pattern holds one capturing group: the prefix to keep.
-    index = match.lastindex
-    assert index is not None
     end = match.end()
-    if match.group(index) == "://":
+    if match.group(1) == "://":
         end -= 1  # keep the "@" that ends the userinfo
-    return match.end(index), end
+    return match.end(1), end
 
 
-def _redact(text: str, secrets: re.Pattern[str] | None) -> str:
-    spans = [m.span() for m in secrets.finditer(text)] if secrets is not None else []
-    spans += [_credential_span(m) for m in _CREDENTIALS.finditer(text)]
+def _redact(text: str, secrets: re.Pattern[str] | None, lowered_secrets: frozenset[str]) -> str:
+    spans: list[tuple[int, int]] = []
+    low = text.lower()
+    # Each search resumes inside the previous match, not after it, so matches may
+    # overlap: "Bearer Bearer x" must not hide x behind a first match on "Bearer",
+    # nor one registered secret hide the tail of another that overlaps it.
+    if secrets is not None and any(s in low for s in lowered_secrets):
+        pos = 0
+        while (m := secrets.search(text, pos)) is not None:
+            spans.append(m.span())
+            pos = m.start() + 1
+    for pattern, triggers in _CREDENTIALS:
+        if any(t in low for t in triggers):
+            pos = 0
+            while (m := pattern.search(text, pos)) is not None:
+                spans.append(_credential_span(m))
+                pos = max(m.end(1), m.start() + 1)
     if not spans:
         return text
     spans.sort()
@@ -116,6 +178,7 @@ class SecretRedactor:
         self._secrets: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._pattern = self._compile(self._secrets)
+        self._lowered: frozenset[str] = frozenset()
         # Most strings in a trail repeat (actions, resource types, actor ids,
         # project paths), and the combined pattern costs several microseconds
         # per string, so short strings are memoised. Cleared on ``register``.
@@ -151,6 +214,7 @@ class SecretRedactor:
         with self._lock:
             self._secrets = self._secrets | new
             self._pattern = self._compile(self._secrets)
+            self._lowered = frozenset(s.lower() for s in self._secrets)
             self._cache = {}
 
     def set_max_field_chars(self, max_field_chars: int) -> None:
@@ -162,7 +226,7 @@ class SecretRedactor:
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every credential replaced by ``[REDACTED]``."""
-        return _redact(text, self._pattern)
+        return _redact(text, self._pattern, self._lowered)
 
     def clean(self, text: str) -> tuple[str, bool]:
         """Redact, truncate and neutralise one untrusted string.
@@ -189,12 +253,13 @@ class SecretRedactor:
             # secret split by this one.
             text = text[: 4 * limit]
             truncated = True
-        text = _redact(text, self._pattern)
+        text = _redact(text, self._pattern, self._lowered)
+        if _CONTROL.search(text) is not None:
+            text = _CONTROL.sub(_escape_control, text)
+        # Cut last, so that escaping can never take a field past its limit.
         if len(text) > limit:
             text = f"{text[: limit - 32]}…[truncated]"
             truncated = True
-        if _CONTROL.search(text) is not None:
-            text = _CONTROL.sub(_escape_control, text)
         return text, truncated
 
 

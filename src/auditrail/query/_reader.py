@@ -25,18 +25,20 @@ interleave, and a spool replay can put old entries late in a file.
 from __future__ import annotations
 
 import glob
+import multiprocessing
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final, Protocol, TypeVar
 
 import orjson
 
-from auditrail.query._filters import Matcher, NeedleGroup, has_escape
+from auditrail.query._filters import EntryFilter, Matcher, NeedleGroup, has_escape
 from auditrail.query._timeparse import timestamp_key
 
 BLOCK_BYTES: Final = 16 << 20
@@ -44,7 +46,11 @@ BLOCK_BYTES: Final = 16 << 20
 PRUNE_SLACK: Final = timedelta(minutes=10)
 """Clock difference tolerated between the writers of a file and the entries' clocks."""
 MAX_REPORTED_OFFSETS: Final = 5
+PARALLEL_MIN_BYTES: Final = 64 << 20
+"""Below this much work (plain bytes, or eight per gzip byte) a scan stays in one process."""
+MIN_PIECE_BYTES: Final = 16 << 20
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+_NOT_TRAIL: Final = (".lock", ".tmp")  # the sink's lock file; a backup being compressed
 _SAMPLE_BYTES: Final = 1 << 20
 _BACKSLASH: Final = 0x5C
 _ESCAPE_LETTERS: Final = (0x75, 0x2F)  # "u" and "/"
@@ -95,6 +101,24 @@ class ScanStats:
     errors: list[str] = field(default_factory=list)
     files_read: list[str] = field(default_factory=list)
     files_skipped: list[str] = field(default_factory=list)
+
+    def note_read(self, path: str) -> None:
+        """Record that a file was read (once, however many pieces it was read in)."""
+        if path not in self.files_read:
+            self.files_read.append(path)
+
+    def merge(self, other: ScanStats) -> None:
+        """Add the findings of another scan (a piece scanned in parallel)."""
+        for path, count in other.malformed.items():
+            self.malformed[path] = self.malformed.get(path, 0) + count
+            offsets = sorted(
+                self.malformed_offsets.get(path, []) + other.malformed_offsets.get(path, [])
+            )
+            self.malformed_offsets[path] = offsets[:MAX_REPORTED_OFFSETS]
+        self.errors.extend(error for error in other.errors if error not in self.errors)
+        for path in other.files_read:
+            self.note_read(path)
+        self.files_skipped.extend(other.files_skipped)
 
     @property
     def malformed_total(self) -> int:
@@ -160,6 +184,8 @@ def discover_files(
     Args:
         paths: Files, directories (every non-hidden file in them) and globs. A
             file brings its rotated backups along unless ``rotations`` is False.
+            Directories and globs leave out ``*.lock`` (the sink's lock file)
+            and ``*.tmp`` (a backup being compressed).
         default: Used when ``paths`` is empty: normally ``AUDIT_LOG_FILE_PATH``,
             taken with its backups.
         rotations: Add the backups of each file named directly.
@@ -184,7 +210,8 @@ def discover_files(
             if not matches:
                 raise InputError(f"no file matches {text}")
             for match in matches:
-                found.extend(_expand(Path(match), rotations=False))
+                if not match.endswith(_NOT_TRAIL):
+                    found.extend(_expand(Path(match), rotations=False))
         elif path.is_dir() or path.is_file():
             found.extend(_expand(path, rotations=rotations))
         else:
@@ -198,7 +225,11 @@ def discover_files(
 def _expand(path: Path, *, rotations: bool) -> list[Path]:
     if path.is_dir():
         return sorted(
-            child for child in path.iterdir() if child.is_file() and not child.name.startswith(".")
+            child
+            for child in path.iterdir()
+            if child.is_file()
+            and not child.name.startswith(".")
+            and not child.name.endswith(_NOT_TRAIL)
         )
     return rotation_family(path) if rotations else [path]
 
@@ -230,47 +261,90 @@ def should_skip(trail_file: TrailFile, matcher: Matcher) -> bool:
     return trail_file.mtime < (earliest - PRUNE_SLACK).timestamp()
 
 
-def _blocks(trail_file: TrailFile) -> Iterator[bytes]:
-    with trail_file.path.open("rb", buffering=0) as handle:
-        if not trail_file.compressed:
-            while block := handle.read(BLOCK_BYTES):
-                yield block
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """The lines of a file that start in ``[begin, end)``; ``end=None``: to the file's end."""
+
+    file: TrailFile
+    begin: int = 0
+    end: int | None = None
+
+
+def _first_line_start(handle: BinaryIO, begin: int) -> int:
+    # Lines belong to the piece their first byte is in: skip the one cut at `begin`.
+    if begin == 0:
+        return 0
+    handle.seek(begin - 1)
+    position = begin - 1
+    while chunk := handle.read(1 << 16):
+        newline = chunk.find(b"\n")
+        if newline != -1:
+            return position + newline + 1
+        position += len(chunk)
+    return position
+
+
+def _plain_blocks(handle: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    handle.seek(start)
+    if end is None:
+        while block := handle.read(BLOCK_BYTES):
+            yield block
+        return
+    remaining = end - start
+    last = b"\n"
+    while remaining > 0:
+        block = handle.read(min(BLOCK_BYTES, remaining))
+        if not block:
             return
-        inflater = zlib.decompressobj(wbits=31)
-        fed = False
-        # Compressed input is read in pieces of an eighth of a block: JSON lines
-        # compress about tenfold, and max_length caps each output block anyway.
-        while raw := handle.read(BLOCK_BYTES // 8):
-            while raw:
-                fed = True
-                out = inflater.decompress(raw, BLOCK_BYTES)
-                if out:
-                    yield out
-                if inflater.eof:
-                    # Another gzip member may follow (concatenated files); zero padding may too.
-                    raw = inflater.unused_data
-                    inflater = zlib.decompressobj(wbits=31)
-                    fed = False
-                    if not raw.strip(b"\x00"):
-                        raw = b""
-                else:
-                    raw = inflater.unconsumed_tail
-        if fed and not inflater.eof:
-            raise EOFError("compressed file is truncated")
+        remaining -= len(block)
+        last = block
+        yield block
+    if last.endswith(b"\n"):
+        return
+    # The piece's last line runs past `end`: finish it.
+    while chunk := handle.read(1 << 16):
+        newline = chunk.find(b"\n")
+        if newline != -1:
+            yield chunk[: newline + 1]
+            return
+        yield chunk
 
 
-def line_ranges(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, int, int, int]]:
+def _gzip_blocks(handle: BinaryIO) -> Iterator[bytes]:
+    inflater = zlib.decompressobj(wbits=31)
+    fed = False
+    # Compressed input is read in pieces of an eighth of a block: JSON lines
+    # compress about tenfold, and max_length caps each output block anyway.
+    while raw := handle.read(BLOCK_BYTES // 8):
+        while raw:
+            fed = True
+            out = inflater.decompress(raw, BLOCK_BYTES)
+            if out:
+                yield out
+            if inflater.eof:
+                # Another gzip member may follow (concatenated files); zero padding may too.
+                raw = inflater.unused_data
+                inflater = zlib.decompressobj(wbits=31)
+                fed = False
+                if not raw.strip(b"\x00"):
+                    raw = b""
+            else:
+                raw = inflater.unconsumed_tail
+    if fed and not inflater.eof:
+        raise EOFError("compressed file is truncated")
+
+
+def line_ranges(blocks: Iterable[bytes], offset: int = 0) -> Iterator[tuple[bytes, int, int, int]]:
     """Regroup blocks so that each piece holds whole lines.
 
-    Yields ``(buffer, start, end, offset)``: ``buffer[start:end]`` is whole
-    lines, each ending in a newline, except that the file's last piece may lack
-    one (a line being written, or a truncated one). ``offset`` is the position
-    of ``buffer[0]`` in the file. Blocks are not copied; only a line cut by a
-    block boundary is.
+    Yields ``(buffer, start, end, buffer_offset)``: ``buffer[start:end]`` is
+    whole lines, each ending in a newline, except that the last piece may lack
+    one (a line being written, or a truncated one). ``buffer_offset`` is the
+    position of ``buffer[0]`` in the file, given that the first block starts at
+    ``offset``. Blocks are not copied; only a line cut by a block boundary is.
     """
     carry = b""
     carry_offset = 0
-    offset = 0
     for block in blocks:
         last = block.rfind(b"\n")
         if last == -1:
@@ -317,9 +391,7 @@ def _needle_spans(buf: bytes, needle: bytes, start: int, end: int) -> list[tuple
     rfind = buf.rfind
     pos = find(needle, start, end)
     while pos != -1:
-        line_start = rfind(b"\n", start, pos) + 1
-        if line_start == 0:
-            line_start = start
+        line_start = rfind(b"\n", start, pos) + 1 or start
         line_end = find(b"\n", pos, end)
         if line_end == -1:
             line_end = end
@@ -334,31 +406,45 @@ def choose_primary(sample: bytes, groups: Sequence[NeedleGroup]) -> int:
     return counts.index(min(counts))
 
 
+def _scan_piece(piece: _Piece, matcher: Matcher, on_match: OnMatch, stats: ScanStats) -> None:
+    trail_file = piece.file
+    name = str(trail_file.path)
+    stats.note_read(name)
+    groups = matcher.needle_groups
+    primary: NeedleGroup | None = None
+    others: tuple[NeedleGroup, ...] = ()
+    try:
+        with trail_file.path.open("rb", buffering=0) as handle:
+            if trail_file.compressed:
+                start = 0
+                blocks = _gzip_blocks(handle)
+            else:
+                start = _first_line_start(handle, piece.begin)
+                blocks = _plain_blocks(handle, start, piece.end)
+            for buf, begin, end, offset in line_ranges(blocks, start):
+                if not groups:
+                    _scan_all(buf, begin, end, offset, matcher, on_match, stats, name)
+                    continue
+                if primary is None:
+                    index = choose_primary(buf[begin : begin + _SAMPLE_BYTES], groups)
+                    primary = groups[index]
+                    others = groups[:index] + groups[index + 1 :]
+                _scan_needles(
+                    buf, begin, end, offset, primary, others, matcher, on_match, stats, name
+                )
+    except (OSError, zlib.error, EOFError) as exc:
+        stats.errors.append(f"cannot read {name}: {exc}")
+
+
 def scan_file(trail_file: TrailFile, matcher: Matcher, on_match: OnMatch, stats: ScanStats) -> None:
-    """Call ``on_match`` for every entry of one file that the matcher selects.
+    """Call ``on_match`` for every entry of one file that the matcher selects, in file order.
 
     Malformed lines are counted in ``stats``; a file that cannot be read is
     recorded in ``stats.errors`` and the scan goes on with what was read.
 
     .. versionadded:: 0.1.0
     """
-    name = str(trail_file.path)
-    stats.files_read.append(name)
-    groups = matcher.needle_groups
-    primary: NeedleGroup | None = None
-    others: tuple[NeedleGroup, ...] = ()
-    try:
-        for buf, start, end, offset in line_ranges(_blocks(trail_file)):
-            if not groups:
-                _scan_all(buf, start, end, offset, matcher, on_match, stats, name)
-                continue
-            if primary is None:
-                index = choose_primary(buf[start : start + _SAMPLE_BYTES], groups)
-                primary = groups[index]
-                others = groups[:index] + groups[index + 1 :]
-            _scan_needles(buf, start, end, offset, primary, others, matcher, on_match, stats, name)
-    except (OSError, zlib.error, EOFError) as exc:
-        stats.errors.append(f"cannot read {name}: {exc}")
+    _scan_piece(_Piece(trail_file), matcher, on_match, stats)
 
 
 def _scan_all(
@@ -413,14 +499,13 @@ def _scan_needles(
     matches = matcher.matches
     for line_start, line_end in spans:
         line = buf[line_start:line_end]
-        if not line:
-            continue
         for group in others:
             for needle in group:
                 if needle in line:
                     break
             else:
-                if not has_escape(line):
+                # No needle of this group: only an escape could be hiding one.
+                if not escaped or not has_escape(line):
                     break
         else:
             try:
@@ -434,29 +519,30 @@ def _scan_needles(
                 on_match(line, entry)
 
 
-def search(
-    files: Sequence[TrailFile],
-    matcher: Matcher,
-    stats: ScanStats,
-    *,
-    prune: bool = True,
-) -> list[Match]:
-    """Return every matching entry of the files as ``Match`` tuples, in time order.
+class Collector(Protocol):
+    """Receives the matches of a scan; collectors of parallel pieces are merged."""
 
-    Args:
-        files: What ``discover_files`` returned.
-        matcher: The compiled filter.
-        stats: Receives malformed lines, read errors and skipped files.
-        prune: Skip files last written before any entry could match.
+    def collect(self, line: bytes, entry: dict[str, Any], /) -> None: ...
+
+    def merge(self, other: Any, /) -> None: ...
+
+
+C = TypeVar("C", bound=Collector)
+
+
+class MatchCollector:
+    """Keeps each match as a ``Match`` tuple, ready to sort into time order.
 
     .. versionadded:: 0.1.0
     """
-    found: list[Match] = []
-    append = found.append
 
-    def keep(line: bytes, entry: dict[str, Any]) -> None:
+    def __init__(self) -> None:
+        self.found: list[Match] = []
+
+    def collect(self, line: bytes, entry: dict[str, Any]) -> None:
+        """Keep one match."""
         event_id = entry.get("event_id")
-        append(
+        self.found.append(
             (
                 timestamp_key(entry.get("timestamp")) or "",
                 event_id if type(event_id) is str else "",
@@ -464,11 +550,128 @@ def search(
             )
         )
 
+    def merge(self, other: MatchCollector) -> None:
+        """Take over the matches of another collector."""
+        self.found.extend(other.found)
+
+
+def available_cpus() -> int:
+    """How many CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _cost(trail_file: TrailFile) -> int:
+    # Inflating costs about as much per compressed byte as searching eight plain ones.
+    return trail_file.size * 8 if trail_file.compressed else trail_file.size
+
+
+def _piece_cost(piece: _Piece) -> int:
+    if piece.file.compressed:
+        return _cost(piece.file)
+    return (piece.file.size if piece.end is None else piece.end) - piece.begin
+
+
+def _plan(files: Sequence[TrailFile], workers: int) -> list[_Piece]:
+    total = sum(_cost(trail_file) for trail_file in files)
+    if workers < 2 or total < PARALLEL_MIN_BYTES:
+        return [_Piece(trail_file) for trail_file in files]
+    # About three pieces per worker, so that a slow gzip file does not leave one idle.
+    target = max(MIN_PIECE_BYTES, total // (workers * 3))
+    pieces: list[_Piece] = []
+    for trail_file in files:
+        count = 1 if trail_file.compressed else max(1, round(trail_file.size / target))
+        bounds = [trail_file.size * i // count for i in range(count)]
+        ends: list[int | None] = [*bounds[1:], None]
+        pieces.extend(
+            _Piece(trail_file, begin, end) for begin, end in zip(bounds, ends, strict=True)
+        )
+    # Longest first, so that the pool ends with short pieces.
+    pieces.sort(key=lambda piece: -_piece_cost(piece))
+    return pieces
+
+
+def _run_piece(
+    piece: _Piece, entry_filter: EntryFilter, factory: Callable[[], C]
+) -> tuple[C, ScanStats]:
+    collector = factory()
+    stats = ScanStats()
+    _scan_piece(piece, entry_filter.compile(), collector.collect, stats)
+    return collector, stats
+
+
+def scan(
+    files: Sequence[TrailFile],
+    entry_filter: EntryFilter,
+    factory: Callable[[], C],
+    stats: ScanStats,
+    *,
+    prune: bool = True,
+    workers: int | None = None,
+) -> C:
+    """Feed every matching entry of the files to a collector made by ``factory``.
+
+    Large inputs are split into pieces scanned by a pool of forked processes,
+    one per CPU, and their collectors are merged; small ones are scanned here.
+
+    Args:
+        files: What ``discover_files`` returned.
+        entry_filter: The conditions; compiled once per process.
+        factory: Makes an empty collector; must pickle (a class or a
+            ``functools.partial``) when the scan runs in parallel.
+        stats: Receives malformed lines, read errors and skipped files.
+        prune: Skip files last written before any entry could match.
+        workers: Processes to use; None for one per CPU, 1 to stay in this process.
+
+    .. versionadded:: 0.1.0
+    """
+    matcher = entry_filter.compile()
+    todo = []
     for trail_file in files:
         if prune and should_skip(trail_file, matcher):
             stats.files_skipped.append(str(trail_file.path))
-            continue
-        scan_file(trail_file, matcher, keep, stats)
+        else:
+            todo.append(trail_file)
+    if workers is None:
+        workers = available_cpus()
+    if "fork" not in multiprocessing.get_all_start_methods():
+        workers = 1
+    pieces = _plan(todo, workers)
+    result = factory()
+    if len(pieces) < 2:
+        for piece in pieces:
+            _scan_piece(piece, matcher, result.collect, stats)
+        return result
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=min(workers, len(pieces)), mp_context=context) as pool:
+        futures = [pool.submit(_run_piece, piece, entry_filter, factory) for piece in pieces]
+        for future in futures:
+            collector, piece_stats = future.result()
+            result.merge(collector)
+            stats.merge(piece_stats)
+    # Report files in input order, not in the order the pool finished them.
+    order = {str(trail_file.path): index for index, trail_file in enumerate(files)}
+    stats.files_read.sort(key=lambda name: order.get(name, len(order)))
+    return result
+
+
+def search(
+    files: Sequence[TrailFile],
+    entry_filter: EntryFilter,
+    stats: ScanStats,
+    *,
+    prune: bool = True,
+    workers: int | None = None,
+) -> list[Match]:
+    """Return every matching entry of the files as ``Match`` tuples, in time order.
+
+    See ``scan`` for the arguments.
+
+    .. versionadded:: 0.1.0
+    """
+    found = scan(files, entry_filter, MatchCollector, stats, prune=prune, workers=workers).found
     # Timsort merges the already sorted runs (one per file and writer) in near-linear time.
     found.sort()
     return found

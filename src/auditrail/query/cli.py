@@ -1,0 +1,549 @@
+"""The ``auditrail query``, ``trace``, ``report`` and ``tail`` commands.
+
+``register`` adds them to the ``auditrail`` command; ``main`` runs them on their
+own (``python -m auditrail.query.cli``).
+
+Exit codes, for every command:
+
+* 0: at least one entry matched (``report``: the range held entries);
+* 1: no entry matched;
+* 2: an error: bad arguments, no input, or a file that could not be read (the
+  entries that could be read are still printed);
+* 130: interrupted (Ctrl-C).
+
+Malformed or truncated lines never stop a command: they are counted, and the
+count is printed on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import IO, Any, Final, Protocol
+
+import orjson
+
+from auditrail.query._filters import EntryFilter, Matcher
+from auditrail.query._format import CsvWriter, StreamTable, render_csv, render_query_table
+from auditrail.query._reader import (
+    InputError,
+    ScanStats,
+    TrailFile,
+    discover_files,
+    scan,
+    search,
+)
+from auditrail.query._report import DEFAULT_TOP, ReportBuilder, render_report, render_trace
+from auditrail.query._tail import Follower
+from auditrail.query._timeparse import parse_time
+
+ENV_PATH: Final = "AUDIT_LOG_FILE_PATH"
+EXIT_MATCH: Final = 0
+EXIT_NO_MATCH: Final = 1
+EXIT_ERROR: Final = 2
+EXIT_INTERRUPTED: Final = 130
+_WRITE_BATCH: Final = 10_000
+
+_EPILOG: Final = (
+    "Inputs: files (with their rotated backups, .N and .N.gz), directories or globs; "
+    f"default ${ENV_PATH} and its backups. "
+    "Exit codes: 0 matches, 1 no match, 2 error (bad arguments, no input, unreadable file)."
+)
+
+Command = Callable[[argparse.Namespace], int]
+
+
+# -- argument types ----------------------------------------------------------
+
+
+def _time_arg(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _target_arg(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _filter_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("filters (all given must hold)")
+    group.add_argument(
+        "--since", type=_time_arg, metavar="TIME", help="ISO 8601, 24h, 7d, today (UTC), ..."
+    )
+    group.add_argument(
+        "--until", type=_time_arg, metavar="TIME", help="exclusive end, same forms as --since"
+    )
+    group.add_argument(
+        "--action",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="action glob such as 'gitlab.api.*'; repeat for any of several",
+    )
+    group.add_argument("--actor-type", metavar="TYPE", help="webhook_event, poll_cycle, ...")
+    group.add_argument("--actor-id", metavar="ID")
+    group.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        type=_target_arg,
+        metavar="KEY=VALUE",
+        help="target field, e.g. project_id=123, mr_iid=45, issue_key=ABC-1; repeatable",
+    )
+    group.add_argument("--outcome", choices=("success", "failure"))
+    group.add_argument("--error", metavar="CLASS", help="error class, e.g. rate_limit")
+    group.add_argument("--correlation-id", metavar="ID")
+    group.add_argument("--service", metavar="NAME")
+    return parent
+
+
+def _input_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("input")
+    group.add_argument(
+        "--no-rotations",
+        action="store_true",
+        help="read only the files named, not their rotated backups",
+    )
+    group.add_argument(
+        "--scan-all",
+        action="store_true",
+        help="read every file, even those last modified before the time asked for",
+    )
+    return parent
+
+
+def _entry_filter(args: argparse.Namespace) -> EntryFilter:
+    return EntryFilter(
+        since=args.since,
+        until=args.until,
+        actions=tuple(args.action),
+        actor_type=args.actor_type,
+        actor_id=args.actor_id,
+        targets=tuple(args.target),
+        outcome=args.outcome,
+        error=args.error,
+        correlation_id=args.correlation_id,
+        service=args.service,
+    )
+
+
+# -- plumbing ----------------------------------------------------------------
+
+
+class _BytesOut(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+def _stdout() -> _BytesOut:
+    sys.stdout.flush()
+    buffer: _BytesOut | None = getattr(sys.stdout, "buffer", None)
+    return buffer if buffer is not None else _TextSink(sys.stdout)
+
+
+class _TextSink:
+    # For a stdout without a byte buffer (an embedding that swapped in a StringIO).
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+
+    def write(self, data: bytes) -> int:
+        self._text.write(data.decode("utf-8", "replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self._text.flush()
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"auditrail: {message}\n")
+    sys.stderr.flush()
+
+
+def _guarded(command: Command) -> Command:
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except InputError as exc:
+            _warn(str(exc))
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # The reader went away (| head): stop quietly, and keep Python's exit
+            # flush from failing on the closed pipe again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return EXIT_MATCH
+
+    return run
+
+
+def _files(args: argparse.Namespace) -> list[TrailFile]:
+    return discover_files(
+        args.paths, default=os.environ.get(ENV_PATH), rotations=not args.no_rotations
+    )
+
+
+def _finish(stats: ScanStats, matched: bool) -> int:
+    if stats.malformed:
+        _warn(stats.describe_malformed())
+    for error in stats.errors:
+        _warn(error)
+    if stats.errors:
+        return EXIT_ERROR
+    return EXIT_MATCH if matched else EXIT_NO_MATCH
+
+
+def _write_lines(out: _BytesOut, lines: Iterable[bytes]) -> None:
+    batch: list[bytes] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= _WRITE_BATCH:
+            out.write(b"\n".join(batch) + b"\n")
+            batch.clear()
+    if batch:
+        out.write(b"\n".join(batch) + b"\n")
+    out.flush()
+
+
+def _write_entries(out: _BytesOut, lines: Sequence[bytes], fmt: str) -> None:
+    if fmt == "json":
+        _write_lines(out, lines)
+        return
+    entries = [orjson.loads(line) for line in lines]
+    text = render_query_table(entries) if fmt == "table" else render_csv(entries)
+    out.write(text.encode())
+    out.flush()
+
+
+def _auto_format(requested: str | None) -> str:
+    if requested:
+        return requested
+    return "table" if sys.stdout.isatty() else "json"
+
+
+# -- commands ----------------------------------------------------------------
+
+
+@_guarded
+def run_query(args: argparse.Namespace) -> int:
+    """``auditrail query``: print the matching entries in time order."""
+    files = _files(args)
+    stats = ScanStats()
+    found = search(files, _entry_filter(args), stats, prune=not args.scan_all)
+    if args.limit is not None:
+        del found[args.limit :]
+    _write_entries(_stdout(), [line for _, _, line in found], _auto_format(args.format))
+    return _finish(stats, bool(found))
+
+
+@_guarded
+def run_trace(args: argparse.Namespace) -> int:
+    """``auditrail trace``: the timeline of one correlation id."""
+    files = _files(args)
+    stats = ScanStats()
+    wanted = EntryFilter(correlation_id=args.correlation_id)
+    lines = [line for _, _, line in search(files, wanted, stats, prune=not args.scan_all)]
+    out = _stdout()
+    if args.format == "table":
+        if lines:
+            entries = [orjson.loads(line) for line in lines]
+            out.write(render_trace(args.correlation_id, entries).encode())
+            out.flush()
+        else:
+            _warn(f"no entries with correlation id {args.correlation_id!r}")
+    else:
+        _write_entries(out, lines, args.format)
+    return _finish(stats, bool(lines))
+
+
+@_guarded
+def run_report(args: argparse.Namespace) -> int:
+    """``auditrail report``: counts, failures, webhook rejections, busiest, slowest."""
+    files = _files(args)
+    stats = ScanStats()
+    factory = functools.partial(ReportBuilder, top=args.top)
+    builder = scan(files, _entry_filter(args), factory, stats, prune=not args.scan_all)
+    report = builder.result()
+    out = _stdout()
+    if args.format == "json":
+        out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        out.write(render_report(report).encode())
+    out.flush()
+    return _finish(stats, builder.entries > 0)
+
+
+def _tail_path(args: argparse.Namespace) -> str:
+    path = args.path or os.environ.get(ENV_PATH)
+    if not path:
+        raise InputError(f"no input: give the live file or set {ENV_PATH}")
+    if not os.path.isfile(path):
+        raise InputError(f"no such file: {path}")
+    return str(path)
+
+
+def _selected(
+    lines: Iterable[bytes], matcher: Matcher, stats: ScanStats, name: str
+) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    for line in lines:
+        if not line:
+            continue
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            stats.add_malformed(name, None)
+            continue
+        if type(entry) is not dict:
+            stats.add_malformed(name, None)
+        elif matcher.matches(entry):
+            yield line, entry
+
+
+class _TailWriter:
+    def __init__(self, out: _BytesOut, fmt: str) -> None:
+        self._out = out
+        self._fmt = fmt
+        self._text = _LineBuffer()
+        self._table = StreamTable(self._text) if fmt == "table" else None
+        self._csv = CsvWriter(self._text) if fmt == "csv" else None
+
+    def write(self, line: bytes, entry: dict[str, Any]) -> None:
+        if self._fmt == "json":
+            self._out.write(line + b"\n")
+        elif self._table is not None:
+            self._table.write(entry)
+        elif self._csv is not None:
+            self._csv.write(entry)
+        pending = self._text.take()
+        if pending:
+            self._out.write(pending.encode())
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+class _LineBuffer:
+    # A text stream that hands its content over as it is written.
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        return len(text)
+
+    def take(self) -> str:
+        text = "".join(self._parts)
+        self._parts.clear()
+        return text
+
+
+@_guarded
+def run_tail(args: argparse.Namespace) -> int:
+    """``auditrail tail``: print matching entries as they are appended, across rotations."""
+    path = _tail_path(args)
+    matcher = _entry_filter(args).compile()
+    stats = ScanStats()
+    follower = Follower(path, poll_interval_s=args.poll_interval_s)
+    writer = _TailWriter(_stdout(), _auto_format(args.format))
+    printed = 0
+    try:
+        existing = follower.poll()
+        if args.lines:
+            # The last N matches already in the file, found from the end backwards.
+            recent: deque[tuple[bytes, dict[str, Any]]] = deque()
+            for item in _selected(reversed(existing), matcher, stats, path):
+                recent.appendleft(item)
+                if len(recent) >= args.lines:
+                    break
+            for line, entry in recent:
+                if args.max_entries is not None and printed >= args.max_entries:
+                    break
+                writer.write(line, entry)
+                printed += 1
+            writer.flush()
+        if args.max_entries is None or printed < args.max_entries:
+            for line, entry in _selected(
+                follower.follow(duration_s=args.duration_s), matcher, stats, path
+            ):
+                writer.write(line, entry)
+                writer.flush()
+                printed += 1
+                if args.max_entries is not None and printed >= args.max_entries:
+                    break
+    finally:
+        follower.close()
+    return _finish(stats, printed > 0)
+
+
+# -- wiring ------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``query``, ``trace``, ``report`` and ``tail`` to the ``auditrail`` parser.
+
+    Each subcommand sets ``func``, a callable that takes the parsed arguments
+    and returns the exit code.
+
+    .. versionadded:: 0.1.0
+    """
+    filters = _filter_parent()
+    inputs = _input_parent()
+
+    query = subparsers.add_parser(
+        "query",
+        parents=[filters, inputs],
+        help="find entries: filters, time order, table/json/csv",
+        description="Print the entries that match every filter given, in time order.",
+        epilog=_EPILOG,
+    )
+    query.add_argument("paths", nargs="*", metavar="PATH")
+    query.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        help="default: table on a terminal, else json (each entry exactly as stored)",
+    )
+    query.add_argument("--limit", type=_positive_int, metavar="N", help="the first N matches")
+    query.set_defaults(func=run_query)
+
+    trace = subparsers.add_parser(
+        "trace",
+        parents=[inputs],
+        help="the timeline of one webhook or poll cycle (one correlation id)",
+        description="Every entry of one correlation id, as a timeline with a summary.",
+        epilog=_EPILOG,
+    )
+    trace.add_argument("correlation_id", metavar="CORRELATION_ID")
+    trace.add_argument("paths", nargs="*", metavar="PATH")
+    trace.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    trace.set_defaults(func=run_trace)
+
+    report = subparsers.add_parser(
+        "report",
+        parents=[filters, inputs],
+        help="summary of a time range: outcomes, failures, webhook rejections, slowest calls",
+        description=(
+            "Counts by action and outcome, failures by error class, webhook authentication "
+            "failures by source IP and reason, the busiest targets and actors, and the "
+            "slowest actions (p50/p95 duration)."
+        ),
+        epilog=_EPILOG,
+    )
+    report.add_argument("paths", nargs="*", metavar="PATH")
+    report.add_argument("--format", choices=("table", "json"), default="table")
+    report.add_argument(
+        "--top", type=_positive_int, default=DEFAULT_TOP, metavar="N", help="rows per ranking"
+    )
+    report.set_defaults(func=run_report)
+
+    tail = subparsers.add_parser(
+        "tail",
+        parents=[filters],
+        help="follow the live file across rotations, with the same filters",
+        description=(
+            "Print the last matching entries of the live file, then each new matching entry "
+            "as it is written, across rotations, in the order written."
+        ),
+        epilog=f"Default file: ${ENV_PATH}. Exit codes: 0 printed entries, 1 none, 2 error.",
+    )
+    tail.add_argument("path", nargs="?", metavar="PATH", help="the live file")
+    tail.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        help="default: table on a terminal, else json",
+    )
+    tail.add_argument(
+        "-n",
+        "--lines",
+        type=_count_arg,
+        default=10,
+        metavar="N",
+        help="first print the last N matches already in the file (default 10)",
+    )
+    tail.add_argument(
+        "--max-entries", type=_positive_int, metavar="N", help="stop after printing N entries"
+    )
+    tail.add_argument(
+        "--duration-s", type=_seconds_arg, metavar="S", help="stop after following for S seconds"
+    )
+    tail.add_argument(
+        "--poll-interval-s",
+        type=_seconds_arg,
+        default=0.25,
+        metavar="S",
+        help="how often to look for new lines (default 0.25)",
+    )
+    tail.set_defaults(func=run_tail)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with only the query commands."""
+    parser = argparse.ArgumentParser(
+        prog="auditrail", description="Query the audit trail written by the file sink."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one query command and return its exit code.
+
+    .. versionadded:: 0.1.0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

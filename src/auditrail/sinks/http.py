@@ -1,0 +1,808 @@
+"""Batched JSON over HTTP(S) to a SIEM intake: NDJSON, JSON array, Splunk HEC, Elasticsearch
+``_bulk`` and Grafana Loki.
+
+Retry decision (written down as STYLE.md §3 asks): this sink makes **one attempt per
+``write_batch``** and says what happened; it never sleeps, loops or keeps a batch. The
+delivery pipeline owns retries: it keeps a refused batch in the spool and tries again with
+capped exponential backoff and full jitter, and it honours ``retry_after_s`` when the
+destination asked for a pause. Audit data is retried on any transient error, as the
+Kubernetes audit webhook argues, because an outage must lose nothing; only an answer that
+can never change (a 4xx other than 408 and 429) ends the attempts, and then the batch is
+dead-lettered, not dropped. The classification:
+
+=================================================  ==========================================
+answer                                             result
+=================================================  ==========================================
+2xx                                                ``SUCCESS`` (see ``_bulk`` below)
+connection error, timeout, TLS error, 408, 429,    ``RETRY``, with ``retry_after_s`` from
+5xx                                                ``Retry-After`` (seconds or HTTP-date)
+any other status (400, 401, 403, 404, 413, 3xx)    ``FAILURE``: the pipeline dead-letters it
+=================================================  ==========================================
+
+Elasticsearch and OpenSearch answer ``_bulk`` with 200 even when documents were refused,
+so the per-item statuses decide: an item that already exists (409, because ``_id`` is the
+``event_id``, which makes a redelivered entry idempotent) counts as delivered, 429 and 5xx
+items make the batch ``RETRY`` (the items already stored come back as 409 next time), and
+any other item error makes it ``FAILURE``.
+
+A batch is split into several requests so that no body exceeds ``max_body_bytes`` (measured
+before gzip; an entry larger than that goes alone). The requests are sent in order and the
+first one that does not succeed decides the batch result, so after a partial success the
+whole batch is sent again: delivery is at-least-once, and receivers deduplicate by
+``event_id`` (Elasticsearch does it by itself).
+
+Credentials travel only in request headers. Their values never appear in ``repr``,
+``last_error`` or exceptions: every error text is cut short, scrubbed of the configured
+header values and passed through the secret redactor.
+
+httpx is imported when the first sink is built, so ``import auditrail`` never needs it
+(install the ``http`` extra).
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import calendar
+import email.utils
+import gzip as gzip_module
+import math
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import orjson
+
+from auditrail.exceptions import ConfigError
+from auditrail.redact import REDACTED, default_redactor, register_secret
+from auditrail.typing import SinkResult
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["FORMATS", "HttpSink", "http_sink_from_env", "parse_retry_after"]
+
+FORMATS: Final = ("ndjson", "json_array", "splunk_hec", "elasticsearch_bulk", "loki")
+"""The body formats (``AUDIT_LOG_HTTP_FORMAT``)."""
+
+DEFAULT_MAX_BODY_BYTES: Final = 1_048_576
+MIN_MAX_BODY_BYTES: Final = 1024
+# Where an endpoint given without a path (``https://splunk:8088``) sends each preset.
+PRESET_PATHS: Final = {
+    "splunk_hec": "/services/collector/event",
+    "elasticsearch_bulk": "/_bulk",
+    "loki": "/loki/api/v1/push",
+}
+_RETRY_STATUSES: Final = frozenset({408, 429})
+_REASON_CHARS: Final = 200
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_ES_INDEX_FORBIDDEN: Final = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+_CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization"})
+_HINTS: Final = {
+    401: "check AUDIT_LOG_HTTP_AUTHORIZATION",
+    403: "check AUDIT_LOG_HTTP_AUTHORIZATION and the token's permissions",
+    404: "check the path of AUDIT_LOG_HTTP_ENDPOINT",
+    413: "lower AUDIT_LOG_HTTP_MAX_BODY_BYTES",
+}
+
+
+class HttpSink:
+    """POSTs each batch to an HTTP(S) endpoint as one or more JSON bodies.
+
+    Args:
+        endpoint: ``http://`` or ``https://`` URL. For the presets an empty path means the
+            intake's usual one (``/services/collector/event``, ``/_bulk``,
+            ``/loki/api/v1/push``).
+        format: ``ndjson`` (one entry per line), ``json_array``, ``splunk_hec`` (HEC event
+            envelopes), ``elasticsearch_bulk`` (``create`` actions with ``_id`` =
+            ``event_id``) or ``loki`` (push API, JSON).
+        headers: extra request headers, e.g. ``{"Authorization": "Splunk <token>"}``.
+            Values are never shown in ``repr`` or errors.
+        gzip: compress each body (``Content-Encoding: gzip``).
+        verify: verify the server's TLS certificate (default), or the path of a CA bundle
+            file (or directory) to verify it with; ``False`` turns verification off.
+        connect_timeout_s: limit for opening a connection.
+        read_timeout_s: limit for sending the body and for each read of the answer.
+        max_body_bytes: the largest body (before compression) of one request.
+        index: the Elasticsearch index (``_index`` of each action) or the Splunk index.
+        source: Splunk ``source`` of each event.
+        sourcetype: Splunk ``sourcetype`` of each event.
+        host: Splunk ``host`` of each event (default: left to HEC).
+        loki_labels: static Loki stream labels; ``service`` is added from each entry.
+        transport: an httpx transport (tests use ``httpx.MockTransport``).
+
+    Raises:
+        ValueError: an argument is out of range, or the combination is impossible.
+        ImportError: httpx is not installed (``pip install 'auditrail[http]'``).
+        OSError, ssl.SSLError: the CA bundle cannot be loaded.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: ClassVar[str] = "http"
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        format: str = "ndjson",
+        headers: Mapping[str, str] | None = None,
+        gzip: bool = False,
+        verify: bool | str = True,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 10.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        index: str | None = None,
+        source: str = "auditrail",
+        sourcetype: str = "_json",
+        host: str | None = None,
+        loki_labels: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+        if isinstance(max_body_bytes, bool) or max_body_bytes < MIN_MAX_BODY_BYTES:
+            raise ValueError(f"max_body_bytes must be at least {MIN_MAX_BODY_BYTES}")
+        if not (connect_timeout_s > 0 and read_timeout_s > 0):
+            raise ValueError("connect_timeout_s and read_timeout_s must be positive")
+        if index is not None and format not in ("elasticsearch_bulk", "splunk_hec"):
+            raise ValueError("index is only used by the elasticsearch_bulk and splunk_hec formats")
+        self.endpoint = _preset_endpoint(endpoint, format)
+        self.format = format
+        self.gzip = gzip
+        self.max_body_bytes = max_body_bytes
+        self.index = index
+        header_map = dict(headers or {})
+        for key, value in header_map.items():
+            if not _HEADER_NAME.match(key):
+                raise ValueError(f"invalid header name {key!r}")
+            if _CONTROL.search(value):
+                raise ValueError(f"the value of header {key!r} holds control characters")
+        self._header_names = sorted(header_map)
+        # Every configured header value is scrubbed from error texts, secret or not.
+        self._scrub_values = sorted(
+            (v for v in header_map.values() if len(v) >= 4), key=len, reverse=True
+        )
+        self._scrub_values += [
+            part
+            for v in header_map.values()
+            for part in v.split()[1:]
+            if len(part) >= 4 and part not in self._scrub_values
+        ]
+        self._encoder = _encoder_for(
+            format,
+            index=index,
+            source=source,
+            sourcetype=sourcetype,
+            host=host,
+            loki_labels=dict(loki_labels) if loki_labels else {"job": "auditrail"},
+        )
+        self.retry_after_s: float | None = None
+        """After ``RETRY``: the pause the destination asked for (``Retry-After``), or None."""
+        self.last_error: str | None = None
+        """After ``RETRY``/``FAILURE``: the status and a short, redacted reason."""
+        self._closed = False
+        self._lock = threading.Lock()
+
+        try:
+            import httpx
+        except ImportError as exc:
+            raise ImportError("HttpSink needs httpx: pip install 'auditrail[http]'") from exc
+
+        timeout = httpx.Timeout(
+            connect=connect_timeout_s,
+            read=read_timeout_s,
+            write=read_timeout_s,
+            pool=connect_timeout_s,
+        )
+        header_map.setdefault("User-Agent", f"auditrail/0.1.0 httpx/{httpx.__version__}")
+        if transport is None:
+            # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's
+            # algorithm and the receiver's delayed ACK can add ~40 ms to every request.
+            transport = httpx.HTTPTransport(
+                verify=_ssl_context(verify),
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            )
+        self._client = httpx.Client(
+            headers=header_map,
+            timeout=timeout,
+            follow_redirects=False,
+            transport=transport,
+        )
+        self._verify = verify
+
+    def __repr__(self) -> str:
+        verify = "ca-bundle" if isinstance(self._verify, str) else self._verify
+        return (
+            f"HttpSink(endpoint={_safe_url(self.endpoint)!r}, format={self.format!r}, "
+            f"gzip={self.gzip}, verify={verify}, max_body_bytes={self.max_body_bytes}, "
+            f"headers={self._header_names!r})"
+        )
+
+    # -- Sink protocol ------------------------------------------------------------
+
+    def write_batch(self, lines: Sequence[bytes]) -> SinkResult:
+        self.retry_after_s = None
+        self.last_error = None
+        if self._closed:
+            self.last_error = "sink closed"
+            return SinkResult.RETRY
+        if not lines:
+            return SinkResult.SUCCESS
+        try:
+            for body in self.bodies(lines):
+                result = self._post(body)
+                if result is not SinkResult.SUCCESS:
+                    return result
+        except Exception as exc:  # noqa: BLE001 - a sink never raises into the worker
+            self.last_error = self._scrub(f"{type(exc).__name__}: {exc}")
+            return SinkResult.RETRY
+        return SinkResult.SUCCESS
+
+    def flush(self, timeout_s: float) -> bool:
+        # Nothing is kept between calls: each write_batch finished its requests.
+        return True
+
+    def close(self, timeout_s: float) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._client.close()
+
+    # -- encoding -------------------------------------------------------------------
+
+    def bodies(self, lines: Sequence[bytes]) -> Iterator[bytes]:
+        """The request bodies (uncompressed) for one batch, each within ``max_body_bytes``."""
+        enc = self._encoder
+        limit = self.max_body_bytes
+        chunk: list[tuple[str, bytes]] = []
+        groups: set[str] = set()
+        size = enc.overhead
+        for line in lines:
+            key, piece = enc.encode(line)
+            cost = len(piece) + 1 + (enc.group_overhead(key) if key not in groups else 0)
+            if chunk and size + cost > limit:
+                yield enc.body(chunk)
+                chunk, groups, size = [], set(), enc.overhead
+                cost = len(piece) + 1 + enc.group_overhead(key)
+            chunk.append((key, piece))
+            groups.add(key)
+            size += cost
+        if chunk:
+            yield enc.body(chunk)
+
+    # -- one request ----------------------------------------------------------------
+
+    def _post(self, body: bytes) -> SinkResult:
+        import httpx
+
+        headers = {"Content-Type": self._encoder.content_type}
+        if self.gzip:
+            body = gzip_module.compress(body, compresslevel=5, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        try:
+            response = self._client.post(self.endpoint, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            self.last_error = f"timeout ({type(exc).__name__}) talking to {self._where()}"
+            return SinkResult.RETRY
+        except httpx.HTTPError as exc:
+            self.last_error = self._scrub(f"{type(exc).__name__} talking to {self._where()}: {exc}")
+            return SinkResult.RETRY
+        except RuntimeError as exc:  # the client was closed under a hanging request
+            self.last_error = self._scrub(f"{type(exc).__name__}: {exc}")
+            return SinkResult.RETRY
+        return self._classify(response)
+
+    def _classify(self, response: httpx.Response) -> SinkResult:
+        status = response.status_code
+        if 200 <= status < 300:
+            if self.format == "elasticsearch_bulk":
+                return self._bulk_result(response)
+            return SinkResult.SUCCESS
+        text = f"HTTP {status} {response.reason_phrase}".rstrip()
+        reason = self._reason(response)
+        if reason:
+            text += f": {reason}"
+        if status in _RETRY_STATUSES or status >= 500:
+            self.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+            self.last_error = text
+            return SinkResult.RETRY
+        if 300 <= status < 400:
+            text += "; redirects are not followed: set AUDIT_LOG_HTTP_ENDPOINT to the final URL"
+        elif status in _HINTS:
+            text += f"; {_HINTS[status]}"
+        self.last_error = text
+        return SinkResult.FAILURE
+
+    def _bulk_result(self, response: httpx.Response) -> SinkResult:
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return SinkResult.SUCCESS  # a 2xx without the usual body: accepted
+        if not isinstance(answer, dict) or not answer.get("errors"):
+            return SinkResult.SUCCESS
+        items = answer.get("items")
+        if not isinstance(items, list):
+            self.last_error = "_bulk answered errors=true without items"
+            return SinkResult.RETRY
+        retry: list[tuple[int, str]] = []
+        refused: list[tuple[int, str]] = []
+        for item in items:
+            result = next(iter(item.values()), None) if isinstance(item, dict) else None
+            if not isinstance(result, dict):
+                continue
+            status = result.get("status")
+            if not isinstance(status, int) or 200 <= status < 300 or status == 409:
+                continue  # 409: the entry is already there (a redelivery), which is success
+            error = result.get("error")
+            kind = str(error.get("type", "")) if isinstance(error, dict) else str(error or "")
+            if isinstance(error, dict) and error.get("reason"):
+                kind += f" ({error['reason']})"
+            (retry if status == 429 or status >= 500 else refused).append((status, kind))
+        if not retry and not refused:
+            return SinkResult.SUCCESS
+        worst = retry or refused
+        status, kind = worst[0]
+        self.last_error = self._scrub(
+            f"_bulk refused {len(retry) + len(refused)} of {len(items)} items: HTTP {status} {kind}"
+        )
+        if retry:
+            self.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+            return SinkResult.RETRY
+        return SinkResult.FAILURE
+
+    def _reason(self, response: httpx.Response) -> str:
+        try:
+            text = response.content[: _REASON_CHARS * 2].decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 - a reason is a courtesy; never fail over it
+            return ""
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
+        text = _CONTROL.sub(" ", text).strip()
+        for value in self._scrub_values:
+            text = text.replace(value, REDACTED)
+        text = default_redactor.redact(text)
+        if len(text) > _REASON_CHARS:
+            text = text[: _REASON_CHARS - 1] + "…"
+        return text
+
+    def _where(self) -> str:
+        return _safe_url(self.endpoint)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or HTTP-date), or None.
+
+    .. versionadded:: 0.1.0
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None  # RFC 9110 dates are GMT; anything else is not a Retry-After date
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+# -- encoders ---------------------------------------------------------------------
+
+
+class _Encoder:
+    """Turns entries into body pieces: ``(group key, piece)``, then pieces into a body."""
+
+    content_type = "application/json"
+    overhead = 0
+
+    def encode(self, line: bytes) -> tuple[str, bytes]:
+        return "", line
+
+    def group_overhead(self, key: str) -> int:
+        return 0
+
+    def body(self, chunk: Sequence[tuple[str, bytes]]) -> bytes:
+        raise NotImplementedError
+
+
+class _Ndjson(_Encoder):
+    content_type = "application/x-ndjson"
+
+    def body(self, chunk: Sequence[tuple[str, bytes]]) -> bytes:
+        return b"\n".join(piece for _, piece in chunk) + b"\n"
+
+
+class _JsonArray(_Encoder):
+    overhead = 2
+
+    def body(self, chunk: Sequence[tuple[str, bytes]]) -> bytes:
+        return b"[" + b",".join(piece for _, piece in chunk) + b"]"
+
+
+class _SplunkHec(_Encoder):
+    # HEC takes several event envelopes in one body, one after the other.
+    def __init__(self, *, index: str | None, source: str, sourcetype: str, host: str | None):
+        meta: dict[str, str] = {}
+        if host is not None:
+            meta["host"] = host
+        meta["source"] = source
+        meta["sourcetype"] = sourcetype
+        if index is not None:
+            meta["index"] = index
+        # {"time":<t>,<meta>,"event":<entry>}
+        self._middle = b"," + orjson.dumps(meta)[1:-1] + b',"event":'
+
+    def encode(self, line: bytes) -> tuple[str, bytes]:
+        entry = _load(line)
+        seconds, micros = _entry_time(entry)
+        event = line if entry is not None else orjson.dumps(line.decode("utf-8", "replace"))
+        stamp = f"{seconds}.{micros:06d}".encode()
+        return "", b'{"time":' + stamp + self._middle + event + b"}"
+
+    def body(self, chunk: Sequence[tuple[str, bytes]]) -> bytes:
+        return b"\n".join(piece for _, piece in chunk)
+
+
+class _ElasticsearchBulk(_Encoder):
+    content_type = "application/x-ndjson"
+
+    def __init__(self, *, index: str | None) -> None:
+        self._index = index
+
+    def encode(self, line: bytes) -> tuple[str, bytes]:
+        entry = _load(line)
+        action: dict[str, str] = {}
+        if self._index is not None:
+            action["_index"] = self._index
+        event_id = entry.get("event_id") if entry is not None else None
+        if isinstance(event_id, str):
+            action["_id"] = event_id
+        doc = line if entry is not None else orjson.dumps({"raw": line.decode("utf-8", "replace")})
+        return "", orjson.dumps({"create": action}) + b"\n" + doc
+
+    def body(self, chunk: Sequence[tuple[str, bytes]]) -> bytes:
+        # The bulk API wants a newline after the last line too.
+        return b"\n".join(piece for _, piece in chunk) + b"\n"
+
+
+class _Loki(_Encoder):
+    overhead = len(b'{"streams":[]}')
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self._labels = dict(labels)
+        self._stream_json: dict[str, bytes] = {}
+
+    def _stream(self, service: str) -> bytes:
+        found = self._stream_json.get(service)
+        if found is None:
+            labels = dict(self._labels)
+            if service:
+                labels["service"] = service
+            found = orjson.dumps(labels, option=orjson.OPT_SORT_KEYS)
+            self._stream_json[service] = found
+        return found
+
+    def encode(self, line: bytes) -> tuple[str, bytes]:
+        entry = _load(line)
+        seconds, micros = _entry_time(entry)
+        service = entry.get("service") if entry is not None else None
+        key = service if isinstance(service, str) else ""
+        nanos = str(seconds * 1_000_000_000 + micros * 1000)
+        return key, orjson.dumps([nanos, line.decode("utf-8", "replace")])
+
+    def group_overhead(self, key: str) -> int:
+        return len(b'{"stream":,"values":[]},') + len(self._stream(key))
+
+    def body(self, chunk: Sequence[tuple[str, bytes]]) -> bytes:
+        streams: dict[str, list[bytes]] = {}
+        for key, piece in chunk:
+            streams.setdefault(key, []).append(piece)
+        parts = [
+            b'{"stream":' + self._stream(key) + b',"values":[' + b",".join(pieces) + b"]}"
+            for key, pieces in streams.items()
+        ]
+        return b'{"streams":[' + b",".join(parts) + b"]}"
+
+
+def _encoder_for(
+    format: str,
+    *,
+    index: str | None,
+    source: str,
+    sourcetype: str,
+    host: str | None,
+    loki_labels: Mapping[str, str],
+) -> _Encoder:
+    if format == "ndjson":
+        return _Ndjson()
+    if format == "json_array":
+        return _JsonArray()
+    if format == "splunk_hec":
+        return _SplunkHec(index=index, source=source, sourcetype=sourcetype, host=host)
+    if format == "elasticsearch_bulk":
+        return _ElasticsearchBulk(index=index)
+    return _Loki(loki_labels)
+
+
+def _load(line: bytes) -> dict[str, Any] | None:
+    try:
+        entry = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+_second_cache: tuple[str, int] = ("", 0)
+
+
+def _entry_time(entry: Mapping[str, Any] | None) -> tuple[int, int]:
+    """(unix seconds, microseconds) of an entry's ``timestamp``; now if it has none."""
+    global _second_cache
+    stamp = entry.get("timestamp") if entry is not None else None
+    if isinstance(stamp, str) and len(stamp) >= 20 and stamp.endswith("Z"):
+        # The logger writes YYYY-MM-DDTHH:MM:SS.ffffffZ; the second changes rarely.
+        prefix = stamp[:19]
+        cached_prefix, seconds = _second_cache
+        try:
+            if prefix != cached_prefix:
+                seconds = calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
+                _second_cache = (prefix, seconds)
+            fraction = stamp[20:-1] if stamp[19] == "." else ""
+            micros = int((fraction + "000000")[:6]) if fraction else 0
+        except ValueError:
+            pass
+        else:
+            return seconds, micros
+    now_us = time.time_ns() // 1000
+    return now_us // 1_000_000, now_us % 1_000_000
+
+
+# -- configuration -----------------------------------------------------------------
+
+
+def _preset_endpoint(endpoint: str, format: str) -> str:
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("endpoint must be an http:// or https:// URL with a host")
+    if parts.fragment:
+        raise ValueError("endpoint must not have a #fragment")
+    if parts.path in ("", "/") and format in PRESET_PATHS:
+        return urllib.parse.urlunsplit(parts._replace(path=PRESET_PATHS[format]))
+    return endpoint
+
+
+def _safe_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = REDACTED + "@" + netloc.rsplit("@", 1)[1]
+    return default_redactor.redact(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
+
+
+def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
+    if isinstance(verify, bool):
+        return verify  # True: httpx's default trust store; False: no verification
+    if os.path.isdir(verify):
+        return ssl.create_default_context(capath=verify)
+    return ssl.create_default_context(cafile=verify)
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(name, f"expected true or false, got {env[name]!r}")
+
+
+def _env_number(
+    env: Mapping[str, str], name: str, default: float, parse: Callable[[str], float], what: str
+) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected {what}, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(name, f"expected {what} greater than 0, got {raw!r}")
+    return value
+
+
+def _read_secret_file(name: str, path: str) -> str:
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(name, f"file {path!r} does not exist; mount the secret there") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            name, f"cannot read {path!r} ({type(exc).__name__}); make it readable UTF-8 text"
+        ) from None
+    if not value:
+        raise ConfigError(name, f"file {path!r} is empty; it must hold the header value")
+    return value
+
+
+def _parse_headers(raw: str) -> dict[str, str]:
+    name = "AUDIT_LOG_HTTP_HEADERS"
+    headers: dict[str, str] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not _HEADER_NAME.match(key):
+            raise ConfigError(
+                name, f"expected comma-separated Name=Value pairs, got {item.strip()!r}"
+            )
+        if key.lower() in _CREDENTIAL_HEADERS:
+            raise ConfigError(
+                name,
+                f"{key} holds a credential: set AUDIT_LOG_HTTP_AUTHORIZATION_FILE (or "
+                "AUDIT_LOG_HTTP_AUTHORIZATION) instead, so it is never logged",
+            )
+        if _CONTROL.search(value):
+            raise ConfigError(name, f"the value of {key} holds control characters")
+        headers[key] = value
+    return headers
+
+
+def _authorization(env: Mapping[str, str], format: str) -> str | None:
+    direct = env.get("AUDIT_LOG_HTTP_AUTHORIZATION", "").strip()
+    file = env.get("AUDIT_LOG_HTTP_AUTHORIZATION_FILE", "").strip()
+    if direct and file:
+        raise ConfigError(
+            "AUDIT_LOG_HTTP_AUTHORIZATION",
+            "set either AUDIT_LOG_HTTP_AUTHORIZATION or AUDIT_LOG_HTTP_AUTHORIZATION_FILE, "
+            "not both",
+        )
+    name = "AUDIT_LOG_HTTP_AUTHORIZATION_FILE" if file else "AUDIT_LOG_HTTP_AUTHORIZATION"
+    value = _read_secret_file(name, file) if file else direct
+    if not value:
+        if format == "splunk_hec":
+            raise ConfigError(
+                "AUDIT_LOG_HTTP_AUTHORIZATION_FILE",
+                "Splunk HEC needs a token: put 'Splunk <token>' in a file and name it here",
+            )
+        return None
+    if _CONTROL.search(value):
+        raise ConfigError(name, "the value holds control characters (a stray newline?)")
+    if format == "splunk_hec" and " " not in value:
+        value = f"Splunk {value}"  # a bare HEC token
+    secrets = [value, *(part for part in value.split()[1:])]
+    try:
+        register_secret(*secrets)
+    except ValueError:
+        raise ConfigError(
+            name, "the credential is too short to be real (fewer than 6 characters)"
+        ) from None
+    return value
+
+
+def http_sink_from_env(env: Mapping[str, str]) -> HttpSink:
+    """Build an ``HttpSink`` from ``AUDIT_LOG_HTTP_*`` settings.
+
+    The authorization value is registered with the process-wide secret redactor, so it
+    can never appear in an entry.
+
+    Raises:
+        ConfigError: a missing or invalid setting (the message names the variable and the fix).
+
+    .. versionadded:: 0.1.0
+    """
+    endpoint = env.get("AUDIT_LOG_HTTP_ENDPOINT", "").strip()
+    if not endpoint:
+        raise ConfigError(
+            "AUDIT_LOG_HTTP_ENDPOINT",
+            "required by the http destination: set the intake URL, e.g. "
+            "https://splunk.example:8088/services/collector/event",
+        )
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            "AUDIT_LOG_HTTP_ENDPOINT",
+            f"expected an http:// or https:// URL with a host, got {_safe_url(endpoint)!r}",
+        )
+    if parts.fragment:
+        raise ConfigError("AUDIT_LOG_HTTP_ENDPOINT", "remove the #fragment from the URL")
+    format = env.get("AUDIT_LOG_HTTP_FORMAT", "").strip().lower() or "ndjson"
+    if format not in FORMATS:
+        raise ConfigError(
+            "AUDIT_LOG_HTTP_FORMAT", f"expected one of {', '.join(FORMATS)}, got {format!r}"
+        )
+    compress = _env_bool(env, "AUDIT_LOG_HTTP_COMPRESS", False)
+    headers = _parse_headers(env.get("AUDIT_LOG_HTTP_HEADERS", ""))
+    authorization = _authorization(env, format)
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    verify_tls = _env_bool(env, "AUDIT_LOG_HTTP_VERIFY_TLS", True)
+    ca_bundle = env.get("AUDIT_LOG_HTTP_CA_BUNDLE", "").strip()
+    verify: bool | str = verify_tls
+    if ca_bundle:
+        if not verify_tls:
+            raise ConfigError(
+                "AUDIT_LOG_HTTP_CA_BUNDLE",
+                "a CA bundle is set but AUDIT_LOG_HTTP_VERIFY_TLS=false; remove one of them",
+            )
+        if not os.path.exists(ca_bundle):
+            raise ConfigError(
+                "AUDIT_LOG_HTTP_CA_BUNDLE", f"{ca_bundle!r} does not exist; give a PEM file"
+            )
+        verify = ca_bundle
+    connect = _env_number(
+        env, "AUDIT_LOG_HTTP_CONNECT_TIMEOUT_S", 5.0, float, "a number of seconds"
+    )
+    read = _env_number(env, "AUDIT_LOG_HTTP_READ_TIMEOUT_S", 10.0, float, "a number of seconds")
+    max_body = int(
+        _env_number(env, "AUDIT_LOG_HTTP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int, "an integer")
+    )
+    if max_body < MIN_MAX_BODY_BYTES:
+        raise ConfigError(
+            "AUDIT_LOG_HTTP_MAX_BODY_BYTES",
+            f"must be at least {MIN_MAX_BODY_BYTES} (an entry can be 16 KiB), got {max_body}",
+        )
+    index = env.get("AUDIT_LOG_HTTP_INDEX", "").strip() or None
+    if index is not None:
+        if format not in ("elasticsearch_bulk", "splunk_hec"):
+            raise ConfigError(
+                "AUDIT_LOG_HTTP_INDEX",
+                "only used with AUDIT_LOG_HTTP_FORMAT=elasticsearch_bulk or splunk_hec; unset it",
+            )
+        if format == "elasticsearch_bulk" and (
+            _ES_INDEX_FORBIDDEN.search(index) or index[0] in "-_+" or index in (".", "..")
+        ):
+            raise ConfigError(
+                "AUDIT_LOG_HTTP_INDEX",
+                f'{index!r} is not a valid index name (lowercase, no spaces or \\/*?"<>|,#:, '
+                "not starting with -, _ or +)",
+            )
+    try:
+        return HttpSink(
+            endpoint,
+            format=format,
+            headers=headers,
+            gzip=compress,
+            verify=verify,
+            connect_timeout_s=connect,
+            read_timeout_s=read,
+            max_body_bytes=max_body,
+            index=index,
+        )
+    except ImportError:
+        raise ConfigError(
+            "AUDIT_LOG_DESTINATION",
+            "the http destination needs httpx: pip install 'auditrail[http]'",
+        ) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            "AUDIT_LOG_HTTP_CA_BUNDLE",
+            f"cannot load {ca_bundle!r} ({type(exc).__name__}); give a PEM file of CA certificates",
+        ) from None

@@ -1,0 +1,212 @@
+"""The agent's shared HTTP plumbing: one ``AsyncClient`` factory and one retry loop.
+
+Every API client builds its ``httpx.AsyncClient`` with ``build_async_client``,
+which installs ``auditrail.integrations.httpx.AuditedTransport``: the single
+instrumentation point. Each attempt on the wire emits one audit entry (action
+and target from the client's route table, outcome, error class, duration,
+HTTP status) and carries the correlation id as ``X-Correlation-ID``; no call
+site writes audit code.
+
+``send_with_retries`` runs the attempts of one logical call:
+
+- it retries only what the caller declares safe (``retry_statuses``,
+  ``retry_exceptions``): reads are retried on 429/502/503/504 and on network
+  errors and timeouts; writes only where the server cannot have acted (429,
+  connection never made), so a retry never posts a comment twice;
+- it waits with exponential backoff and jitter, or at least ``Retry-After``
+  when the server says so;
+- every attempt and every wait fits in one deadline: a wait that would cross
+  it ends the retries instead, and each attempt's timeout is cut to what is
+  left;
+- each attempt is numbered in the audit entry (``details.attempt`` = 1, 2, …)
+  through the request's ``audit`` extension, so a security engineer sees every
+  request that reached the server, not one summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+
+from auditrail.integrations.httpx import AuditedTransport, RouteTable
+from auditrail.logger import AuditLogger
+
+__all__ = [
+    "READ_RETRY_EXCEPTIONS",
+    "READ_RETRY_STATUSES",
+    "WRITE_RETRY_EXCEPTIONS",
+    "WRITE_RETRY_STATUSES",
+    "RetryPolicy",
+    "build_async_client",
+    "retry_after_s",
+    "send_with_retries",
+]
+
+READ_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+"""Answers after which a read is sent again."""
+WRITE_RETRY_STATUSES: Final = frozenset({429})
+"""Answers after which a write is sent again: a 429 was refused before any processing."""
+READ_RETRY_EXCEPTIONS: Final[tuple[type[Exception], ...]] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+WRITE_RETRY_EXCEPTIONS: Final[tuple[type[Exception], ...]] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+"""Failures where the request never left the client."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times, how long between, and by when.
+
+    Args:
+        max_retries: attempts after the first one.
+        initial_backoff_s: the first wait without ``Retry-After``; doubles each time.
+        max_backoff_s: the longest wait without ``Retry-After``.
+        deadline_s: the budget of the whole call, attempts and waits included.
+    """
+
+    max_retries: int = 3
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    deadline_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if self.initial_backoff_s < 0 or self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("need 0 <= initial_backoff_s <= max_backoff_s")
+        if self.deadline_s <= 0:
+            raise ValueError("deadline_s must be > 0")
+
+    def backoff_s(self, retry: int, retry_after: float | None = None) -> float:
+        """The wait before retry number ``retry`` (1-based).
+
+        Exponential with "equal jitter" (half fixed, half random), so clients
+        that failed together do not come back together; never less than
+        ``retry_after`` when the server sent one.
+        """
+        base = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (retry - 1))
+        jittered = base / 2 + random.uniform(0, base / 2)
+        if retry_after is None:
+            return jittered
+        return retry_after + random.uniform(0, min(1.0, self.initial_backoff_s))
+
+
+def retry_after_s(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), None when absent or invalid."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def build_async_client(
+    base_url: str,
+    *,
+    audit: AuditLogger | Callable[[], AuditLogger],
+    routes: RouteTable,
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """An ``AsyncClient`` whose every request goes through ``AuditedTransport``.
+
+    Args:
+        base_url: prefix of every request URL.
+        audit: the audit logger (or a callable returning it).
+        routes: maps requests to actions and targets.
+        timeout_s: connect, read, write and pool timeout of one attempt.
+        headers: default headers (credentials go here, never in URLs).
+        transport: the inner transport (tests); default ``httpx.AsyncHTTPTransport``.
+    """
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers=dict(headers or {}),
+        timeout=httpx.Timeout(timeout_s),
+        transport=AuditedTransport(audit, routes, wrapped=transport),
+        follow_redirects=False,
+    )
+
+
+async def send_with_retries(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    policy: RetryPolicy,
+    retry_statuses: frozenset[int],
+    retry_exceptions: tuple[type[Exception], ...],
+    params: Mapping[str, str | int] | None = None,
+    json: Any = None,
+    audit_target: Mapping[str, Any] | None = None,
+    audit_details: Mapping[str, Any] | None = None,
+) -> httpx.Response:
+    """Send one logical request, retrying as allowed; return the last response.
+
+    The caller decides what a non-2xx final response means. Each attempt gets
+    ``details.attempt`` in its audit entry, plus ``audit_target`` and
+    ``audit_details``.
+
+    Raises:
+        httpx.HTTPError: the last attempt's transport error (timeout, reset,
+            refused connection) when no retry is left or allowed.
+    """
+    deadline = time.monotonic() + policy.deadline_s
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        timeout = client.timeout if remaining >= _longest(client.timeout) else max(remaining, 0.001)
+        request = client.build_request(
+            method,
+            url,
+            params=params,
+            json=json,
+            timeout=timeout,
+            extensions={
+                "audit": {
+                    "target": dict(audit_target or {}),
+                    "details": {**(audit_details or {}), "attempt": attempt},
+                }
+            },
+        )
+        try:
+            response = await client.send(request)
+        except retry_exceptions:
+            wait = policy.backoff_s(attempt)
+            if attempt > policy.max_retries or time.monotonic() + wait >= deadline:
+                raise
+            await asyncio.sleep(wait)
+            continue
+        if response.status_code not in retry_statuses or attempt > policy.max_retries:
+            return response
+        wait = policy.backoff_s(attempt, retry_after_s(response))
+        if time.monotonic() + wait >= deadline:
+            return response
+        await response.aclose()
+        await asyncio.sleep(wait)
+
+
+def _longest(timeout: httpx.Timeout) -> float:
+    values = [timeout.connect, timeout.read, timeout.write, timeout.pool]
+    return max((v for v in values if v is not None), default=float("inf"))

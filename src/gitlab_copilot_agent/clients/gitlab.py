@@ -1,0 +1,469 @@
+"""``GitLabClient``: the agent's calls to the GitLab REST API v4, every one audited.
+
+One method per action; the action names and target fields are a contract
+(SPEC.md "Required audit coverage"):
+
+=================================  ==============================================
+method                             audit action / target
+=================================  ==============================================
+``get_mr_details``                 ``gitlab.api.get_mr_details`` merge_request
+``get_mr_diff``                    ``gitlab.api.get_mr_diff`` merge_request
+``list_mr_notes``                  ``gitlab.api.list_mr_notes`` merge_request
+``post_mr_note``                   ``gitlab.api.post_mr_note`` merge_request + comment_type
+``post_commit_discussion``         ``gitlab.api.post_commit_discussion`` commit
+``get_project_info``               ``gitlab.api.get_project_info`` project
+``get_current_user``               ``gitlab.api.get_current_user`` user
+=================================  ==============================================
+
+Targets carry ``project_id`` (an integer, or the ``group/sub/project`` path),
+``mr_iid`` and ``commit_sha`` from the request path.
+
+Auditing is not written here: the client's ``httpx.AsyncClient`` sends through
+``AuditedTransport`` with ``GITLAB_ROUTES``, so each request on the wire emits
+one entry, and a request no route knows is still audited as
+``gitlab.api.unmapped`` (a test fails on that).
+
+**Decision: each attempt is audited.** A retried call leaves one entry per
+attempt, numbered ``details.attempt`` = 1, 2, …, each with its own status,
+error class and duration: a security engineer sees every request that reached
+GitLab (a 429 answered at attempt 1 and a success at attempt 2 are two facts),
+which a single entry with an attempt count would hide. Paginated reads leave
+one entry per page request (``details.page``).
+
+**Retries** (see ``clients._http``): reads are retried on 429, 502, 503, 504,
+timeouts and network errors; writes (notes, discussions) only on 429 and when
+the connection was never made, never on a 5xx or a timeout, because GitLab may
+have created the comment already and a blind retry would post it twice. Waits
+use exponential backoff with jitter, at least ``Retry-After``; all attempts
+share one deadline. When retries run out the call raises ``GitLabError``.
+
+**Secrets**: the token travels only in the ``PRIVATE-TOKEN`` header, never in a
+URL, an exception or an audit entry; error messages are taken from GitLab's
+body with the token scrubbed (and the audit logger redacts again).
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal
+
+import httpx
+import orjson
+
+from auditrail import ErrorClass, classify_exception, classify_http_status
+from auditrail.integrations.httpx import Route, RouteTable
+from auditrail.logger import AuditLogger
+from gitlab_copilot_agent.clients._http import (
+    READ_RETRY_EXCEPTIONS,
+    READ_RETRY_STATUSES,
+    WRITE_RETRY_EXCEPTIONS,
+    WRITE_RETRY_STATUSES,
+    RetryPolicy,
+    build_async_client,
+    send_with_retries,
+)
+
+__all__ = ["GITLAB_ROUTES", "CommentType", "GitLabClient", "GitLabError", "ProjectRef"]
+
+ProjectRef = int | str
+"""A project: numeric id or ``group/sub/project`` path."""
+CommentType = Literal["review", "note"]
+
+PER_PAGE: Final = 100
+MAX_PAGES: Final = 1000
+_MR = "/projects/{project_id}/merge_requests/{mr_iid}"
+_COMMIT_DISCUSSIONS = "/projects/{project_id}/repository/commits/{commit_sha}/discussions"
+
+GITLAB_ROUTES: Final = (
+    Route("GET", _MR, "gitlab.api.get_mr_details", "merge_request"),
+    Route("GET", f"{_MR}/diffs", "gitlab.api.get_mr_diff", "merge_request"),
+    Route("GET", f"{_MR}/notes", "gitlab.api.list_mr_notes", "merge_request"),
+    Route("POST", f"{_MR}/notes", "gitlab.api.post_mr_note", "merge_request"),
+    Route("POST", _COMMIT_DISCUSSIONS, "gitlab.api.post_commit_discussion", "commit"),
+    Route("GET", "/projects/{project_id}", "gitlab.api.get_project_info", "project"),
+    Route("GET", "/user", "gitlab.api.get_current_user", "user"),
+)
+"""The audited GitLab endpoints (paths relative to the API prefix)."""
+
+_SHA = re.compile(r"^[0-9a-fA-F]{7,64}$")
+_MAX_MESSAGE_CHARS: Final = 500
+
+
+class GitLabError(Exception):
+    """A GitLab call failed after its retries.
+
+    Attributes:
+        status_code: the HTTP status, or None when no answer came (timeout,
+            network error); auditrail's classifier reads it.
+        message: GitLab's ``message``/``error`` (string, list or object,
+            flattened) or the plain-text body; never the token.
+        audit_error_class: the ``ErrorClass`` value of the failure.
+        method, path: the request (path relative to ``/api/v4``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        status_code: int | None,
+        message: str,
+        *,
+        error_class: ErrorClass | None = None,
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        self.status_code = status_code
+        self.message = message
+        self.method = method
+        self.path = path
+        found = error_class or (classify_http_status(status_code) if status_code else None)
+        self.audit_error_class = str(found or ErrorClass.INTERNAL_ERROR)
+        where = f" ({method} {path})" if method else ""
+        what = f"HTTP {status_code}" if status_code is not None else self.audit_error_class
+        super().__init__(f"GitLab API {what}: {message}{where}")
+
+
+class GitLabClient:
+    """Async client for the GitLab endpoints the agent uses; every request is audited.
+
+    Args:
+        base_url: the instance (``https://gitlab.example.com``) or its API
+            root (``…/api/v4``); a path prefix (``https://host/gitlab``) is kept.
+        token: a personal, project or group access token (``api`` scope).
+        audit: the audit logger (or a callable returning it).
+        timeout_s: the timeout of one attempt.
+        max_retries: attempts after the first, for calls that may be retried.
+        transport: the inner transport (tests); default ``httpx.AsyncHTTPTransport``.
+        initial_backoff_s: the first retry wait without ``Retry-After``.
+        max_backoff_s: the longest such wait.
+        deadline_s: the budget of one call, retries and waits included
+            (default ``timeout_s * (max_retries + 1)``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        audit: AuditLogger | Callable[[], AuditLogger],
+        *,
+        timeout_s: float = 30.0,
+        max_retries: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+        initial_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        deadline_s: float | None = None,
+    ) -> None:
+        if not token:
+            raise ValueError("a GitLab token is required")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        api_root = base_url.rstrip("/")
+        if not api_root.endswith("/api/v4"):
+            api_root += "/api/v4"
+        self.api_url = api_root
+        self._token = token
+        self._policy = RetryPolicy(
+            max_retries=max_retries,
+            initial_backoff_s=initial_backoff_s,
+            max_backoff_s=max(max_backoff_s, initial_backoff_s),
+            deadline_s=deadline_s if deadline_s is not None else timeout_s * (max_retries + 1),
+        )
+        prefix = httpx.URL(api_root).path.rstrip("/")
+        self._client = build_async_client(
+            api_root,
+            audit=audit,
+            routes=RouteTable("gitlab", GITLAB_ROUTES, prefix=prefix),
+            timeout_s=timeout_s,
+            headers={
+                "PRIVATE-TOKEN": token,
+                "Accept": "application/json",
+                "User-Agent": "gitlab-copilot-agent",
+            },
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"GitLabClient(api_url={self.api_url!r})"
+
+    async def aclose(self) -> None:
+        """Close the connection pool (idempotent)."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> GitLabClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- actions ---------------------------------------------------------------
+
+    async def get_mr_details(self, project_id: ProjectRef, mr_iid: int) -> dict[str, Any]:
+        """The merge request (``sha``, ``diff_refs``, branches, ``web_url``, …)."""
+        return _object(await self._get(_mr_path(project_id, mr_iid)))
+
+    async def get_mr_diff(self, project_id: ProjectRef, mr_iid: int) -> list[dict[str, Any]]:
+        """Every changed file of the MR (``/diffs``, all pages of 100)."""
+        return await self._get_all(f"{_mr_path(project_id, mr_iid)}/diffs")
+
+    async def list_mr_notes(self, project_id: ProjectRef, mr_iid: int) -> list[dict[str, Any]]:
+        """Every note of the MR, oldest first, system notes included."""
+        return await self._get_all(
+            f"{_mr_path(project_id, mr_iid)}/notes",
+            {"sort": "asc", "order_by": "created_at"},
+        )
+
+    async def post_mr_note(
+        self,
+        project_id: ProjectRef,
+        mr_iid: int,
+        body: str,
+        *,
+        comment_type: CommentType,
+    ) -> dict[str, Any]:
+        """Create a note on the MR; ``comment_type`` says what it is for the audit trail.
+
+        Not retried after a 5xx or a timeout (GitLab may have created it).
+        """
+        if comment_type not in ("review", "note"):
+            raise ValueError(f"comment_type must be 'review' or 'note', not {comment_type!r}")
+        _require_text(body)
+        response = await self._send(
+            "POST",
+            f"{_mr_path(project_id, mr_iid)}/notes",
+            json={"body": body},
+            audit_target={"comment_type": comment_type},
+            audit_details={"body_chars": len(body)},
+        )
+        return _object(response)
+
+    async def post_commit_discussion(
+        self,
+        project_id: ProjectRef,
+        commit_sha: str,
+        body: str,
+        *,
+        path: str,
+        line: int,
+        base_sha: str | None = None,
+        start_sha: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a thread on line ``line`` of file ``path`` as changed by ``commit_sha``.
+
+        This is how inline review comments are posted. The position is a
+        ``text`` position on ``new_path``/``new_line`` with ``head_sha`` =
+        ``commit_sha``; pass the MR's ``diff_refs`` ``base_sha`` and
+        ``start_sha`` so GitLab can place it in the MR's diff.
+        Not retried after a 5xx or a timeout.
+        """
+        _require_text(body)
+        if not path or line < 1:
+            raise ValueError("path must be set and line must be >= 1")
+        position: dict[str, Any] = {
+            "position_type": "text",
+            "head_sha": commit_sha,
+            "old_path": path,
+            "new_path": path,
+            "new_line": line,
+        }
+        for name, value in (("base_sha", base_sha), ("start_sha", start_sha)):
+            if value is not None:
+                position[name] = _sha(value)
+        response = await self._send(
+            "POST",
+            f"/projects/{_project(project_id)}/repository/commits/{_sha(commit_sha)}/discussions",
+            json={"body": body, "position": position},
+            audit_details={"file_path": path, "line": line, "body_chars": len(body)},
+        )
+        return _object(response)
+
+    async def get_project_info(self, project_id: ProjectRef) -> dict[str, Any]:
+        """The project (``path_with_namespace``, ``default_branch``, ``http_url_to_repo``, …)."""
+        return _object(await self._get(f"/projects/{_project(project_id)}"))
+
+    async def get_current_user(self) -> dict[str, Any]:
+        """The token's user (``id``, ``username``, ``bot``); used to skip the agent's own notes."""
+        return _object(await self._get("/user"))
+
+    # -- plumbing --------------------------------------------------------------
+
+    async def _get(
+        self,
+        path: str,
+        params: Mapping[str, str | int] | None = None,
+        audit_details: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
+        return await self._send("GET", path, params=params, audit_details=audit_details)
+
+    async def _get_all(
+        self, path: str, params: Mapping[str, str | int] | None = None
+    ) -> list[dict[str, Any]]:
+        """Follow GitLab's offset pagination (``x-next-page``, else ``Link: rel=next``)."""
+        items: list[dict[str, Any]] = []
+        page = 1
+        for _ in range(MAX_PAGES):
+            response = await self._get(
+                path, {**(params or {}), "page": page, "per_page": PER_PAGE}, {"page": page}
+            )
+            chunk = _decode(response)
+            if not isinstance(chunk, list):
+                raise self._unexpected(response, "a JSON array")
+            items.extend(chunk)
+            following = _next_page(response)
+            if following is None or following <= page:
+                return items
+            page = following
+        raise GitLabError(
+            None,
+            f"more than {MAX_PAGES} pages",
+            error_class=ErrorClass.VALIDATION_ERROR,
+            method="GET",
+            path=path,
+        )
+
+    async def _send(
+        self,
+        method: Literal["GET", "POST"],
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        audit_target: Mapping[str, Any] | None = None,
+        audit_details: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
+        read = method == "GET"
+        try:
+            response = await send_with_retries(
+                self._client,
+                method,
+                path.removeprefix("/"),
+                policy=self._policy,
+                retry_statuses=READ_RETRY_STATUSES if read else WRITE_RETRY_STATUSES,
+                retry_exceptions=READ_RETRY_EXCEPTIONS if read else WRITE_RETRY_EXCEPTIONS,
+                params=params,
+                json=json,
+                audit_target=audit_target,
+                audit_details=audit_details,
+            )
+        except httpx.HTTPError as exc:
+            raise GitLabError(
+                None,
+                self._scrub(f"{type(exc).__name__}: {exc}"),
+                error_class=classify_exception(exc),
+                method=method,
+                path=path,
+            ) from exc
+        if response.is_success:
+            return response
+        raise GitLabError(
+            response.status_code,
+            self._scrub(_error_message(response)),
+            method=method,
+            path=path,
+        )
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "[REDACTED]")
+
+    def _unexpected(self, response: httpx.Response, wanted: str) -> GitLabError:
+        return GitLabError(
+            response.status_code,
+            f"expected {wanted} in the response",
+            error_class=ErrorClass.VALIDATION_ERROR,
+            method=response.request.method,
+            path=response.request.url.path,
+        )
+
+
+def _project(project_id: ProjectRef) -> str:
+    """The ``:id`` path segment: the number, or the URL-encoded path."""
+    if isinstance(project_id, bool):
+        raise TypeError("project_id must be an int or a path")
+    if isinstance(project_id, int):
+        if project_id < 1:
+            raise ValueError("project_id must be positive")
+        return str(project_id)
+    segments = project_id.strip("/").split("/")
+    if not project_id or any(s in ("", ".", "..") for s in segments):
+        raise ValueError(f"not a project path: {project_id!r}")
+    return urllib.parse.quote(project_id.strip("/"), safe="")
+
+
+def _mr_path(project_id: ProjectRef, mr_iid: int) -> str:
+    if isinstance(mr_iid, bool) or not isinstance(mr_iid, int) or mr_iid < 1:
+        raise ValueError(f"mr_iid must be a positive integer, not {mr_iid!r}")
+    return f"/projects/{_project(project_id)}/merge_requests/{mr_iid}"
+
+
+def _sha(value: str) -> str:
+    if not _SHA.match(value):
+        raise ValueError(f"not a commit SHA: {value!r}")
+    return value
+
+
+def _require_text(body: str) -> None:
+    if not body.strip():
+        raise ValueError("the comment body is empty")
+
+
+def _decode(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _object(response: httpx.Response) -> dict[str, Any]:
+    decoded = _decode(response)
+    if not isinstance(decoded, dict):
+        raise GitLabError(
+            response.status_code,
+            "expected a JSON object in the response",
+            error_class=ErrorClass.VALIDATION_ERROR,
+            method=response.request.method,
+            path=response.request.url.path,
+        )
+    return decoded
+
+
+def _next_page(response: httpx.Response) -> int | None:
+    header = response.headers.get("x-next-page")
+    if header is not None:
+        return int(header) if header.strip().isdigit() else None
+    # Keyset-style or header-stripping proxies: only the Link header is left.
+    # Only its page number is used, never its URL (it may name another host).
+    for link in response.headers.get("link", "").split(","):
+        url, _, rel = link.partition(";")
+        if 'rel="next"' in rel:
+            query = urllib.parse.urlsplit(url.strip().strip("<>")).query
+            page = urllib.parse.parse_qs(query).get("page", [""])[0]
+            return int(page) if page.isdigit() else None
+    return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    """GitLab's error text: ``message`` (string, list or object), ``error``, or the body."""
+    decoded = _decode(response)
+    if isinstance(decoded, dict):
+        for key in ("message", "error_description", "error"):
+            if key in decoded:
+                return _shorten(_flatten(decoded[key]))
+    text = " ".join(response.text.split())
+    return _shorten(text) if text else response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def _flatten(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "; ".join(_flatten(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_flatten(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 1] + "…"

@@ -1,0 +1,51 @@
+"""``build_provider(settings, audit)``: the configured backend, always wrapped for auditing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from auditrail.logger import AuditLogger
+from gitlab_copilot_agent.llm.base import AuditedProvider, LLMBackend, LLMProvider
+from gitlab_copilot_agent.llm.copilot_sdk import CopilotSDKBackend, sdk_client_factory
+from gitlab_copilot_agent.llm.offline import OfflineBackend
+from gitlab_copilot_agent.llm.openai_compat import OpenAICompatBackend
+from gitlab_copilot_agent.settings import Settings
+
+
+def build_backend(settings: Settings) -> LLMBackend:
+    """The unaudited backend for ``LLM_PROVIDER`` (use ``build_provider`` in the agent)."""
+    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    if settings.llm_provider == "offline":
+        return OfflineBackend()
+    if settings.llm_provider == "openai":
+        if not settings.llm_base_url:  # the settings validator already insists
+            raise ValueError("LLM_PROVIDER=openai needs LLM_BASE_URL")
+        return OpenAICompatBackend(
+            settings.llm_base_url,
+            api_key,
+            settings.llm_model,
+            timeout_s=settings.llm_timeout_s,
+        )
+    github_token = settings.github_token.get_secret_value() if settings.github_token else None
+    byok: dict[str, Any] | None = None
+    if settings.llm_base_url:
+        # Bring your own key: the CLI calls this OpenAI-compatible endpoint itself.
+        byok = {"type": "openai", "base_url": settings.llm_base_url, "wire_api": "completions"}
+        if api_key:
+            byok["api_key"] = api_key
+    return CopilotSDKBackend(
+        model=settings.llm_model,
+        timeout_s=settings.llm_timeout_s,
+        client_factory=sdk_client_factory(
+            cli_path=settings.copilot_cli_path, github_token=github_token
+        ),
+        byok=byok,
+    )
+
+
+def build_provider(settings: Settings, audit: AuditLogger) -> LLMProvider:
+    """The provider for ``LLM_PROVIDER``; every call it makes is audited.
+
+    .. versionadded:: 0.1.0
+    """
+    return AuditedProvider(build_backend(settings), audit)
