@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -18,7 +18,9 @@ from gitlab_copilot_agent.dispatcher import Dispatcher
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
 from gitlab_copilot_agent.webhook_auth import ReplayGuard, signing_key
 
-EventHandlerFactory = Callable[[Settings, AuditLogger], Any]
+
+async def _nothing_to_close() -> None:
+    return None
 
 
 def create_app(
@@ -26,6 +28,7 @@ def create_app(
     *,
     audit: AuditLogger | None = None,
     registry: CollectorRegistry | None = None,
+    event_handler: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """Build the agent's ASGI app.
 
@@ -34,6 +37,7 @@ def create_app(
         audit: an audit logger to use (tests); by default one is built from
             ``AUDIT_LOG_*`` at startup and closed at shutdown.
         registry: the Prometheus registry served on ``/metrics``.
+        event_handler: replaces the workflows (tests that only exercise ingress).
     """
     metrics_registry = registry if registry is not None else REGISTRY
 
@@ -45,6 +49,9 @@ def create_app(
         from gitlab_copilot_agent.workflows import build_event_handler
 
         handler, aclose_clients = build_event_handler(settings, logger)
+        if event_handler is not None:
+            await aclose_clients()
+            handler, aclose_clients = event_handler, _nothing_to_close
         app.state.audit = logger
         app.state.dispatcher = Dispatcher(handler)
         app.state.webhook_config = WebhookConfig(
