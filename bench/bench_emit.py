@@ -257,13 +257,16 @@ class _JsonFormatter(logging.Formatter):
 class _StallingFileHandler(logging.FileHandler):
     """A ``FileHandler`` whose first write blocks for ``STALL_S``."""
 
-    stalled = False
-    release = threading.Event()
+    # (Handler already has acquire/release methods: keep clear of those names.)
+    def __init__(self, path: Path, encoding: str) -> None:
+        super().__init__(path, encoding=encoding)
+        self._stall_done = False
+        self._unblock = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self.stalled:
-            self.stalled = True
-            self.release.wait(STALL_S)
+        if not self._stall_done:
+            self._stall_done = True
+            self._unblock.wait(STALL_S)
         super().emit(record)
 
 
@@ -287,9 +290,7 @@ def _stdlib(tmp: Path, *, stall: bool, maxsize: int) -> Contender:
     q: queue.Queue[logging.LogRecord] | queue.SimpleQueue[logging.LogRecord] = (
         queue.Queue(maxsize) if maxsize else queue.SimpleQueue()
     )
-    file_handler = (_StallingFileHandler if stall else logging.FileHandler)(
-        path, encoding="utf-8"
-    )
+    file_handler = (_StallingFileHandler if stall else logging.FileHandler)(path, encoding="utf-8")
     file_handler.setFormatter(_JsonFormatter())
     handler = _CountingQueueHandler(q)
     listener = QueueListener(q, file_handler)
@@ -488,7 +489,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             emitted_at = time.perf_counter()
             delivered = contender.finish(FINISH_TIMEOUT_S)
             finished_at = time.perf_counter()
-            if profiler is not None:
+            if profiler is not None and profile_path:
                 profiler.disable()
                 profiler.dump_stats(profile_path)
             sampler()
@@ -503,6 +504,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "scenario": scenario,
         "round": spec["round"],
         "calls": n,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
     if scenario != "throughput":
         ordered = sorted(lat[warmup:n])
@@ -722,6 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "calls": calls,
                 "reduced_calls": calls["steady"] < FULL_CALLS["steady"],
                 "quick": args.quick,
+                "loadavg_1m": round(os.getloadavg()[0], 2),
                 "method": "../shared/BENCH-METHOD.md; one fresh process per contender "
                 "and round, rounds interleaved; latencies exclude the first "
                 f"{WARMUP_CALLS} calls of steady/tight; entries_per_s counts from the "

@@ -54,7 +54,7 @@ ERRORS = (
     ("client_error", 422, "unprocessable: branch already exists"),
 )
 REJECTIONS = ("invalid_token", "invalid_signature", "stale_timestamp", "replayed", "missing_token")
-SOURCE_IPS = tuple(f"203.0.113.{n}" for n in range(1, 40)) + ("198.51.100.7",)
+SOURCE_IPS = (*(f"203.0.113.{n}" for n in range(1, 40)), "198.51.100.7")
 
 
 class TrailWriter:
@@ -307,14 +307,10 @@ def generate(directory: Path, entries: int, days: float) -> tuple[Path, datetime
     return live, end
 
 
-def timed(command: Sequence[str], *, shell: bool = False) -> tuple[float, bytes]:
+def timed(command: Sequence[str]) -> tuple[float, bytes]:
+    """Run a command to completion; return its wall time and standard output."""
     started = time.perf_counter()
-    result = subprocess.run(
-        command if not shell else " ".join(command),
-        shell=shell,  # noqa: S602 - a fixed pipeline built from our own paths
-        capture_output=True,
-        check=False,
-    )
+    result = subprocess.run(command, capture_output=True, check=False)
     elapsed = time.perf_counter() - started
     if result.returncode not in (0, 1):
         raise RuntimeError(f"{command} failed: {result.stderr.decode()[-2000:]}")
@@ -326,9 +322,10 @@ def ours(*args: str) -> list[str]:
 
 
 def jq_pipeline(files: Sequence[Path], program: str) -> list[str]:
-    """jq reads plain text only, so gzip -dc feeds it the compressed backup."""
+    """jq reads plain text only, so gzip -dc feeds it the compressed backup, oldest first."""
     parts = [f"{'gzip -dc' if p.suffix == '.gz' else 'cat'} {shlex.quote(str(p))}" for p in files]
-    return ["{", "; ".join(parts), ";", "}", "|", shlex.quote(JQ), "-c", shlex.quote(program)]
+    pipeline = f"{{ {'; '.join(parts)}; }} | {shlex.quote(JQ)} -c {shlex.quote(program)}"
+    return ["sh", "-c", pipeline]
 
 
 def summary(times: list[float]) -> dict[str, float]:
@@ -428,7 +425,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         )
         ours_all.append(elapsed)
         if round_ < args.jq_rounds:
-            elapsed, outputs["jq"] = timed(jq_pipeline(files, jq_program), shell=True)
+            elapsed, outputs["jq"] = timed(jq_pipeline(files, jq_program))
             theirs.append(elapsed)
     jq_ids = event_ids(outputs["jq"])
     for name, times, key, note in (

@@ -30,9 +30,12 @@ from auditrail.logger import AuditLogger
 _PARAM = re.compile(r"\{(\w+)\}")
 
 
-def _coerce(value: str) -> str | int:
+def _coerce(name: str, value: str) -> str | int:
+    # Only identifiers become numbers (project_id=42 filters as a number);
+    # a sha or a branch that happens to be all digits stays a string.
     decoded = urllib.parse.unquote(value)
-    return int(decoded) if decoded.isdigit() else decoded
+    is_id = name.endswith(("_id", "_iid")) or name in ("id", "iid")
+    return int(decoded) if is_id and decoded.isdigit() and len(decoded) <= 18 else decoded
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,8 @@ class Route:
     """One audited endpoint: ``Route("GET", "/projects/{project_id}/merge_requests/{mr_iid}",
     "gitlab.api.get_mr_details", "merge_request")``.
 
-    Path parameters become target fields (digits as integers, URL-decoded).
+    Path parameters become target fields, URL-decoded; ``*_id``/``*_iid``
+    parameters made of digits become integers.
 
     .. versionadded:: 0.1.0
     """
@@ -53,8 +57,11 @@ class Route:
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        regex = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(self.template))
-        regex = regex.replace(r"\{", "{").replace(r"\}", "}")
+        # Escape the literal parts only: escaping first would turn "{name}" into "\\{name\\}".
+        parts = _PARAM.split(self.template)
+        regex = "".join(
+            re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+        )
         object.__setattr__(self, "pattern", re.compile(f"^{regex}/?$"))
 
     def match(self, method: str, path: str) -> dict[str, Any] | None:
@@ -64,7 +71,7 @@ class Route:
         if found is None:
             return None
         target: dict[str, Any] = {"resource_type": self.resource_type, **self.target_extra}
-        target.update({k: _coerce(v) for k, v in found.groupdict().items()})
+        target.update({k: _coerce(k, v) for k, v in found.groupdict().items()})
         return target
 
 
@@ -121,7 +128,10 @@ class AuditedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         for name, value in correlation_headers().items():
             request.headers[name] = value
-        action, target = self._routes.resolve(request.method, request.url.path)
+        # The raw path: url.path is percent-decoded, which would split an
+        # encoded segment such as "group%2Fapp" into two.
+        raw_path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
+        action, target = self._routes.resolve(request.method, raw_path)
         extra = request.extensions.get("audit", {})
         target = {**target, **extra.get("target", {})}
         details: dict[str, Any] = {"method": request.method, **extra.get("details", {})}

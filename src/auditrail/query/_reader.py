@@ -28,6 +28,8 @@ import glob
 import multiprocessing
 import os
 import re
+import signal
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -52,7 +54,6 @@ MIN_PIECE_BYTES: Final = 16 << 20
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _NOT_TRAIL: Final = (".lock", ".tmp")  # the sink's lock file; a backup being compressed
 _SAMPLE_BYTES: Final = 1 << 20
-_BACKSLASH: Final = 0x5C
 _ESCAPE_LETTERS: Final = (0x75, 0x2F)  # "u" and "/"
 
 OnMatch = Callable[[bytes, dict[str, Any]], None]
@@ -153,6 +154,8 @@ def rotation_family(live: Path) -> list[Path]:
     Backups are ``live.N`` or ``live.N.gz`` (a higher N is older). While a backup
     is being compressed both forms can exist for a moment; the plain one is
     complete, so it is the one taken.
+
+    .. versionadded:: 0.1.0
     """
     pattern = re.compile(re.escape(live.name) + r"\.([1-9][0-9]*)(\.gz)?")
     backups: dict[int, Path] = {}
@@ -575,9 +578,10 @@ def _piece_cost(piece: _Piece) -> int:
 
 
 def _plan(files: Sequence[TrailFile], workers: int) -> list[_Piece]:
+    """Cut the work into pieces for a pool; an empty list means: scan here, file by file."""
     total = sum(_cost(trail_file) for trail_file in files)
     if workers < 2 or total < PARALLEL_MIN_BYTES:
-        return [_Piece(trail_file) for trail_file in files]
+        return []
     # About three pieces per worker, so that a slow gzip file does not leave one idle.
     target = max(MIN_PIECE_BYTES, total // (workers * 3))
     pieces: list[_Piece] = []
@@ -591,6 +595,11 @@ def _plan(files: Sequence[TrailFile], workers: int) -> list[_Piece]:
     # Longest first, so that the pool ends with short pieces.
     pieces.sort(key=lambda piece: -_piece_cost(piece))
     return pieces
+
+
+def _quiet_worker() -> None:
+    # The parent decides what an interrupt means; a worker finishes its piece and exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_piece(
@@ -614,7 +623,9 @@ def scan(
     """Feed every matching entry of the files to a collector made by ``factory``.
 
     Large inputs are split into pieces scanned by a pool of forked processes,
-    one per CPU, and their collectors are merged; small ones are scanned here.
+    one per CPU, and their collectors are merged; small ones are scanned here,
+    and so is everything when this process runs other threads (forking then is
+    unsafe) or cannot fork.
 
     Args:
         files: What ``discover_files`` returned.
@@ -636,21 +647,30 @@ def scan(
             todo.append(trail_file)
     if workers is None:
         workers = available_cpus()
-    if "fork" not in multiprocessing.get_all_start_methods():
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        # Forking a process that runs other threads can copy a lock some thread holds.
         workers = 1
     pieces = _plan(todo, workers)
     result = factory()
     if len(pieces) < 2:
-        for piece in pieces:
-            _scan_piece(piece, matcher, result.collect, stats)
+        for trail_file in todo:
+            _scan_piece(_Piece(trail_file), matcher, result.collect, stats)
         return result
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=min(workers, len(pieces)), mp_context=context) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(pieces)), mp_context=context, initializer=_quiet_worker
+    )
+    try:
         futures = [pool.submit(_run_piece, piece, entry_filter, factory) for piece in pieces]
         for future in futures:
             collector, piece_stats = future.result()
             result.merge(collector)
             stats.merge(piece_stats)
+    except BaseException:
+        # Ctrl-C reaches only this process (workers ignore it): drop the queued pieces.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     # Report files in input order, not in the order the pool finished them.
     order = {str(trail_file.path): index for index, trail_file in enumerate(files)}
     stats.files_read.sort(key=lambda name: order.get(name, len(order)))

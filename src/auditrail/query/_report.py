@@ -173,6 +173,7 @@ class ReportBuilder:
             for p95, action, values in timings[: self.top]
         ]
         return {
+            "top": self.top,
             "entries": self.entries,
             "failures": sum(self.errors.values()),
             "first_timestamp": self.first,
@@ -183,7 +184,7 @@ class ReportBuilder:
             ],
             "webhook_auth_failures": [
                 {"source_ip": source, "reason": reason, "count": count}
-                for (source, reason), count in _ranked(self.webhook_failures)
+                for (source, reason), count in _ranked(self.webhook_failures, self.top)
             ],
             "busiest_targets": [
                 {"target": orjson.loads(target), "count": count}
@@ -210,7 +211,10 @@ def _ranked(counts: dict[Any, int], top: int | None = None) -> list[tuple[Any, i
 
 
 def render_report(report: Mapping[str, Any]) -> str:
-    """The report as text tables."""
+    """The report as text tables.
+
+    .. versionadded:: 0.1.0
+    """
     out = [
         f"{report['entries']} entries, {report['failures']} failures, "
         f"from {report['first_timestamp'] or '-'} to {report['last_timestamp'] or '-'}\n"
@@ -234,7 +238,7 @@ def render_report(report: Mapping[str, Any]) -> str:
         [[row["error"], str(row["count"])] for row in report["failures_by_error"]],
     )
     section(
-        "Webhook authentication failures",
+        f"Webhook authentication failures (top {report['top']} by source IP and reason)",
         ("SOURCE_IP", "REASON", "COUNT"),
         [
             [row["source_ip"], row["reason"], str(row["count"])]
@@ -242,12 +246,12 @@ def render_report(report: Mapping[str, Any]) -> str:
         ],
     )
     section(
-        "Busiest targets",
+        f"Busiest targets (top {report['top']})",
         ("TARGET", "COUNT"),
         [[describe_target(row["target"]), str(row["count"])] for row in report["busiest_targets"]],
     )
     section(
-        "Busiest actors",
+        f"Busiest actors (top {report['top']})",
         ("ACTOR", "COUNT"),
         [
             [f"{row['actor_type']}:{row['actor_id']}", str(row["count"])]
@@ -255,7 +259,7 @@ def render_report(report: Mapping[str, Any]) -> str:
         ],
     )
     section(
-        "Slowest actions (by p95)",
+        f"Slowest actions (top {report['top']} by p95 duration)",
         ("ACTION", "CALLS", "P50_MS", "P95_MS", "MAX_MS"),
         [
             [
@@ -297,7 +301,10 @@ def trace_summary(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def render_trace(correlation_id: str, entries: Sequence[Mapping[str, Any]]) -> str:
-    """The timeline of one correlation id: offsets from the first entry, then a summary."""
+    """The timeline of one correlation id: offsets from the first entry, then a summary.
+
+    .. versionadded:: 0.1.0
+    """
     keys = [timestamp_key(entry.get("timestamp")) for entry in entries]
     origin = next((key_to_datetime(key) for key in keys if key is not None), None)
     rows = []

@@ -59,6 +59,8 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
 
     Raises:
         ValueError: the text is none of these.
+
+    .. versionadded:: 0.1.0
     """
     now = datetime.now(UTC) if now is None else now.astimezone(UTC)
     word = text.strip().lower()

@@ -216,8 +216,12 @@ def _guarded(command: Command) -> Command:
             # The reader went away (| head): stop quietly, and keep Python's exit
             # flush from failing on the closed pipe again.
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass  # stdout is not a real descriptor: nothing will flush to a pipe
+            finally:
+                os.close(devnull)
             return EXIT_MATCH
 
     return run

@@ -204,16 +204,18 @@ class HttpSink:
             pool=connect_timeout_s,
         )
         header_map.setdefault("User-Agent", f"auditrail/0.1.0 httpx/{httpx.__version__}")
+        context = _ssl_context(verify)
         if transport is None:
             # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's
             # algorithm and the receiver's delayed ACK can add ~40 ms to every request.
             transport = httpx.HTTPTransport(
-                verify=_ssl_context(verify),
+                verify=context,
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             )
         self._client = httpx.Client(
             headers=header_map,
             timeout=timeout,
+            verify=context,  # for the proxy transports httpx mounts from HTTPS_PROXY & co
             follow_redirects=False,
             transport=transport,
         )
@@ -733,6 +735,8 @@ def http_sink_from_env(env: Mapping[str, str]) -> HttpSink:
         )
     if parts.fragment:
         raise ConfigError("AUDIT_LOG_HTTP_ENDPOINT", "remove the #fragment from the URL")
+    if parts.password and len(parts.password) >= 6:
+        register_secret(urllib.parse.unquote(parts.password))  # basic auth in the URL
     format = env.get("AUDIT_LOG_HTTP_FORMAT", "").strip().lower() or "ndjson"
     if format not in FORMATS:
         raise ConfigError(

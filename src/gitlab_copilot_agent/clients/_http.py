@@ -97,7 +97,7 @@ class RetryPolicy:
         that failed together do not come back together; never less than
         ``retry_after`` when the server sent one.
         """
-        base = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (retry - 1))
+        base = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** (retry - 1))
         jittered = base / 2 + random.uniform(0, base / 2)
         if retry_after is None:
             return jittered

@@ -138,8 +138,9 @@ class GitLabClient:
         transport: the inner transport (tests); default ``httpx.AsyncHTTPTransport``.
         initial_backoff_s: the first retry wait without ``Retry-After``.
         max_backoff_s: the longest such wait.
-        deadline_s: the budget of one call, retries and waits included
-            (default ``timeout_s * (max_retries + 1)``).
+        deadline_s: the budget of one call, attempts and waits included
+            (default: room for every attempt and a full backoff before each
+            retry, ``(timeout_s + max_backoff_s) * max_retries + timeout_s``).
 
     .. versionadded:: 0.1.0
     """
@@ -170,7 +171,11 @@ class GitLabClient:
             max_retries=max_retries,
             initial_backoff_s=initial_backoff_s,
             max_backoff_s=max(max_backoff_s, initial_backoff_s),
-            deadline_s=deadline_s if deadline_s is not None else timeout_s * (max_retries + 1),
+            deadline_s=(
+                deadline_s
+                if deadline_s is not None
+                else (timeout_s + max_backoff_s) * max_retries + timeout_s
+            ),
         )
         prefix = httpx.URL(api_root).path.rstrip("/")
         self._client = build_async_client(
@@ -276,6 +281,8 @@ class GitLabClient:
             "POST",
             f"/projects/{_project(project_id)}/repository/commits/{_sha(commit_sha)}/discussions",
             json={"body": body, "position": position},
+            # Given explicitly: the route would read an all-digit SHA as a number.
+            audit_target={"commit_sha": commit_sha},
             audit_details={"file_path": path, "line": line, "body_chars": len(body)},
         )
         return _object(response)
@@ -351,7 +358,7 @@ class GitLabClient:
         except httpx.HTTPError as exc:
             raise GitLabError(
                 None,
-                self._scrub(f"{type(exc).__name__}: {exc}"),
+                self._scrub(_describe(exc)),
                 error_class=classify_exception(exc),
                 method=method,
                 path=path,
@@ -463,6 +470,11 @@ def _flatten(value: Any) -> str:
     if isinstance(value, dict):
         return "; ".join(f"{k}: {_flatten(v)}" for k, v in value.items())
     return str(value)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _shorten(text: str) -> str:

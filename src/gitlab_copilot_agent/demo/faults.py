@@ -28,17 +28,22 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gitlab_copilot_agent.demo.servers import abort_connection
 
-__all__ = ["Fault", "FaultInjector", "FaultScript", "RecordedRequest", "Rendered"]
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[Message], Any]
-ASGIApp = Callable[[Scope, Receive, Send], Any]
+__all__ = [
+    "Fault",
+    "FaultInjector",
+    "FaultScript",
+    "Receive",
+    "RecordedRequest",
+    "Rendered",
+    "Scope",
+    "Send",
+]
 
 
 @dataclass(frozen=True)
@@ -277,7 +282,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return dict(await receive())
+        return await receive()
 
     return replay
 

@@ -62,8 +62,8 @@ from gitlab_copilot_agent.demo.faults import (
     Fault,
     FaultInjector,
     FaultScript,
-    RecordedRequest,
     Receive,
+    RecordedRequest,
     Rendered,
     Scope,
     Send,
@@ -361,10 +361,16 @@ class GitLabStandin:
         description: str = "",
         source_branch: str = "feature",
         target_branch: str = "main",
+        head_sha: str | None = None,
     ) -> dict[str, Any]:
-        """Add an MR whose diff is ``files`` (``diff_file(...)`` entries)."""
+        """Add an MR whose diff is ``files`` (``diff_file(...)`` entries).
+
+        Its ``sha`` (= ``diff_refs.head_sha``) is ``head_sha`` or derived from
+        the project and iid; commit discussions are accepted on its refs.
+        """
         project = self._projects[project_id]
-        head, base = _sha(project_id, iid, "head"), _sha(project_id, iid, "base")
+        head = head_sha or _sha(project_id, iid, "head")
+        base = _sha(project_id, iid, "base")
         mr = {
             "id": project_id * 1000 + iid,
             "iid": iid,
@@ -413,6 +419,11 @@ class GitLabStandin:
         with self._lock:
             self._notes[(project_id, iid)].append(note)
         return note
+
+    def merge_request(self, project_id: int, iid: int) -> dict[str, Any]:
+        """The MR as ``GET .../merge_requests/:iid`` returns it (``sha``, ``diff_refs``, …)."""
+        with self._lock:
+            return dict(self._mrs[(project_id, iid)])
 
     def posted_notes(self, project_id: int, iid: int) -> list[dict[str, Any]]:
         """Notes created through the API on this MR, oldest first."""
@@ -475,46 +486,46 @@ class GitLabStandin:
                 (p for p in self._projects.values() if p["path_with_namespace"] == ref), None
             )
 
-    def _mr(self, raw_id: str, raw_iid: str) -> tuple[dict[str, Any] | None, Response | None]:
+    def _mr(self, raw_id: str, raw_iid: str) -> dict[str, Any] | Response:
+        """The MR, or GitLab's 404 answer."""
         project = self._project(raw_id)
         if project is None:
-            return None, _message(404, "404 Project Not Found")
-        mr = self._mrs.get((project["id"], int(raw_iid))) if raw_iid.isdigit() else None
-        if mr is None:
-            return None, _message(404, "404 Not found")
-        return mr, None
+            return _message(404, "404 Project Not Found")
+        with self._lock:
+            mr = self._mrs.get((project["id"], int(raw_iid))) if raw_iid.isdigit() else None
+        return mr if mr is not None else _message(404, "404 Not found")
 
     async def _get_user(self, request: Request) -> Response:
         return JSONResponse(self.user)
 
-    async def _get_project(self, request: Request, id: str) -> Response:  # noqa: A002
+    async def _get_project(self, request: Request, id: str) -> Response:
         project = self._project(id)
         if project is None:
             return _message(404, "404 Project Not Found")
         return JSONResponse(project)
 
-    async def _get_mr(self, request: Request, id: str, iid: str) -> Response:  # noqa: A002
-        mr, error = self._mr(id, iid)
-        if error is not None:
-            return error
+    async def _get_mr(self, request: Request, id: str, iid: str) -> Response:
+        mr = self._mr(id, iid)
+        if isinstance(mr, Response):
+            return mr
         with self._lock:
             user_notes = sum(
                 1 for n in self._notes[(mr["project_id"], mr["iid"])] if not n["system"]
             )
         return JSONResponse({**mr, "user_notes_count": user_notes})
 
-    async def _get_diffs(self, request: Request, id: str, iid: str) -> Response:  # noqa: A002
-        mr, error = self._mr(id, iid)
-        if error is not None:
-            return error
+    async def _get_diffs(self, request: Request, id: str, iid: str) -> Response:
+        mr = self._mr(id, iid)
+        if isinstance(mr, Response):
+            return mr
         with self._lock:
             diffs = list(self._diffs[(mr["project_id"], mr["iid"])])
         return _paginated(request, diffs)
 
-    async def _list_notes(self, request: Request, id: str, iid: str) -> Response:  # noqa: A002
-        mr, error = self._mr(id, iid)
-        if error is not None:
-            return error
+    async def _list_notes(self, request: Request, id: str, iid: str) -> Response:
+        mr = self._mr(id, iid)
+        if isinstance(mr, Response):
+            return mr
         key = "updated_at" if request.query_params.get("order_by") == "updated_at" else "id"
         with self._lock:
             notes = sorted(
@@ -524,10 +535,10 @@ class GitLabStandin:
             )
         return _paginated(request, notes)
 
-    async def _create_note(self, request: Request, id: str, iid: str) -> Response:  # noqa: A002
-        mr, error = self._mr(id, iid)
-        if error is not None:
-            return error
+    async def _create_note(self, request: Request, id: str, iid: str) -> Response:
+        mr = self._mr(id, iid)
+        if isinstance(mr, Response):
+            return mr
         params = await _params(request)
         body = params.get("body")
         if not isinstance(body, str) or not body.strip():
@@ -571,7 +582,7 @@ class GitLabStandin:
             ]
         return [f for files in found for f in files] if found else None
 
-    async def _list_discussions(self, request: Request, id: str, sha: str) -> Response:  # noqa: A002
+    async def _list_discussions(self, request: Request, id: str, sha: str) -> Response:
         project = self._project(id)
         if project is None:
             return _message(404, "404 Project Not Found")
@@ -585,7 +596,7 @@ class GitLabStandin:
             ]
         return _paginated(request, found)
 
-    async def _create_discussion(self, request: Request, id: str, sha: str) -> Response:  # noqa: A002
+    async def _create_discussion(self, request: Request, id: str, sha: str) -> Response:
         project = self._project(id)
         if project is None:
             return _message(404, "404 Project Not Found")

@@ -18,7 +18,8 @@ The commented file and line are the first added line of the first diff hunk in
 the prompt: the file comes from the nearest preceding ``diff --git a/x b/y``,
 ``+++ b/y``, or a ``File: y`` / ``Path: y`` / ``new_path: y`` / ``### y`` line,
 and the line number from the ``@@ -a,b +c,d @@`` header. Without a hunk the
-review has no comments. ``responder`` replaces this logic entirely.
+review has no comments. ``workflows.review.parse_review`` reads this JSON
+shape; ``responder`` replaces the logic entirely (e.g. to answer markdown).
 
 Token usage is estimated as one token per four characters. Misbehaviour is
 scripted as for the GitLab stand-in (``faults.add(path, Fault...)``) and
@@ -46,8 +47,8 @@ from gitlab_copilot_agent.demo.faults import (
     Fault,
     FaultInjector,
     FaultScript,
-    RecordedRequest,
     Receive,
+    RecordedRequest,
     Rendered,
     Scope,
     Send,
@@ -55,7 +56,7 @@ from gitlab_copilot_agent.demo.faults import (
 
 __all__ = ["DEFAULT_API_KEY", "LLMStandin", "deterministic_review", "render_openai_error"]
 
-DEFAULT_API_KEY = "sk-standin-0123456789abcdef"  # noqa: S105 - a fake key for the stand-in
+DEFAULT_API_KEY = "sk-standin-0123456789abcdef"
 DEFAULT_MODEL = "gpt-4o-mini"
 
 Messages = Sequence[dict[str, Any]]
@@ -265,7 +266,9 @@ class LLMStandin:
 
     def _authorized(self, request: Request) -> bool:
         auth = request.headers.get("authorization", "")
-        key = auth[len("Bearer ") :] if auth.startswith("Bearer ") else request.headers.get("api-key")
+        key = (
+            auth[len("Bearer ") :] if auth.startswith("Bearer ") else request.headers.get("api-key")
+        )
         return key is not None and hmac.compare_digest(key.encode(), self.api_key.encode())
 
     async def _complete(self, request: Request) -> Response:
@@ -273,7 +276,9 @@ class LLMStandin:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
             return _as_response(
-                _openai_error(400, "We could not parse the JSON body.", "invalid_request_error", None)
+                _openai_error(
+                    400, "We could not parse the JSON body.", "invalid_request_error", None
+                )
             )
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:

@@ -42,6 +42,17 @@ class _ThreadedServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.startup_done = threading.Event()
+        self.exit_code: int | str | None = None
+
+    def run_in_this_thread(self) -> None:
+        # uvicorn reports a failed startup with sys.exit(); in a thread that
+        # would surface as an unhandled thread exception. Keep the code instead.
+        try:
+            self.run()
+        except SystemExit as exc:
+            self.exit_code = exc.code
+        finally:
+            self.startup_done.set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         try:
@@ -134,15 +145,21 @@ def run_in_thread(
         timeout_graceful_shutdown=int(max(1, graceful_shutdown_s)),
     )
     server = _ThreadedServer(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{host}:{port}", daemon=True)
+    thread = threading.Thread(
+        target=server.run_in_this_thread, name=f"uvicorn-{host}:{port}", daemon=True
+    )
     thread.start()
     if not server.startup_done.wait(startup_timeout_s) or not server.started:
         server.should_exit = True
         server.force_exit = True
         thread.join(2.0)
+        reason = (
+            f"exited with code {server.exit_code}"
+            if server.exit_code is not None
+            else f"not listening after {startup_timeout_s} s"
+        )
         raise RuntimeError(
-            f"uvicorn did not start on {host}:{port} within {startup_timeout_s} s "
-            "(see the uvicorn log above for the cause)"
+            f"uvicorn did not start on {host}:{port}: {reason} (the uvicorn log has the cause)"
         )
     bound = server.servers[0].sockets[0].getsockname()
     bound_host, bound_port = str(bound[0]), int(bound[1])

@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 from auditrail import Actor, Outcome
 from auditrail.context import correlation_scope, get_correlation_id
 from auditrail.errors import classify_exception, status_of
+from auditrail.exceptions import LoggerClosedError
 from auditrail.logger import AuditLogger
 
 REVIEW_REQUEST: Final = "copilot.sdk.review_request"
@@ -377,16 +378,18 @@ class AuditedProvider:
                 result = await send()
             except BaseException as exc:
                 # CancelledError included: the trail must say the request ended.
-                self._audit.emit(
-                    RESPONSE_RECEIVED,
-                    outcome=Outcome.FAILURE,
-                    target=target,
-                    error=classify_exception(exc),
-                    error_message=f"{type(exc).__name__}: {exc}",
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    http_status=status_of(exc),
-                    details={**common, "model": model},
-                )
+                # A logger closed meanwhile must not replace the caller's exception.
+                with contextlib.suppress(LoggerClosedError):
+                    self._audit.emit(
+                        RESPONSE_RECEIVED,
+                        outcome=Outcome.FAILURE,
+                        target=target,
+                        error=classify_exception(exc),
+                        error_message=f"{type(exc).__name__}: {exc}",
+                        duration_ms=(time.perf_counter() - started) * 1000,
+                        http_status=status_of(exc),
+                        details={**common, "model": model},
+                    )
                 raise
             self._audit.emit(
                 RESPONSE_RECEIVED,

@@ -403,7 +403,7 @@ class CopilotSDKBackend:
         text = content if isinstance(content, str) else (collector.last_message or "")
         message_id = _str(getattr(data, "message_id", None)) or collector.message_id
         extra: dict[str, Any] = {
-            "session_id": _str(getattr(session, "session_id", None)),
+            "copilot_session": _str(getattr(session, "session_id", None)),
             "message_id": message_id,
             "mode": "byok" if self._byok else "copilot",
             "models": list(collector.models),

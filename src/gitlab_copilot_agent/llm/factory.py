@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any
 
 from auditrail.logger import AuditLogger
 from gitlab_copilot_agent.llm.base import AuditedProvider, LLMBackend, LLMProvider
-from gitlab_copilot_agent.llm.copilot_sdk import CopilotSDKBackend, sdk_client_factory
+from gitlab_copilot_agent.llm.copilot_sdk import (
+    SDK_DISTRIBUTION,
+    SDK_VERSION,
+    CopilotSDKBackend,
+    sdk_client_factory,
+)
 from gitlab_copilot_agent.llm.offline import OfflineBackend
 from gitlab_copilot_agent.llm.openai_compat import OpenAICompatBackend
 from gitlab_copilot_agent.settings import Settings
 
 
 def build_backend(settings: Settings) -> LLMBackend:
-    """The unaudited backend for ``LLM_PROVIDER`` (use ``build_provider`` in the agent)."""
+    """The unaudited backend for ``LLM_PROVIDER`` (use ``build_provider`` in the agent).
+
+    Raises:
+        ValueError: the configuration cannot work (the Copilot SDK extra is not
+            installed, ``COPILOT_CLI_PATH`` is not an executable).
+    """
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     if settings.llm_provider == "offline":
         return OfflineBackend()
@@ -26,6 +38,15 @@ def build_backend(settings: Settings) -> LLMBackend:
             settings.llm_model,
             timeout_s=settings.llm_timeout_s,
         )
+    # Fail at start, not at the first review: the extra and the CLI must be there.
+    cli_path = settings.copilot_cli_path
+    if cli_path is not None and not os.access(cli_path, os.X_OK):
+        raise ValueError(f"COPILOT_CLI_PATH={cli_path} is not an executable file")
+    if importlib.util.find_spec("copilot") is None:
+        raise ValueError(
+            f"LLM_PROVIDER=copilot needs the Copilot SDK: pip install 'auditrail[copilot]' "
+            f"({SDK_DISTRIBUTION}=={SDK_VERSION})"
+        )
     github_token = settings.github_token.get_secret_value() if settings.github_token else None
     byok: dict[str, Any] | None = None
     if settings.llm_base_url:
@@ -36,9 +57,7 @@ def build_backend(settings: Settings) -> LLMBackend:
     return CopilotSDKBackend(
         model=settings.llm_model,
         timeout_s=settings.llm_timeout_s,
-        client_factory=sdk_client_factory(
-            cli_path=settings.copilot_cli_path, github_token=github_token
-        ),
+        client_factory=sdk_client_factory(cli_path=cli_path, github_token=github_token),
         byok=byok,
     )
 

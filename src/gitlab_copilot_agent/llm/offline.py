@@ -2,8 +2,9 @@
 
 It reads the structured diff of a ``ReviewRequest`` and flags added lines with
 a handful of rules (leftover TODO markers, over-long lines, debug prints,
-hard-coded credentials). Same input, same review, byte for byte. Token counts
-are estimates (4 characters per token) and say so in the audit entry.
+``shell=True``, ``eval``, hard-coded credentials). Same input, same review,
+byte for byte. Token counts are estimates (4 characters per token) and say so
+in the audit entry.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ MAX_LINE_CHARS: Final = 120
 _TODO: Final = re.compile(r"\b(TODO|FIXME|XXX|HACK)\b")
 _PY_PRINT: Final = re.compile(r"^\s*print\(")
 _JS_LOG: Final = re.compile(r"\bconsole\.(log|debug)\(")
+_SHELL_TRUE: Final = re.compile(r"\bshell\s*=\s*True\b")
+_EVAL: Final = re.compile(r"(?<![\w.])(eval|exec)\(")
 _CREDENTIAL: Final = re.compile(
-    r"\b(password|passwd|secret|api_key|apikey|token)\s*[:=]\s*[\"'][^\"']{4,}[\"']", re.IGNORECASE
+    r"\b\w*(password|passwd|secret|api_?key|token)\w*[\"']?\s*[:=]\s*[\"'][^\"']{4,}[\"']",
+    re.IGNORECASE,
 )
 
 
@@ -44,6 +48,10 @@ def _check(path: str, text: str) -> list[str]:
         messages.append(f"line is {len(text)} characters long (limit {MAX_LINE_CHARS})")
     if path.endswith(".py") and _PY_PRINT.search(text):
         messages.append("debug `print()` call: use logging or remove it")
+    if path.endswith(".py") and _SHELL_TRUE.search(text):
+        messages.append("`shell=True` runs the command through a shell: pass an argument list")
+    if path.endswith(".py") and _EVAL.search(text):
+        messages.append("`eval`/`exec` on dynamic input can run arbitrary code")
     if path.endswith((".js", ".jsx", ".ts", ".tsx")) and _JS_LOG.search(text):
         messages.append("`console.log` left in: remove it before merging")
     if _CREDENTIAL.search(text):

@@ -25,6 +25,7 @@ post, so a trace always says why a webhook ended without a review.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ _FINDING: Final = re.compile(
     r"^\s*(?:[-*•]|\d+[.)])\s+\**`?(?P<path>[^\s`*]+?):(?P<line>\d+)(?:-\d+)?`?\**"
     r"\s*(?:[—–:-]+\s*)?(?P<message>\S.*)$"
 )
+_FENCE: Final = re.compile(r"\A```(?:json)?\s*\n(?P<body>.*)\n```\Z", re.DOTALL)
 MAX_DESCRIPTION_CHARS: Final = 2000
 
 
@@ -60,7 +62,15 @@ class GitLabAPI(Protocol):
     ) -> dict[str, Any]: ...
 
     async def post_commit_discussion(
-        self, project_id: int, commit_sha: str, body: str, *, path: str, line: int
+        self,
+        project_id: int,
+        commit_sha: str,
+        body: str,
+        *,
+        path: str,
+        line: int,
+        base_sha: str | None = None,
+        start_sha: str | None = None,
     ) -> dict[str, Any]: ...
 
     async def get_current_user(self) -> dict[str, Any]: ...
@@ -94,21 +104,79 @@ class ReviewOutcome:
     inline_rejected: list[InlineFinding] = field(default_factory=list)
 
 
-def parse_findings(text: str) -> list[InlineFinding]:
-    """Every ``- `path:line` — message`` line of a review, in order, without duplicates."""
+def parse_review(text: str) -> tuple[str, list[InlineFinding]]:
+    """The review as markdown, and its findings in order, without duplicates.
+
+    Two answer shapes are understood: markdown with ``- `path:line` — message``
+    lines (what the system prompt asks for), and a JSON object
+    ``{"summary": ..., "comments": [{"file"|"path", "line", "comment"|"body"}]}``
+    (optionally in a code fence), which is rendered as markdown.
+    """
+    structured = _json_review(text)
+    if structured is not None:
+        return structured
     seen: set[tuple[str, int]] = set()
-    findings = []
+    findings: list[InlineFinding] = []
     for raw in text.splitlines():
         found = _FINDING.match(raw)
         if found is None:
             continue
-        path = found.group("path").removeprefix("a/").removeprefix("b/").lstrip("/")
-        key = (path, int(found.group("line")))
-        if key in seen or key[1] < 1:
+        _add_finding(
+            findings, seen, found.group("path"), found.group("line"), found.group("message")
+        )
+    return text, findings
+
+
+def _add_finding(
+    findings: list[InlineFinding], seen: set[tuple[str, int]], path: Any, line: Any, message: Any
+) -> None:
+    if not isinstance(path, str) or not path or not isinstance(message, str) or not message.strip():
+        return
+    try:
+        number = int(line)
+    except (TypeError, ValueError):
+        return
+    clean = path.strip().removeprefix("./").lstrip("/")
+    if number < 1 or (clean, number) in seen:
+        return
+    seen.add((clean, number))
+    findings.append(InlineFinding(clean, number, message.strip()))
+
+
+def _json_review(text: str) -> tuple[str, list[InlineFinding]] | None:
+    raw = text.strip()
+    fenced = _FENCE.match(raw)
+    if fenced is not None:
+        raw = fenced.group("body").strip()
+    if not raw.startswith("{"):
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    comments = data.get("comments") or data.get("findings") or []
+    findings: list[InlineFinding] = []
+    seen: set[tuple[str, int]] = set()
+    lines = [str(data.get("summary") or "").strip()]
+    for item in comments if isinstance(comments, list) else []:
+        if not isinstance(item, dict):
             continue
-        seen.add(key)
-        findings.append(InlineFinding(path, key[1], found.group("message").strip()))
-    return findings
+        message = item.get("comment") or item.get("body") or item.get("message")
+        before = len(findings)
+        _add_finding(
+            findings, seen, item.get("file") or item.get("path"), item.get("line"), message
+        )
+        if len(findings) > before:
+            f = findings[-1]
+            severity = item.get("severity")
+            label = f"**{severity}** " if isinstance(severity, str) and severity else ""
+            lines.append(f"- `{f.path}:{f.line}` — {label}{f.message}")
+    if len(lines) > 1:
+        lines.insert(1, "")
+        lines.insert(2, "Findings:")
+    return "\n".join(lines).strip(), findings
 
 
 def diff_files(diffs: Sequence[Mapping[str, Any]]) -> tuple[list[DiffFile], list[str]]:
@@ -298,14 +366,18 @@ class ReviewWorkflow:
         )
 
         commentable = {f.path: added_lines(f.diff) for f in included if not f.deleted_file}
-        valid, rejected = [], []
-        for finding in parse_findings(result.text):
-            if finding.line in commentable.get(finding.path, {}) and len(valid) < self._max_inline:
-                valid.append(finding)
+        valid: list[InlineFinding] = []
+        rejected: list[InlineFinding] = []
+        review_text, findings = parse_review(result.text)
+        for finding in findings:
+            path = _diff_path(finding.path, commentable)
+            fits = path is not None and finding.line in commentable[path]
+            if path is not None and fits and len(valid) < self._max_inline:
+                valid.append(InlineFinding(path, finding.line, finding.message))
             else:
                 rejected.append(finding)
 
-        body = self._note_body(result.text, result.model, head_sha, request_note_id, len(valid))
+        body = self._note_body(review_text, result.model, head_sha, request_note_id, len(valid))
         note = await gitlab.post_mr_note(project_id, mr_iid, body, comment_type="review")
         outcome = ReviewOutcome(
             "posted",
@@ -323,6 +395,8 @@ class ReviewWorkflow:
                     f"**Copilot review:** {_neutralise(finding.message)}",
                     path=finding.path,
                     line=finding.line,
+                    base_sha=_str_or_none(refs.get("base_sha")),
+                    start_sha=_str_or_none(refs.get("start_sha")),
                 )
             except Exception:  # noqa: BLE001 - audited by the client; the others still go out
                 outcome.inline_rejected.append(finding)
@@ -385,6 +459,19 @@ def _answered(notes: Sequence[Mapping[str, Any]], own_id: int | None) -> _Answer
         shas.update(m.group("sha") for m in _MARKER.finditer(body))
         requests.update(int(m.group("note")) for m in _REQUEST_MARKER.finditer(body))
     return _Answered(frozenset(shas), frozenset(requests))
+
+
+def _diff_path(path: str, known: Mapping[str, Any]) -> str | None:
+    """The diff's path for a model's path (which may carry git's ``a/``/``b/`` prefix)."""
+    if path in known:
+        return path
+    if path.startswith(("a/", "b/")) and path[2:] in known:
+        return path[2:]
+    return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _project_id(payload: Mapping[str, Any], attrs: Mapping[str, Any]) -> int | None:

@@ -181,7 +181,7 @@ def filter_like(
 
 
 class TestNeedlesNeverChangeResults:
-    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(data=st.data())
     def test_search_equals_parsing_every_line(self, data: st.DataObject) -> None:
         """Whatever the JSON writer's spacing and escapes, needles select what parsing selects."""

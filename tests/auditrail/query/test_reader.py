@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
 import os
 import sys
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -157,12 +159,22 @@ class TestScan:
         """Pieces scanned by forked workers merge into the same matches and statistics."""
         monkeypatch.setattr(reader, "PARALLEL_MIN_BYTES", 0)
         monkeypatch.setattr(reader, "MIN_PIECE_BYTES", 4096)
+        pools: list[int] = []
+        real_pool = concurrent.futures.ProcessPoolExecutor
+
+        def counted_pool(*args: Any, **kwargs: Any) -> Any:
+            pools.append(kwargs["max_workers"])
+            return real_pool(*args, **kwargs)
+
+        monkeypatch.setattr(reader, "ProcessPoolExecutor", counted_pool)
+        # Forking is skipped while other threads run (another test may have left one).
+        expected_pools = [2] if threading.active_count() == 1 else []
         files = discover_files([trail.live])
         wanted = EntryFilter(outcome="failure")
         alone, shared = ScanStats(), ScanStats()
         sequential = search(files, wanted, alone, workers=1)
         parallel = search(files, wanted, shared, workers=2)
-        assert parallel == sequential
+        assert (parallel, pools) == (sequential, expected_pools)
         assert [line for _, _, line in parallel] == oracle_query(
             trail.files, lambda e: e["outcome"] == "failure"
         )
@@ -170,6 +182,15 @@ class TestScan:
             alone.malformed_offsets,
             alone.files_read,
         )
+
+    def test_small_inputs_are_scanned_in_this_process(
+        self, trail: Trail, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Below PARALLEL_MIN_BYTES no worker process is started, however many files."""
+        pools: list[object] = []
+        monkeypatch.setattr(reader, "ProcessPoolExecutor", lambda *a, **k: pools.append(k))
+        found = search(discover_files([trail.live]), EntryFilter(), ScanStats(), workers=2)
+        assert (len(found), pools) == (len(trail.entries), [])
 
     def test_reads_concatenated_gzip_members(self, tmp_path: Path) -> None:
         """A gzip file made of several members (cat a.gz b.gz) is read whole."""

@@ -13,7 +13,7 @@ from auditrail.query import cli
 from auditrail.query._report import ReportBuilder, percentile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from trailkit import encode, write_with_sink
+from trailkit import MALFORMED, encode, oracle_files, oracle_malformed, write_with_sink
 
 CID_A = "0190a000-0000-7000-8000-00000000000a"
 MR_123 = {"resource_type": "merge_request", "project_id": 123, "mr_iid": 45}
@@ -89,6 +89,7 @@ ENTRIES = [
 ]
 
 EXPECTED_REPORT = {
+    "top": 10,
     "entries": 8,
     "failures": 4,
     "first_timestamp": "2026-11-20T08:00:00.000000Z",
@@ -155,9 +156,11 @@ EXPECTED_REPORT = {
 
 @pytest.fixture
 def small_trail(tmp_path: Path) -> Path:
-    """The entries above, written by the file sink, with one rotation to gzip."""
+    """The entries above, written by the file sink with a torn line, rotated to gzip."""
     live = tmp_path / "audit.jsonl"
-    write_with_sink(live, [encode(e) for e in ENTRIES], max_bytes=1500, compress=True, batch=3)
+    lines = [encode(e) for e in ENTRIES]
+    lines.insert(2, MALFORMED[0])
+    write_with_sink(live, lines, max_bytes=1500, compress=True, batch=3)
     assert (tmp_path / "audit.jsonl.1.gz").exists()
     return live
 
@@ -173,8 +176,13 @@ class TestReport:
         self, capsysbinary: pytest.CaptureFixture[bytes], small_trail: Path
     ) -> None:
         """Counts by action and outcome, errors, webhook rejections, busiest and slowest."""
-        code, out, _ = run(capsysbinary, "report", str(small_trail), "--format", "json")
-        assert (code, json.loads(out)) == (0, EXPECTED_REPORT)
+        [(path, [offset])] = oracle_malformed(oracle_files(small_trail)).items()
+        code, out, err = run(capsysbinary, "report", str(small_trail), "--format", "json")
+        assert (code, json.loads(out), err) == (
+            0,
+            EXPECTED_REPORT,
+            f"auditrail: skipped 1 malformed or truncated line: {path}: 1 (at byte {offset})\n",
+        )
 
     def test_time_range_and_filters_narrow_the_report(
         self, capsysbinary: pytest.CaptureFixture[bytes], small_trail: Path
@@ -196,6 +204,7 @@ class TestReport:
         report = json.loads(out)
         assert code == 0
         assert report == {
+            "top": 1,
             "entries": 2,
             "failures": 2,
             "first_timestamp": "2026-11-20T08:06:00.000000Z",
@@ -203,8 +212,7 @@ class TestReport:
             "by_action": [{"action": "webhook.auth", "success": 0, "failure": 2, "total": 2}],
             "failures_by_error": [{"error": "auth_failure", "count": 2}],
             "webhook_auth_failures": [
-                {"source_ip": "198.51.100.4", "reason": "replayed", "count": 1},
-                {"source_ip": "203.0.113.9", "reason": "invalid_token", "count": 1},
+                {"source_ip": "198.51.100.4", "reason": "replayed", "count": 1}
             ],
             "busiest_targets": [{"target": HOOK_7, "count": 2}],
             "busiest_actors": [{"actor_type": "webhook_event", "actor_id": "ev-3", "count": 1}],
@@ -234,22 +242,22 @@ class TestReport:
             "auth_failure      3\n"
             "rate_limit        1\n"
             "\n"
-            "Webhook authentication failures\n"
+            "Webhook authentication failures (top 2 by source IP and reason)\n"
             "SOURCE_IP     REASON         COUNT\n"
             "203.0.113.9   invalid_token      2\n"
             "198.51.100.4  replayed           1\n"
             "\n"
-            "Busiest targets\n"
+            "Busiest targets (top 2)\n"
             "TARGET                                  COUNT\n"
             "merge_request mr_iid=45 project_id=123      4\n"
             "webhook project_id=7                        3\n"
             "\n"
-            "Busiest actors\n"
+            "Busiest actors (top 2)\n"
             "ACTOR               COUNT\n"
             "webhook_event:ev-1      4\n"
             "poll_cycle:poll-1       1\n"
             "\n"
-            "Slowest actions (by p95)\n"
+            "Slowest actions (top 2 by p95 duration)\n"
             "ACTION                      CALLS  P50_MS  P95_MS  MAX_MS\n"
             "copilot.sdk.review_request      1  1000.0  1000.0  1000.0\n"
             "gitlab.api.get_mr_details       2    10.0    50.0    50.0\n"

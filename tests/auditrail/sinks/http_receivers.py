@@ -291,6 +291,9 @@ class Receiver:
             handler.answer(411, b"{}")
             return
         raw = handler.rfile.read(int(length))
+        if len(raw) < int(length):
+            handler.close_connection = True  # cut mid-body (stop() or a client abort)
+            return None
         request = Request(
             started=time.monotonic(),
             path=handler.path,

@@ -251,8 +251,7 @@ class TestOutages:
     def test_slow_receiver_never_blocks_callers(
         self, make_logger: Any, registry: CollectorRegistry
     ) -> None:
-        """2 s per request while 16,000 entries are emitted flat out: emit stays fast, the
-        buffer stays within its bound, the spool takes the rest and then drains."""
+        """2 s per request, emitting flat out: callers stay fast, buffer bounded, spool drains."""
         with receiver("ndjson") as rx:
             rx.delay_s = 2.0
             logger = make_logger(
@@ -275,7 +274,9 @@ class TestOutages:
             latencies.sort()
             assert emitting_s < 2.0  # full speed: less time than one request takes
             assert latencies[int(len(latencies) * 0.99)] < 0.002
-            assert latencies[-1] < 0.2  # 10x shorter than one request
+            # A caller that waited on the sink would take >= 2 s; the worst one stays far
+            # below (the bound leaves room for a loaded CI machine's scheduling).
+            assert latencies[-1] < 1.0
             assert max(depth) <= 4000
             assert spooled >= 8000  # the spool took the overflow
             assert logger.flush(60) is True
@@ -323,8 +324,7 @@ class TestOutages:
     def test_fanout_file_gets_everything_while_http_is_down(
         self, tmp_path: Path, make_logger: Any
     ) -> None:
-        """file,http with the receiver down: the file has every entry at once, exactly once;
-        http catches up once the receiver is back."""
+        """file,http, receiver down: the file gets all at once, exactly once; http catches up."""
         path = tmp_path / "audit.jsonl"
         with receiver("ndjson", start=False) as rx:
             logger = make_logger([FileSink(path, max_bytes=0), HttpSink(rx.url)])
@@ -424,8 +424,7 @@ class TestPresets:
     def test_splunk_hec_with_gzip_and_a_token_that_never_leaks(
         self, make_logger: Any, capfd: pytest.CaptureFixture[str], spool: Path
     ) -> None:
-        """HEC envelopes, gzip, 'Authorization: Splunk <token>' on the wire; the token is
-        in no entry, no log line, no repr and no error."""
+        """HEC + gzip, 'Splunk <token>' on the wire; never in an entry, log line, repr or error."""
         redactor = SecretRedactor()
         redactor.register(TOKEN)
         with receiver("splunk_hec", authorization=f"Splunk {TOKEN}", expect_gzip=True) as rx:
@@ -487,8 +486,7 @@ class TestPresets:
     def test_elasticsearch_bulk_is_idempotent_and_reads_item_errors(
         self, make_logger: Any, spool: Path, registry: CollectorRegistry
     ) -> None:
-        """_bulk: create with _id=event_id; 409 counts as delivered, item 429 is retried,
-        item 400 is dead-lettered; the index and the API key go where Elasticsearch wants."""
+        """_bulk create with _id=event_id: 409 is delivered, item 429 retried, 400 dead-lettered."""
         with receiver(
             "elasticsearch_bulk", authorization="ApiKey ZXMta2V5LWZvci10ZXN0cw==", index="audit"
         ) as rx:
@@ -575,8 +573,7 @@ class TestPresets:
             assert rx.problems == []
 
     def test_tls_with_a_ca_bundle(self, tmp_path: Path, make_logger: Any) -> None:
-        """https with the CA bundle verifies and delivers; the default trust store refuses the
-        unknown CA (RETRY, certificate error reported), so nothing goes out unverified."""
+        """https: the CA bundle verifies and delivers; an unknown CA is refused (RETRY)."""
         pair = make_tls_pair(tmp_path)
         if pair is None:
             pytest.skip("the openssl command is not installed")
