@@ -142,6 +142,9 @@ def run_in_thread(
         log_level=log_level,
         log_config=None,
         access_log=False,
+        # The agent decides itself which X-Forwarded-For to believe
+        # (TRUSTED_PROXIES); uvicorn's rewrite would trust loopback by default.
+        proxy_headers=False,
         timeout_graceful_shutdown=int(max(1, graceful_shutdown_s)),
     )
     server = _ThreadedServer(config)

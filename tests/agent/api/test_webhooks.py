@@ -286,6 +286,20 @@ class TestIngress:
         assert entry["details"]["source_ip"] == "198.51.100.7"
 
 
+    def test_forwarded_for_from_an_untrusted_peer_is_ignored(
+        self, agent: tuple[Agent, httpx.Client]
+    ) -> None:
+        """Without a trusted proxy, a client cannot choose the audited address."""
+        app, client = agent
+        client.post(
+            "/webhook",
+            content=b"{}",
+            headers={**token_headers(token="nope-nope-nope"), "x-forwarded-for": "198.51.100.7"},
+        )
+        [entry] = app.entries()
+        assert entry["details"]["source_ip"] == "127.0.0.1"
+
+
 class TestFuzz:
     def test_ten_thousand_bad_requests_never_5xx_and_each_is_audited(
         self, agent: tuple[Agent, httpx.Client]
