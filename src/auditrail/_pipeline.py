@@ -316,9 +316,11 @@ class DeliveryPipeline:
 
     def _dead_letter(self, lines: Sequence[bytes]) -> None:
         self.metrics.dead_letters.labels(self.destination).inc(len(lines))
+        reason = getattr(self.sink, "last_error", None)
         print(
-            f"auditrail: {self.destination} permanently refused {len(lines)} entries; "
-            f"kept in {self.dead_letter_dir} for redelivery",
+            f"auditrail: {self.destination} permanently refused {len(lines)} entries"
+            + (f" ({reason})" if reason else "")
+            + f"; kept in {self.dead_letter_dir} for `auditrail spool redeliver`",
             file=sys.stderr,
         )
         try:
