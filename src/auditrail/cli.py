@@ -57,6 +57,31 @@ def _cmd_spool_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_spool_redeliver(args: argparse.Namespace) -> int:
+    from auditrail.redeliver import dead_letter_path, redeliver_dead_letters
+
+    try:
+        config = AuditConfig.from_env()
+    except ConfigError as exc:
+        print(f"auditrail: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    sinks = [s for s in config.build_sinks() if args.destination in (None, s.name)]
+    if not sinks:
+        print(f"auditrail: no configured destination named {args.destination!r}", file=sys.stderr)
+        return 2
+    left = 0
+    for sink in sinks:
+        try:
+            sent = redeliver_dead_letters(config.spool_dir, sink)
+        finally:
+            sink.close(5.0)
+        remaining = dead_letter_path(config.spool_dir, sink.name)
+        still = sum(1 for _ in remaining.open("rb")) if remaining.exists() else 0
+        left += still
+        print(f"{sink.name}: redelivered {sent}, still dead-lettered {still}")
+    return 0 if left == 0 else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from auditrail.demo import run_demo
 
@@ -82,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--spool-dir", help="default: AUDIT_LOG_SPOOL_DIR or its default")
     status.add_argument("--format", choices=("table", "json"), default="table")
     status.set_defaults(func=_cmd_spool_status)
+    redeliver = spool_sub.add_parser(
+        "redeliver", help="re-send dead-lettered entries to the configured destinations"
+    )
+    redeliver.add_argument("--destination", help="only this destination (e.g. http)")
+    redeliver.set_defaults(func=_cmd_spool_redeliver)
 
     p = sub.add_parser(
         "demo", help="emit a burst of correlated entries to a file and query them back"

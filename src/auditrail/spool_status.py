@@ -32,22 +32,22 @@ def spool_status(base: str | os.PathLike[str]) -> dict[str, Any]:
     root = Path(base)
     slots = []
     for slot in sorted(root.glob("slot-*")):
-        segments = sorted(slot.glob("*.seg"))
-        acks = {p.stem: int(p.read_text().strip() or 0) for p in slot.glob("*.ack") if p.is_file()}
-        floor = min(acks.values(), default=0)
-        pending = 0
-        for seg in segments:
-            pending += sum(1 for _, r in scan_segment(seg.read_bytes()) if r and r.id > floor)
-        slots.append(
-            {
-                "slot": slot.name,
-                "locked": _locked(slot),
+        destinations = {}
+        for directory in sorted(p for p in slot.iterdir() if p.is_dir()):
+            segments = sorted(directory.glob("*.seg"))
+            acks = [int(p.read_text().strip() or 0) for p in directory.glob("*.ack")]
+            floor = min(acks, default=0)
+            pending = 0
+            for seg in segments:
+                records = scan_segment(seg.read_bytes())
+                pending += sum(1 for _, r in records if r and r.id > floor)
+            destinations[directory.name] = {
                 "segments": len(segments),
                 "bytes": sum(p.stat().st_size for p in segments),
-                "acknowledged": acks,
+                "acknowledged": floor,
                 "pending": pending,
             }
-        )
+        slots.append({"slot": slot.name, "locked": _locked(slot), "destinations": destinations})
     dead = root / "dead-letters"
     dead_letters = (
         {p.stem: sum(1 for _ in p.open("rb")) for p in sorted(dead.glob("*.jsonl"))}
