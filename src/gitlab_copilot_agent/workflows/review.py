@@ -75,6 +75,8 @@ class GitLabAPI(Protocol):
 
     async def get_current_user(self) -> dict[str, Any]: ...
 
+    async def get_project_info(self, project_id: int | str) -> dict[str, Any]: ...
+
 
 def review_marker(sha: str) -> str:
     """The hidden marker that ends a review note for ``sha``."""
@@ -354,6 +356,9 @@ class ReviewWorkflow:
         elif head_sha in done.shas:
             return self._skip(project_id, mr_iid, head_sha, trigger, "already_reviewed")
 
+        # The project's current view (path, visibility) for the note; also
+        # confirms the token can still see the project before the LLM is paid.
+        project = await gitlab.get_project_info(project_id)
         diffs = await gitlab.get_mr_diff(project_id, mr_iid)
         files, omitted = diff_files(diffs)
         if not files:
@@ -377,7 +382,14 @@ class ReviewWorkflow:
             else:
                 rejected.append(finding)
 
-        body = self._note_body(review_text, result.model, head_sha, request_note_id, len(valid))
+        body = self._note_body(
+            review_text,
+            result.model,
+            head_sha,
+            request_note_id,
+            len(valid),
+            str(project.get("path_with_namespace") or project_id),
+        )
         note = await gitlab.post_mr_note(project_id, mr_iid, body, comment_type="review")
         outcome = ReviewOutcome(
             "posted",
@@ -405,7 +417,13 @@ class ReviewWorkflow:
         return outcome
 
     def _note_body(
-        self, text: str, model: str, head_sha: str, request_note_id: int | None, inline: int
+        self,
+        text: str,
+        model: str,
+        head_sha: str,
+        request_note_id: int | None,
+        inline: int,
+        project_path: str,
     ) -> str:
         lines = [
             "## Copilot review",
@@ -413,7 +431,7 @@ class ReviewWorkflow:
             _neutralise(text.strip()) or "_The model returned an empty review._",
             "",
             "---",
-            f"<sub>Reviewed commit {head_sha[:12]} with `{model}`; "
+            f"<sub>Reviewed commit {head_sha[:12]} of {_neutralise(project_path)} with `{model}`; "
             f"{inline} inline comment(s).</sub>",
             "",
             review_marker(head_sha),
