@@ -1,6 +1,6 @@
 """Benchmark of the query tools on a 1,000,000-entry trail, beside jq in the same run.
 
-Run: ``.venv/bin/python bench/bench_query.py`` (about two minutes; ``--help`` for options).
+Run: ``.venv/bin/python bench/bench_query.py`` (under a minute; ``--help`` for options).
 
 The trail is written by the real ``FileSink`` into a temporary directory: a week
 of realistic traffic (webhook scopes with GitLab, Jira and LLM calls, polls,

@@ -58,6 +58,33 @@ def _carried(ms: int, node: str, c: int) -> str:
     return f"{h[:8]}-{h[8:]}-7{c >> 14:03x}-{0x8000 | (c & 0x3FFF):04x}-{node}"
 
 
+_stamp_cache: tuple[int, str, str] = (-1, "", "")
+
+
+def new_event_id_and_timestamp() -> tuple[str, str]:
+    """A new event id and the ISO 8601 UTC timestamp (microseconds) of the same instant.
+
+    One clock read for both, and the per-millisecond parts of both strings are
+    built once per millisecond (the emit hot path calls this).
+    """
+    global _stamp_cache
+    now_ns = time.time_ns()
+    ms, ns_rest = divmod(now_ns, 1_000_000)
+    cached_ms, id_prefix, ts_prefix = _stamp_cache
+    if cached_ms != ms:
+        h = f"{ms & 0xFFFFFFFFFFFF:012x}"
+        id_prefix = f"{h[:8]}-{h[8:]}-7"
+        seconds, millis = divmod(ms, 1000)
+        ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}"
+        _stamp_cache = (ms, id_prefix, ts_prefix)
+    node, counter = _state
+    n = next(counter)
+    timestamp = f"{ts_prefix}{ns_rest // 1000:03d}Z"
+    if n > _COUNTER_MASK:
+        return _carried(ms + (n >> 26), node, n & _COUNTER_MASK), timestamp
+    return f"{id_prefix}{n >> 14:03x}-{0x8000 | (n & 0x3FFF):04x}-{node}", timestamp
+
+
 def new_correlation_id() -> str:
     """Return a new correlation id (a UUIDv7, so scopes sort by start time)."""
     return new_event_id()

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from auditrail.metrics import AuditMetrics
 from auditrail.spool import Spool, SpoolRecord, adopt_orphans
@@ -125,6 +126,7 @@ class DeliveryPipeline:
         self._last_adopt = 0.0
         self._delivered_sink = self.metrics.delivered.labels(self.destination)
         self._sink_errors = self.metrics.sink_errors.labels(self.destination)
+        self._spooled_children: dict[str, Any] = {}
         self._spool_corrupt_seen = spool.corrupt_records
         metrics.gauges.track(self)
         self._worker = threading.Thread(
@@ -158,9 +160,15 @@ class DeliveryPipeline:
         except Exception as exc:  # noqa: BLE001 - disk trouble must not reach the caller
             self._last_resort((line,), f"spool write failed: {exc.__class__.__name__}")
             return
-        self.metrics.spooled.labels(reason).inc()
+        self._spooled_child(reason).inc()
         if self._state is not _State.RUNNING and self.durability is Durability.MEMORY:
             pass  # already durable; nothing more to rescue
+
+    def _spooled_child(self, reason: str) -> Any:
+        child = self._spooled_children.get(reason)
+        if child is None:
+            child = self._spooled_children[reason] = self.metrics.spooled.labels(reason)
+        return child
 
     def _rescue_late(self) -> None:
         # An emit that passed the open check just before close() began: its
@@ -254,7 +262,7 @@ class DeliveryPipeline:
         except Exception as exc:  # noqa: BLE001 - fall back rather than lose
             self._last_resort(batch, f"spool write failed: {exc.__class__.__name__}")
             return
-        self.metrics.spooled.labels(reason).inc(len(batch))
+        self._spooled_child(reason).inc(len(batch))
         if reason == "sink_failure":
             self._copy_to_fallback(batch)
             self._mark_copied(last - len(batch) + 1, last)

@@ -22,7 +22,7 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 import orjson
 
 from auditrail._event import SCHEMA_VERSION, SYSTEM_ACTOR, Actor, ErrorClass, Outcome
-from auditrail._ids import new_event_id
+from auditrail._ids import new_event_id_and_timestamp
 from auditrail._pipeline import DeliveryPipeline, Durability
 from auditrail.context import _actor, _correlation_id
 from auditrail.errors import classify_exception, classify_http_status, status_of
@@ -41,10 +41,11 @@ _MAX_DEPTH: Final = 6
 _TargetArg = Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None
 
 EXIT_TIMEOUT_S: Final = 5.0
-_second_cache: tuple[int, str] = (-1, "")
 # StrEnum members hash like their values, so one dict maps both spellings.
 _OUTCOMES: Final[dict[str, Outcome]] = {o.value: o for o in Outcome}
 _SCALARS: Final = (int, float, bool, type(None))
+_NO_TARGET: Final = {"resource_type": "none"}
+_CACHE_LIMIT: Final = 4096
 # A value under a key named like a credential is redacted even when it has no
 # recognisable shape ({"password": "hunter2"}). Whole-key match, so that
 # "completion_tokens" or "auth_method" stay readable while "gitlab_token",
@@ -54,17 +55,6 @@ _CREDENTIAL_KEY: Final = re.compile(
     r"|cookie|set-cookie|credentials?|signature|session[-_]?id)",
     re.IGNORECASE,
 )
-
-
-def _iso_timestamp(now_ns: int) -> str:
-    # datetime.isoformat costs ~1.2 us; the seconds prefix changes once a second.
-    global _second_cache
-    seconds, rest = divmod(now_ns, 1_000_000_000)
-    cached_second, prefix = _second_cache
-    if cached_second != seconds:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        _second_cache = (seconds, prefix)
-    return f"{prefix}.{rest // 1000:06d}Z"
 
 
 class AuditLogger:
@@ -135,6 +125,10 @@ class AuditLogger:
         self._clean = self._redactor.clean
         self._metrics = metrics if metrics is not None else AuditMetrics.for_registry()
         self._max_entry_bytes = max_entry_bytes
+        self._actors: dict[Actor, tuple[dict[str, str], bool]] = {}
+        self._keys: dict[Any, tuple[str, bool]] = {}
+        self._generation = self._redactor.generation
+        self._count = self._metrics.count_entry
         self._claim: SpoolClaim | None = None
         self._pipelines: tuple[DeliveryPipeline, ...] = ()
         self._submit: Callable[[bytes], None] = _discard
@@ -217,27 +211,28 @@ class AuditLogger:
             self._metrics.emit_after_close.inc()
             raise LoggerClosedError(f"audit logger closed; refused {action!r}")
         clean = self._clean
-        now_ns = time.time_ns()
-        event_id = new_event_id(now_ns)
+        if self._redactor.generation != self._generation:
+            self._forget_cleaned()
+        event_id, timestamp = new_event_id_and_timestamp()
         correlation_id = _correlation_id.get()
         if actor is None:
             actor = _actor.get() or SYSTEM_ACTOR
         outcome = _OUTCOMES[outcome]
-        truncated = False
-        action, cut = clean(action)
-        truncated |= cut
-        actor_type, cut = clean(actor.type)
-        truncated |= cut
-        actor_id, cut = clean(actor.id)
+        action, truncated = clean(action)
+        # An actor repeats for a whole scope: clean it once.
+        cached_actor = self._actors.get(actor)
+        if cached_actor is None:
+            cached_actor = self._clean_actor(actor)
+        actor_dict, cut = cached_actor
         truncated |= cut
         entry: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "event_id": event_id,
-            "timestamp": _iso_timestamp(now_ns),
+            "timestamp": timestamp,
             "event_type": "audit",
             "action": action,
-            "actor": {"type": actor_type, "id": actor_id},
-            "target": {"resource_type": "none"},
+            "actor": actor_dict,
+            "target": _NO_TARGET,
             "outcome": outcome,
             "correlation_id": correlation_id or event_id,
             "service": self.service,
@@ -258,7 +253,7 @@ class AuditLogger:
                 entry["error_message"], cut = clean(error_message)
                 truncated |= cut
         if duration_ms is not None:
-            entry["duration_ms"] = round(max(0.0, float(duration_ms)), 3)
+            entry["duration_ms"] = round(duration_ms, 3) if duration_ms > 0 else 0.0
         if http_status is not None:
             entry["http_status"] = int(http_status)
         if details:
@@ -272,17 +267,44 @@ class AuditLogger:
         line = memoryview(orjson.dumps(entry)).tobytes()
         if len(line) > self._max_entry_bytes:
             line = self._shrink(entry)
-        self._metrics.count_entry(action, outcome)
+        self._count(action, outcome)
         self._submit(line)
         return event_id
+
+    def _forget_cleaned(self) -> None:
+        # A secret was registered (or the length limit changed) since these
+        # were cleaned: clean them again.
+        self._generation = self._redactor.generation
+        self._actors = {}
+        self._keys = {}
+
+    def _clean_actor(self, actor: Actor) -> tuple[dict[str, str], bool]:
+        actor_type, cut_type = self._clean(actor.type)
+        actor_id, cut_id = self._clean(actor.id)
+        result = ({"type": actor_type, "id": actor_id}, cut_type or cut_id)
+        if len(self._actors) >= _CACHE_LIMIT:
+            self._actors.clear()
+        self._actors[actor] = result
+        return result
+
+    def _key(self, key: Any) -> tuple[str, bool]:
+        """A cleaned mapping key, and whether it names a credential (memoised)."""
+        found = self._keys.get(key)
+        if found is None:
+            cleaned = self._clean(key if type(key) is str else str(key))[0]
+            found = (cleaned, _CREDENTIAL_KEY.fullmatch(cleaned) is not None)
+            if len(self._keys) >= _CACHE_LIMIT:
+                self._keys.clear()
+            self._keys[key] = found
+        return found
 
     def _clean_target(self, target: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         clean = self._clean
         out: dict[str, Any] = {"resource_type": "none"}
         truncated = False
         for key, value in target.items():
-            k = clean(key if type(key) is str else str(key))[0]
-            if value is not None and _CREDENTIAL_KEY.fullmatch(k):
+            k, secret = self._key(key)
+            if secret and value is not None:
                 out[k] = REDACTED
             elif type(value) is str:
                 out[k], cut = clean(value)
@@ -305,8 +327,8 @@ class AuditLogger:
             out: dict[str, Any] = {}
             truncated = False
             for key, item in value.items():
-                k, _ = self._clean(str(key))
-                if item is not None and _CREDENTIAL_KEY.fullmatch(k):
+                k, secret = self._key(key)
+                if secret and item is not None:
                     out[k] = REDACTED
                     continue
                 out[k], cut = self._clean_value(item, depth + 1)

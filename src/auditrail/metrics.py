@@ -9,6 +9,7 @@ cost nothing on the emit path.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import weakref
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -88,9 +89,11 @@ class AuditMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         reg = REGISTRY if registry is None else registry
         self.registry = reg
-        self.entries = Counter(
-            "audit_log_entries", "Audit entries accepted.", ["action", "outcome"], registry=reg
-        )
+        # audit_log_entries_total is counted on the emit path with plain
+        # itertools counters (next() is atomic under the GIL and costs ~50 ns,
+        # a prometheus_client child ~500 ns with its lock) and exported at scrape.
+        self._entry_counts: dict[tuple[str, str], itertools.count[int]] = {}
+        reg.register(_EntryCounter(self._entry_counts))
         self.sink_errors = Counter(
             "audit_log_sink_errors",
             "Failed deliveries of a batch to a destination.",
@@ -139,7 +142,6 @@ class AuditMetrics:
         )
         self.gauges = _PipelineCollector()
         reg.register(self.gauges)
-        self._entry_children: dict[tuple[str, str], Counter] = {}
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry | None = None) -> AuditMetrics:
@@ -153,11 +155,35 @@ class AuditMetrics:
             return found
 
     def count_entry(self, action: str, outcome: str) -> None:
-        # labels() takes a lock and builds a tuple; caching the child keeps
-        # the emit path to one dict lookup and one increment.
-        key = (action, outcome)
-        child = self._entry_children.get(key)
-        if child is None:
-            child = self.entries.labels(action, outcome)
-            self._entry_children[key] = child
-        child.inc()
+        """Count one accepted entry (the emit path's only metrics work)."""
+        counter = self._entry_counts.get((action, outcome))
+        if counter is None:
+            counter = self._entry_counts.setdefault((action, outcome), itertools.count(1))
+        next(counter)
+
+    def entries_counted(self, action: str, outcome: str) -> int:
+        """How many entries were counted for (action, outcome)."""
+        counter = self._entry_counts.get((action, outcome))
+        return _current(counter) if counter is not None else 0
+
+
+def _current(counter: itertools.count[int]) -> int:
+    # An itertools.count exposes its next value only through repr: "count(N)".
+    # Started at 1, the next value N means N - 1 increments.
+    return int(repr(counter)[6:-1]) - 1
+
+
+class _EntryCounter(Collector):
+    def __init__(self, counts: dict[tuple[str, str], itertools.count[int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "audit_log_entries", "Audit entries accepted.", labels=["action", "outcome"]
+        )
+        for (action, outcome), counter in list(self._counts.items()):
+            family.add_metric([action, outcome], _current(counter))
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

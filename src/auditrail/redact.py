@@ -183,6 +183,8 @@ class SecretRedactor:
         # project paths), and the combined pattern costs several microseconds
         # per string, so short strings are memoised. Cleared on ``register``.
         self._cache: dict[str, tuple[str, bool]] = {}
+        self.generation = 0
+        """Bumped whenever earlier results may no longer hold (callers' caches check it)."""
 
     @staticmethod
     def _compile(secrets: frozenset[str]) -> re.Pattern[str] | None:
@@ -216,6 +218,7 @@ class SecretRedactor:
             self._pattern = self._compile(self._secrets)
             self._lowered = frozenset(s.lower() for s in self._secrets)
             self._cache = {}
+            self.generation += 1
 
     def set_max_field_chars(self, max_field_chars: int) -> None:
         """Change the per-string limit (clears memoised results)."""
@@ -223,6 +226,7 @@ class SecretRedactor:
             raise ValueError("max_field_chars must be at least 64")
         self.max_field_chars = max_field_chars
         self._cache = {}
+        self.generation += 1
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every credential replaced by ``[REDACTED]``."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator, FormatChecker  # type: ignore[import-untyped]
+from jsonschema import Draft202012Validator, FormatChecker
 from prometheus_client import CollectorRegistry
 
 from auditrail import (

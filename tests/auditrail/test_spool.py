@@ -1,4 +1,4 @@
-"""The spool write-ahead log: replay after a crash, corruption handling, segment reclaiming, slots."""
+"""The spool write-ahead log: crash replay, corruption handling, reclaiming, slots."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class TestReadAck:
 
 class TestRecovery:
     def test_reopen_replays_what_was_not_acknowledged(self, tmp_path: Path) -> None:
-        """After a crash (no close), a new Spool on the directory replays the unacknowledged tail."""
+        """After a crash (no close), a new Spool on the directory replays the unacked tail."""
         spool = Spool(tmp_path, ["file"], max_segment_bytes=2048)
         data = payloads(300)
         spool.append(data)

@@ -12,7 +12,8 @@ but never change a result:
   so a line that contains such an escape is a candidate for every needle
   (``has_escape``);
 * a number can be spelt many ways (``123``, ``123.0``, ``1.23e2``), so for a
-  number only its key is searched for (``"project_id"``).
+  value that may be a number, or ``true``/``false``/``null``, only its key is
+  searched for (``"project_id"``).
 
 Several values given for one filter are alternatives (OR); different filters
 combine with AND.
@@ -32,6 +33,8 @@ import orjson
 from auditrail.query._timeparse import canonical, timestamp_key, uuid7_datetime
 
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
+
+_LITERALS = frozenset({"true", "false", "null"})
 
 NeedleGroup = tuple[bytes, ...]
 """Alternatives: a candidate line contains at least one of them."""
@@ -171,13 +174,15 @@ def glob_needle(pattern: str) -> bytes:
     return (b'"' if at_start else b"") + needle + (b'"' if at_end else b"")
 
 
-def has_escape(line: bytes) -> bool:
+def has_escape(line: bytes | bytearray) -> bool:
     """Tell whether a line holds a ``\\u`` or ``\\/`` escape, which could hide any needle."""
     return b"\\u" in line or b"\\/" in line
 
 
 def _text_group(key: str, text: str) -> NeedleGroup:
-    if as_number(text) is not None:
+    if as_number(text) is not None or text in _LITERALS:
+        # It can also match a number or true/false/null, which are spelt without
+        # quotes (and numbers in many ways): only the key is certain to be there.
         return (orjson.dumps(key),)
     return (orjson.dumps(text),)
 

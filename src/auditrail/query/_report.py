@@ -75,7 +75,7 @@ class ReportBuilder:
         self.actors: dict[tuple[str, str], int] = {}
         self.durations: dict[str, list[float]] = {}
 
-    def collect(self, line: bytes, entry: dict[str, Any]) -> None:
+    def collect(self, line: bytes | bytearray, entry: dict[str, Any]) -> None:
         """Count one matching entry (the scan's collector interface)."""
         self.add(entry)
 

@@ -62,13 +62,15 @@ class Agent:
             spool_dir=tmp_path / "spool",
             metrics=AuditMetrics(CollectorRegistry()),
         )
-        settings = Settings(
-            gitlab_url="http://127.0.0.1:9",
-            gitlab_token="glpat-unused-token-000000",
-            gitlab_webhook_secret=SECRET,
-            gitlab_webhook_signing_token=SIGNING,
-            webhook_max_body_bytes=4096,
-            **overrides,
+        settings = Settings.model_validate(
+            {
+                "gitlab_url": "http://127.0.0.1:9",
+                "gitlab_token": "glpat-unused-token-000000",
+                "gitlab_webhook_secret": SECRET,
+                "gitlab_webhook_signing_token": SIGNING,
+                "webhook_max_body_bytes": 4096,
+                **overrides,
+            }
         )
         self.recorder = Recorder()
         self.app = create_app(settings, audit=self.audit, event_handler=self.recorder)
@@ -86,7 +88,9 @@ def agent(tmp_path: Path) -> Iterator[tuple[Agent, httpx.Client]]:
     agent.audit.close()
 
 
-def signed_headers(body: bytes, *, webhook_id: str | None = None, at: int | None = None) -> dict:
+def signed_headers(
+    body: bytes, *, webhook_id: str | None = None, at: int | None = None
+) -> dict[str, str]:
     webhook_id = webhook_id or str(uuid.uuid4())
     timestamp = str(int(time.time()) if at is None else at)
     return {
@@ -99,7 +103,7 @@ def signed_headers(body: bytes, *, webhook_id: str | None = None, at: int | None
     }
 
 
-def token_headers(token: str | None = SECRET, event: str = "Merge Request Hook") -> dict:
+def token_headers(token: str | None = SECRET, event: str = "Merge Request Hook") -> dict[str, str]:
     headers = {"content-type": "application/json", "x-gitlab-event": event}
     if token is not None:
         headers["x-gitlab-token"] = token
@@ -284,7 +288,6 @@ class TestIngress:
         [entry] = app.entries()
         app.audit.close()
         assert entry["details"]["source_ip"] == "198.51.100.7"
-
 
     def test_forwarded_for_from_an_untrusted_peer_is_ignored(
         self, agent: tuple[Agent, httpx.Client]

@@ -67,7 +67,9 @@ class World:
         cid: str = response.json()["correlation_id"]
         return cid
 
-    def trail_of(self, cid: str, *, until_action: str, timeout_s: float = 20) -> list[dict]:
+    def trail_of(
+        self, cid: str, *, until_action: str, timeout_s: float = 20
+    ) -> list[dict[str, Any]]:
         """The correlated entries, once one with ``until_action`` has been written."""
         deadline = time.monotonic() + timeout_s
         while True:

@@ -83,7 +83,7 @@ TEXTS = (
     "123",
     "45",
 )
-NUMBERS = (123, 123.0, 45, -1, 0)
+NUMBERS = (123, 123.0, 45, -1, 0, True, False, None)
 
 
 def escape_all(value: Any) -> str:
@@ -213,12 +213,13 @@ SAMPLE_ENTRIES = [
     }
     for action in ("gitlab.api.get_mr_diff", "jira.api.get_issue")
     for outcome in ("success", "failure")
-    for number in (123, 123.0, 45)
+    for number in (123, 123.0, 45, True)
 ]
 SAMPLE_FILTERS = [
     EntryFilter(actions=("gitlab.api.*",)),
     EntryFilter(actions=("*.get_issue",), outcome="failure"),
     EntryFilter(targets=(("project_id", "123"),)),
+    EntryFilter(targets=(("project_id", "true"),)),
     EntryFilter(targets=(("branch", "a/b"),), correlation_id="c/1"),
     EntryFilter(service="ümlaut", actor_id='quo"te', actor_type="poll_cycle"),
     EntryFilter(error="rate_limit", since=datetime(2026, 11, 20, 7, tzinfo=UTC)),

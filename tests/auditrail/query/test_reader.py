@@ -123,8 +123,8 @@ class TestLineRanges:
         expected_lines = data.split(b"\n")
         for size in (1, 2, 7, 31, 64, 1000):
             blocks = [data[i : i + size] for i in range(0, len(data), size)]
-            lines: list[bytes] = []
-            for buf, start, end, offset in line_ranges(iter(blocks)):
+            lines: list[bytes | bytearray] = []
+            for buf, start, end, offset in line_ranges((b, len(b)) for b in blocks):
                 assert data[offset + start : offset + end] == buf[start:end]
                 lines.extend(buf[start:end].split(b"\n"))
             assert [line for line in lines if line] == expected_lines
