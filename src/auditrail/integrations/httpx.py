@@ -128,6 +128,8 @@ class AuditedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         for name, value in correlation_headers().items():
             request.headers[name] = value
+        if not self._audit_logger().enabled:
+            return await self._wrapped.handle_async_request(request)
         # The raw path: url.path is percent-decoded, which would split an
         # encoded segment such as "group%2Fapp" into two.
         raw_path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")

@@ -61,7 +61,11 @@ Delivery guarantees, by transport:
 
 Receivers must accept messages as large as the largest entry plus about 150
 bytes of header. rsyslog truncates anything above its ``maxMessageSize``
-(default 8 KiB): set ``global(maxMessageSize="64k")``.
+(default 8 KiB): set ``global(maxMessageSize="64k")``. For ``tls://`` into
+rsyslog 8.2302 (Debian 12), use its GnuTLS driver (``gtls``, package
+rsyslog-gnutls): that version's OpenSSL driver closes each TLS session's socket
+twice, which can close another of the daemon's files (rsyslog PR #6375) and
+lose messages the sink was told were delivered.
 
 Host names are resolved on every (re)connect and that lookup is not bounded by
 ``timeout_s``. The sink is thread-safe; after ``fork`` the child opens its own
