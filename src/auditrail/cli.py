@@ -22,11 +22,18 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check_config(args: argparse.Namespace) -> int:
+def _config_or_none() -> AuditConfig | None:
+    """The environment's settings, or None after saying on stderr what is wrong."""
     try:
-        config = AuditConfig.from_env()
+        return AuditConfig.from_env()
     except ConfigError as exc:
         print(f"auditrail: invalid configuration: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config_or_none()
+    if config is None:
         return 1
     print(config.summary())
     print("configuration OK")
@@ -36,10 +43,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_spool_status(args: argparse.Namespace) -> int:
     from auditrail.spool_status import spool_status
 
-    try:
-        config = AuditConfig.from_env()
-    except ConfigError as exc:
-        print(f"auditrail: invalid configuration: {exc}", file=sys.stderr)
+    config = _config_or_none()
+    if config is None:
         return 2
     report = spool_status(args.spool_dir or config.spool_dir)
     if args.format == "json":
@@ -60,10 +65,8 @@ def _cmd_spool_status(args: argparse.Namespace) -> int:
 def _cmd_spool_redeliver(args: argparse.Namespace) -> int:
     from auditrail.redeliver import dead_letter_path, redeliver_dead_letters
 
-    try:
-        config = AuditConfig.from_env()
-    except ConfigError as exc:
-        print(f"auditrail: invalid configuration: {exc}", file=sys.stderr)
+    config = _config_or_none()
+    if config is None:
         return 2
     sinks = [s for s in config.build_sinks() if args.destination in (None, s.name)]
     if not sinks:
