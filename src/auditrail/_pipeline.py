@@ -126,6 +126,9 @@ class DeliveryPipeline:
         self._last_adopt = 0.0
         self._delivered_sink = self.metrics.delivered.labels(self.destination)
         self._sink_errors = self.metrics.sink_errors.labels(self.destination)
+        self._retried = self.metrics.retried.labels(self.destination)
+        self.in_flight = 0
+        """Entries handed to the sink and not yet answered (a gauge)."""
         self._spooled_children: dict[str, Any] = {}
         self._spool_corrupt_seen = spool.corrupt_records
         metrics.gauges.track(self)
@@ -218,10 +221,15 @@ class DeliveryPipeline:
         return time.monotonic() >= self._retry_at
 
     def _write(self, lines: Sequence[bytes]) -> SinkResult:
+        if self._retry_at > 0:
+            self._retried.inc(len(lines))  # an attempt after a failure
+        self.in_flight = len(lines)
         try:
             result = self.sink.write_batch(lines)
         except Exception:  # noqa: BLE001 - a sink bug is a retryable delivery failure
             result = SinkResult.RETRY
+        finally:
+            self.in_flight = 0
         if result is SinkResult.SUCCESS:
             self._delivered_sink.inc(len(lines))
             self._retry_at, self._backoff = 0.0, self.retry_initial_s

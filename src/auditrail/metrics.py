@@ -25,6 +25,7 @@ class PipelineGauges(Protocol):
     """What a pipeline reports to the scrape-time collector."""
 
     destination: str
+    in_flight: int
 
     def gauge_snapshot(self) -> tuple[int, int, int, float | None]:
         """(buffer depth, spool bytes, spool pending records, oldest pending unix seconds)."""
@@ -60,6 +61,11 @@ class _PipelineCollector(Collector):
             "Age of the oldest entry not yet delivered (0 when caught up).",
             labels=["destination"],
         )
+        in_flight = GaugeMetricFamily(
+            "audit_log_in_flight_entries",
+            "Entries handed to the destination and not yet answered.",
+            labels=["destination"],
+        )
         now = time.time()
         for pipeline in list(self._pipelines):
             buffered, nbytes, pending, oldest = pipeline.gauge_snapshot()
@@ -68,7 +74,8 @@ class _PipelineCollector(Collector):
             spool_bytes.add_metric(label, nbytes)
             spool_records.add_metric(label, pending)
             lag.add_metric(label, max(0.0, now - oldest) if oldest is not None else 0.0)
-        yield from (depth, spool_bytes, spool_records, lag)
+            in_flight.add_metric(label, pipeline.in_flight)
+        yield from (depth, spool_bytes, spool_records, lag, in_flight)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -103,6 +110,12 @@ class AuditMetrics:
         self.delivered = Counter(
             "audit_log_delivered_entries",
             "Entries delivered to a destination.",
+            ["destination"],
+            registry=reg,
+        )
+        self.retried = Counter(
+            "audit_log_retried_entries",
+            "Entries sent again to a destination after a failed attempt.",
             ["destination"],
             registry=reg,
         )

@@ -194,6 +194,7 @@ class TestFailingSink:
         assert len(sink.failed_batches) == 5
         assert failed <= set(fallback.lines)
         assert sample(registry, "audit_log_sink_errors_total", destination="flaky") == 5
+        assert sample(registry, "audit_log_retried_entries_total", destination="flaky") >= 100
         assert sample(registry, "audit_log_fallback_writes_total", destination="flaky") == len(
             fallback.lines
         )
@@ -228,12 +229,14 @@ class TestHangingSink:
                 max_depth = max(max_depth, len(pipeline._buffer))
         spooled = sample(registry, "audit_log_spooled_entries_total", reason="overflow")
         spool_bytes = sample(registry, "audit_log_spool_bytes", destination="hanging")
+        in_flight = sample(registry, "audit_log_in_flight_entries", destination="hanging")
 
         # A generous bound against scheduler noise; bench/ measures the real figure.
         assert worst_ns < 250_000_000
         assert max_depth <= 1000
         assert spooled >= 49_000
         assert spool_bytes > 0
+        assert in_flight == 100  # the batch the sink is holding
 
         sink.release.set()
         assert logger.flush(60) is True
