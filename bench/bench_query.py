@@ -350,7 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each of our commands")
     parser.add_argument("--jq-rounds", type=int, default=2, help="rounds of jq (slow)")
     parser.add_argument("--workdir", type=Path, help="keep the trail here and reuse it")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 100,000 entries, 1 round each"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.entries, args.rounds, args.jq_rounds = 100_000, 1, 1
 
     temporary = None
     if args.workdir is None:
@@ -441,7 +446,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         same = event_ids(outputs[key]) == jq_ids
         ratio = statistics.median(theirs) / statistics.median(times)
         met = same and mine["seconds_median"] <= 2.0 and ratio >= 10
-        ok &= met
+        # The speed targets are for 1,000,000 entries; a --quick run only has to agree with jq.
+        ok &= same if args.quick else met
         emit(
             {
                 "name": name,
