@@ -19,6 +19,7 @@ from auditrail.context import correlation_scope
 from auditrail.logger import AuditLogger
 from auditrail.redact import register_secret
 from auditrail.sinks.file import FileSink, rotated_files
+from auditrail.testing import read_trail
 
 # A fake token, registered to show redaction at work.
 _DEMO_TOKEN = "glpat-demoDEMOdemo1234567890"  # noqa: S105
@@ -129,8 +130,8 @@ def run_demo(directory: str | os.PathLike[str], *, entries: int = 20_000) -> int
     logger.close()
     elapsed = time.perf_counter() - started
     files = rotated_files(path)
-    total = entries + 16
-    print(f"== wrote {total} audit entries in {elapsed:.2f} s to {path}")
+    total = len(read_trail(path))
+    print(f"== wrote {total} audit entries in {elapsed:.2f} s to {path} (and its rotations)")
     for file in files:
         print(f"   {file.name:<22} {file.stat().st_size:>10} bytes")
     print(f"\n== auditrail trace {first}   (one webhook, from delivery to review note)")

@@ -1,0 +1,48 @@
+"""The README's main job: both demos run as a new user would run them, and show their trail."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from auditrail.testing import read_trail, validate_entries
+
+
+def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_LOG_")}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+class TestDemos:
+    def test_agent_demo_reviews_and_prints_the_trail(self, tmp_path: Path) -> None:
+        """`gitlab-copilot-agent demo` reviews the MR, refuses two deliveries, prints the trace."""
+        result = run("gitlab_copilot_agent.cli", "demo", "--dir", "out", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "the agent posted 1 review note(s)" in result.stdout
+        assert "invalid_token" in result.stdout and "replayed" in result.stdout
+        entries = validate_entries(read_trail(tmp_path / "out" / "audit.jsonl"))
+        rejected = sorted(
+            e["details"]["rejection_reason"] for e in entries if e["outcome"] == "failure"
+        )
+        assert rejected == ["invalid_token", "replayed"]
+        review = [e for e in entries if e["action"] == "gitlab.api.post_mr_note"]
+        assert len(review) == 1
+        assert f"auditrail trace {review[0]['correlation_id']}" in result.stdout
+
+    def test_library_demo_writes_and_queries_its_burst(self, tmp_path: Path) -> None:
+        """`auditrail demo` writes every entry it reports and queries them back."""
+        result = run("auditrail.cli", "demo", "--dir", "lib", "--entries", "3000", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        lines = read_trail(tmp_path / "lib" / "audit.jsonl")
+        assert f"wrote {len(lines)} audit entries" in result.stdout
+        assert len(lines) == 3000 + 14
+        assert "== auditrail report" in result.stdout
