@@ -28,7 +28,8 @@ class TestDemos:
         result = run("gitlab_copilot_agent.cli", "demo", "--dir", "out", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "the agent posted 1 review note(s)" in result.stdout
-        assert "invalid_token" in result.stdout and "replayed" in result.stdout
+        assert "invalid_token" in result.stdout
+        assert "replayed" in result.stdout
         entries = validate_entries(read_trail(tmp_path / "out" / "audit.jsonl"))
         rejected = sorted(
             e["details"]["rejection_reason"] for e in entries if e["outcome"] == "failure"
