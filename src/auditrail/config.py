@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from auditrail._env import env_bool, env_int, env_seconds
 from auditrail._pipeline import Durability
 from auditrail.exceptions import ConfigError
 from auditrail.logger import AuditLogger
@@ -24,46 +25,6 @@ from auditrail.redact import SecretRedactor
 from auditrail.typing import Sink
 
 DESTINATIONS: Final = ("stdout", "file", "syslog", "http")
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(name, f"expected true or false, got {raw!r}")
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(name, f"expected an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(name, f"expected a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise ConfigError(name, f"must be a positive number of seconds, got {raw!r}")
-    return value
 
 
 def _default_spool_dir(env: Mapping[str, str], service: str) -> Path:
@@ -153,7 +114,7 @@ class AuditConfig:
             ConfigError: naming the first invalid variable and how to fix it.
         """
         env = os.environ if environ is None else environ
-        enabled = _bool(env, "AUDIT_LOG_ENABLED", True)
+        enabled = env_bool(env, "AUDIT_LOG_ENABLED", True)
         name = (env.get("AUDIT_LOG_SERVICE_NAME") or service or "auditrail").strip()
         raw_destinations = env.get("AUDIT_LOG_DESTINATION") or "stdout"
         destinations = tuple(d.strip().lower() for d in raw_destinations.split(",") if d.strip())
@@ -176,8 +137,8 @@ class AuditConfig:
                 "AUDIT_LOG_FILE_PATH",
                 "required when AUDIT_LOG_DESTINATION=file; set it to the audit log file",
             )
-        buffer_size = _int(env, "AUDIT_LOG_BUFFER_SIZE", 1000, minimum=1)
-        batch_size = _int(env, "AUDIT_LOG_BATCH_SIZE", min(512, buffer_size), minimum=1)
+        buffer_size = env_int(env, "AUDIT_LOG_BUFFER_SIZE", 1000, minimum=1)
+        batch_size = env_int(env, "AUDIT_LOG_BATCH_SIZE", min(512, buffer_size), minimum=1)
         if batch_size > buffer_size:
             raise ConfigError(
                 "AUDIT_LOG_BATCH_SIZE",
@@ -198,17 +159,17 @@ class AuditConfig:
             enabled=enabled,
             destinations=destinations,
             file_path=file_path,
-            file_max_bytes=_int(env, "AUDIT_LOG_FILE_MAX_BYTES", 100 * 1024 * 1024, minimum=0),
-            file_backups=_int(env, "AUDIT_LOG_FILE_BACKUPS", 10, minimum=1),
-            file_compress=_bool(env, "AUDIT_LOG_FILE_COMPRESS", False),
+            file_max_bytes=env_int(env, "AUDIT_LOG_FILE_MAX_BYTES", 100 * 1024 * 1024, minimum=0),
+            file_backups=env_int(env, "AUDIT_LOG_FILE_BACKUPS", 10, minimum=1),
+            file_compress=env_bool(env, "AUDIT_LOG_FILE_COMPRESS", False),
             buffer_size=buffer_size,
             batch_size=batch_size,
-            flush_interval_s=_float(env, "AUDIT_LOG_FLUSH_INTERVAL_S", 0.2),
+            flush_interval_s=env_seconds(env, "AUDIT_LOG_FLUSH_INTERVAL_S", 0.2),
             spool_dir=spool_dir,
             durability=durability,
             service=name,
-            max_entry_bytes=_int(env, "AUDIT_LOG_MAX_ENTRY_BYTES", 16 * 1024, minimum=1024),
-            max_field_chars=_int(env, "AUDIT_LOG_MAX_FIELD_CHARS", 4096, minimum=64),
+            max_entry_bytes=env_int(env, "AUDIT_LOG_MAX_ENTRY_BYTES", 16 * 1024, minimum=1024),
+            max_field_chars=env_int(env, "AUDIT_LOG_MAX_FIELD_CHARS", 4096, minimum=64),
             # Only our own variables: the config must not carry the process's other secrets.
             environ={k: v for k, v in env.items() if k.startswith("AUDIT_LOG_")},
         )
