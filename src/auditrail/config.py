@@ -97,6 +97,7 @@ class AuditConfig:
     service: str = "auditrail"
     max_entry_bytes: int = 16 * 1024
     max_field_chars: int = 4096
+    shutdown_timeout_s: float = 5.0
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     """The environment read, for destinations that take more settings (syslog, http)."""
 
@@ -170,6 +171,7 @@ class AuditConfig:
             service=name,
             max_entry_bytes=env_int(env, "AUDIT_LOG_MAX_ENTRY_BYTES", 16 * 1024, minimum=1024),
             max_field_chars=env_int(env, "AUDIT_LOG_MAX_FIELD_CHARS", 4096, minimum=64),
+            shutdown_timeout_s=env_seconds(env, "AUDIT_LOG_SHUTDOWN_TIMEOUT_S", 5.0),
             # Only our own variables: the config must not carry the process's other secrets.
             environ={k: v for k, v in env.items() if k.startswith("AUDIT_LOG_")},
         )
@@ -281,4 +283,5 @@ class AuditConfig:
             metrics=metrics,
             redactor=redactor,
             max_entry_bytes=self.max_entry_bytes,
+            exit_timeout_s=self.shutdown_timeout_s,
         )

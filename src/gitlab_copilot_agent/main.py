@@ -76,7 +76,7 @@ def create_app(
             await app.state.dispatcher.drain(timeout_s=30)
             await aclose_clients()
             if own_logger:
-                await logger.aclose()
+                await logger.aclose(logger.exit_timeout_s)
             else:
                 await logger.aflush()
 

@@ -380,3 +380,20 @@ class TestCheckConfigCommand:
         env = {**_base(tmp_path), "AUDIT_LOG_DESTINATION": "kafka\nconfiguration OK"}
         proc = _check_config(env)
         assert (proc.returncode, proc.stdout, len(proc.stderr.splitlines())) == (1, "", 1)
+
+
+class TestShutdownTimeout:
+    def test_shutdown_timeout_reaches_the_logger(self, tmp_path: Path) -> None:
+        """AUDIT_LOG_SHUTDOWN_TIMEOUT_S becomes the logger's exit deadline; 0 is refused."""
+        env = {
+            "AUDIT_LOG_SPOOL_DIR": str(tmp_path / "spool"),
+            "AUDIT_LOG_SHUTDOWN_TIMEOUT_S": "2.5",
+        }
+        logger = AuditConfig.from_env(env).build(metrics=AuditMetrics(CollectorRegistry()))
+        try:
+            assert logger.exit_timeout_s == 2.5
+        finally:
+            logger.close()
+        with pytest.raises(ConfigError) as info:
+            AuditConfig.from_env({**env, "AUDIT_LOG_SHUTDOWN_TIMEOUT_S": "0"})
+        assert info.value.variable == "AUDIT_LOG_SHUTDOWN_TIMEOUT_S"
