@@ -94,12 +94,15 @@ def _project_id(payload: Any) -> int | None:
     return candidate if isinstance(candidate, int) and not isinstance(candidate, bool) else None
 
 
-def _event_uuid(request: Request) -> str:
-    raw = request.headers.get("x-gitlab-event-uuid", "")
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        return "unknown"
+def _actor_id(request: Request) -> str:
+    # GitLab's event UUID names the event; without it, the delivery id. Only
+    # UUIDs are taken, so a sender cannot write free text into the actor.
+    for header in ("x-gitlab-event-uuid", "webhook-id", "idempotency-key"):
+        try:
+            return str(uuid.UUID(request.headers.get(header, "")))
+        except ValueError:
+            continue
+    return "unknown"
 
 
 @router.post("/webhook", status_code=202)
@@ -113,7 +116,7 @@ async def receive_webhook(request: Request) -> Response:
     event_type = request.headers.get("x-gitlab-event")
     delivery_id = request.headers.get("webhook-id") or request.headers.get("idempotency-key")
 
-    with correlation_scope(Actor("webhook_event", _event_uuid(request))) as correlation_id:
+    with correlation_scope(Actor("webhook_event", _actor_id(request))) as correlation_id:
         payload: Any = None
         body = await _read_limited(request, config.max_body_bytes)
         rejection: Rejection | None = None
