@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from auditrail.context import _actor, _correlation_id
+from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
+from auditrail.redact import SecretRedactor
+from auditrail.sinks.memory import InMemorySink
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +32,25 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def metrics(registry: CollectorRegistry) -> AuditMetrics:
     return AuditMetrics(registry)
+
+
+@pytest.fixture
+def sink() -> InMemorySink:
+    """Where the ``logger`` fixture delivers."""
+    return InMemorySink()
+
+
+@pytest.fixture
+def logger(tmp_path: Path, sink: InMemorySink) -> Iterator[AuditLogger]:
+    """A real logger delivering to ``sink`` with its own redactor and metrics, closed after."""
+    audit = AuditLogger(
+        sink,
+        service="svc",
+        spool_dir=tmp_path / "spool",
+        metrics=AuditMetrics(CollectorRegistry()),
+        redactor=SecretRedactor(),
+    )
+    try:
+        yield audit
+    finally:
+        audit.close()

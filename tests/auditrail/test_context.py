@@ -8,14 +8,11 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 
 from auditrail import (
     Actor,
@@ -31,8 +28,6 @@ from auditrail import (
     subprocess_env,
 )
 from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.redact import SecretRedactor
 from auditrail.sinks.memory import InMemorySink
 
 CID = "0192f3a4-5b6c-7d8e-9f01-23456789abcd"
@@ -59,28 +54,6 @@ sys.stdout.buffer.write(orjson.dumps({**seen, "after": after}))
 
 def _scope() -> tuple[str | None, Actor | None]:
     return get_correlation_id(), get_actor()
-
-
-@pytest.fixture
-def sink() -> InMemorySink:
-    """Where the logger under test delivers."""
-    return InMemorySink()
-
-
-@pytest.fixture
-def logger(tmp_path: Path, sink: InMemorySink) -> Iterator[AuditLogger]:
-    """A real logger delivering to ``sink``, closed after the test."""
-    audit = AuditLogger(
-        sink,
-        service="svc",
-        spool_dir=tmp_path / "spool",
-        metrics=AuditMetrics(CollectorRegistry()),
-        redactor=SecretRedactor(),
-    )
-    try:
-        yield audit
-    finally:
-        audit.close()
 
 
 def _run_child(env: dict[str, str]) -> dict[str, Any]:

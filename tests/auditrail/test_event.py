@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
-from prometheus_client import CollectorRegistry
 
 from auditrail import (
     Actor,
@@ -34,34 +32,10 @@ from auditrail import (
 )
 from auditrail import _ids as ids
 from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.redact import SecretRedactor
 from auditrail.sinks.memory import InMemorySink
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 MR_TARGET = {"resource_type": "merge_request", "project_id": 123, "mr_iid": 45}
-
-
-@pytest.fixture
-def sink() -> InMemorySink:
-    """Where the logger under test delivers."""
-    return InMemorySink()
-
-
-@pytest.fixture
-def logger(tmp_path: Path, sink: InMemorySink) -> Iterator[AuditLogger]:
-    """A real logger delivering to ``sink``, closed after the test."""
-    audit = AuditLogger(
-        sink,
-        service="svc",
-        spool_dir=tmp_path / "spool",
-        metrics=AuditMetrics(CollectorRegistry()),
-        redactor=SecretRedactor(),
-    )
-    try:
-        yield audit
-    finally:
-        audit.close()
 
 
 @pytest.fixture(scope="module")
