@@ -1,6 +1,6 @@
 """Time-ordered unique identifiers (UUIDv7, RFC 9562).
 
-``new_event_id`` is on the emit hot path, so it avoids ``uuid.UUID``, big
+``new_event_id_and_timestamp`` is on the emit hot path, so it avoids ``uuid.UUID``, big
 integers and ``os.urandom`` per call. Layout::
 
     unix_ts_ms (48) | ver=7 | counter (26 bits, across rand_a and rand_b) | var=0b10 | node (48)
@@ -21,7 +21,6 @@ import time
 
 _COUNTER_MASK = (1 << 26) - 1
 _state: tuple[str, itertools.count[int]] = ("", itertools.count())
-_ms_cache: tuple[int, str] = (-1, "")
 
 
 def _reseed() -> None:
@@ -37,20 +36,7 @@ os.register_at_fork(after_in_child=_reseed)
 
 def new_event_id(now_ns: int | None = None) -> str:
     """Return a new UUIDv7 string, unique and time-ordered within the process."""
-    global _ms_cache
-    ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
-    cached_ms, prefix = _ms_cache
-    if cached_ms != ms:
-        h = f"{ms & 0xFFFFFFFFFFFF:012x}"
-        prefix = f"{h[:8]}-{h[8:]}-7"
-        _ms_cache = (ms, prefix)
-    node, counter = _state
-    n = next(counter)
-    if n > _COUNTER_MASK:
-        # The counter wrapped: carry into the timestamp (RFC 9562 section 6.2),
-        # so ids keep increasing; the time field runs 1 ms ahead per 2**26 ids.
-        return _carried(ms + (n >> 26), node, n & _COUNTER_MASK)
-    return f"{prefix}{n >> 14:03x}-{0x8000 | (n & 0x3FFF):04x}-{node}"
+    return new_event_id_and_timestamp(now_ns)[0]
 
 
 def _carried(ms: int, node: str, c: int) -> str:
@@ -61,14 +47,15 @@ def _carried(ms: int, node: str, c: int) -> str:
 _stamp_cache: tuple[int, str, str] = (-1, "", "")
 
 
-def new_event_id_and_timestamp() -> tuple[str, str]:
+def new_event_id_and_timestamp(now_ns: int | None = None) -> tuple[str, str]:
     """A new event id and the ISO 8601 UTC timestamp (microseconds) of the same instant.
 
     One clock read for both, and the per-millisecond parts of both strings are
     built once per millisecond (the emit hot path calls this).
     """
     global _stamp_cache
-    now_ns = time.time_ns()
+    if now_ns is None:
+        now_ns = time.time_ns()
     ms, ns_rest = divmod(now_ns, 1_000_000)
     cached_ms, id_prefix, ts_prefix = _stamp_cache
     if cached_ms != ms:

@@ -164,8 +164,6 @@ class DeliveryPipeline:
             self._last_resort((line,), f"spool write failed: {exc.__class__.__name__}")
             return
         self._spooled_child(reason).inc()
-        if self._state is not _State.RUNNING and self.durability is Durability.MEMORY:
-            pass  # already durable; nothing more to rescue
 
     def _spooled_child(self, reason: str) -> Any:
         child = self._spooled_children.get(reason)
