@@ -158,10 +158,12 @@ def _auditrail_command() -> list[str]:
 
 
 def _check_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    # Only the given variables (plus PATH): nothing leaks in from the test's environment.
+    # Only the given variables (plus PATH, and PYTHONPATH so that a checkout's
+    # sources are the ones run): nothing else leaks in from the test's environment.
+    inherited = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
     return subprocess.run(
         [*_auditrail_command(), "check-config"],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        env={"PATH": "/usr/bin:/bin", **inherited, **env},
         capture_output=True,
         text=True,
         timeout=60,
