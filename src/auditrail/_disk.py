@@ -69,7 +69,9 @@ def threshold_from_env(env: Mapping[str, str]) -> FreeSpaceThreshold:
     if not raw:
         return FreeSpaceThreshold()
     if len(raw) > MAX_NUMBER_CHARS:
-        raise ConfigError(WARN_VARIABLE, f"value too long ({len(raw)} characters); {allowed}")
+        raise ConfigError(
+            WARN_VARIABLE, f"value too long ({len(raw)} characters); allowed: {allowed}"
+        )
     try:
         if raw.endswith("%"):
             percent = float(raw[:-1])
@@ -81,7 +83,7 @@ def threshold_from_env(env: Mapping[str, str]) -> FreeSpaceThreshold:
                 return FreeSpaceThreshold(percent=None, bytes=count)
     except ValueError:
         pass
-    raise ConfigError(WARN_VARIABLE, f"got {shown(raw)}; expected {allowed}")
+    raise ConfigError(WARN_VARIABLE, f"got {shown(raw)}; allowed: {allowed}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +109,23 @@ class DiskWatch:
         self._low: dict[tuple[str, str], bool] = {}
 
     def watch(
-        self, label: str, directory: str | os.PathLike[str], threshold: FreeSpaceThreshold
+        self,
+        label: str,
+        directory: str | os.PathLike[str],
+        threshold: FreeSpaceThreshold,
+        *,
+        monitor: bool = True,
     ) -> None:
-        """Report on ``directory`` as ``path=label`` and warn below ``threshold``."""
+        """Report on ``directory`` as ``path=label`` and warn below ``threshold``.
+
+        ``monitor=False`` leaves the checks to whoever calls ``check`` (a scrape,
+        or ``auditrail check-config``) instead of the process's monitor thread.
+        """
         key = (label, os.path.abspath(os.fspath(directory)))
         with self._lock:
             self._watched[key] = threshold
-        _monitor(self)
+        if monitor:
+            _monitor(self)
 
     def check(self) -> list[DiskReading]:
         """Read free space now; print one line on stderr for each threshold crossing."""

@@ -74,10 +74,20 @@ def _check_writable_dir(variable: str, directory: Path) -> None:
 
 
 def _check_writable_file(variable: str, path: Path) -> None:
-    if path.is_dir():
+    try:
+        is_dir, parent_is_dir, parent_exists = (
+            path.is_dir(),
+            path.parent.is_dir(),
+            path.parent.exists(),
+        )
+    except OSError as exc:  # e.g. a name too long for the filesystem
+        raise ConfigError(
+            variable, f"cannot use {shown(str(path))} ({exc.strerror}); give another path"
+        ) from None
+    if is_dir:
         raise ConfigError(variable, f"{str(path)!r} is a directory; give a file path")
-    if not path.parent.is_dir():
-        problem = "is not a directory" if path.parent.exists() else "does not exist"
+    if not parent_is_dir:
+        problem = "is not a directory" if parent_exists else "does not exist"
         raise ConfigError(
             variable, f"directory {str(path.parent)!r} {problem}; create it or change the path"
         )
