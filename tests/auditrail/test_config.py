@@ -353,6 +353,8 @@ class TestCheckConfigCommand:
             "AUDIT_LOG_DESTINATION": "file",
             "AUDIT_LOG_FILE_PATH": str(tmp_path / "audit.jsonl"),
             "AUDIT_LOG_SERVICE_NAME": "agent",
+            # A nearly full disk under the test would add a (correct) warning on stderr.
+            "AUDIT_LOG_DISK_WARN_FREE": "0",
         }
         expected = AuditConfig.from_env(env).summary()
         proc = _check_config(env)
