@@ -217,7 +217,7 @@ class AuditConfig:
             ) from None
         raw_spool = (env.get("AUDIT_LOG_SPOOL_DIR") or "").strip()
         spool_dir = Path(raw_spool) if raw_spool else _default_spool_dir(env, name)
-        raw_retention = (env.get("AUDIT_LOG_FILE_RETENTION") or "keep").strip().lower()
+        raw_retention = (env.get("AUDIT_LOG_FILE_RETENTION") or "").strip().lower() or "keep"
         if raw_retention not in RETENTIONS:
             raise ConfigError(
                 "AUDIT_LOG_FILE_RETENTION",

@@ -25,6 +25,7 @@ from auditrail.exceptions import ConfigError
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import SecretRedactor
+from auditrail.sinks.file import FileSink
 from auditrail.sinks.memory import InMemorySink
 
 _RUN_CLI = "import sys; from auditrail.cli import main; sys.exit(main())"
@@ -331,3 +332,18 @@ class TestCheckConfigCommand:
         assert (proc.returncode, proc.stderr) == (0, "")
         assert "keep 3, delete older ones (each deletion recorded)" in proc.stdout
         assert "disk warning: below 0 bytes free" in proc.stdout
+
+
+class TestRetentionSetting:
+    @pytest.mark.parametrize(
+        ("value", "read"), [("", "keep"), ("  ", "keep"), ("keep", "keep"), (" Delete ", "delete")]
+    )
+    def test_choices(self, tmp_path: Path, value: str, read: str) -> None:
+        """AUDIT_LOG_FILE_RETENTION: keep (also when blank) or delete, any case."""
+        env = {**_base(tmp_path), "AUDIT_LOG_FILE_RETENTION": value}
+        assert AuditConfig.from_env(env).file_retention == read
+
+    def test_file_sink_refuses_an_unknown_retention(self, tmp_path: Path) -> None:
+        """FileSink(retention=...) accepts only "keep" and "delete"."""
+        with pytest.raises(ValueError, match="retention must be one of"):
+            FileSink(tmp_path / "audit.log", retention="forever")

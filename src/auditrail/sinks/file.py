@@ -32,14 +32,15 @@ What happens once there are ``backups`` rotated files is the ``retention``:
 
 * ``"keep"`` (the default): nothing is ever deleted; numbering goes on past
   ``backups`` (``path.11``, ``path.12``, …), and every rotation renames each
-  backup once (~18 µs a file measured, so 35 ms with 2,000 backups). An audit trail that a flood of
-  writes can push out is no trail; disk space is watched instead (see
-  ``auditrail._disk``) and the operator decides what to archive or delete.
+  backup once (~18 µs a file measured: 35 ms with 2,000 backups). An audit
+  trail that a flood of writes can push out is no trail; disk space is watched
+  instead (``auditrail._disk``) and the operator decides what to archive.
 * ``"delete"``: every backup numbered above ``backups`` is deleted, and the
   sink reports each deletion (name, size, entries, first and last timestamp)
   to ``on_rotated_out`` (the logger built by ``auditrail.config`` records it as
   an ``auditrail.file.rotated_out`` entry and counts it) or, without a
-  callback, on stderr. Deletion is never silent.
+  callback, on stderr. Deletion is never silent. To count its entries, the
+  file is read once, under the lock, before it is deleted.
 
 External logrotate is supported in its ``create`` mode (rename the file, then
 start a new one). The sink reopens ``path`` on its next write, or at once when
