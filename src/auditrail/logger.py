@@ -25,6 +25,7 @@ import orjson
 
 from auditrail._event import SCHEMA_VERSION, SYSTEM_ACTOR, Actor, ErrorClass, Outcome
 from auditrail._ids import new_event_id_and_timestamp
+from auditrail._names import service_name_problem
 from auditrail._pipeline import DeliveryPipeline, Durability
 from auditrail.context import _actor, _correlation_id
 from auditrail.errors import classify_exception, classify_http_status, status_of
@@ -110,8 +111,9 @@ class AuditLogger:
         enabled: bool = True,
         exit_timeout_s: float = EXIT_TIMEOUT_S,
     ) -> None:
-        if not service:
-            raise ValueError("service must not be empty")
+        problem = service_name_problem(service)
+        if problem is not None:
+            raise ValueError(f"service {problem}")
         if max_entry_bytes < 1024:
             raise ValueError("max_entry_bytes must be at least 1024")
         self.service = service
