@@ -40,11 +40,11 @@ def serve(kind: str, audited: bool, workdir: str) -> None:
     """Serve the GitLab stand-in or the agent; print the URL; run until stdin closes."""
     from prometheus_client import CollectorRegistry
 
+    from agent_standins.gitlab import GitLabStandin
+    from agent_standins.servers import run_in_thread
     from auditrail.logger import AuditLogger
     from auditrail.metrics import AuditMetrics
     from auditrail.sinks.file import FileSink
-    from gitlab_copilot_agent.demo.gitlab_standin import GitLabStandin
-    from gitlab_copilot_agent.demo.servers import run_in_thread
 
     if kind == "gitlab":
         app: Any = GitLabStandin().app
@@ -93,12 +93,12 @@ def _start(kind: str, audited: bool, workdir: str) -> tuple[subprocess.Popen[str
 def gitlab_worker(url: str, audited: bool, calls: int, workdir: str) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
+    from agent_standins.gitlab import DEFAULT_TOKEN
     from auditrail import Actor, correlation_scope
     from auditrail.logger import AuditLogger
     from auditrail.metrics import AuditMetrics
     from auditrail.sinks.file import FileSink
     from gitlab_copilot_agent.clients.gitlab import GitLabClient
-    from gitlab_copilot_agent.demo.gitlab_standin import DEFAULT_TOKEN
 
     trail = Path(workdir) / f"client-{os.getpid()}.jsonl"
     audit = AuditLogger(

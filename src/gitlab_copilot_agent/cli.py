@@ -55,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gitlab_copilot_agent.demo.run import run_demo
+    from gitlab_copilot_agent.demo import run_demo
 
     return run_demo(args.dir)
 

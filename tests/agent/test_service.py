@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry
 
+from agent_standins.servers import run_in_thread
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.sinks.memory import InMemorySink
-from gitlab_copilot_agent.demo.servers import run_in_thread
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
 

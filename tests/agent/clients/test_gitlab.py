@@ -18,14 +18,14 @@ import httpx
 import orjson
 import pytest
 
+from agent_standins.faults import Fault
+from agent_standins.gitlab import GitLabStandin, diff_file
+from agent_standins.servers import ServerHandle, run_in_thread
 from auditrail import Actor, correlation_scope, new_correlation_id
 from auditrail.logger import AuditLogger
 from auditrail.sinks.memory import InMemorySink
 from auditrail.testing import capture_events, validate_entries
 from gitlab_copilot_agent.clients.gitlab import GitLabClient, GitLabError
-from gitlab_copilot_agent.demo.faults import Fault
-from gitlab_copilot_agent.demo.gitlab_standin import GitLabStandin, diff_file
-from gitlab_copilot_agent.demo.servers import ServerHandle, run_in_thread
 
 TOKEN = "glpat-Test-Secret-7f3a9c2e5b1d"
 PROJECT, PATH, IID = 42, "group/app", 7

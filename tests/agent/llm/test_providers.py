@@ -25,14 +25,14 @@ from typing import Any
 import httpx
 import pytest
 
+from agent_standins.faults import Fault
+from agent_standins.llm import LLMStandin
+from agent_standins.servers import ServerHandle, run_in_thread
 from auditrail import Actor
 from auditrail.context import correlation_scope
 from auditrail.logger import AuditLogger
 from auditrail.sinks.memory import InMemorySink
 from auditrail.testing import capture_events, validate_entries
-from gitlab_copilot_agent.demo.faults import Fault
-from gitlab_copilot_agent.demo.llm_standin import LLMStandin
-from gitlab_copilot_agent.demo.servers import ServerHandle, run_in_thread
 from gitlab_copilot_agent.llm import (
     CODING_REQUEST,
     RESPONSE_RECEIVED,

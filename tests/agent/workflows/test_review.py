@@ -15,21 +15,21 @@ from typing import Any
 import httpx
 import pytest
 
-from auditrail import Actor
-from auditrail.context import correlation_scope
-from auditrail.logger import AuditLogger
-from auditrail.sinks.memory import InMemorySink
-from auditrail.testing import capture_events, validate_entries
-from gitlab_copilot_agent.clients.gitlab import GitLabClient
-from gitlab_copilot_agent.demo.gitlab_standin import (
+from agent_standins.gitlab import (
     DEFAULT_MR_IID,
     DEFAULT_PROJECT_ID,
     DEFAULT_TOKEN,
     GitLabStandin,
     diff_file,
 )
-from gitlab_copilot_agent.demo.llm_standin import LLMStandin
-from gitlab_copilot_agent.demo.servers import ServerHandle, run_in_thread
+from agent_standins.llm import LLMStandin
+from agent_standins.servers import ServerHandle, run_in_thread
+from auditrail import Actor
+from auditrail.context import correlation_scope
+from auditrail.logger import AuditLogger
+from auditrail.sinks.memory import InMemorySink
+from auditrail.testing import capture_events, validate_entries
+from gitlab_copilot_agent.clients.gitlab import GitLabClient
 from gitlab_copilot_agent.llm import AuditedProvider, ReviewRequest, ReviewResult
 from gitlab_copilot_agent.llm.base import LLMBackend
 from gitlab_copilot_agent.llm.diff import added_lines, iter_diff_lines

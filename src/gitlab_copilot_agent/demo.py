@@ -22,15 +22,15 @@ from typing import Any
 import httpx
 import orjson
 
-from auditrail.config import AuditConfig
-from gitlab_copilot_agent.demo.gitlab_standin import (
+from agent_standins.gitlab import (
     DEFAULT_MR_IID,
     DEFAULT_PROJECT_ID,
     DEFAULT_TOKEN,
     GitLabStandin,
 )
-from gitlab_copilot_agent.demo.llm_standin import DEFAULT_API_KEY, LLMStandin
-from gitlab_copilot_agent.demo.servers import run_in_thread
+from agent_standins.llm import DEFAULT_API_KEY, LLMStandin
+from agent_standins.servers import run_in_thread
+from auditrail.config import AuditConfig
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
 from gitlab_copilot_agent.webhook_auth import expected_signature, signing_key
