@@ -60,18 +60,15 @@ def serve(kind: str, audited: bool, workdir: str) -> None:
             metrics=AuditMetrics(CollectorRegistry()),
             enabled=audited,
         )
-        settings = Settings.model_validate(
+        settings = Settings.from_env(
             {
-                "gitlab_url": "http://127.0.0.1:9",
-                "gitlab_token": "glpat-bench-unused-000000",
-                "gitlab_webhook_secret": SECRET,
+                "GITLAB_URL": "http://127.0.0.1:9",
+                "GITLAB_TOKEN": "glpat-bench-unused-000000",
+                "GITLAB_WEBHOOK_SECRET": SECRET,
             }
         )
-
-        async def ignore(event_type: str, payload: dict[str, Any]) -> None:
-            return None
-
-        app = create_app(settings, audit=audit, event_handler=ignore)
+        # No workflows: only the ingress is measured (a Push Hook is accepted and ignored).
+        app = create_app(settings, audit=audit, plugins=[])
     with run_in_thread(app, log_level="error") as server:
         print(server.url, flush=True)
         sys.stdin.read()

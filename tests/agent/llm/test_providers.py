@@ -56,7 +56,7 @@ from gitlab_copilot_agent.llm.copilot_sdk import (
 )
 from gitlab_copilot_agent.llm.offline import OfflineBackend
 from gitlab_copilot_agent.llm.openai_compat import OpenAICompatBackend
-from gitlab_copilot_agent.settings import Settings
+from gitlab_copilot_agent.settings import LLMSettings, Settings, SettingsError
 
 PROMPT_CANARY = "PROMPT-CANARY-3b9d1e77"
 API_KEY = "sk-test-key-0d8e2a6c4b1f9e7d5a3c"
@@ -938,15 +938,16 @@ class TestCopilotSDKContract:
 # -- factory ---------------------------------------------------------------------------
 
 
-def settings(**values: Any) -> Settings:
-    return Settings.model_validate(
+def settings(**values: str) -> LLMSettings:
+    """The LLM section of validated settings (``values`` as environment variables)."""
+    return Settings.from_env(
         {
-            "gitlab_url": "http://gitlab.test",
-            "gitlab_token": "glpat-0123456789abcdef",
-            "gitlab_webhook_secret": "webhook-secret",
-            **values,
+            "GITLAB_URL": "http://gitlab.test",
+            "GITLAB_TOKEN": "glpat-0123456789abcdef",
+            "GITLAB_WEBHOOK_SECRET": "webhook-secret",
+            **{name.upper(): value for name, value in values.items()},
         }
-    )
+    ).llm
 
 
 class TestBuildProvider:
@@ -988,26 +989,29 @@ class TestBuildProvider:
     def test_copilot_configuration_is_checked_at_start(
         self, captured: tuple[AuditLogger, InMemorySink], tmp_path: Path
     ) -> None:
-        """A missing extra or a CLI path that is not executable stops the service at start."""
+        """A CLI path that is missing or not executable stops the settings, naming it."""
         audit, _ = captured
         not_executable = tmp_path / "copilot"
         not_executable.write_text("#!/bin/sh\n")
+        for path, problem in ((tmp_path / "nope", "does not exist"), (not_executable, "not exec")):
+            with pytest.raises(SettingsError, match=problem) as raised:
+                settings(llm_provider="copilot", copilot_cli_path=str(path))
+            assert list(raised.value.problems) == ["COPILOT_CLI_PATH"]
+        # build_provider checks again for callers that build LLMSettings themselves.
+        unchecked = LLMSettings.model_construct(
+            provider="copilot", copilot_cli_path=str(not_executable), model="m", timeout_s=1.0
+        )
         with pytest.raises(ValueError, match="not an executable"):
-            build_provider(
-                settings(llm_provider="copilot", copilot_cli_path=str(not_executable)), audit
-            )
+            build_provider(unchecked, audit)
         not_executable.chmod(0o755)
-        configured = settings(llm_provider="copilot", copilot_cli_path=str(not_executable))
-        if SDK is None:
-            with pytest.raises(ValueError, match="needs the Copilot SDK"):
-                build_provider(configured, audit)
-        else:
+        if SDK is not None:  # without the extra, LLM_PROVIDER is refused (next test)
+            configured = settings(llm_provider="copilot", copilot_cli_path=str(not_executable))
             asyncio.run(build_provider(configured, audit).aclose())
 
     def test_missing_sdk_is_a_clear_start_error(
         self, captured: tuple[AuditLogger, InMemorySink], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Without the ``copilot`` extra, the error says what to install."""
+        """Without the ``copilot`` extra, the settings (and the factory) say what to install."""
         audit, _ = captured
         real_find_spec = importlib.util.find_spec
 
@@ -1015,5 +1019,11 @@ class TestBuildProvider:
             return None if name == "copilot" else real_find_spec(name, package)
 
         monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+        with pytest.raises(SettingsError, match=r"pip install 'auditrail\[copilot\]'") as raised:
+            settings(llm_provider="copilot")
+        assert list(raised.value.problems) == ["LLM_PROVIDER"]
+        unchecked = LLMSettings.model_construct(
+            provider="copilot", copilot_cli_path=None, model="m", timeout_s=1.0
+        )
         with pytest.raises(ValueError, match=r"github-copilot-sdk==1\.0\.27"):
-            build_provider(settings(llm_provider="copilot"), audit)
+            build_provider(unchecked, audit)
