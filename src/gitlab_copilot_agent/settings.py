@@ -227,7 +227,8 @@ Secret = Annotated[SecretStr, BeforeValidator(_secret)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=False)
+    # By variable name from the environment; by field name from code (LogSettings(level="debug")).
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
 class GitLabSettings(_Section):

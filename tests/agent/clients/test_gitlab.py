@@ -719,6 +719,39 @@ class TestCorrelationAndSecrets:
         assert {r.headers.get("private-token") for r in standin.requests} == {TOKEN}
         assert all(TOKEN not in r.path and TOKEN not in r.query for r in standin.requests)
 
+    @pytest.mark.parametrize("window", [500, 500 + 4096], ids=["at-the-cut", "at-the-window"])
+    def test_an_echoed_token_is_scrubbed_before_the_message_is_cut(
+        self,
+        standin: GitLabStandin,
+        server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+        window: int,
+    ) -> None:
+        """GitLab echoes the token at every offset around the 500-character cut (and the edge
+        of the scrubbed window): no message keeps any 8 characters of it."""
+        logger, _ = audit
+        offsets = range(window - len(TOKEN) - 2, window + 2)
+        for offset in offsets:
+            standin.faults.add(
+                "/user",
+                Fault.echo_header(403, "private-token", offset=offset, length=window + 100),
+                times=1,
+            )
+        messages: list[str] = []
+
+        async def ask(client: GitLabClient) -> None:
+            for _ in offsets:
+                try:
+                    await client.get_current_user()
+                except GitLabError as exc:
+                    messages.append(f"{exc}\n{exc!r}")
+
+        call(make_client(server.url, logger, max_retries=0), ask)
+        assert len(messages) == len(offsets)
+        fragments = {TOKEN[i : i + 8] for i in range(len(TOKEN) - 7)}
+        assert [m for m in messages if any(f in m for f in fragments)] == []
+        assert all(len(m.split("\n")[0]) < 600 for m in messages)
+
 
 class TestEveryPublicMethodIsAudited:
     def test_argument_table_covers_every_public_coroutine(self) -> None:

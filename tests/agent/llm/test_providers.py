@@ -40,6 +40,7 @@ from gitlab_copilot_agent.llm import (
     AuditedProvider,
     CodingRequest,
     DiffFile,
+    LLMConnectionError,
     LLMHTTPError,
     LLMTimeoutError,
     ReviewRequest,
@@ -627,6 +628,67 @@ def copilot_provider(
 ) -> AuditedProvider:
     backend = CopilotSDKBackend(model="gpt-5", timeout_s=timeout_s, client_factory=lambda: client)
     return AuditedProvider(backend, audit)
+
+
+class TestOpenAICompatSecrets:
+    def test_base_url_userinfo_never_reaches_an_error_or_a_repr(
+        self, captured: tuple[AuditLogger, InMemorySink]
+    ) -> None:
+        """``cannot reach http://user:password@…`` is shown without the userinfo."""
+        audit, sink = captured
+        password = "userinfo-Pass-0c4f9e"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed = probe.getsockname()[1]
+        backend = OpenAICompatBackend(
+            f"http://llm-user:{password}@127.0.0.1:{closed}/v1", API_KEY, "m", timeout_s=2
+        )
+        provider = AuditedProvider(backend, audit)
+
+        async def main() -> None:
+            try:
+                await provider.review(review_request())
+            finally:
+                await provider.aclose()
+
+        with pytest.raises(LLMConnectionError) as raised:
+            asyncio.run(main())
+        shown = f"{raised.value}{raised.value!r}{backend!r}"
+        assert f"cannot reach http://127.0.0.1:{closed}/v1" in str(raised.value)
+        assert password not in shown
+        assert "llm-user" not in shown
+        assert password not in b"".join(sink.lines).decode()
+
+    def test_an_echoed_key_is_scrubbed_before_the_message_is_cut(
+        self, llm: tuple[LLMStandin, str], captured: tuple[AuditLogger, InMemorySink]
+    ) -> None:
+        """The endpoint echoes the Authorization header at every offset around the cut."""
+        standin, base_url = llm
+        _audit, _ = captured
+        offsets = range(300 - len(API_KEY) - 12, 302)
+        for offset in offsets:
+            standin.faults.add(
+                "*/chat/completions",
+                Fault.echo_header(400, "authorization", offset=offset),
+                times=1,
+            )
+        backend = OpenAICompatBackend(base_url, API_KEY, "m", timeout_s=5)
+        messages: list[str] = []
+
+        async def main() -> None:
+            try:
+                for _ in offsets:
+                    try:
+                        await backend.review(review_request())
+                    except LLMHTTPError as exc:
+                        messages.append(str(exc))
+            finally:
+                await backend.aclose()
+
+        asyncio.run(main())
+        assert len(messages) == len(offsets)
+        fragments = {API_KEY[i : i + 8] for i in range(len(API_KEY) - 7)}
+        assert [m for m in messages if any(f in m for f in fragments)] == []
 
 
 class TestCopilotSDKBackend:
