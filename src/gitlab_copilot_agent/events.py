@@ -7,9 +7,10 @@ webhook (the pollers) dispatch their own kinds the same way.
 
 Several handlers may take one kind (the review and the coding workflow both
 want merge request events); they run in the order they were registered, and
-one that fails does not stop the others. A failure the client or provider
-already audited (it carries ``audit_error_class``) is logged as a warning
-with its scrubbed message; anything else is logged with its traceback.
+one that fails does not stop the others. A failure the GitLab client or an
+LLM provider raised (``GitLabError``, ``LLMError``: they carry
+``audit_error_class`` and their call is already on the trail) is logged as a
+warning with its scrubbed message; anything else with its traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from auditrail import classify_exception
 from gitlab_copilot_agent.logs import get_logger
 
 __all__ = ["Event", "EventHandler", "EventRouter"]
@@ -72,14 +74,13 @@ class EventRouter:
 
 def _log_failure(kind: str, handler: EventHandler, exc: Exception) -> None:
     name = getattr(handler, "__qualname__", repr(handler))
-    audited = getattr(exc, "audit_error_class", None)
-    if audited is not None:
+    if hasattr(exc, "audit_error_class"):
         # The failing call left its audit entry; operators get the scrubbed message.
         _log.warning(
             "workflow failed",
             event_kind=kind,
             handler=name,
-            error_class=str(audited),
+            error_class=str(classify_exception(exc)),
             error=f"{type(exc).__name__}: {exc}",
         )
     else:

@@ -10,6 +10,7 @@ dropped with the rest (the same reasoning as ``SecretRedactor.clean``).
 
 from __future__ import annotations
 
+import base64
 import urllib.parse
 from typing import Final
 
@@ -49,7 +50,13 @@ def secret_forms(value: str) -> list[str]:
 
 
 def userinfo_secrets(url: str | None) -> list[str]:
-    """The password (and ``user:password``) in a URL's userinfo, as written and decoded."""
+    """The credentials in a URL's userinfo, in each form they travel.
+
+    The password and ``user:password``, as written and percent-decoded, and
+    the ``Authorization: Basic`` value httpx builds from them (an endpoint that
+    echoes its request headers shows that one; the redactor's ``Basic`` shape
+    needs a word boundary before it, which an echo glued to other text lacks).
+    """
     if not url:
         return []
     try:
@@ -61,6 +68,9 @@ def userinfo_secrets(url: str | None) -> list[str]:
     for raw in (password, f"{user}:{password}" if user and password else None):
         if raw:
             found += [raw, urllib.parse.unquote(raw)]
+    if user is not None or password is not None:
+        pair = f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password or '')}"
+        found.append(base64.b64encode(pair.encode()).decode())
     return found
 
 
