@@ -246,5 +246,6 @@ def test_no_secret_reaches_output_trail_or_spool(tmp_path: Path, keys: Secrets) 
     assert sum("[REDA" in line for line in failures) >= inside > 20
     assert any("cannot reach http://127.0.0.1:" in line for line in failures)
     assert "Traceback" not in stderr
+    assert "uvicorn.access" not in stderr  # no access log: the audit entry is the record
     written = everything_written(tmp_path, harness.served.stdout() + stderr)
     assert leaks(written, keys.all()) == []
