@@ -97,6 +97,11 @@ class _Parts:
     def commands(self) -> CommandRouter:
         return CommandRouter(self.audit, self.gitlab, self.identity)
 
+    def command_names(self) -> list[str]:
+        """The registered commands, without building the router (and GitLab) if no plugin did."""
+        router = vars(self).get("commands")  # where cached_property keeps a built value
+        return router.names if isinstance(router, CommandRouter) else []
+
 
 def webhook_config(settings: WebhookSettings) -> WebhookConfig:
     """What ``POST /webhook`` needs to authenticate and bound deliveries."""
@@ -152,7 +157,7 @@ async def compose(
     _log.info(
         "agent ready",
         events=parts.events.kinds,
-        commands=parts.commands.names if "commands" in vars(parts) else [],
+        commands=parts.command_names(),
         llm_provider=settings.llm.provider,
         audit_enabled=audit.enabled,
     )

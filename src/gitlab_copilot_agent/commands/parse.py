@@ -87,7 +87,8 @@ def audit_command(
     """Emit ``copilot.command.received`` for a command; return the entry's id.
 
     The arguments are recorded by length only: a coding instruction can be long
-    and may quote anything.
+    and may quote anything. ``known`` says whether the command router has the
+    command (``details.known``).
 
     .. versionadded:: 0.1.0
     """
