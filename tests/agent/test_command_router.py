@@ -14,7 +14,7 @@ from agent_standins.gitlab import DEFAULT_MR_IID, DEFAULT_PROJECT_ID
 from gitlab_copilot_agent.commands.builtin import COMING_LATER
 
 sys.path.insert(0, str(Path(__file__).parent))
-from routerkit import Agent, actions, has_action, running_agent
+from routerkit import Agent, actions, has_action, note_hook, running_agent
 
 MR_TARGET = {"resource_type": "merge_request", "project_id": DEFAULT_PROJECT_ID, "mr_iid": 7}
 
@@ -101,6 +101,28 @@ class TestKnownCommands:
             "gitlab.api.get_current_user",
         ]
         assert "copilot.command.unavailable" not in actions(entries)
+
+
+class TestWhereCommandsCount:
+    def test_a_command_on_an_issue_is_audited_and_ignored_without_any_call(
+        self, agent: Agent
+    ) -> None:
+        """Only merge request notes run commands; one on an issue is on the trail, ignored."""
+        payload = note_hook("/copilot review", note_id=1700)
+        payload["object_attributes"]["noteable_type"] = "Issue"
+        del payload["merge_request"]
+        answer = agent.post("Note Hook", payload)
+        cid = answer.json()["correlation_id"]
+        entries = agent.wait(cid, has_action("copilot.command.ignored"))
+        assert actions(entries) == [
+            "webhook.auth.validated",
+            "copilot.command.received",
+            "copilot.command.ignored",
+        ]
+        target = {"resource_type": "issue", "project_id": DEFAULT_PROJECT_ID}
+        assert entries[1]["target"] == entries[2]["target"] == target
+        assert entries[2]["details"]["reason"] == "not_a_merge_request"
+        assert agent.gitlab.requests == []
 
 
 class TestUnknownCommands:

@@ -83,16 +83,17 @@ def audit_command(
     initiator: str | None,
     initiator_id: int | None,
     note_id: int | None = None,
+    resource_type: str = "merge_request",
 ) -> str:
     """Emit ``copilot.command.received`` for a command; return the entry's id.
 
     The arguments are recorded by length only: a coding instruction can be long
     and may quote anything. ``known`` says whether the command router has the
-    command (``details.known``).
+    command (``details.known``); ``resource_type`` what the note is on.
 
     .. versionadded:: 0.1.0
     """
-    target: dict[str, Any] = {"resource_type": "merge_request"}
+    target: dict[str, Any] = {"resource_type": resource_type}
     if project_id is not None:
         target["project_id"] = project_id
     if mr_iid is not None:

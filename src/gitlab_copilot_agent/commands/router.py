@@ -5,8 +5,10 @@
 
 1. ``copilot.command.received`` — always the first entry, before any call, so
    a command is on the trail even when GitLab cannot be reached;
-2. the agent's own notes are ignored (``copilot.command.ignored``,
-   ``reason: own_note``; asks ``GET /user`` once per process);
+2. a command written on something else than a merge request (an issue, a
+   commit) is ignored (``copilot.command.ignored``, ``reason:
+   not_a_merge_request``), and so are the agent's own notes (``reason:
+   own_note``; asks ``GET /user`` once per process);
 3. a registered command runs its handler;
 4. a command that is known but cannot run yet (``unavailable``) gets
    ``copilot.command.unavailable`` with ``details.reason`` (``not_implemented``)
@@ -150,8 +152,8 @@ class CommandRouter:
         """Run the command in a merge request note; None when there is nothing to run."""
         payload = event.payload
         attrs = mapping(payload.get("object_attributes"))
-        if attrs.get("noteable_type") != "MergeRequest" or attrs.get("system"):
-            return None
+        if attrs.get("system"):
+            return None  # GitLab's own notes ("added 1 commit") are never commands
         if attrs.get("action") not in (None, "create"):
             return None  # an edited note does not run its command again
         command = parse_command(text(attrs.get("note")))
@@ -159,21 +161,28 @@ class CommandRouter:
             return None
         user = mapping(payload.get("user"))
         author_id = integer(user.get("id", attrs.get("author_id")))
+        on_merge_request = attrs.get("noteable_type") == "MergeRequest"
         mr_iid = integer(mapping(payload.get("merge_request")).get("iid"))
         project = project_id(payload)
         note_id = integer(attrs.get("id"))
         registered = self._commands.get(command.name)
+        resource = "merge_request" if on_merge_request else _noteable(attrs.get("noteable_type"))
         # First, before any call: the trail has the command even if GitLab is down.
         audit_command(
             self._audit,
             command,
             known=registered is not None,
             project_id=project,
-            mr_iid=mr_iid,
+            mr_iid=mr_iid if on_merge_request else None,
             initiator=text(user.get("username")),
             initiator_id=author_id,
             note_id=note_id,
+            resource_type=resource,
         )
+        if not on_merge_request:
+            target = _target(project, None, resource)
+            self._emit(COMMAND_IGNORED, target, command, note_id, "not_a_merge_request")
+            return None
         target = _target(project, mr_iid)
         if author_id is not None and author_id == await self._identity.user_id():
             self._emit(COMMAND_IGNORED, target, command, note_id, "own_note")
@@ -226,8 +235,15 @@ class CommandRouter:
         )
 
 
-def _target(project: int | None, mr_iid: int | None) -> dict[str, Any]:
-    target: dict[str, Any] = {"resource_type": "merge_request"}
+def _noteable(kind: Any) -> str:
+    # GitLab's noteable types (Issue, Commit, Snippet, …) as resource types.
+    return {"Issue": "issue", "Commit": "commit", "Snippet": "snippet"}.get(str(kind), "note")
+
+
+def _target(
+    project: int | None, mr_iid: int | None, resource_type: str = "merge_request"
+) -> dict[str, Any]:
+    target: dict[str, Any] = {"resource_type": resource_type}
     if project is not None:
         target["project_id"] = project
     if mr_iid is not None:
