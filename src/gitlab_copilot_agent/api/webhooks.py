@@ -26,13 +26,13 @@ from gitlab_copilot_agent.webhook_auth import (
 
 router = APIRouter()
 
-KNOWN_EVENTS = frozenset(
+KNOWN_EVENTS = frozenset({"Merge Request Hook", "Note Hook"}) | frozenset(
     {
-        "Merge Request Hook", "Note Hook", "Push Hook", "Tag Push Hook", "Issue Hook",
-        "Confidential Issue Hook", "Confidential Note Hook", "Pipeline Hook", "Job Hook",
-        "Deployment Hook", "Wiki Page Hook", "Release Hook", "Emoji Hook",
-        "Resource Access Token Hook", "Member Hook", "Subgroup Hook", "Feature Flag Hook",
-        "Milestone Hook", "Vulnerability Hook", "Project Hook", "System Hook",
+        "Push Hook", "Tag Push Hook", "Issue Hook", "Confidential Issue Hook",
+        "Confidential Note Hook", "Pipeline Hook", "Job Hook", "Deployment Hook",
+        "Wiki Page Hook", "Release Hook", "Emoji Hook", "Resource Access Token Hook",
+        "Member Hook", "Subgroup Hook", "Feature Flag Hook", "Milestone Hook",
+        "Vulnerability Hook", "Project Hook", "System Hook",
     }
 )  # fmt: skip
 """GitLab events that are accepted; those no workflow handles (``EventRouter.handles``)
