@@ -18,6 +18,10 @@ import orjson
 
 SCHEMA_VERSION: Final = 1
 EVENT_TYPE: Final = "audit"
+ACTION_PATTERN: Final = r"^[a-z0-9_]+(\.[a-z0-9_]+)+$"
+"""What an action name must match (the schema's ``action.pattern``): dotted, lower case."""
+ACTION_MAX_CHARS: Final = 128
+"""The longest action name (the schema's ``action.maxLength``)."""
 
 TargetValue = str | int | float | bool | None
 """A value allowed in ``target``: scalars only, so targets stay filterable."""
@@ -106,6 +110,7 @@ class AuditEvent:
     details: Mapping[str, Any] = field(default_factory=dict)
     uncorrelated: bool = False
     truncated: bool = False
+    coerced: bool = False
     schema_version: int = SCHEMA_VERSION
     event_type: str = EVENT_TYPE
 
@@ -130,6 +135,7 @@ class AuditEvent:
             details=dict(data.get("details") or {}),
             uncorrelated=bool(data.get("uncorrelated", False)),
             truncated=bool(data.get("truncated", False)),
+            coerced=bool(data.get("coerced", False)),
             schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
             event_type=data.get("event_type", EVENT_TYPE),
         )
