@@ -28,13 +28,6 @@ _DECIMAL_BITS: Final = 4096
 _INF: Final = float("inf")
 CUT_MARK: Final = "…[truncated]"
 
-# str() of a structure nested 10,000 deep raises RecursionError; reprlib bounds
-# depth and length and stands in for a failing __repr__ of a leaf by itself.
-_REPR: Final = reprlib.Repr()
-_REPR.maxlevel = 6
-_REPR.maxstring = 256
-_REPR.maxother = 256
-
 
 def type_name(value: object) -> str:
     """The qualified name of ``value``'s class (a metaclass cannot make this raise)."""
@@ -45,18 +38,36 @@ def type_name(value: object) -> str:
     return name if type(name) is str else "object"
 
 
+class _BoundedRepr(reprlib.Repr):
+    """reprlib bounds depth and length, so a structure nested 10,000 deep (whose
+    str() raises RecursionError) still gets a text; a leaf whose ``__repr__``
+    fails is named by its class (not by its address, as reprlib does)."""
+
+    def repr_instance(self, x: object, level: int) -> str:
+        try:
+            text = repr(x)
+        except Exception:  # noqa: BLE001 - the caller's __repr__ may raise anything
+            return f"<unprintable {type_name(x)}>"
+        return text if len(text) <= self.maxother else text[: self.maxother - 3] + "..."
+
+
+_REPR: Final = _BoundedRepr()
+_REPR.maxlevel = 6
+_REPR.maxstring = 256
+_REPR.maxother = 256
+
+
 def safe_str(value: object) -> tuple[str, int]:
     """``str(value)``; a bounded repr when that raises; a stand-in naming the class last."""
     try:
         text = str(value)
-        return (text if type(text) is str else str.__str__(text)), 0
     except Exception:  # noqa: BLE001 - the caller's __str__ may raise anything
-        flags = COERCED
-    try:
-        text = _REPR.repr(value)
-        return (text if type(text) is str else str.__str__(text)), flags
-    except Exception:  # noqa: BLE001 - and so may its __repr__
-        return f"<unprintable {type_name(value)}>", flags
+        try:
+            text = _REPR.repr(value)
+        except Exception:  # noqa: BLE001 - and so may its __repr__
+            return f"<unprintable {type_name(value)}>", COERCED
+        return (text if type(text) is str else str.__str__(text)), COERCED
+    return (text if type(text) is str else str.__str__(text)), 0
 
 
 def bytes_text(value: bytes | bytearray | memoryview, max_chars: int) -> tuple[str, int]:

@@ -32,6 +32,7 @@ from auditrail._event import (
     SCHEMA_VERSION,
     SYSTEM_ACTOR,
     Actor,
+    ActorType,
     ErrorClass,
     Outcome,
 )
@@ -49,6 +50,7 @@ from auditrail.typing import Sink
 
 P = ParamSpec("P")
 R = TypeVar("R")
+E = TypeVar("E", Outcome, ErrorClass)
 
 DEFAULT_MAX_ENTRY_BYTES: Final = 16 * 1024
 _MAX_DEPTH: Final = 6
@@ -267,11 +269,12 @@ class AuditLogger:
         try:
             outcome = _OUTCOMES[outcome]
         except Exception:  # noqa: BLE001 - KeyError, or TypeError when unhashable
-            raise InvalidEntryError(
-                f"outcome must be one of {sorted(_OUTCOMES)}; got {self._describe(outcome)}"
-            ) from None
+            outcome = self._vocabulary(_OUTCOMES, outcome, "outcome")
         if error is not None:
-            error = self._error_class(error)
+            try:
+                error = _ERRORS[error]
+            except Exception:  # noqa: BLE001 - KeyError, or TypeError when unhashable
+                error = self._vocabulary(_ERRORS, error, "error")
         event_id, timestamp = new_event_id_and_timestamp()
         correlation_id = _correlation_id.get()
         if actor is None:
@@ -424,9 +427,12 @@ class AuditLogger:
 
     def _check_action(self, action: object) -> str:
         """A valid action name, cached; else ``InvalidEntryError``."""
-        if not isinstance(action, str):
+        try:
+            text = str.__str__(action) if isinstance(action, str) else None
+        except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
+            text = None
+        if text is None:
             raise InvalidEntryError(f"action must be a str; got {self._describe(action)}")
-        text = str.__str__(action)
         if len(text) > ACTION_MAX_CHARS or _ACTION.fullmatch(text) is None:
             raise InvalidEntryError(
                 f"invalid action {self._describe(text)}: it must be dotted lower-case words "
@@ -441,19 +447,23 @@ class AuditLogger:
         self._actions.add(text)
         return text
 
-    def _error_class(self, error: object) -> ErrorClass:
-        try:
-            return _ERRORS[error]  # type: ignore[index]
-        except Exception:  # noqa: BLE001 - KeyError, or TypeError when unhashable
+    def _vocabulary(self, table: Mapping[str, E], value: object, name: str) -> E:
+        """``value`` looked up as plain text (a str subclass may hash oddly), else the error."""
+        found = _lookup(table, value)
+        if found is None:
             raise InvalidEntryError(
-                f"error must be one of {sorted(_ERRORS)}; got {self._describe(error)}"
-            ) from None
+                f"{name} must be one of {sorted(table)}; got {self._describe(value)}"
+            )
+        return found
 
     def _describe(self, value: object) -> str:
         """A short, scrubbed rendering of a rejected argument, for an exception message."""
-        if isinstance(value, str):
-            return repr(_coerce.cut(self._text(value)[0], 80))
-        return f"a {_coerce.type_name(value)}"
+        try:
+            if isinstance(value, str):
+                return repr(_coerce.cut(self._text(value)[0], 80))
+            return f"<{_coerce.type_name(value)}>"
+        except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
+            return f"<{_coerce.type_name(value)}>"
 
     def _clean_actor(self, actor: object) -> tuple[dict[str, str], int]:
         try:
@@ -472,7 +482,7 @@ class AuditLogger:
             # actor itself, so the id it is keyed by cannot be reused meanwhile.
             if (
                 type(actor) is Actor
-                and isinstance(actor_type, str)
+                and (type(actor_type) is str or type(actor_type) is ActorType)
                 and type(actor_id) is str
                 and len(actor_type) <= _CACHEABLE_CHARS
                 and len(actor_id) <= _CACHEABLE_CHARS
@@ -535,7 +545,7 @@ class AuditLogger:
             elif kind is str:
                 out[k], cut = clean(value)
                 flags |= cut
-                room -= len(out[k])
+                room -= len(out[k]) + 1
             elif (
                 kind is int
                 or kind is bool
@@ -546,8 +556,12 @@ class AuditLogger:
             else:
                 out[k], f = self._odd_target_value(value)
                 flags |= f
-            room -= len(k) + 6
+            room -= len(k) + 5  # "k":v, with v at least one byte
             if room < 0:
+                # Over the limit already: say how many keys were not looked at.
+                seen = next(i for i, item in enumerate(target) if item is key) + 1
+                if seen < len(target):
+                    out["_dropped_keys"] = len(target) - seen
                 flags |= TRUNCATED
                 break
         else:
@@ -615,7 +629,7 @@ class AuditLogger:
                 found = self._key(key)
             k, secret, f = found
             flags |= f
-            room[0] -= len(k) + 4
+            room[0] -= len(k) + 4  # "k": and a separator
             if secret and item is not None:
                 out[k] = REDACTED
             else:
@@ -627,20 +641,23 @@ class AuditLogger:
 
     def _clean_value(self, value: Any, depth: int, room: list[int]) -> tuple[Any, int]:
         kind = type(value)
+        # Charges to ``room`` are lower bounds of the encoded size: a string is
+        # its characters and quotes, a number at least one byte; the container
+        # charges one separator per item.
         if kind is str:
             text, cut = self._clean(value)
-            room[0] -= len(text) + 3
+            room[0] -= len(text) + 2
             return text, cut
         if kind is int or kind is bool or value is None:
-            room[0] -= 2
+            room[0] -= 1
             return value, 0
         if kind is float:
-            room[0] -= 2
+            room[0] -= 1
             if value - value == 0.0:
                 return value, 0
             return _coerce.nonfinite_text(value), COERCED
         if depth >= _MAX_DEPTH:
-            room[0] -= 20
+            room[0] -= 19
             return "[nested too deep]", TRUNCATED
         if kind is dict:
             return self._clean_mapping(value.items(), len(value), depth, room)
@@ -674,7 +691,7 @@ class AuditLogger:
             text, flags = self._text(value)
         except Exception:  # noqa: BLE001 - a broken container is recorded as its text
             text, flags = self._text(value)
-        room[0] -= len(text) + 3
+        room[0] -= len(text) + 2
         return text, flags
 
     def _shrink(self, entry: dict[str, Any]) -> bytes:
@@ -819,9 +836,10 @@ class AuditLogger:
 def _cap_target(target: dict[str, Any], keys: int, chars: int) -> dict[str, Any]:
     """The first ``keys`` target keys, keys and strings cut, and how many were left out."""
     out: dict[str, Any] = {"resource_type": _coerce.cut(target["resource_type"], chars)}
-    dropped = 0
+    dropped = target.get("_dropped_keys", 0)
+    dropped = dropped if type(dropped) is int else 0
     for key, value in target.items():
-        if key == "resource_type":
+        if key in ("resource_type", "_dropped_keys"):
             continue
         if len(out) > keys:
             dropped += 1
@@ -919,14 +937,24 @@ class AuditCall:
         Raises:
             InvalidEntryError: ``error`` is not an ``ErrorClass`` value.
         """
-        try:
-            self.error = _ERRORS[error]
-        except Exception:  # noqa: BLE001 - KeyError, or TypeError when unhashable
+        found = _lookup(_ERRORS, error)
+        if found is None:
             raise InvalidEntryError(
-                f"error must be one of {sorted(_ERRORS)}; got a {_coerce.type_name(error)}"
-            ) from None
+                f"error must be one of {sorted(_ERRORS)}; got <{_coerce.type_name(error)}>"
+            )
+        self.error = found
         self.outcome = Outcome.FAILURE
         self.error_message = message
+
+
+def _lookup(table: Mapping[str, E], value: object) -> E | None:
+    """``table[value]``, trying a str subclass as plain text; None when absent or unusable."""
+    with contextlib.suppress(Exception):  # KeyError, or TypeError when unhashable
+        return table[value]  # type: ignore[index]
+    try:
+        return table.get(str.__str__(value)) if isinstance(value, str) else None
+    except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
+        return None
 
 
 def _as_dict(value: object) -> dict[str, Any]:
