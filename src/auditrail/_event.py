@@ -91,6 +91,8 @@ class AuditEvent:
 
     ``target`` always has ``resource_type``; the other keys depend on it
     (``project_id``, ``mr_iid``, ``issue_key``, ``branch``, ``commit_sha``, ...).
+    ``truncated`` says something was cut to fit a limit, ``coerced`` that a
+    value could not be recorded as given and was replaced (see the schema).
 
     .. versionadded:: 0.1.0
     """

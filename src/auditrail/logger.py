@@ -62,11 +62,13 @@ _OUTCOMES: Final[dict[str, Outcome]] = {o.value: o for o in Outcome}
 _ERRORS: Final[dict[str, ErrorClass]] = {e.value: e for e in ErrorClass}
 _ACTION: Final = re.compile(ACTION_PATTERN.removeprefix("^").removesuffix("$"))
 _NO_TARGET: Final = {"resource_type": "none"}
-_INF: Final = float("inf")
 # The caches hold cleaned strings that repeat (mapping keys, actors, action
 # names). Only values up to _CACHEABLE_CHARS are kept, so each cache is bounded
 # in bytes as well as in count: at most _CACHE_LIMIT x (two strings of 256
 # characters + a tuple) ~ 2.5 MB even for 4-byte characters, whatever the input.
+_NARROW_TARGET: Final = 32
+_CHANGED: Final = 4  # a key cleaned to other text: two keys may have become one
+_FLAGS: Final = TRUNCATED | COERCED
 _CACHE_LIMIT: Final = 4096
 _CACHEABLE_CHARS: Final = 256
 # The shrinker's steps: (longest string kept, most target keys kept).
@@ -328,7 +330,7 @@ class AuditLogger:
                         entry["error_message"], f = self._text(error_message)
                         flags |= f
             if duration_ms is not None:
-                if type(duration_ms) is float and 0.0 < duration_ms < _INF:
+                if type(duration_ms) is float and 0.0 < duration_ms < 1e308:
                     entry["duration_ms"] = round(duration_ms, 3)
                 else:
                     duration, f = _coerce.duration_ms(duration_ms)
@@ -355,7 +357,18 @@ class AuditLogger:
                     entry["truncated"] = True
                 if flags & COERCED:
                     entry["coerced"] = True
-            line = self._encode(entry)
+            try:
+                raw = orjson.dumps(entry)
+            except orjson.JSONEncodeError:
+                raw = self._repaired(entry)
+            # orjson returns a bytes object with ~4 KiB of spare capacity; a
+            # right-sized copy keeps a queued entry at ~0.5 KiB and avoids the
+            # page faults that made emit ~15x slower under backlog (measured).
+            line = (
+                memoryview(raw).tobytes()
+                if len(raw) <= self._max_entry_bytes
+                else self._shrink(entry)
+            )
         except Exception:  # noqa: BLE001 - emit never fails over a value
             # Something defeated the cleaning above (a mapping changed while it
             # was read, say): record the core of the entry rather than nothing.
@@ -366,25 +379,25 @@ class AuditLogger:
         self._submit(line)
         return event_id
 
+    def _repaired(self, entry: dict[str, Any]) -> bytes:
+        """Only a lone surrogate or an integer beyond 64 bits gets orjson to refuse an
+        entry (the cleaning made everything else plain JSON data): fix those in place."""
+        fixed, flags = _coerce.repair(entry, self._clean)
+        entry.clear()
+        entry.update(fixed)
+        entry["coerced"] = True
+        if flags & TRUNCATED:
+            entry["truncated"] = True
+        return orjson.dumps(entry)
+
     def _encode(self, entry: dict[str, Any]) -> bytes:
-        """The entry's JSON line: repaired if orjson refuses it, shrunk if over the limit."""
+        """``emit``'s encoding (kept inline there for speed), for the last-resort entry."""
         try:
             raw = orjson.dumps(entry)
         except orjson.JSONEncodeError:
-            # Only a lone surrogate or an integer beyond 64 bits gets here: the
-            # cleaning made everything else plain JSON data.
-            fixed, flags = _coerce.repair(entry, self._clean)
-            entry.clear()
-            entry.update(fixed)
-            entry["coerced"] = True
-            if flags & TRUNCATED:
-                entry["truncated"] = True
-            raw = orjson.dumps(entry)
+            raw = self._repaired(entry)
         if len(raw) > self._max_entry_bytes:
             return self._shrink(entry)
-        # orjson returns a bytes object with ~4 KiB of spare capacity; a
-        # right-sized copy keeps a queued entry at ~0.5 KiB and avoids the
-        # page faults that made emit ~15x slower under backlog (measured).
         return memoryview(raw).tobytes()
 
     def _last_resort(
@@ -471,8 +484,11 @@ class AuditLogger:
                 id_text, flags = self._text(actor)
                 return {"type": "unknown", "id": id_text}, flags | COERCED
             actor_type, actor_id = actor.type, actor.id
-            type_text, flags = self._text(actor_type)
-            id_text, f = self._text(actor_id)
+            clean = self._clean
+            type_text, flags = (
+                clean(actor_type) if type(actor_type) is str else self._text(actor_type)
+            )
+            id_text, f = clean(actor_id) if type(actor_id) is str else self._text(actor_id)
             flags |= f
             if not type_text:
                 type_text = "unknown"
@@ -498,7 +514,8 @@ class AuditLogger:
         """A cleaned mapping key, whether it names a credential, and its flags."""
         if type(key) is str:
             text, cut = self._clean(key)
-            found = (text, _CREDENTIAL_KEY.fullmatch(text) is not None, TRUNCATED if cut else 0)
+            flags = (TRUNCATED if cut else 0) | (_CHANGED if text != key else 0)
+            found = (text, _CREDENTIAL_KEY.fullmatch(text) is not None, flags)
             # Short keys only: a cache of 4,096 keys of any length grew with
             # the input (30 distinct 10 MB keys kept 224 MB).
             if len(key) <= _CACHEABLE_CHARS:
@@ -509,7 +526,7 @@ class AuditLogger:
         # Not a str: its string form, never cached (its hash and equality are
         # the caller's code).
         text, flags = self._text(key)
-        return text, _CREDENTIAL_KEY.fullmatch(text) is not None, flags
+        return text, _CREDENTIAL_KEY.fullmatch(text) is not None, flags | _CHANGED
 
     def _text(self, value: object) -> tuple[str, int]:
         """Any value as scrubbed text: its ``str()`` (bytes decoded), or a stand-in."""
@@ -526,14 +543,28 @@ class AuditLogger:
         return cleaned, flags | cut
 
     def _clean_target(self, target: dict[Any, Any]) -> tuple[dict[str, Any], int]:
+        out: dict[str, Any] = {"resource_type": "none"}
+        if len(target) <= _NARROW_TARGET:
+            flags = self._fill_target(target.items(), out)
+            seen = len(target)
+        else:
+            flags, seen = self._fill_wide_target(target, out)
+        # Keys that clean to the same text (a cut, or 1 and "1") keep one value.
+        if flags & _CHANGED and len(out) < seen + ("resource_type" not in target):
+            flags |= COERCED
+        resource_type = out["resource_type"]
+        if type(resource_type) is not str or not resource_type:
+            out["resource_type"] = (
+                "none" if resource_type is None or resource_type == "" else str(resource_type)
+            )
+            flags |= COERCED
+        return out, flags & _FLAGS
+
+    def _fill_target(self, items: Iterable[tuple[Any, Any]], out: dict[str, Any]) -> int:
         clean = self._clean
         keys = self._keys
-        out: dict[str, Any] = {"resource_type": "none"}
         flags = 0
-        # A lower bound of the encoded size so far: past the limit the entry
-        # will be shrunk anyway, so the rest is not worth cleaning.
-        room = self._max_entry_bytes
-        for key, value in target.items():
+        for key, value in items:
             found = keys.get(key) if type(key) is str else None
             if found is None:
                 found = self._key(key)
@@ -545,7 +576,6 @@ class AuditLogger:
             elif kind is str:
                 out[k], cut = clean(value)
                 flags |= cut
-                room -= len(out[k]) + 1
             elif (
                 kind is int
                 or kind is bool
@@ -556,26 +586,27 @@ class AuditLogger:
             else:
                 out[k], f = self._odd_target_value(value)
                 flags |= f
-            room -= len(k) + 5  # "k":v, with v at least one byte
-            if room < 0:
-                # Over the limit already: say how many keys were not looked at.
-                seen = next(i for i, item in enumerate(target) if item is key) + 1
-                if seen < len(target):
-                    out["_dropped_keys"] = len(target) - seen
-                flags |= TRUNCATED
-                break
-        else:
-            # Keys that clean to the same text (a cut, or 1 and "1") keep one value.
-            extra = len(out) - len(target)
-            if extra < 0 or (extra == 0 and "resource_type" not in target):
-                flags |= COERCED
-        resource_type = out["resource_type"]
-        if type(resource_type) is not str or not resource_type:
-            out["resource_type"] = (
-                "none" if resource_type is None or resource_type == "" else str(resource_type)
-            )
-            flags |= COERCED
-        return out, flags
+        return flags
+
+    def _fill_wide_target(self, target: dict[Any, Any], out: dict[str, Any]) -> tuple[int, int]:
+        # Many keys (hostile, or a mistake: targets are meant to be small and
+        # flat). Cleaned in slices, with a lower bound of the encoded size:
+        # past the limit the entry will be shrunk anyway, so the rest is not
+        # worth cleaning (5,000 keys of 4,000 characters made a 20 MB entry).
+        items = iter(target.items())
+        room = self._max_entry_bytes
+        flags = seen = counted = 0
+        while room >= 0 and seen < len(target):
+            chunk = list(islice(items, _NARROW_TARGET))
+            flags |= self._fill_target(chunk, out)
+            seen += len(chunk)
+            for k, v in islice(reversed(out.items()), len(out) - counted):
+                room -= len(k) + 5 + (len(v) + 1 if type(v) is str else 0)
+            counted = len(out)
+        if seen < len(target):
+            out["_dropped_keys"] = len(target) - seen
+            flags |= TRUNCATED
+        return flags, seen
 
     def _odd_target_value(self, value: object) -> tuple[Any, int]:
         try:
@@ -623,7 +654,7 @@ class AuditLogger:
         flags = 0
         for key, item in items:
             if room[0] < 0:
-                return out, flags | TRUNCATED
+                return out, (flags | TRUNCATED) & _FLAGS
             found = keys.get(key) if type(key) is str else None
             if found is None:
                 found = self._key(key)
@@ -637,7 +668,7 @@ class AuditLogger:
                 flags |= f
         if len(out) < count:
             flags |= COERCED  # keys that clean to the same text keep one value
-        return out, flags
+        return out, flags & _FLAGS
 
     def _clean_value(self, value: Any, depth: int, room: list[int]) -> tuple[Any, int]:
         kind = type(value)

@@ -434,6 +434,18 @@ class TestHostileValues:
         assert "coerced" not in plain
         clash = _emit_one(collect, details={1: "int", "1": "str"})
         assert (clash["details"], clash["coerced"]) == ({"1": "str"}, True)
+        in_target = _emit_one(collect, target={"resource_type": "x", 1: "int", "1": "str"})
+        assert (in_target["target"], in_target["coerced"]) == (
+            {"resource_type": "x", "1": "str"},
+            True,
+        )
+        # Long keys cut to the same text: one value is kept, and the entry says so.
+        long_keys = {"k" * 5000 + "a": 1, "k" * 5000 + "b": 2}
+        cut = _emit_one(collect, target=long_keys)
+        assert (len(cut["target"]), cut["truncated"], cut["coerced"]) == (2, True, True)
+        # Distinct keys that clean unchanged are never flagged.
+        plain_target = _emit_one(collect, target={"resource_type": "x", "1": 1, "2": 2})
+        assert "coerced" not in plain_target
 
     def test_credential_keys_stay_redacted_on_the_slow_path(
         self, collect: tuple[AuditLogger, CollectingSink]
@@ -460,6 +472,42 @@ class TestHostileValues:
         )
         assert entry["target"] == {"resource_type": "x", "status": 404, "id": str(some_id)}
         assert entry["details"] == {"path": "/a/b", "set": [1], "outcome": "failure"}
+        assert ("coerced" in entry, "truncated" in entry) == (False, False)
+
+
+class TestInlinePath:
+    def test_common_entries_never_take_the_defensive_path(
+        self, collect: tuple[AuditLogger, CollectingSink], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The benchmark's entry and plain nested details are cleaned inline (architecture.md)."""
+
+        def refuse(*args: object, **kwargs: object) -> Any:
+            raise AssertionError("defensive path taken")
+
+        for name in ("_odd_target", "_odd_target_value", "_odd_details", "_odd_value", "_text"):
+            monkeypatch.setattr(AuditLogger, name, refuse)
+        for name in ("repair", "http_status", "duration_ms", "safe_str"):
+            monkeypatch.setattr(f"auditrail._coerce.{name}", refuse)
+        target = {"resource_type": "merge_request", "project_id": 123, "mr_iid": 7, "x": None}
+        details = {"tokens": {"prompt": 1830}, "files": ["a.py", ("b", 1.5)], "ok": True}
+        entry = _emit_one(
+            collect,
+            "gitlab.api.get_mr_details",
+            outcome="failure",
+            target=target,
+            details=details,
+            duration_ms=41.7,
+            http_status=404,
+            error_message="404 Not Found",
+            actor=Actor("webhook_event", "delivery-1"),
+        )
+        assert (entry["target"], entry["error"], entry["http_status"]) == (target, "not_found", 404)
+        assert entry["actor"] == {"type": "webhook_event", "id": "delivery-1"}
+        assert entry["details"] == {
+            "tokens": {"prompt": 1830},
+            "files": ["a.py", ["b", 1.5]],
+            "ok": True,
+        }
         assert ("coerced" in entry, "truncated" in entry) == (False, False)
 
 
