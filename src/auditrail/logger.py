@@ -1069,8 +1069,8 @@ class Audited:
         if exc is not None:
             outcome = Outcome.FAILURE
             classified, carried = _classified(exc)
-            if error is None or error not in _ERRORS:
-                error = classified
+            # An error class the block set stays, if it is one.
+            error = (_lookup(_ERRORS, error) if error is not None else None) or classified
             if message is None:
                 message = _exception_text(exc)
             if status is None:

@@ -896,8 +896,9 @@ class TestAuditedReRaises:
         [line] = sink.take()
         _checked(line, DEFAULT_MAX_ENTRY_BYTES)
 
+    @pytest.mark.parametrize("error", ["bogus", {}], ids=["unknown", "unhashable"])
     def test_bad_values_set_inside_the_block_do_not_replace_the_exception(
-        self, collect: tuple[AuditLogger, CollectingSink]
+        self, collect: tuple[AuditLogger, CollectingSink], error: Any
     ) -> None:
         """http_status=inf, error="bogus", a failing message: the caller's exception still wins."""
         logger, sink = collect
@@ -906,7 +907,7 @@ class TestAuditedReRaises:
         def block() -> None:
             with logger.audited("test.block") as call:
                 call.http_status = float("inf")  # type: ignore[assignment]
-                call.error = "bogus"  # type: ignore[assignment]
+                call.error = error
                 call.error_message = Unprintable()  # type: ignore[assignment]
                 call.target = DEEP_LIST  # type: ignore[assignment]
                 call.details = "text"  # type: ignore[assignment]
