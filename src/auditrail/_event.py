@@ -2,8 +2,7 @@
 
 The wire form is one JSON object per entry (see ``schema/audit-event.schema.json``).
 ``AuditLogger.emit`` builds that object directly for speed; ``AuditEvent`` is the
-typed, immutable view used by readers (query tools, tests) and by
-``AuditLogger.emit_event``.
+typed, immutable view used by readers (query tools, tests).
 """
 
 from __future__ import annotations

@@ -290,7 +290,7 @@ class TestHostileValues:
             pytest.param(
                 {"details": {"tree": DEEP_DICT}},
                 {
-                    "details": {"tree": _deep_dict(5) | {}},
+                    "details": {"tree": {"a": {"a": {"a": {"a": {"a": "[nested too deep]"}}}}}},
                     "truncated": True,
                 },
                 id="details",
@@ -305,14 +305,7 @@ class TestHostileValues:
     ) -> None:
         """Nesting 10,000 deep (RecursionError in str()) is cut to a bounded text or 6 levels."""
         entry = _emit_one(collect, **arguments)
-        if "details" in expected:
-            innermost: Any = entry["details"]["tree"]
-            for _ in range(4):
-                innermost = innermost["a"]
-            assert innermost == {"a": "[nested too deep]"}
-            assert entry["truncated"] is True
-        else:
-            assert {key: entry[key] for key in expected} == expected
+        assert {key: entry[key] for key in expected} == expected
 
     def test_cycles_are_cut_and_the_walk_is_bounded(
         self, collect: tuple[AuditLogger, CollectingSink]
@@ -360,16 +353,12 @@ class TestHostileValues:
         self, collect: tuple[AuditLogger, CollectingSink]
     ) -> None:
         """A key whose str() fails and a mapping that fails while read are both recorded."""
-        key, broken = Unprintable(), BrokenMapping()
-        entry = _emit_one(
-            collect,
-            target=broken,
-            details={key: 1, "broken": BrokenMapping()},
-        )
+        key, broken, nested = Unprintable(), BrokenMapping(), BrokenMapping()
+        entry = _emit_one(collect, target=broken, details={key: 1, "broken": nested})
         # Its own str() (object's default) is what remains of the mapping.
         assert entry["target"] == {"resource_type": "none", "_value": object.__repr__(broken)}
         assert entry["details"]["<unprintable Unprintable>"] == 1
-        assert entry["details"]["broken"].startswith("<tests")
+        assert entry["details"]["broken"] == object.__repr__(nested)
         assert entry["coerced"] is True
 
     @pytest.mark.parametrize(
