@@ -2,8 +2,7 @@
 
 The wire form is one JSON object per entry (see ``schema/audit-event.schema.json``).
 ``AuditLogger.emit`` builds that object directly for speed; ``AuditEvent`` is the
-typed, immutable view used by readers (query tools, tests) and by
-``AuditLogger.emit_event``.
+typed, immutable view used by readers (query tools, tests).
 """
 
 from __future__ import annotations
@@ -18,6 +17,10 @@ import orjson
 
 SCHEMA_VERSION: Final = 1
 EVENT_TYPE: Final = "audit"
+ACTION_PATTERN: Final = r"^[a-z0-9_]+(\.[a-z0-9_]+)+$"
+"""What an action name must match (the schema's ``action.pattern``): dotted, lower case."""
+ACTION_MAX_CHARS: Final = 128
+"""The longest action name (the schema's ``action.maxLength``)."""
 
 TargetValue = str | int | float | bool | None
 """A value allowed in ``target``: scalars only, so targets stay filterable."""
@@ -87,6 +90,8 @@ class AuditEvent:
 
     ``target`` always has ``resource_type``; the other keys depend on it
     (``project_id``, ``mr_iid``, ``issue_key``, ``branch``, ``commit_sha``, ...).
+    ``truncated`` says something was cut to fit a limit, ``coerced`` that a
+    value could not be recorded as given and was replaced (see the schema).
 
     .. versionadded:: 0.1.0
     """
@@ -106,6 +111,7 @@ class AuditEvent:
     details: Mapping[str, Any] = field(default_factory=dict)
     uncorrelated: bool = False
     truncated: bool = False
+    coerced: bool = False
     schema_version: int = SCHEMA_VERSION
     event_type: str = EVENT_TYPE
 
@@ -130,6 +136,7 @@ class AuditEvent:
             details=dict(data.get("details") or {}),
             uncorrelated=bool(data.get("uncorrelated", False)),
             truncated=bool(data.get("truncated", False)),
+            coerced=bool(data.get("coerced", False)),
             schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
             event_type=data.get("event_type", EVENT_TYPE),
         )

@@ -4,6 +4,8 @@
 
     AuditError
     ├── ConfigError          invalid AUDIT_LOG_* setting (names the variable)
+    ├── InvalidEntryError    emit()/audited() called with an invalid action, outcome
+    │                        or error class (also a ValueError)
     ├── LoggerClosedError    emit() after close()
     └── SpoolError
         └── SpoolLockedError another live process owns the spool directory
@@ -27,6 +29,17 @@ class ConfigError(AuditError):
     def __init__(self, variable: str, message: str) -> None:
         super().__init__(f"{variable}: {message}")
         self.variable = variable
+
+
+class InvalidEntryError(AuditError, ValueError):
+    """An ``emit()`` or ``audited()`` call names an action, outcome or error class the schema lacks.
+
+    A programming error in the call itself, raised before anything is recorded.
+    It is the only error bad input can make ``emit()`` raise: any *value*
+    (``target``, ``details``, ``actor``, ``error_message``, ``duration_ms``,
+    ``http_status``) is recorded, cut or replaced instead, and the entry is
+    flagged ``truncated`` / ``coerced``. The message never repeats a credential.
+    """
 
 
 class LoggerClosedError(AuditError):

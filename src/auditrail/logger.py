@@ -16,20 +16,32 @@ import inspect
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import orjson
 
-from auditrail._event import SCHEMA_VERSION, SYSTEM_ACTOR, Actor, ErrorClass, Outcome
+from auditrail import _coerce
+from auditrail._coerce import COERCED, TRUNCATED
+from auditrail._event import (
+    ACTION_MAX_CHARS,
+    ACTION_PATTERN,
+    SCHEMA_VERSION,
+    SYSTEM_ACTOR,
+    Actor,
+    ActorType,
+    ErrorClass,
+    Outcome,
+)
 from auditrail._ids import new_event_id_and_timestamp
 from auditrail._names import service_name_problem
 from auditrail._pipeline import DeliveryPipeline, Durability
 from auditrail.context import _actor, _correlation_id
 from auditrail.errors import classify_exception, classify_http_status, status_of
-from auditrail.exceptions import LoggerClosedError
+from auditrail.exceptions import InvalidEntryError, LoggerClosedError
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import REDACTED, SecretRedactor, default_redactor
 from auditrail.sinks.stdout import StderrSink, StdoutSink
@@ -38,6 +50,7 @@ from auditrail.typing import Sink
 
 P = ParamSpec("P")
 R = TypeVar("R")
+E = TypeVar("E", Outcome, ErrorClass)
 
 DEFAULT_MAX_ENTRY_BYTES: Final = 16 * 1024
 _MAX_DEPTH: Final = 6
@@ -46,9 +59,25 @@ _TargetArg = Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None
 EXIT_TIMEOUT_S: Final = 5.0
 # StrEnum members hash like their values, so one dict maps both spellings.
 _OUTCOMES: Final[dict[str, Outcome]] = {o.value: o for o in Outcome}
-_SCALARS: Final = (int, float, bool, type(None))
+_ERRORS: Final[dict[str, ErrorClass]] = {e.value: e for e in ErrorClass}
+_ACTION: Final = re.compile(ACTION_PATTERN.removeprefix("^").removesuffix("$"))
 _NO_TARGET: Final = {"resource_type": "none"}
+# The caches hold cleaned strings that repeat (mapping keys, actors, action
+# names). Only values up to _CACHEABLE_CHARS are kept, so each cache is bounded
+# in bytes as well as in count: at most _CACHE_LIMIT x (two strings of 256
+# characters + a tuple) ~ 2.5 MB even for 4-byte characters, whatever the input.
+_NARROW_TARGET: Final = 32
+_CHANGED: Final = 4  # a key cleaned to other text: two keys may have become one
+_FLAGS: Final = TRUNCATED | COERCED
 _CACHE_LIMIT: Final = 4096
+_CACHEABLE_CHARS: Final = 256
+# The shrinker's steps: (longest string kept, most target keys kept).
+_SHRINK_STEPS: Final = ((256, 64), (64, 8))
+# The core entry's free strings (actor type and id, resource type) are cut to
+# this many characters, at most 4 bytes each: with an action of 128 and a
+# service of 64 ASCII characters (auditrail._names) the core entry stays under
+# the smallest allowed limit, 1,024 bytes (test_minimal_entry_fits_the_smallest_limit).
+_CORE_CHARS: Final = 16
 # A value under a key named like a credential is redacted even when it has no
 # recognisable shape ({"password": "hunter2"}). Whole-key match, so that
 # "completion_tokens" or "auth_method" stay readable while "gitlab_token",
@@ -84,7 +113,8 @@ class AuditLogger:
             stderr when the sink is stdout itself).
         redactor: scrubs strings (default: the process-wide redactor).
         metrics: Prometheus metrics (default: on the global registry).
-        max_entry_bytes: the largest encoded entry; bulkier fields are cut.
+        max_entry_bytes: the largest encoded entry (at least 1,024); bulkier
+            entries are cut down, never written whole.
         enabled: False makes ``emit`` a no-op costing one attribute check.
         exit_timeout_s: how long the ``atexit`` close (also reached from
             SIGTERM, see ``auditrail.runtime``) may deliver before spooling.
@@ -129,8 +159,10 @@ class AuditLogger:
         self._clean = self._redactor.clean
         self._metrics = metrics if metrics is not None else AuditMetrics.for_registry()
         self._max_entry_bytes = max_entry_bytes
-        self._actors: dict[Actor, tuple[dict[str, str], bool]] = {}
-        self._keys: dict[Any, tuple[str, bool]] = {}
+        # Caches of cleaned values, bounded in count and bytes (_CACHEABLE_CHARS).
+        self._actors: dict[int, tuple[Actor, dict[str, str], int]] = {}
+        self._keys: dict[str, tuple[str, bool, int]] = {}
+        self._actions: set[str] = set()
         self._generation = self._redactor.generation
         self._count = self._metrics.count_entry
         self._claim: SpoolClaim | None = None
@@ -203,32 +235,182 @@ class AuditLogger:
     ) -> str:
         """Record one action; return its ``event_id`` ("" when disabled).
 
-        Never blocks on I/O to a sink. A failure without an ``error`` class
-        gets one from ``http_status``, or ``internal_error``.
+        Never blocks on I/O to a sink, and never raises because of a value:
+        whatever ``target``, ``details``, ``actor``, ``error_message``,
+        ``duration_ms`` and ``http_status`` hold, one schema-valid entry of at
+        most ``max_entry_bytes`` is written. Strings are scrubbed, then cut
+        (flagged ``truncated``). What JSON cannot hold or the schema forbids is
+        replaced and the entry flagged ``coerced``: a lone surrogate is escaped
+        (``\\udcff``), an integer beyond 64 bits or NaN/infinity is written as
+        text, an object whose ``str()`` fails is named by its class, a
+        ``target`` or ``details`` that is no mapping is kept as ``{"_value":
+        ...}``, an ``http_status`` that is no integer in 100-599 and a
+        ``duration_ms`` that is NaN, infinite or no number are dropped (they
+        are measured at run time, so the entry is kept without them), a
+        negative ``duration_ms`` is clamped to 0. An entry still over the limit
+        loses ``details``, then key count and string length, down to its core
+        fields. A failure without an ``error`` class gets one from
+        ``http_status``, or ``internal_error``.
 
         Raises:
+            InvalidEntryError: a programming error in the call, nothing is
+                recorded: ``action`` does not match the schema (dotted lower
+                case ``[a-z0-9_]``, at most 128 characters, no credential in
+                it), or ``outcome`` / ``error`` is not one of its values.
             LoggerClosedError: the logger is closed (the call is counted).
         """
         if not self.enabled:
             return ""
         if self._closed:
             self._metrics.emit_after_close.inc()
-            raise LoggerClosedError(f"audit logger closed; refused {action!r}")
-        clean = self._clean
+            raise LoggerClosedError(f"audit logger closed; refused {self._describe(action)}")
         if self._redactor.generation != self._generation:
             self._forget_cleaned()
+        if type(action) is not str or action not in self._actions:
+            action = self._check_action(action)
+        try:
+            outcome = _OUTCOMES[outcome]
+        except Exception:  # noqa: BLE001 - KeyError, or TypeError when unhashable
+            outcome = self._vocabulary(_OUTCOMES, outcome, "outcome")
+        if error is not None:
+            try:
+                error = _ERRORS[error]
+            except Exception:  # noqa: BLE001 - KeyError, or TypeError when unhashable
+                error = self._vocabulary(_ERRORS, error, "error")
         event_id, timestamp = new_event_id_and_timestamp()
         correlation_id = _correlation_id.get()
         if actor is None:
             actor = _actor.get() or SYSTEM_ACTOR
-        outcome = _OUTCOMES[outcome]
-        action, truncated = clean(action)
-        # An actor repeats for a whole scope: clean it once.
-        cached_actor = self._actors.get(actor)
-        if cached_actor is None:
-            cached_actor = self._clean_actor(actor)
-        actor_dict, cut = cached_actor
-        truncated |= cut
+        try:
+            # An actor repeats for a whole scope: clean it once. Keyed by
+            # identity, so a caller's __hash__/__eq__ never runs here.
+            hit = self._actors.get(id(actor))
+            if hit is not None and hit[0] is actor:
+                actor_dict, flags = hit[1], hit[2]
+            else:
+                actor_dict, flags = self._clean_actor(actor)
+            entry: dict[str, Any] = {
+                "schema_version": SCHEMA_VERSION,
+                "event_id": event_id,
+                "timestamp": timestamp,
+                "event_type": "audit",
+                "action": action,
+                "actor": actor_dict,
+                "target": _NO_TARGET,
+                "outcome": outcome,
+                "correlation_id": correlation_id or event_id,
+                "service": self.service,
+            }
+            if target is not None:
+                if type(target) is dict:
+                    if target:
+                        entry["target"], f = self._clean_target(target)
+                        flags |= f
+                else:
+                    entry["target"], f = self._odd_target(target)
+                    flags |= f
+            if correlation_id is None:
+                entry["uncorrelated"] = True
+            status = http_status
+            if status is not None and not (type(status) is int and 100 <= status <= 599):
+                status, f = _coerce.http_status(status)
+                flags |= f
+            if outcome is Outcome.FAILURE:
+                if error is None:
+                    error = (
+                        classify_http_status(status) if status else None
+                    ) or ErrorClass.INTERNAL_ERROR
+                entry["error"] = error
+                if error_message is not None:
+                    if type(error_message) is str:
+                        if error_message:
+                            entry["error_message"], cut = self._clean(error_message)
+                            flags |= cut
+                    else:
+                        entry["error_message"], f = self._text(error_message)
+                        flags |= f
+            if duration_ms is not None:
+                if type(duration_ms) is float and 0.0 < duration_ms < 1e308:
+                    entry["duration_ms"] = round(duration_ms, 3)
+                else:
+                    duration, f = _coerce.duration_ms(duration_ms)
+                    flags |= f
+                    if duration is not None:
+                        entry["duration_ms"] = duration
+            if status is not None:
+                entry["http_status"] = status
+            if details is not None:
+                if type(details) is dict:
+                    if details:
+                        room = [self._max_entry_bytes]
+                        entry["details"], f = self._clean_mapping(
+                            details.items(), len(details), 0, room
+                        )
+                        flags |= f
+                else:
+                    cleaned_details, f = self._odd_details(details)
+                    flags |= f
+                    if cleaned_details:
+                        entry["details"] = cleaned_details
+            if flags:
+                if flags & TRUNCATED:
+                    entry["truncated"] = True
+                if flags & COERCED:
+                    entry["coerced"] = True
+            try:
+                raw = orjson.dumps(entry)
+            except orjson.JSONEncodeError:
+                raw = self._repaired(entry)
+            # orjson returns a bytes object with ~4 KiB of spare capacity; a
+            # right-sized copy keeps a queued entry at ~0.5 KiB and avoids the
+            # page faults that made emit ~15x slower under backlog (measured).
+            line = (
+                memoryview(raw).tobytes()
+                if len(raw) <= self._max_entry_bytes
+                else self._shrink(entry)
+            )
+        except Exception:  # noqa: BLE001 - emit never fails over a value
+            # Something defeated the cleaning above (a mapping changed while it
+            # was read, say): record the core of the entry rather than nothing.
+            line = self._last_resort(
+                event_id, timestamp, action, outcome, error, correlation_id, actor
+            )
+        self._count(action, outcome)
+        self._submit(line)
+        return event_id
+
+    def _repaired(self, entry: dict[str, Any]) -> bytes:
+        """Only a lone surrogate or an integer beyond 64 bits gets orjson to refuse an
+        entry (the cleaning made everything else plain JSON data): fix those in place."""
+        fixed, flags = _coerce.repair(entry, self._clean)
+        entry.clear()
+        entry.update(fixed)
+        entry["coerced"] = True
+        if flags & TRUNCATED:
+            entry["truncated"] = True
+        return orjson.dumps(entry)
+
+    def _encode(self, entry: dict[str, Any]) -> bytes:
+        """``emit``'s encoding (kept inline there for speed), for the last-resort entry."""
+        try:
+            raw = orjson.dumps(entry)
+        except orjson.JSONEncodeError:
+            raw = self._repaired(entry)
+        if len(raw) > self._max_entry_bytes:
+            return self._shrink(entry)
+        return memoryview(raw).tobytes()
+
+    def _last_resort(
+        self,
+        event_id: str,
+        timestamp: str,
+        action: str,
+        outcome: Outcome,
+        error: ErrorClass | None,
+        correlation_id: str | None,
+        actor: object,
+    ) -> bytes:
+        actor_dict, _ = self._clean_actor(actor)
         entry: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "event_id": event_id,
@@ -241,39 +423,12 @@ class AuditLogger:
             "correlation_id": correlation_id or event_id,
             "service": self.service,
         }
-        if target:
-            cleaned_target, cut = self._clean_target(target)
-            entry["target"] = cleaned_target
-            truncated |= cut
+        if outcome is Outcome.FAILURE:
+            entry["error"] = error or ErrorClass.INTERNAL_ERROR
         if correlation_id is None:
             entry["uncorrelated"] = True
-        if outcome is Outcome.FAILURE:
-            if error is None:
-                error = (
-                    classify_http_status(http_status) if http_status else None
-                ) or ErrorClass.INTERNAL_ERROR
-            entry["error"] = ErrorClass(error)
-            if error_message:
-                entry["error_message"], cut = clean(error_message)
-                truncated |= cut
-        if duration_ms is not None:
-            entry["duration_ms"] = round(duration_ms, 3) if duration_ms > 0 else 0.0
-        if http_status is not None:
-            entry["http_status"] = int(http_status)
-        if details:
-            entry["details"], cut = self._clean_value(details, 0)
-            truncated |= cut
-        if truncated:
-            entry["truncated"] = True
-        # orjson returns a bytes object with ~4 KiB of spare capacity; a
-        # right-sized copy keeps a queued entry at ~0.5 KiB and avoids the
-        # page faults that made emit ~15x slower under backlog (measured).
-        line = memoryview(orjson.dumps(entry)).tobytes()
-        if len(line) > self._max_entry_bytes:
-            line = self._shrink(entry)
-        self._count(action, outcome)
-        self._submit(line)
-        return event_id
+        entry["truncated"] = entry["coerced"] = True
+        return self._encode(entry)
 
     def _forget_cleaned(self) -> None:
         # A secret was registered (or the length limit changed) since these
@@ -281,92 +436,326 @@ class AuditLogger:
         self._generation = self._redactor.generation
         self._actors = {}
         self._keys = {}
+        self._actions = set()
 
-    def _clean_actor(self, actor: Actor) -> tuple[dict[str, str], bool]:
-        actor_type, cut_type = self._clean(actor.type)
-        actor_id, cut_id = self._clean(actor.id)
-        result = ({"type": actor_type, "id": actor_id}, cut_type or cut_id)
-        if len(self._actors) >= _CACHE_LIMIT:
-            self._actors.clear()
-        self._actors[actor] = result
-        return result
+    def _check_action(self, action: object) -> str:
+        """A valid action name, cached; else ``InvalidEntryError``."""
+        try:
+            text = str.__str__(action) if isinstance(action, str) else None
+        except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
+            text = None
+        if text is None:
+            raise InvalidEntryError(f"action must be a str; got {self._describe(action)}")
+        if len(text) > ACTION_MAX_CHARS or _ACTION.fullmatch(text) is None:
+            raise InvalidEntryError(
+                f"invalid action {self._describe(text)}: it must be dotted lower-case words "
+                f"([a-z0-9_]+, e.g. gitlab.api.post_mr_note), at most {ACTION_MAX_CHARS} characters"
+            )
+        if self._clean(text)[0] != text:
+            raise InvalidEntryError(
+                "invalid action: it holds a credential, or is longer than AUDIT_LOG_MAX_FIELD_CHARS"
+            )
+        if len(self._actions) >= _CACHE_LIMIT:
+            self._actions.clear()
+        self._actions.add(text)
+        return text
 
-    def _key(self, key: Any) -> tuple[str, bool]:
-        """A cleaned mapping key, and whether it names a credential (memoised)."""
-        found = self._keys.get(key)
+    def _vocabulary(self, table: Mapping[str, E], value: object, name: str) -> E:
+        """``value`` looked up as plain text (a str subclass may hash oddly), else the error."""
+        found = _lookup(table, value)
         if found is None:
-            cleaned = self._clean(key if type(key) is str else str(key))[0]
-            found = (cleaned, _CREDENTIAL_KEY.fullmatch(cleaned) is not None)
-            if len(self._keys) >= _CACHE_LIMIT:
-                self._keys.clear()
-            self._keys[key] = found
+            raise InvalidEntryError(
+                f"{name} must be one of {sorted(table)}; got {self._describe(value)}"
+            )
         return found
 
-    def _clean_target(self, target: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        clean = self._clean
+    def _describe(self, value: object) -> str:
+        """A short, scrubbed rendering of a rejected argument, for an exception message."""
+        try:
+            if isinstance(value, str):
+                return repr(_coerce.cut(self._text(value)[0], 80))
+            return f"<{_coerce.type_name(value)}>"
+        except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
+            return f"<{_coerce.type_name(value)}>"
+
+    def _clean_actor(self, actor: object) -> tuple[dict[str, str], int]:
+        try:
+            if not isinstance(actor, Actor):
+                id_text, flags = self._text(actor)
+                return {"type": "unknown", "id": id_text}, flags | COERCED
+            actor_type, actor_id = actor.type, actor.id
+            clean = self._clean
+            type_text, flags = (
+                clean(actor_type) if type(actor_type) is str else self._text(actor_type)
+            )
+            id_text, f = clean(actor_id) if type(actor_id) is str else self._text(actor_id)
+            flags |= f
+            if not type_text:
+                type_text = "unknown"
+                flags |= COERCED
+            result = {"type": type_text, "id": id_text}
+            # Small actors only, so the cache is bounded in bytes; it holds the
+            # actor itself, so the id it is keyed by cannot be reused meanwhile.
+            if (
+                type(actor) is Actor
+                and (type(actor_type) is str or type(actor_type) is ActorType)
+                and type(actor_id) is str
+                and len(actor_type) <= _CACHEABLE_CHARS
+                and len(actor_id) <= _CACHEABLE_CHARS
+            ):
+                if len(self._actors) >= _CACHE_LIMIT:
+                    self._actors.clear()
+                self._actors[id(actor)] = (actor, result, flags)
+            return result, flags
+        except Exception:  # noqa: BLE001 - an Actor subclass may raise anything
+            return {"type": "unknown", "id": ""}, COERCED
+
+    def _key(self, key: object) -> tuple[str, bool, int]:
+        """A cleaned mapping key, whether it names a credential, and its flags."""
+        if type(key) is str:
+            text, cut = self._clean(key)
+            flags = (TRUNCATED if cut else 0) | (_CHANGED if text != key else 0)
+            found = (text, _CREDENTIAL_KEY.fullmatch(text) is not None, flags)
+            # Short keys only: a cache of 4,096 keys of any length grew with
+            # the input (30 distinct 10 MB keys kept 224 MB).
+            if len(key) <= _CACHEABLE_CHARS:
+                if len(self._keys) >= _CACHE_LIMIT:
+                    self._keys.clear()
+                self._keys[key] = found
+            return found
+        # Not a str: its string form, never cached (its hash and equality are
+        # the caller's code).
+        text, flags = self._text(key)
+        return text, _CREDENTIAL_KEY.fullmatch(text) is not None, flags | _CHANGED
+
+    def _text(self, value: object) -> tuple[str, int]:
+        """Any value as scrubbed text: its ``str()`` (bytes decoded), or a stand-in."""
+        try:
+            if isinstance(value, str):
+                text, flags = str.__str__(value), 0
+            elif isinstance(value, bytes | bytearray | memoryview):
+                text, flags = _coerce.bytes_text(value, self._redactor.max_field_chars)
+            else:
+                text, flags = _coerce.safe_str(value)
+        except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
+            text, flags = f"<unprintable {_coerce.type_name(value)}>", COERCED
+        cleaned, cut = self._clean(text)
+        return cleaned, flags | cut
+
+    def _clean_target(self, target: dict[Any, Any]) -> tuple[dict[str, Any], int]:
         out: dict[str, Any] = {"resource_type": "none"}
-        truncated = False
-        for key, value in target.items():
-            k, secret = self._key(key)
+        if len(target) <= _NARROW_TARGET:
+            flags = self._fill_target(target.items(), out)
+            seen = len(target)
+        else:
+            flags, seen = self._fill_wide_target(target, out)
+        # Keys that clean to the same text (a cut, or 1 and "1") keep one value.
+        if flags & _CHANGED and len(out) < seen + ("resource_type" not in target):
+            flags |= COERCED
+        resource_type = out["resource_type"]
+        if type(resource_type) is not str or not resource_type:
+            out["resource_type"] = (
+                "none" if resource_type is None or resource_type == "" else str(resource_type)
+            )
+            flags |= COERCED
+        return out, flags & _FLAGS
+
+    def _fill_target(self, items: Iterable[tuple[Any, Any]], out: dict[str, Any]) -> int:
+        clean = self._clean
+        keys = self._keys
+        flags = 0
+        for key, value in items:
+            found = keys.get(key) if type(key) is str else None
+            if found is None:
+                found = self._key(key)
+            k, secret, f = found
+            flags |= f
+            kind = type(value)
             if secret and value is not None:
                 out[k] = REDACTED
-            elif type(value) is str:
+            elif kind is str:
                 out[k], cut = clean(value)
-                truncated |= cut
-            elif isinstance(value, _SCALARS):
+                flags |= cut
+            elif (
+                kind is int
+                or kind is bool
+                or value is None
+                or (kind is float and value - value == 0)
+            ):
                 out[k] = value
             else:
-                out[k], cut = clean(str(value))
-                truncated |= cut
-        return out, truncated
+                out[k], f = self._odd_target_value(value)
+                flags |= f
+        return flags
 
-    def _clean_value(self, value: Any, depth: int) -> tuple[Any, bool]:
-        if isinstance(value, _SCALARS):
-            return value, False
-        if isinstance(value, str):
-            return self._clean(value)
+    def _fill_wide_target(self, target: dict[Any, Any], out: dict[str, Any]) -> tuple[int, int]:
+        # Many keys (hostile, or a mistake: targets are meant to be small and
+        # flat). Cleaned in slices, with a lower bound of the encoded size:
+        # past the limit the entry will be shrunk anyway, so the rest is not
+        # worth cleaning (5,000 keys of 4,000 characters made a 20 MB entry).
+        items = iter(target.items())
+        room = self._max_entry_bytes
+        flags = seen = counted = 0
+        while room >= 0 and seen < len(target):
+            chunk = list(islice(items, _NARROW_TARGET))
+            flags |= self._fill_target(chunk, out)
+            seen += len(chunk)
+            for k, v in islice(reversed(out.items()), len(out) - counted):
+                room -= len(k) + 5 + (len(v) + 1 if type(v) is str else 0)
+            counted = len(out)
+        if seen < len(target):
+            out["_dropped_keys"] = len(target) - seen
+            flags |= TRUNCATED
+        return flags, seen
+
+    def _odd_target_value(self, value: object) -> tuple[Any, int]:
+        try:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return int.__int__(value), 0  # IntEnum; beyond 64 bits: _coerce.repair
+            if isinstance(value, float):
+                number = float.__float__(value)
+                if number - number == 0.0:
+                    return number, 0
+                return _coerce.nonfinite_text(number), COERCED
+        except Exception:  # noqa: BLE001 - the caller's __class__; _text copes
+            return self._text(value)
+        # Non-scalars too: a target stays flat so that it can be filtered on.
+        return self._text(value)
+
+    def _odd_target(self, target: object) -> tuple[dict[str, Any], int]:
+        try:
+            if isinstance(target, Mapping):
+                pairs = dict(islice(target.items(), self._max_entry_bytes // 5 + 1))
+                return self._clean_target(pairs) if pairs else (_NO_TARGET, 0)
+            text, flags = self._text(target)
+        except Exception:  # noqa: BLE001 - a broken mapping is recorded as its text
+            text, flags = self._text(target)
+        return {"resource_type": "none", "_value": text}, flags | COERCED
+
+    def _odd_details(self, details: object) -> tuple[dict[str, Any], int]:
+        room = [self._max_entry_bytes]
+        try:
+            if isinstance(details, Mapping):
+                pairs = list(islice(details.items(), room[0] // 5 + 1))
+                return self._clean_mapping(pairs, len(pairs), 0, room)
+        except Exception:  # noqa: BLE001 - a broken mapping is recorded as its text
+            room = [self._max_entry_bytes]
+        value, flags = self._clean_value(details, 1, room)
+        return {"_value": value}, flags | COERCED
+
+    def _clean_mapping(
+        self, items: Iterable[tuple[Any, Any]], count: int, depth: int, room: list[int]
+    ) -> tuple[dict[str, Any], int]:
+        # ``room`` is a lower bound of the bytes still free in the entry,
+        # shared by the whole walk: it bounds the work on huge or cyclic input
+        # (a list holding itself 100 times, 6 levels deep, is 10**12 leaves).
+        keys = self._keys
+        out: dict[str, Any] = {}
+        flags = 0
+        for key, item in items:
+            if room[0] < 0:
+                return out, (flags | TRUNCATED) & _FLAGS
+            found = keys.get(key) if type(key) is str else None
+            if found is None:
+                found = self._key(key)
+            k, secret, f = found
+            flags |= f
+            room[0] -= len(k) + 4  # "k": and a separator
+            if secret and item is not None:
+                out[k] = REDACTED
+            else:
+                out[k], f = self._clean_value(item, depth + 1, room)
+                flags |= f
+        if len(out) < count:
+            flags |= COERCED  # keys that clean to the same text keep one value
+        return out, flags & _FLAGS
+
+    def _clean_value(self, value: Any, depth: int, room: list[int]) -> tuple[Any, int]:
+        kind = type(value)
+        # Charges to ``room`` are lower bounds of the encoded size: a string is
+        # its characters and quotes, a number at least one byte; the container
+        # charges one separator per item.
+        if kind is str:
+            text, cut = self._clean(value)
+            room[0] -= len(text) + 2
+            return text, cut
+        if kind is int or kind is bool or value is None:
+            room[0] -= 1
+            return value, 0
+        if kind is float:
+            room[0] -= 1
+            if value - value == 0.0:
+                return value, 0
+            return _coerce.nonfinite_text(value), COERCED
         if depth >= _MAX_DEPTH:
-            return "[nested too deep]", True
-        if isinstance(value, Mapping):
-            out: dict[str, Any] = {}
-            truncated = False
-            for key, item in value.items():
-                k, secret = self._key(key)
-                if secret and item is not None:
-                    out[k] = REDACTED
-                    continue
-                out[k], cut = self._clean_value(item, depth + 1)
-                truncated |= cut
-            return out, truncated
-        if isinstance(value, list | tuple | set | frozenset):
+            room[0] -= 19
+            return "[nested too deep]", TRUNCATED
+        if kind is dict:
+            return self._clean_mapping(value.items(), len(value), depth, room)
+        if kind is list or kind is tuple:
             items = []
-            truncated = False
+            flags = 0
             for item in value:
-                cleaned, cut = self._clean_value(item, depth + 1)
+                if room[0] < 0:
+                    flags |= TRUNCATED
+                    break
+                room[0] -= 1
+                cleaned, f = self._clean_value(item, depth + 1, room)
                 items.append(cleaned)
-                truncated |= cut
-            return items, truncated
-        return self._clean(str(value))
+                flags |= f
+            return items, flags
+        return self._odd_value(value, depth, room)
+
+    def _odd_value(self, value: object, depth: int, room: list[int]) -> tuple[Any, int]:
+        try:
+            if isinstance(value, str):
+                return self._clean_value(str.__str__(value), depth, room)
+            if isinstance(value, int):
+                return self._clean_value(int.__int__(value), depth, room)
+            if isinstance(value, float):
+                return self._clean_value(float.__float__(value), depth, room)
+            if isinstance(value, Mapping):
+                pairs = list(islice(value.items(), max(room[0], 0) // 5 + 1))
+                return self._clean_mapping(pairs, len(pairs), depth, room)
+            if isinstance(value, list | tuple | set | frozenset):
+                return self._clean_value(list(islice(value, max(room[0], 0) + 1)), depth, room)
+            text, flags = self._text(value)
+        except Exception:  # noqa: BLE001 - a broken container is recorded as its text
+            text, flags = self._text(value)
+        room[0] -= len(text) + 2
+        return text, flags
 
     def _shrink(self, entry: dict[str, Any]) -> bytes:
-        # Over the size limit: drop details first, then cut every string
-        # short. The entry still says what happened, and that it was cut.
+        """Cut an entry down to ``max_entry_bytes``, re-checking the encoded size at each step.
+
+        Details go first (their size is kept), then every string and key is
+        cut shorter and the target keeps fewer keys, and last only the core
+        fields remain; that core always fits (_CORE_CHARS). Strings here are
+        already scrubbed, so cutting them can reveal nothing.
+        """
+        limit = self._max_entry_bytes
         entry["truncated"] = True
         details = entry.pop("details", None)
         if details is not None:
             entry["details"] = {"_dropped_bytes": len(orjson.dumps(details))}
-        line = memoryview(orjson.dumps(entry)).tobytes()
-        if len(line) <= self._max_entry_bytes:
-            return line
-        short = SecretRedactor(max_field_chars=256)
-        for key in ("error_message", "action"):
-            if key in entry:
-                entry[key] = short.clean(entry[key])[0]
-        entry["actor"] = {k: short.clean(v)[0] for k, v in entry["actor"].items()}
-        entry["target"] = {
-            k: (short.clean(v)[0] if isinstance(v, str) else v) for k, v in entry["target"].items()
-        }
-        return memoryview(orjson.dumps(entry)).tobytes()
+            line = orjson.dumps(entry)
+            if len(line) <= limit:
+                return memoryview(line).tobytes()
+        actor, target = entry["actor"], entry["target"]
+        message = entry.get("error_message")
+        for chars, keys in _SHRINK_STEPS:
+            entry["actor"] = {k: _coerce.cut(v, chars) for k, v in actor.items()}
+            entry["target"] = _cap_target(target, keys, chars)
+            if message is not None:
+                entry["error_message"] = _coerce.cut(message, chars)
+            line = orjson.dumps(entry)
+            if len(line) <= limit:
+                return memoryview(line).tobytes()
+        for chars in (64, _CORE_CHARS):
+            line = orjson.dumps(_core(entry, chars))
+            if len(line) <= limit:
+                break
+        return memoryview(line).tobytes()
 
     def audited(
         self,
@@ -382,8 +771,16 @@ class AuditLogger:
         annotate (``http_status``, more ``target`` or ``details``, or
         ``fail()``). As a decorator (sync or async) ``target`` may be a
         callable receiving the function's arguments. The caller's exception
-        is recorded (class and redacted message) and re-raised untouched.
+        is recorded (class and redacted message) and re-raised untouched:
+        when the block raised, nothing on the audit side (a bad value, a
+        failing ``target`` callable, a closed logger) replaces its exception.
+
+        Raises:
+            InvalidEntryError: ``action`` is not a valid action name (checked
+                here, before the block runs).
         """
+        if self.enabled and (type(action) is not str or action not in self._actions):
+            action = self._check_action(action)
         return Audited(self, action, target, details, actor)
 
     # -- lifecycle ----------------------------------------------------------
@@ -467,6 +864,49 @@ class AuditLogger:
         self.close()
 
 
+def _cap_target(target: dict[str, Any], keys: int, chars: int) -> dict[str, Any]:
+    """The first ``keys`` target keys, keys and strings cut, and how many were left out."""
+    out: dict[str, Any] = {"resource_type": _coerce.cut(target["resource_type"], chars)}
+    dropped = target.get("_dropped_keys", 0)
+    dropped = dropped if type(dropped) is int else 0
+    for key, value in target.items():
+        if key in ("resource_type", "_dropped_keys"):
+            continue
+        if len(out) > keys:
+            dropped += 1
+            continue
+        out[_coerce.cut(key, min(chars, 64))] = (
+            _coerce.cut(value, chars) if type(value) is str else value
+        )
+    if dropped:
+        out["_dropped_keys"] = dropped
+    return out
+
+
+_CORE_FIELDS: Final = (
+    "schema_version",
+    "event_id",
+    "timestamp",
+    "event_type",
+    "action",
+    "outcome",
+    "error",
+    "correlation_id",
+    "service",
+    "uncorrelated",
+    "coerced",
+)
+
+
+def _core(entry: dict[str, Any], chars: int) -> dict[str, Any]:
+    """The entry reduced to what the schema requires, its free strings cut to ``chars``."""
+    core: dict[str, Any] = {key: entry[key] for key in _CORE_FIELDS if key in entry}
+    core["actor"] = {key: _coerce.cut(value, chars) for key, value in entry["actor"].items()}
+    core["target"] = {"resource_type": _coerce.cut(entry["target"]["resource_type"], chars)}
+    core["truncated"] = True
+    return core
+
+
 # Strong references: a logger only referenced by a frame that SIGTERM's
 # SystemExit unwinds would otherwise vanish before atexit could close it (and
 # its buffer with it). close() removes the reference.
@@ -523,10 +963,63 @@ class AuditCall:
         self.error_message: str | None = None
 
     def fail(self, error: ErrorClass | str, message: str | None = None) -> None:
-        """Record a failure that raised no exception (e.g. a refused request)."""
+        """Record a failure that raised no exception (e.g. a refused request).
+
+        Raises:
+            InvalidEntryError: ``error`` is not an ``ErrorClass`` value.
+        """
+        found = _lookup(_ERRORS, error)
+        if found is None:
+            raise InvalidEntryError(
+                f"error must be one of {sorted(_ERRORS)}; got <{_coerce.type_name(error)}>"
+            )
+        self.error = found
         self.outcome = Outcome.FAILURE
-        self.error = ErrorClass(error)
         self.error_message = message
+
+
+def _lookup(table: Mapping[str, E], value: object) -> E | None:
+    """``table[value]``, trying a str subclass as plain text; None when absent or unusable."""
+    with contextlib.suppress(Exception):  # KeyError, or TypeError when unhashable
+        return table[value]  # type: ignore[index]
+    try:
+        return table.get(str.__str__(value)) if isinstance(value, str) else None
+    except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
+        return None
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    """A copy the block may add to. A value that is no mapping is handed on as it
+    is, for ``emit`` to record and flag rather than to fail here."""
+    if value is None:
+        return {}
+    try:
+        if type(value) is dict:
+            return dict(value)
+        if isinstance(value, Mapping):
+            return dict(value.items())
+        return cast(dict[str, Any], value)
+    except Exception:  # noqa: BLE001 - emit records and flags what this cannot copy
+        return cast(dict[str, Any], value)
+
+
+def _exception_text(exc: BaseException) -> str:
+    name = _coerce.type_name(exc)
+    text, _ = _coerce.safe_str(exc)
+    return f"{name}: {text}"
+
+
+def _classified(exc: BaseException) -> tuple[ErrorClass, int | None]:
+    """The error class and HTTP status of the caller's exception; never raises."""
+    try:
+        error = classify_exception(exc)
+    except Exception:  # noqa: BLE001 - e.g. an audit_error_class that is no ErrorClass
+        error = ErrorClass.INTERNAL_ERROR
+    try:
+        status = status_of(exc)
+    except Exception:  # noqa: BLE001 - a property of the caller's exception may raise
+        status = None
+    return error, status
 
 
 class Audited:
@@ -550,10 +1043,21 @@ class Audited:
         self._actor = actor
         self._pending: tuple[AuditCall, int] | None = None
 
-    def _start(self, target: Mapping[str, Any] | None) -> tuple[AuditCall, int]:
-        return AuditCall(dict(target or {}), dict(self._details or {})), time.perf_counter_ns()
+    def _start(self, target: object) -> tuple[AuditCall, int]:
+        return AuditCall(_as_dict(target), _as_dict(self._details)), time.perf_counter_ns()
 
     def _finish(self, pending: tuple[AuditCall, int], exc: BaseException | None) -> None:
+        if exc is None:
+            # No exception of the caller's to protect: a closed logger, or an
+            # invalid outcome/error the block set on its AuditCall, is raised.
+            self._record(pending, None)
+            return
+        # Never replace the caller's own exception with ours (a closed logger
+        # is counted by emit itself).
+        with contextlib.suppress(Exception):
+            self._record(pending, exc)
+
+    def _record(self, pending: tuple[AuditCall, int], exc: BaseException | None) -> None:
         call, started = pending
         duration_ms = (time.perf_counter_ns() - started) / 1e6
         outcome, error, message, status = (
@@ -564,28 +1068,30 @@ class Audited:
         )
         if exc is not None:
             outcome = Outcome.FAILURE
-            error = error or classify_exception(exc)
-            message = message or f"{type(exc).__name__}: {exc}"
-            status = status if status is not None else status_of(exc)
-        elif outcome is None and status is not None and status >= 400:
-            outcome = Outcome.FAILURE
-            error = error or classify_http_status(status)
-        try:
-            self._logger.emit(
-                self._action,
-                outcome=outcome or Outcome.SUCCESS,
-                target=call.target or None,
-                actor=self._actor,
-                error=error,
-                error_message=message,
-                duration_ms=duration_ms,
-                http_status=status,
-                details=call.details or None,
-            )
-        except LoggerClosedError:
-            if exc is None:
-                raise
-            # Never replace the caller's own exception with ours.
+            classified, carried = _classified(exc)
+            # An error class the block set stays, if it is one.
+            error = (_lookup(_ERRORS, error) if error is not None else None) or classified
+            if message is None:
+                message = _exception_text(exc)
+            if status is None:
+                status = carried
+        elif outcome is None and status is not None:
+            code, _ = _coerce.http_status(status)
+            if code is not None and code >= 400:
+                outcome = Outcome.FAILURE
+                if error is None:
+                    error = classify_http_status(code)
+        self._logger.emit(
+            self._action,
+            outcome=outcome if outcome is not None else Outcome.SUCCESS,
+            target=call.target,
+            actor=self._actor,
+            error=error,
+            error_message=message,
+            duration_ms=duration_ms,
+            http_status=status,
+            details=call.details,
+        )
 
     def __enter__(self) -> AuditCall:
         if self._pending is not None:
@@ -618,11 +1124,14 @@ class Audited:
     ) -> None:
         self._exit(exc)
 
-    def _target_for(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Mapping[str, Any] | None:
+    def _target_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         if callable(self._target):
-            return self._target(*args, **kwargs)
+            try:
+                return self._target(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the caller's own call comes first
+                # The call itself still runs (and raises its own error, if the
+                # arguments are wrong); the entry says the target was lost.
+                return f"<target callable raised {_exception_text(exc)}>"
         return self._target
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
