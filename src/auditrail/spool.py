@@ -383,10 +383,6 @@ class Spool:
         try:
             os.ftruncate(self._fd, self._sizes[self._active])
         except OSError:
-            if self._next_id == self._active:
-                # Nothing committed here yet, so the fresh segment would get this
-                # file's name: skip one id (never written) to get a new file.
-                self._next_id += 1
             self._roll()  # the torn tail stays in the old segment, beyond its committed size
         self._torn = False
 
@@ -395,6 +391,10 @@ class Spool:
         # thread (measured: a 14 ms stall of emit). A kept segment's
         # descriptor waits for the next sync(); a discarded one just closes.
         # The new segment is opened first, so a failure (a full disk) changes nothing.
+        if self._next_id == self._active:
+            # No record in the active segment (only torn bytes), so a fresh one would
+            # get its name: skip one id, never written, to get a new file.
+            self._next_id += 1
         old_fd = self._fd
         new_fd = os.open(
             self._segment_path(self._next_id),
@@ -600,18 +600,30 @@ class Spool:
             for i, first in enumerate(ordered):
                 if first == self._active:
                     if self._next_id - 1 <= floor and self._sizes[first] > 0 and not self._closed:
-                        # Everything is delivered: start an empty segment so the
-                        # spool shrinks to nothing (no fsync for a file being deleted).
-                        # On a disk too full for a new file, keep this one for now.
-                        try:
-                            self._roll(keep=False)
-                        except OSError:
-                            break
-                        self._unlink(first)
+                        self._empty_active(first)
                     break
                 next_first = ordered[i + 1] if i + 1 < len(ordered) else self._next_id
                 if next_first - 1 <= floor:
                     self._unlink(first)
+
+    def _empty_active(self, first: int) -> None:
+        # Everything is delivered: start an empty segment so the spool shrinks
+        # to nothing (no fsync for a file being deleted). A segment holding no
+        # record at all (only torn bytes left by a crash) is cut to zero in place.
+        # On a disk too full for a new file, keep this one for now.
+        try:
+            if first == self._next_id:
+                os.ftruncate(self._fd, 0)
+                self._sizes[first] = 0
+                for pos in (*self._positions.values(), *self._cursors.values()):
+                    if pos.segment == first:
+                        pos.offset = 0  # the next record is written at the start
+                self._read_end.clear()
+                return
+            self._roll(keep=False)
+        except OSError:
+            return
+        self._unlink(first)
 
     def _unlink(self, first: int) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,8 +57,8 @@ class DiskFaults:
 
 
 @pytest.fixture
-def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[DiskFaults]:
-    yield DiskFaults(monkeypatch)
+def faults(monkeypatch: pytest.MonkeyPatch) -> DiskFaults:
+    return DiskFaults(monkeypatch)
 
 
 def payloads(n: int, prefix: str) -> list[bytes]:
@@ -112,7 +111,7 @@ class TestPartialAppend:
     def test_an_untruncatable_short_write_commits_its_whole_records(
         self, tmp_path: Path, faults: DiskFaults
     ) -> None:
-        """If the cut fails too, the complete records count, and nothing goes behind the torn rest."""
+        """If the cut fails too, the complete records count; nothing goes behind the torn rest."""
         spool = Spool(tmp_path, ["file"])
         spool.append(payloads(10, "a"))
         batch = payloads(5, "b")
@@ -159,7 +158,7 @@ class TestPartialAppend:
         assert list(tmp_path.glob("*.seg")) == []
 
     @settings(
-        max_examples=60,
+        max_examples=200,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
@@ -182,7 +181,7 @@ class TestPartialAppend:
         faults: DiskFaults,
         steps: list[tuple[int, int | None, bool, bool, bool]],
     ) -> None:
-        """Property: appends under random ENOSPC, acks and restarts deliver exactly what was kept."""
+        """Property: appends under random ENOSPC, acks and restarts deliver just what was kept."""
         directory = tmp_path_factory.mktemp("spool")
         spool = Spool(directory, ["file"], max_segment_bytes=400)
         expected: list[bytes] = []
@@ -231,7 +230,7 @@ class TestReader:
         spool.close()
 
     def test_read_after_looks_ahead_without_moving_the_position(self, tmp_path: Path) -> None:
-        """read_after pages through what is pending; read still starts at the acknowledged record."""
+        """read_after pages through what is pending; read still starts after the last ack."""
         spool = Spool(tmp_path, ["file"], max_segment_bytes=300)
         data = payloads(20, "a")
         for item in data:
@@ -247,5 +246,3 @@ class TestReader:
         spool.ack("file", first)
         assert [r.id for r in spool.read_after("file", 0, 2)] == [6, 7]
         spool.close()
-
-
