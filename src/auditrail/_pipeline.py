@@ -156,6 +156,7 @@ class DeliveryPipeline:
         # the left, so "the oldest _held_copied are in the fallback" stays true.
         self._held: deque[bytes] = deque()
         self._held_copied = 0
+        self._held_out = 0  # taken from _held by the worker, not yet placed: still counts
         self._spool_refusing: str | None = None  # why, while the spool refuses writes
         self._spool_refused_since = 0.0
         self._spool_retry_at = 0.0
@@ -367,7 +368,9 @@ class DeliveryPipeline:
 
     def _hold(self, lines: Sequence[bytes]) -> None:
         """Keep entries the spool refused in memory, up to the bound; give up the rest."""
-        room = 0 if self._state is _State.CLOSED else self.max_held_events - len(self._held)
+        room = self.max_held_events - len(self._held) - self._held_out
+        if self._state is _State.CLOSED:
+            room = 0
         keep = max(0, min(room, len(lines)))
         if keep:
             self._held.extend(lines[:keep])
@@ -383,6 +386,7 @@ class DeliveryPipeline:
                 lines.append(held.popleft())
         copied = min(len(lines), self._held_copied)
         self._held_copied -= copied
+        self._held_out = len(lines)
         return lines, copied
 
     def _return_held(self, lines: Sequence[bytes], copied: int) -> None:
@@ -390,6 +394,7 @@ class DeliveryPipeline:
         # held entry is, so the copied ones still form the oldest run.
         self._held.extendleft(reversed(lines))
         self._held_copied += copied
+        self._held_out = 0
 
     def _retry_held(self, stopping: bool) -> None:
         held = self._held
@@ -426,8 +431,10 @@ class DeliveryPipeline:
                 self._return_held(lines, len(lines))
                 self._copy_waiting(stopping)
                 return
+            self._held_out = 0
 
     def _moved_to_spool(self, lines: Sequence[bytes], copied: int, last: int) -> None:
+        self._held_out = 0
         self._spooled_child("spool_retry").inc(len(lines))
         self._progress += 1
         if copied:
@@ -485,6 +492,14 @@ class DeliveryPipeline:
         """While the destination is failing, copy every waiting entry to the fallback once."""
         if not self._failing:
             return
+        buf = self._buffer
+        while buf and not (stopping and time.monotonic() >= self._deadline):
+            # Set the buffer aside too (as a pass would while the destination backs off),
+            # so that no entry waiting now can reach the destination uncopied.
+            batch = [buf.popleft() for _ in range(min(len(buf), self.max_batch_events))]
+            self._inflight = batch
+            self._spill(batch, "sink_failure")
+            self._inflight = None
         if self._held_copied < len(self._held):
             held = self._held.copy()  # callers may append meanwhile; a copy is one C call
             self._copy_to_fallback(list(itertools.islice(held, self._held_copied, None)))
@@ -714,6 +729,7 @@ class DeliveryPipeline:
                     kept = exc.committed if isinstance(exc, SpoolWriteError) else 0
                 if kept:
                     self._spooled_child(reason).inc(kept)
+            self._held_out = 0
             rest = held[kept:]
             if rest:
                 self._last_resort(rest, "spool_unavailable", uncopied=rest[max(0, copied - kept) :])
