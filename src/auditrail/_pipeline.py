@@ -12,10 +12,11 @@ and the Kubernetes buffered audit backend are the models). The guarantees:
 * The fallback (stdout) is the operator's view of what a failing destination
   is missing. From a failed attempt until the next successful one the
   destination is *failing*, and at the start of every worker pass, and after
-  every failed attempt, each entry waiting for it (in the spool however it got
-  there, or held in memory) is copied to the fallback, once per process. A
-  dead-lettered entry is copied once too. Entries that are merely delayed (a
-  slow or hung destination that has not failed) are not copied.
+  every failed attempt, each entry waiting for it (in the buffer, which is then
+  set aside into the spool, in the spool however it got there, or held in
+  memory) is copied to the fallback, once per process. A dead-lettered entry
+  is copied once too. Entries that are merely delayed (a slow or hung
+  destination that has not failed) are not copied.
 * When the spool refuses writes (a full disk, its byte limit), entries are held
   in memory, up to ``max_held_events``, and the worker retries the spool with
   backoff (never a busy loop) or gives them straight to the destination if it

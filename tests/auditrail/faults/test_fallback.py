@@ -172,3 +172,43 @@ class TestSpoolAtItsLimit:
         # Everything waited while the destination failed: all of it is in the fallback, once.
         assert sorted(copied) == sorted(emitted)
         assert spool.total_bytes() == 0
+
+    def test_entries_still_held_at_close_go_to_the_fallback_counted(self, tmp_path: Path) -> None:
+        """Closing while the spool refuses: held entries are given up loudly, never silently."""
+        registry = CollectorRegistry()
+        sink = SwitchableFile(tmp_path / "audit.jsonl", delay_s=0.0)
+        sink.down = True
+        fallback = InMemorySink()
+        directory = tmp_path / "spool" / "slot-0" / "file"
+        spool = Spool(directory, ["file"], max_bytes=16 * 1024)
+        pipeline = DeliveryPipeline(
+            sink,
+            spool,
+            fallback=fallback,
+            metrics=AuditMetrics(registry),
+            max_buffer_events=100,
+            max_batch_events=20,
+            flush_interval_s=0.02,
+            retry_initial_s=0.01,
+            retry_max_s=0.05,
+        )
+        lines = [orjson.dumps({"event_id": f"e{i:05d}", "pad": "x" * 250}) for i in range(500)]
+        for line in lines:
+            pipeline.submit(line)
+        wait_for(lambda: not pipeline._buffer)
+        held_before_close = len(pipeline._held)
+        assert pipeline.close(0.2) is False
+
+        kept = Spool(directory, ["file"])  # what the next start would replay
+        spooled: list[bytes] = []
+        while records := kept.read("file", 100):
+            spooled += [r.payload for r in records]
+            kept.ack("file", records)
+        kept.close()
+        dropped = sample(registry, "audit_log_dropped_entries_total", reason="spool_unavailable")
+        copied = ids(fallback.lines)
+        not_spooled = set(ids(lines)) - set(ids(spooled))
+        assert held_before_close > 0
+        assert not_spooled <= set(copied)
+        assert len(not_spooled) == dropped >= held_before_close
+        assert len(copied) == len(set(copied)) == len(lines)  # all waited while failing, once
