@@ -217,6 +217,8 @@ class DeliveryPipeline:
             self._wake.set()
             return
         self._spooled_child(reason).inc()
+        if self._spool_refusing is not None:
+            self._spool_accepts()
 
     def _spooled_child(self, reason: str) -> Any:
         child = self._spooled_children.get(reason)

@@ -391,17 +391,19 @@ class Spool:
         # thread (measured: a 14 ms stall of emit). A kept segment's
         # descriptor waits for the next sync(); a discarded one just closes.
         # The new segment is opened first, so a failure (a full disk) changes nothing.
-        if self._next_id == self._active:
+        first = self._next_id
+        if first == self._active:
             # No record in the active segment (only torn bytes), so a fresh one would
             # get its name: skip one id, never written, to get a new file.
-            self._next_id += 1
+            first += 1
         old_fd = self._fd
         new_fd = os.open(
-            self._segment_path(self._next_id),
+            self._segment_path(first),
             os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
             0o600,
         )
-        self._active, self._fd = self._next_id, new_fd
+        self._next_id = self._active = first
+        self._fd = new_fd
         self._sizes[self._active] = 0
         self._torn = False
         if keep:

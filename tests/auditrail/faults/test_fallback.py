@@ -12,6 +12,8 @@ fail slowly, like a destination timing out (a fault injector, not a mock).
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +21,11 @@ from typing import ClassVar
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from auditrail._pipeline import DeliveryPipeline
+from auditrail._pipeline import DeliveryPipeline, Durability
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.sinks.file import FileSink
@@ -212,3 +216,101 @@ class TestSpoolAtItsLimit:
         assert not_spooled <= set(copied)
         assert len(not_spooled) == dropped >= held_before_close
         assert len(copied) == len(set(copied)) == len(lines)  # all waited while failing, once
+
+
+class FullDisk:
+    """Writes to the spool's segment files run out of space after ``budget`` bytes while on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.budget: int | None = None
+        real_write = os.write
+
+        def write(fd: int, data: bytes | memoryview) -> int:
+            if self.budget is None or not os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
+                return real_write(fd, data)
+            if self.budget <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            n = min(len(data), self.budget)
+            self.budget -= n
+            return real_write(fd, bytes(data[:n]))
+
+        monkeypatch.setattr(os, "write", write)
+
+
+class TestPipelineProperty:
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        before=st.integers(0, 300),
+        during=st.integers(1, 800),
+        after=st.integers(0, 300),
+        room=st.integers(0, 4000),
+        destination_down=st.booleans(),
+        durability=st.sampled_from(["memory", "spool"]),
+        held=st.integers(0, 120),
+    )
+    def test_every_entry_is_delivered_or_dropped_into_the_fallback_exactly(
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch: pytest.MonkeyPatch,
+        before: int,
+        during: int,
+        after: int,
+        room: int,
+        destination_down: bool,
+        durability: str,
+        held: int,
+    ) -> None:
+        """Property: whatever the outage, missing = in the fallback = counted, each once."""
+        disk = FullDisk(monkeypatch)
+        tmp = tmp_path_factory.mktemp("p")
+        registry = CollectorRegistry()
+        sink = SwitchableFile(tmp / "audit.jsonl", delay_s=0.0)
+        fallback = InMemorySink()
+        pipeline = DeliveryPipeline(
+            sink,
+            Spool(tmp / "spool" / "slot-0" / "file", ["file"]),
+            fallback=fallback,
+            metrics=AuditMetrics(registry),
+            durability=Durability(durability),
+            max_buffer_events=50,
+            max_batch_events=10,
+            max_held_events=held,
+            flush_interval_s=0.01,
+            retry_initial_s=0.005,
+            retry_max_s=0.02,
+        )
+        counter = iter(range(10**6))
+
+        def submit(n: int) -> list[bytes]:
+            lines = [orjson.dumps({"event_id": f"e{next(counter):06d}"}) for _ in range(n)]
+            for line in lines:
+                pipeline.submit(line)
+            return lines
+
+        emitted = submit(before)
+        assert pipeline.flush(10)
+        disk.budget, sink.down = room, destination_down
+        emitted += submit(during)
+        time.sleep(0.02)
+        disk.budget, sink.down = None, False
+        emitted += submit(after)
+        assert pipeline.flush(10)
+        assert pipeline.close(5)
+
+        delivered = set(ids(read_trail(tmp / "audit.jsonl")))
+        copied = ids(fallback.lines)
+        dropped = sum(
+            sample(registry, "audit_log_dropped_entries_total", reason=reason)
+            for reason in ("spool_unavailable", "spool_closed", "dead_letter_unavailable")
+        )
+        missing = set(ids(emitted)) - delivered
+        assert delivered <= set(ids(emitted))
+        assert missing <= set(copied)
+        assert len(missing) == dropped
+        assert len(copied) == len(set(copied))
+        if not destination_down:
+            assert set(copied) == missing  # the destination never failed: only the dropped

@@ -135,6 +135,8 @@ class TestSpoolFilesystemOnly:
         assert set(fallback) == missing
         assert set(before) | set(after) <= set(delivered)
         assert while_full["spool_write_errors"] > 0
+        assert "refuses writes" in app.stderr()
+        assert "takes writes again" in app.stderr()
         assert lab.segment_sizes(spool) == []
         ack = next(spool.rglob("file.ack"))
         assert int(ack.read_text()) > 0
