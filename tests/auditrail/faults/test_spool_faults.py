@@ -246,3 +246,39 @@ class TestReader:
         spool.ack("file", first)
         assert [r.id for r in spool.read_after("file", 0, 2)] == [6, 7]
         spool.close()
+
+
+class TestAck:
+    def test_a_refused_ack_write_frees_space_first_and_is_written_later(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """ENOSPC on the ack file: no exception, delivered segments gone, the ack written later;
+        a restart meanwhile replays from the stale ack: duplicates at most, never loss."""
+        spool = Spool(tmp_path, ["file"], max_segment_bytes=300)
+        for item in payloads(20, "a"):
+            spool.append([item])
+        spool.ack("file", spool.read("file", 10))
+        assert (tmp_path / "file.ack").read_text() == "10"
+        real_write_text = Path.write_text
+
+        def refuse(path: Path, data: str, *args: object, **kwargs: object) -> int:
+            if path.name.endswith(".ack.tmp"):
+                real_write_text(path, "")  # the temporary file is created, then the disk is full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_write_text(path, data)
+
+        monkeypatch.setattr(Path, "write_text", refuse)
+        spool.ack("file", spool.read("file", 100))  # must not raise
+        assert spool.pending("file") == 0
+        assert spool.total_bytes() == 0  # the delivered segments were deleted all the same
+        assert (tmp_path / "file.ack").read_text() == "10"  # stale on disk
+        assert not (tmp_path / "file.ack.tmp").exists()
+        spool.append(payloads(5, "b"))
+        spool.close()  # tries the ack again: still refused
+
+        again = Spool(tmp_path, ["file"])  # a restart with the stale ack
+        assert [p for _, p in drain(again)] == payloads(5, "b")  # nothing lost, ids not reused
+        monkeypatch.setattr(Path, "write_text", real_write_text)  # space returns
+        again.sync()
+        assert (tmp_path / "file.ack").read_text() == "25"
+        again.close()
