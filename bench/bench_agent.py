@@ -40,11 +40,11 @@ def serve(kind: str, audited: bool, workdir: str) -> None:
     """Serve the GitLab stand-in or the agent; print the URL; run until stdin closes."""
     from prometheus_client import CollectorRegistry
 
+    from agent_standins.gitlab import GitLabStandin
+    from agent_standins.servers import run_in_thread
     from auditrail.logger import AuditLogger
     from auditrail.metrics import AuditMetrics
     from auditrail.sinks.file import FileSink
-    from gitlab_copilot_agent.demo.gitlab_standin import GitLabStandin
-    from gitlab_copilot_agent.demo.servers import run_in_thread
 
     if kind == "gitlab":
         app: Any = GitLabStandin().app
@@ -60,18 +60,15 @@ def serve(kind: str, audited: bool, workdir: str) -> None:
             metrics=AuditMetrics(CollectorRegistry()),
             enabled=audited,
         )
-        settings = Settings.model_validate(
+        settings = Settings.from_env(
             {
-                "gitlab_url": "http://127.0.0.1:9",
-                "gitlab_token": "glpat-bench-unused-000000",
-                "gitlab_webhook_secret": SECRET,
+                "GITLAB_URL": "http://127.0.0.1:9",
+                "GITLAB_TOKEN": "glpat-bench-unused-000000",
+                "GITLAB_WEBHOOK_SECRET": SECRET,
             }
         )
-
-        async def ignore(event_type: str, payload: dict[str, Any]) -> None:
-            return None
-
-        app = create_app(settings, audit=audit, event_handler=ignore)
+        # No workflows: only the ingress is measured (a Push Hook is accepted and ignored).
+        app = create_app(settings, audit=audit, plugins=[])
     with run_in_thread(app, log_level="error") as server:
         print(server.url, flush=True)
         sys.stdin.read()
@@ -93,12 +90,12 @@ def _start(kind: str, audited: bool, workdir: str) -> tuple[subprocess.Popen[str
 def gitlab_worker(url: str, audited: bool, calls: int, workdir: str) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
+    from agent_standins.gitlab import DEFAULT_TOKEN
     from auditrail import Actor, correlation_scope
     from auditrail.logger import AuditLogger
     from auditrail.metrics import AuditMetrics
     from auditrail.sinks.file import FileSink
     from gitlab_copilot_agent.clients.gitlab import GitLabClient
-    from gitlab_copilot_agent.demo.gitlab_standin import DEFAULT_TOKEN
 
     trail = Path(workdir) / f"client-{os.getpid()}.jsonl"
     audit = AuditLogger(

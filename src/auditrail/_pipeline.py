@@ -683,9 +683,30 @@ class DeliveryPipeline:
             self._state = _State.CLOSING
         self._wake.set()
 
+    def hurry(self) -> None:
+        """Cut a running close short: stop delivering now and hand the rest to the spool.
+
+        A second SIGTERM during shutdown ends here (``auditrail.runtime``);
+        calling it while running has no effect.
+        """
+        with self._close_lock:
+            if self._state is not _State.CLOSING:
+                return
+            self._deadline = min(self._deadline, time.monotonic())
+        self._wake.set()
+
     def finish_close(self) -> bool:
-        """Wait for the final delivery until the deadline, spool the rest, close the sink."""
-        self._worker.join(max(0.0, self._deadline - time.monotonic()))
+        """Wait for the final delivery until the deadline, spool the rest, close the sink.
+
+        ``AuditLogger.close`` runs this off the main thread, where no Python
+        signal handler can interrupt the hand-over to the spool.
+        """
+        # Join in slices: ``hurry()`` may move the deadline closer meanwhile.
+        while self._worker.is_alive():
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._worker.join(min(remaining, 0.05))
         with self._close_lock:
             if self._state is _State.CLOSED:
                 return self._delivered_everything()

@@ -32,11 +32,19 @@ def _config_or_none() -> AuditConfig | None:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from auditrail._disk import DiskWatch
+
     config = _config_or_none()
     if config is None:
         return 1
     print(config.summary())
     print("configuration OK")
+    if config.enabled:
+        # Valid, but say so on stderr if the disk is already below the warning level.
+        watch = DiskWatch()
+        for label, directory in config.watched_directories():
+            watch.watch(label, directory, config.disk_warn_free, monitor=False)
+        watch.check()
     return 0
 
 

@@ -16,15 +16,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from auditrail._env import env_bool, env_int, env_seconds
+from auditrail._disk import FreeSpaceThreshold, threshold_from_env
+from auditrail._env import check_unknown_variables, env_bool, env_int, env_seconds, shown
+from auditrail._names import service_name_problem
 from auditrail._pipeline import Durability
 from auditrail.exceptions import ConfigError
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import SecretRedactor
+from auditrail.sinks.file import RETENTIONS
 from auditrail.typing import Sink
 
 DESTINATIONS: Final = ("stdout", "file", "syslog", "http")
+
+# The allowed ranges (README's configuration table says the same). Upper bounds
+# are far above any real need; they exist so that a typo (an extra zero, `inf`)
+# fails at start instead of overflowing a timer or eating memory later.
+MAX_FILE_BYTES: Final = 1 << 40  # 1 TiB
+MIN_FILE_BYTES: Final = 64 * 1024  # a rotation per few entries would only churn files
+MAX_BACKUPS: Final = 100_000
+MAX_BUFFER: Final = 1_000_000
+MAX_BATCH: Final = 100_000
+MAX_FLUSH_INTERVAL_S: Final = 60.0
+MAX_SHUTDOWN_TIMEOUT_S: Final = 3600.0
+MAX_ENTRY_BYTES: Final = 1 << 20
+MAX_FIELD_CHARS: Final = 1 << 20
 
 
 def _default_spool_dir(env: Mapping[str, str], service: str) -> Path:
@@ -58,10 +74,20 @@ def _check_writable_dir(variable: str, directory: Path) -> None:
 
 
 def _check_writable_file(variable: str, path: Path) -> None:
-    if path.is_dir():
+    try:
+        is_dir, parent_is_dir, parent_exists = (
+            path.is_dir(),
+            path.parent.is_dir(),
+            path.parent.exists(),
+        )
+    except OSError as exc:  # e.g. a name too long for the filesystem
+        raise ConfigError(
+            variable, f"cannot use {shown(str(path))} ({exc.strerror}); give another path"
+        ) from None
+    if is_dir:
         raise ConfigError(variable, f"{str(path)!r} is a directory; give a file path")
-    if not path.parent.is_dir():
-        problem = "is not a directory" if path.parent.exists() else "does not exist"
+    if not parent_is_dir:
+        problem = "is not a directory" if parent_exists else "does not exist"
         raise ConfigError(
             variable, f"directory {str(path.parent)!r} {problem}; create it or change the path"
         )
@@ -74,6 +100,36 @@ def _check_writable_file(variable: str, path: Path) -> None:
             f"cannot open {str(path)!r} for appending ({exc.strerror}); "
             "fix its permissions or choose another path",
         ) from None
+
+
+def _service_name(env: Mapping[str, str], default: str | None) -> str:
+    raw = env.get("AUDIT_LOG_SERVICE_NAME")
+    if raw is not None:
+        name = raw.strip()
+        problem = service_name_problem(name)
+        if problem is not None:
+            raise ConfigError("AUDIT_LOG_SERVICE_NAME", problem)
+        return name
+    name = default if default is not None else "auditrail"
+    problem = service_name_problem(name)
+    if problem is not None:
+        raise ConfigError(
+            "AUDIT_LOG_SERVICE_NAME",
+            f"unset, and the program's default service name {problem}; set it",
+        )
+    return name
+
+
+def _file_max_bytes(env: Mapping[str, str]) -> int:
+    name = "AUDIT_LOG_FILE_MAX_BYTES"
+    value = env_int(env, name, 100 * 1024 * 1024, minimum=0, maximum=MAX_FILE_BYTES)
+    if 0 < value < MIN_FILE_BYTES:
+        raise ConfigError(
+            name,
+            f"must be 0 (no rotation) or at least {MIN_FILE_BYTES}, got {value} "
+            f"(allowed: 0, or {MIN_FILE_BYTES} to {MAX_FILE_BYTES})",
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +154,8 @@ class AuditConfig:
     max_entry_bytes: int = 16 * 1024
     max_field_chars: int = 4096
     shutdown_timeout_s: float = 5.0
+    file_retention: str = "keep"
+    disk_warn_free: FreeSpaceThreshold = field(default_factory=FreeSpaceThreshold)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     """The environment read, for destinations that take more settings (syslog, http)."""
 
@@ -115,8 +173,9 @@ class AuditConfig:
             ConfigError: naming the first invalid variable and how to fix it.
         """
         env = os.environ if environ is None else environ
+        check_unknown_variables(env)
         enabled = env_bool(env, "AUDIT_LOG_ENABLED", True)
-        name = (env.get("AUDIT_LOG_SERVICE_NAME") or service or "auditrail").strip()
+        name = _service_name(env, service)
         raw_destinations = env.get("AUDIT_LOG_DESTINATION") or "stdout"
         destinations = tuple(d.strip().lower() for d in raw_destinations.split(",") if d.strip())
         for destination in destinations:
@@ -138,8 +197,10 @@ class AuditConfig:
                 "AUDIT_LOG_FILE_PATH",
                 "required when AUDIT_LOG_DESTINATION=file; set it to the audit log file",
             )
-        buffer_size = env_int(env, "AUDIT_LOG_BUFFER_SIZE", 1000, minimum=1)
-        batch_size = env_int(env, "AUDIT_LOG_BATCH_SIZE", min(512, buffer_size), minimum=1)
+        buffer_size = env_int(env, "AUDIT_LOG_BUFFER_SIZE", 1000, minimum=1, maximum=MAX_BUFFER)
+        batch_size = env_int(
+            env, "AUDIT_LOG_BATCH_SIZE", min(512, buffer_size), minimum=1, maximum=MAX_BATCH
+        )
         if batch_size > buffer_size:
             raise ConfigError(
                 "AUDIT_LOG_BATCH_SIZE",
@@ -156,22 +217,39 @@ class AuditConfig:
             ) from None
         raw_spool = (env.get("AUDIT_LOG_SPOOL_DIR") or "").strip()
         spool_dir = Path(raw_spool) if raw_spool else _default_spool_dir(env, name)
+        raw_retention = (env.get("AUDIT_LOG_FILE_RETENTION") or "").strip().lower() or "keep"
+        if raw_retention not in RETENTIONS:
+            raise ConfigError(
+                "AUDIT_LOG_FILE_RETENTION",
+                f"unknown choice {shown(raw_retention)}; use keep (never delete a rotated "
+                "file) or delete (delete beyond AUDIT_LOG_FILE_BACKUPS, recording each deletion)",
+            )
         config = cls(
             enabled=enabled,
             destinations=destinations,
             file_path=file_path,
-            file_max_bytes=env_int(env, "AUDIT_LOG_FILE_MAX_BYTES", 100 * 1024 * 1024, minimum=0),
-            file_backups=env_int(env, "AUDIT_LOG_FILE_BACKUPS", 10, minimum=1),
+            file_max_bytes=_file_max_bytes(env),
+            file_backups=env_int(env, "AUDIT_LOG_FILE_BACKUPS", 10, minimum=1, maximum=MAX_BACKUPS),
             file_compress=env_bool(env, "AUDIT_LOG_FILE_COMPRESS", False),
             buffer_size=buffer_size,
             batch_size=batch_size,
-            flush_interval_s=env_seconds(env, "AUDIT_LOG_FLUSH_INTERVAL_S", 0.2),
+            flush_interval_s=env_seconds(
+                env, "AUDIT_LOG_FLUSH_INTERVAL_S", 0.2, maximum=MAX_FLUSH_INTERVAL_S
+            ),
             spool_dir=spool_dir,
             durability=durability,
             service=name,
-            max_entry_bytes=env_int(env, "AUDIT_LOG_MAX_ENTRY_BYTES", 16 * 1024, minimum=1024),
-            max_field_chars=env_int(env, "AUDIT_LOG_MAX_FIELD_CHARS", 4096, minimum=64),
-            shutdown_timeout_s=env_seconds(env, "AUDIT_LOG_SHUTDOWN_TIMEOUT_S", 5.0),
+            max_entry_bytes=env_int(
+                env, "AUDIT_LOG_MAX_ENTRY_BYTES", 16 * 1024, minimum=1024, maximum=MAX_ENTRY_BYTES
+            ),
+            max_field_chars=env_int(
+                env, "AUDIT_LOG_MAX_FIELD_CHARS", 4096, minimum=64, maximum=MAX_FIELD_CHARS
+            ),
+            shutdown_timeout_s=env_seconds(
+                env, "AUDIT_LOG_SHUTDOWN_TIMEOUT_S", 5.0, maximum=MAX_SHUTDOWN_TIMEOUT_S
+            ),
+            file_retention=raw_retention,
+            disk_warn_free=threshold_from_env(env),
             # Only our own variables: the config must not carry the process's other secrets.
             environ={k: v for k, v in env.items() if k.startswith("AUDIT_LOG_")},
         )
@@ -201,19 +279,33 @@ class AuditConfig:
             f"destination:  {', '.join(self.destinations)}",
         ]
         if "file" in self.destinations:
-            rotation = (
-                f"rotate at {self.file_max_bytes} bytes, keep {self.file_backups}"
-                + (" (gzip)" if self.file_compress else "")
-                if self.file_max_bytes
-                else "no size rotation (external logrotate: send SIGHUP)"
-            )
+            if not self.file_max_bytes:
+                rotation = "no size rotation (external logrotate: send SIGHUP)"
+            elif self.file_retention == "keep":
+                rotation = f"rotate at {self.file_max_bytes} bytes, keep every rotated file"
+            else:
+                rotation = (
+                    f"rotate at {self.file_max_bytes} bytes, keep {self.file_backups}, "
+                    "delete older ones (each deletion recorded)"
+                )
+            if self.file_max_bytes and self.file_compress:
+                rotation += " (gzip)"
             lines.append(f"file:         {self.file_path} ({rotation})")
         lines += [
             f"durability:   {self.durability.value}",
             f"buffer:       {self.buffer_size} entries, batches of {self.batch_size}",
             f"spool:        {self.spool_dir}",
+            f"disk warning: below {self.disk_warn_free} free",
         ]
         return "\n".join(lines)
+
+    def watched_directories(self) -> list[tuple[str, Path]]:
+        """(label, directory) of each place whose free space is watched: file, spool."""
+        watched: list[tuple[str, Path]] = []
+        if "file" in self.destinations and self.file_path is not None:
+            watched.append(("file", self.file_path.absolute().parent))
+        watched.append(("spool", self.spool_dir))
+        return watched
 
     def _network_sinks(self) -> list[Sink]:
         env = self.environ
@@ -244,6 +336,7 @@ class AuditConfig:
                         max_bytes=self.file_max_bytes,
                         backups=self.file_backups,
                         compress=self.file_compress,
+                        retention=self.file_retention,
                     )
                 )
             elif destination == "stdout":
@@ -272,8 +365,14 @@ class AuditConfig:
                 metrics=metrics,
                 redactor=redactor,
             )
-        return AuditLogger(
-            self.build_sinks(),
+        from auditrail._retention import rotated_out_recorder
+        from auditrail.sinks.file import FileSink
+
+        if metrics is None:
+            metrics = AuditMetrics.for_registry()
+        sinks = self.build_sinks()
+        logger = AuditLogger(
+            sinks,
             service=self.service,
             spool_dir=self.spool_dir,
             durability=self.durability,
@@ -285,3 +384,10 @@ class AuditConfig:
             max_entry_bytes=self.max_entry_bytes,
             exit_timeout_s=self.shutdown_timeout_s,
         )
+        record = rotated_out_recorder(logger, metrics)
+        for sink in sinks:
+            if isinstance(sink, FileSink):
+                sink.on_rotated_out = record
+        for label, directory in self.watched_directories():
+            metrics.disk.watch(label, directory, self.disk_warn_free)
+        return logger

@@ -10,9 +10,11 @@ garbage collector from walking a large backlog.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import inspect
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ import orjson
 
 from auditrail._event import SCHEMA_VERSION, SYSTEM_ACTOR, Actor, ErrorClass, Outcome
 from auditrail._ids import new_event_id_and_timestamp
+from auditrail._names import service_name_problem
 from auditrail._pipeline import DeliveryPipeline, Durability
 from auditrail.context import _actor, _correlation_id
 from auditrail.errors import classify_exception, classify_http_status, status_of
@@ -108,8 +111,9 @@ class AuditLogger:
         enabled: bool = True,
         exit_timeout_s: float = EXIT_TIMEOUT_S,
     ) -> None:
-        if not service:
-            raise ValueError("service must not be empty")
+        problem = service_name_problem(service)
+        if problem is not None:
+            raise ValueError(f"service {problem}")
         if max_entry_bytes < 1024:
             raise ValueError("max_entry_bytes must be at least 1024")
         self.service = service
@@ -401,10 +405,48 @@ class AuditLogger:
         deadline = time.monotonic() + timeout_s
         for pipeline in self._pipelines:
             pipeline.begin_close(deadline)
-        delivered = all([p.finish_close() for p in self._pipelines])
+        # The hand-over to the spool runs on its own thread: Python runs signal
+        # handlers only on the main thread, so a second SIGTERM (or any handler
+        # that raises) can interrupt this wait but never the hand-over itself.
+        # An interruption cuts the deadline short; the exception is re-raised
+        # once every entry is delivered or spooled.
+        results: list[bool] = []
+        done = threading.Event()
+
+        def hand_over() -> None:
+            try:
+                results.extend(p.finish_close() for p in self._pipelines)
+            finally:
+                done.set()
+
+        interrupted: BaseException | None = None
+        _closing.add(self)
+        try:
+            threading.Thread(target=hand_over, name="auditrail-close").start()
+            # Not Thread.join: on 3.11 an exception raised inside join() marks
+            # the still-running thread as finished (bpo-45274's fix), and the
+            # interpreter would exit under it.
+            while not done.is_set():
+                try:
+                    done.wait(0.05)
+                except BaseException as exc:  # noqa: BLE001 - re-raised below
+                    interrupted = interrupted or exc
+                    self.hurry()
+        finally:
+            _closing.discard(self)
         if self._claim is not None:
             self._claim.release()
-        return delivered
+        if interrupted is not None:
+            raise interrupted
+        return len(results) == len(self._pipelines) and all(results)
+
+    def hurry(self) -> None:
+        """During ``close``: stop delivering now and hand what is left to the spool.
+
+        What a second SIGTERM during shutdown does (see ``auditrail.runtime``).
+        """
+        for pipeline in self._pipelines:
+            pipeline.hurry()
 
     async def aflush(self, timeout_s: float = 5.0) -> bool:
         """``flush`` without blocking the event loop."""
@@ -429,6 +471,23 @@ class AuditLogger:
 # SystemExit unwinds would otherwise vanish before atexit could close it (and
 # its buffer with it). close() removes the reference.
 _live_loggers: set[AuditLogger] = set()
+# Loggers inside close() right now, for the SIGTERM handler.
+_closing: set[AuditLogger] = set()
+
+
+_exiting = False
+
+
+def hurry_closing_loggers() -> bool:
+    """Cut the shutdown of every logger that is closing now.
+
+    Returns False when no shutdown is under way (neither a ``close`` nor the
+    interpreter's exit), so the caller may treat the signal as a first one.
+    """
+    closing = list(_closing)
+    for logger in closing:
+        logger.hurry()
+    return bool(closing) or _exiting
 
 
 def _discard(line: bytes) -> None:
@@ -439,8 +498,12 @@ def _discard(line: bytes) -> None:
 def _close_at_exit() -> None:
     # Like logging.shutdown: whatever is still buffered at interpreter exit
     # is delivered or spooled, never abandoned in memory.
+    global _exiting
+    _exiting = True
     for logger in list(_live_loggers):
-        logger.close(logger.exit_timeout_s)
+        # One logger's interrupted close must not leave the next one unclosed.
+        with contextlib.suppress(BaseException):
+            logger.close(logger.exit_timeout_s)
 
 
 class AuditCall:

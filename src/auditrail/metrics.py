@@ -1,8 +1,8 @@
 """Prometheus metrics of the audit pipeline.
 
 Counters are updated where things happen; gauges (buffer depth, spool size,
-delivery lag) are computed at scrape time from the live pipelines, so they
-cost nothing on the emit path.
+delivery lag, free disk space) are computed at scrape time from the live
+pipelines and watched directories, so they cost nothing on the emit path.
 
 .. versionadded:: 0.1.0
 """
@@ -19,6 +19,8 @@ from typing import Protocol
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from auditrail._disk import DiskReading, DiskWatch
 
 
 class PipelineGauges(Protocol):
@@ -77,6 +79,45 @@ class _PipelineCollector(Collector):
             lag.add_metric(label, max(0.0, now - oldest) if oldest is not None else 0.0)
             in_flight.add_metric(label, pipeline.in_flight)
         yield from (depth, spool_bytes, spool_records, lag, in_flight)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class _DiskCollector(Collector):
+    def __init__(self, watch: DiskWatch) -> None:
+        self._watch = watch
+
+    def collect(self) -> Iterator[Metric]:
+        free = GaugeMetricFamily(
+            "audit_log_disk_free_bytes",
+            "Free bytes (for unprivileged writers) on the filesystem holding the path.",
+            labels=["path"],
+        )
+        size = GaugeMetricFamily(
+            "audit_log_disk_size_bytes",
+            "Size in bytes of the filesystem holding the path.",
+            labels=["path"],
+        )
+        low = GaugeMetricFamily(
+            "audit_log_disk_space_low",
+            "1 while free space is below AUDIT_LOG_DISK_WARN_FREE, else 0.",
+            labels=["path"],
+        )
+        # Several loggers may watch the same label in different directories:
+        # report the one with the least room, which is the one to act on.
+        worst: dict[str, DiskReading] = {}
+        any_low: dict[str, bool] = {}
+        for reading in self._watch.check():
+            known = worst.get(reading.label)
+            if known is None or reading.free_bytes < known.free_bytes:
+                worst[reading.label] = reading
+            any_low[reading.label] = any_low.get(reading.label, False) or reading.low
+        for label, reading in sorted(worst.items()):
+            free.add_metric([label], reading.free_bytes)
+            size.add_metric([label], reading.total_bytes)
+            low.add_metric([label], 1 if any_low[label] else 0)
+        yield from (free, size, low)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -162,8 +203,21 @@ class AuditMetrics:
             ["destination", "reason"],
             registry=reg,
         )
+        self.rotation_deleted_files = Counter(
+            "audit_log_rotation_deleted_files",
+            "Rotated files deleted by AUDIT_LOG_FILE_RETENTION=delete (each one also an entry).",
+            registry=reg,
+        )
+        self.rotation_deleted_entries = Counter(
+            "audit_log_rotation_deleted_entries",
+            "Entries in the rotated files that AUDIT_LOG_FILE_RETENTION=delete deleted.",
+            registry=reg,
+        )
         self.gauges = _PipelineCollector()
         reg.register(self.gauges)
+        self.disk = DiskWatch()
+        """The directories whose free space is reported (``audit_log_disk_*``)."""
+        reg.register(_DiskCollector(self.disk))
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry | None = None) -> AuditMetrics:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from types import FrameType
 
 from auditrail.config import AuditConfig
-from auditrail.logger import AuditLogger
+from auditrail.logger import AuditLogger, hurry_closing_loggers
 
 _current: AuditLogger | None = None
 _lock = threading.Lock()
@@ -56,6 +56,12 @@ def get_logger() -> AuditLogger:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Supervisors (Kubernetes, systemd, docker stop) repeat SIGTERM. Once a
+    # logger is closing, another SIGTERM only cuts its delivery short: what
+    # is left goes to the spool at once and the process exits. Raising again
+    # would unwind the shutdown itself.
+    if hurry_closing_loggers():
+        return
     raise SystemExit(128 + signum)
 
 

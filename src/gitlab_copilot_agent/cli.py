@@ -1,50 +1,71 @@
-"""``gitlab-copilot-agent``: ``serve`` the agent, or run the one-command ``demo``."""
+"""``gitlab-copilot-agent``: ``serve`` the agent, ``check-config``, or run the one-command ``demo``.
+
+A bad setting stops ``serve`` and ``check-config`` before anything starts,
+with one plain line on stderr naming the variable (exit code 2); the lines
+below are the CLI's own messages to a person, so they are printed, while the
+running service logs through ``gitlab_copilot_agent.logs``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
 from auditrail.exceptions import ConfigError
 
+if TYPE_CHECKING:
+    from auditrail.config import AuditConfig
+    from gitlab_copilot_agent.settings import Settings
 
-def _settings_error(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        variable = "_".join(str(part) for part in error["loc"]).upper() or "settings"
-        lines.append(f"{variable}: {error['msg']}")
-    return "; ".join(lines)
+INVALID = "gitlab-copilot-agent: invalid configuration: "
+
+
+def _load() -> tuple[Settings, AuditConfig] | None:
+    """Both configurations, or None after printing the one line that says what is wrong."""
+    from auditrail.config import AuditConfig
+    from gitlab_copilot_agent.settings import SERVICE_NAME, Settings, SettingsError
+
+    problems: list[str] = []
+    settings: Settings | None = None
+    audit: AuditConfig | None = None
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        problems.append(str(exc))
+    try:
+        audit = AuditConfig.from_env(service=SERVICE_NAME)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if settings is None or audit is None:
+        print(INVALID + " | ".join(problems), file=sys.stderr)
+        return None
+    return settings, audit
 
 
 def _serve(args: argparse.Namespace) -> int:
+    loaded = _load()
+    if loaded is None:
+        return 2
+    settings, _ = loaded
     import uvicorn
 
+    from gitlab_copilot_agent.logs import configure_logging
     from gitlab_copilot_agent.main import create_app
-    from gitlab_copilot_agent.settings import Settings
 
-    try:
-        settings = Settings()  # type: ignore[call-arg]  # pydantic-settings reads the environment
-    except ValidationError as exc:
-        print(
-            f"gitlab-copilot-agent: invalid configuration: {_settings_error(exc)}", file=sys.stderr
-        )
-        return 2
-    try:
-        from auditrail.config import AuditConfig
-        from gitlab_copilot_agent.settings import SERVICE_NAME
-
-        AuditConfig.from_env(service=SERVICE_NAME)  # fail before binding the port
-    except ConfigError as exc:
-        print(f"gitlab-copilot-agent: invalid configuration: {exc}", file=sys.stderr)
-        return 2
+    configure_logging(settings.logs)
     uvicorn.run(
         create_app(settings),
-        host=args.host or settings.host,
-        port=args.port if args.port is not None else settings.port,
-        log_level="info",
+        host=args.host or settings.server.host,
+        port=args.port if args.port is not None else settings.server.port,
+        # The agent's logging (gitlab_copilot_agent.logs) renders and scrubs uvicorn's records.
+        log_config=None,
+        log_level=settings.logs.level,
+        # Every POST /webhook already leaves an audit entry; an access line per
+        # request would double what an unauthenticated flood makes the agent write.
+        access_log=False,
+        server_header=False,
         # Which X-Forwarded-For to believe is the agent's decision (TRUSTED_PROXIES).
         proxy_headers=False,
         # uvicorn owns SIGTERM: its graceful shutdown runs the lifespan, which
@@ -54,8 +75,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    loaded = _load()
+    if loaded is None:
+        return 2
+    settings, audit = loaded
+    print(settings.summary())
+    print("audit:")
+    print("\n".join(f"  {line}" for line in audit.summary().splitlines()))
+    print("configuration OK")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from gitlab_copilot_agent.demo.run import run_demo
+    # The only command that needs the stand-ins; imported here, never by the service.
+    from gitlab_copilot_agent.demo import run_demo
 
     return run_demo(args.dir)
 
@@ -69,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="default: HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, help="default: PORT or 8080")
     serve.set_defaults(func=_serve)
+    check = sub.add_parser(
+        "check-config",
+        help="check the settings (the agent's and AUDIT_LOG_*) and print what they resolve to",
+    )
+    check.set_defaults(func=_check_config)
     demo = sub.add_parser(
         "demo",
         help="run the agent against local GitLab and LLM stand-ins and show its audit trail",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
+from gitlab_copilot_agent.logs import get_logger
+
+Handler = Callable[[str, Mapping[str, Any]], Awaitable[object]]
+
+_log = get_logger(__name__)
 
 
 class Dispatcher:
@@ -15,23 +18,24 @@ class Dispatcher:
 
     ``asyncio.create_task`` copies the current context, so every entry the
     work emits (GitLab, LLM, git) shares the webhook's ``correlation_id``.
+    The handler is normally ``EventRouter.dispatch``.
     """
 
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, event_type: str, payload: dict[str, Any]) -> None:
-        task = asyncio.create_task(self._run(event_type, payload))
+    def submit(self, kind: str, payload: Mapping[str, Any]) -> None:
+        task = asyncio.create_task(self._run(kind, payload))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, event_type: str, payload: dict[str, Any]) -> None:
+    async def _run(self, kind: str, payload: Mapping[str, Any]) -> None:
         try:
-            await self._handler(event_type, payload)
-        except Exception as exc:  # noqa: BLE001 - one bad delivery must not stop the others
-            # The failing call already emitted its audit entry; this is for operators.
-            print(f"gitlab-copilot-agent: {event_type} handling failed: {exc!r}", file=sys.stderr)
+            await self._handler(kind, payload)
+        except Exception:  # noqa: BLE001 - one bad delivery must not stop the others
+            # Scrubbed like every log event; the failing call emitted its audit entry.
+            _log.exception("event handling failed", event_kind=kind)
 
     @property
     def pending(self) -> int:
@@ -44,4 +48,6 @@ class Dispatcher:
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
         for task in pending:
             task.cancel()
+        if pending:
+            _log.warning("work still running at shutdown was cancelled", tasks=len(pending))
         return not pending

@@ -1,26 +1,25 @@
-"""``create_app()``: wiring and lifespan only."""
+"""``create_app()``: the ASGI app; its lifespan runs the composition root.
+
+Nothing is built when the app is created: the lifespan builds every part
+(``composition.compose``) when the server starts, yields them as typed
+lifespan state (``api.deps.LifespanState``), and closes them in reverse when
+it stops.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
-from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
-from auditrail.config import AuditConfig
 from auditrail.logger import AuditLogger
-from auditrail.redact import register_secret
-from gitlab_copilot_agent.api.webhooks import WebhookConfig
-from gitlab_copilot_agent.api.webhooks import router as webhook_router
-from gitlab_copilot_agent.dispatcher import Dispatcher
-from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
-from gitlab_copilot_agent.webhook_auth import ReplayGuard, signing_key
-
-
-async def _nothing_to_close() -> None:
-    return None
+from gitlab_copilot_agent.api import health, webhooks
+from gitlab_copilot_agent.api.deps import LifespanState
+from gitlab_copilot_agent.composition import compose
+from gitlab_copilot_agent.plugins import Plugin
+from gitlab_copilot_agent.settings import Settings
 
 
 def create_app(
@@ -28,75 +27,28 @@ def create_app(
     *,
     audit: AuditLogger | None = None,
     registry: CollectorRegistry | None = None,
-    event_handler: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+    plugins: Sequence[Plugin] | None = None,
 ) -> FastAPI:
     """Build the agent's ASGI app.
 
     Args:
-        settings: validated service settings.
+        settings: validated service settings (``Settings.from_env()``).
         audit: an audit logger to use (tests); by default one is built from
             ``AUDIT_LOG_*`` at startup and closed at shutdown.
         registry: the Prometheus registry served on ``/metrics``.
-        event_handler: replaces the workflows (tests that only exercise ingress).
+        plugins: the workflows (default ``composition.DEFAULT_PLUGINS``); an
+            empty list runs the ingress alone.
     """
-    metrics_registry = registry if registry is not None else REGISTRY
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        register_secret(*settings.secrets())
-        own_logger = audit is None
-        logger = audit if audit is not None else AuditConfig.from_env(service=SERVICE_NAME).build()
-        from gitlab_copilot_agent.workflows import build_event_handler
-
-        handler, aclose_clients = build_event_handler(settings, logger)
-        if event_handler is not None:
-            await aclose_clients()
-            handler, aclose_clients = event_handler, _nothing_to_close
-        app.state.audit = logger
-        app.state.dispatcher = Dispatcher(handler)
-        app.state.webhook_config = WebhookConfig(
-            secret=(
-                settings.gitlab_webhook_secret.get_secret_value()
-                if settings.gitlab_webhook_secret
-                else None
-            ),
-            signing_key=(
-                signing_key(settings.gitlab_webhook_signing_token.get_secret_value())
-                if settings.gitlab_webhook_signing_token
-                else None
-            ),
-            max_body_bytes=settings.webhook_max_body_bytes,
-            tolerance_s=settings.webhook_timestamp_tolerance_s,
-            trusted_proxies=settings.trusted_proxy_networks(),
-            replay_guard=ReplayGuard(window_s=2 * settings.webhook_timestamp_tolerance_s),
-        )
-        try:
-            yield
-        finally:
-            await app.state.dispatcher.drain(timeout_s=30)
-            await aclose_clients()
-            if own_logger:
-                await logger.aclose(logger.exit_timeout_s)
-            else:
-                await logger.aflush()
+    async def lifespan(app: FastAPI) -> AsyncIterator[LifespanState]:
+        async with contextlib.AsyncExitStack() as stack:
+            services = await compose(
+                settings, stack, audit=audit, registry=registry, plugins=plugins
+            )
+            yield {"services": services}
 
     app = FastAPI(title="gitlab-copilot-agent", lifespan=lifespan)
-    app.include_router(webhook_router)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        """Liveness, plus the audit pipeline's backlog per destination."""
-        logger: AuditLogger = app.state.audit
-        backlog = {
-            p.destination: {"buffered": b, "spooled": s}
-            for p in logger.pipelines
-            for b, _bytes, s, _oldest in [p.gauge_snapshot()]
-        }
-        return {"status": "ok", "audit": backlog}
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        """Prometheus metrics, including the audit pipeline's."""
-        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.include_router(webhooks.router)
+    app.include_router(health.router)
     return app

@@ -10,16 +10,12 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry
 
+from agent_standins.servers import run_in_thread
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.sinks.memory import InMemorySink
-from gitlab_copilot_agent.demo.servers import run_in_thread
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
-
-
-async def _ignore(event_type: str, payload: dict[str, object]) -> None:
-    return None
 
 
 class TestEndpoints:
@@ -29,14 +25,14 @@ class TestEndpoints:
         audit = AuditLogger(
             InMemorySink(), service="svc", spool_dir=tmp_path, metrics=AuditMetrics(registry)
         )
-        settings = Settings.model_validate(
+        settings = Settings.from_env(
             {
-                "gitlab_url": "http://127.0.0.1:9",
-                "gitlab_token": "glpat-unused-token-000000",
-                "gitlab_webhook_secret": "service-test-secret",
+                "GITLAB_URL": "http://127.0.0.1:9",
+                "GITLAB_TOKEN": "glpat-unused-token-000000",
+                "GITLAB_WEBHOOK_SECRET": "service-test-secret",
             }
         )
-        app = create_app(settings, audit=audit, registry=registry, event_handler=_ignore)
+        app = create_app(settings, audit=audit, registry=registry, plugins=[])
         with run_in_thread(app) as server, httpx.Client(base_url=server.url) as client:
             client.post("/webhook", content=b"{}", headers={"x-gitlab-token": "wrong-token"})
             assert audit.flush(10)

@@ -158,10 +158,12 @@ def _auditrail_command() -> list[str]:
 
 
 def _check_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    # Only the given variables (plus PATH): nothing leaks in from the test's environment.
+    # Only the given variables (plus PATH, and PYTHONPATH so that a checkout's
+    # sources are the ones run): nothing else leaks in from the test's environment.
+    inherited = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
     return subprocess.run(
         [*_auditrail_command(), "check-config"],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        env={"PATH": "/usr/bin:/bin", **inherited, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -351,6 +353,8 @@ class TestCheckConfigCommand:
             "AUDIT_LOG_DESTINATION": "file",
             "AUDIT_LOG_FILE_PATH": str(tmp_path / "audit.jsonl"),
             "AUDIT_LOG_SERVICE_NAME": "agent",
+            # A nearly full disk under the test would add a (correct) warning on stderr.
+            "AUDIT_LOG_DISK_WARN_FREE": "0",
         }
         expected = AuditConfig.from_env(env).summary()
         proc = _check_config(env)

@@ -23,10 +23,24 @@ When every writer is a ``FileSink``, this gives these guarantees:
   the file on the next call. If only part of a batch was written, that part is
   truncated away (best effort), so a retry leaves no half line behind.
 
-Rotation uses logrotate's names: ``path`` → ``path.1`` → … → ``path.<backups>``,
-and the oldest file is deleted. With ``compress=True`` the backups are
+Rotation uses logrotate's names: ``path`` → ``path.1`` → ``path.2`` → …, a
+higher number being older. With ``compress=True`` the backups are
 ``path.1.gz``, ``path.2.gz``, and so on. Compression runs under the lock, so
 writers in other processes wait for it (roughly a second per 100 MiB).
+
+What happens once there are ``backups`` rotated files is the ``retention``:
+
+* ``"keep"`` (the default): nothing is ever deleted; numbering goes on past
+  ``backups`` (``path.11``, ``path.12``, …), and every rotation renames each
+  backup once (~18 µs a file measured: 35 ms with 2,000 backups). An audit
+  trail that a flood of writes can push out is no trail; disk space is watched
+  instead (``auditrail._disk``) and the operator decides what to archive.
+* ``"delete"``: every backup numbered above ``backups`` is deleted, and the
+  sink reports each deletion (name, size, entries, first and last timestamp)
+  to ``on_rotated_out`` (the logger built by ``auditrail.config`` records it as
+  an ``auditrail.file.rotated_out`` entry and counts it) or, without a
+  callback, on stderr. Deletion is never silent. To count its entries, the
+  file is read once, under the lock, before it is deleted.
 
 External logrotate is supported in its ``create`` mode (rename the file, then
 start a new one). The sink reopens ``path`` on its next write, or at once when
@@ -54,17 +68,46 @@ import pathlib
 import re
 import shutil
 import signal
+import sys
 import threading
 import weakref
+import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import FrameType
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
+
+import orjson
 
 from auditrail.typing import SinkResult
 
-__all__ = ["FileSink", "install_sighup_reopen", "rotated_files"]
+__all__ = ["RETENTIONS", "FileSink", "RotatedOut", "install_sighup_reopen", "rotated_files"]
 
 _GZ = ".gz"
+RETENTIONS: Final = ("keep", "delete")
+"""What rotation does once ``backups`` files exist: keep them all, or delete the oldest."""
+_SUMMARY_BLOCK: Final = 1 << 20
+_EDGE_BYTES: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedOut:
+    """A rotated file that ``retention="delete"`` deleted, and what it held.
+
+    ``entries``, ``first_timestamp`` and ``last_timestamp`` are None when the
+    file could not be read to the end; the timestamps are those of the file's
+    first and last lines (a spool replay can put older entries later).
+
+    .. versionadded:: 0.1.0
+    """
+
+    file: str
+    bytes: int
+    entries: int | None
+    first_timestamp: str | None
+    last_timestamp: str | None
+    backups: int
+    """The ``backups`` setting that made the deletion happen."""
 
 
 class FileSink:
@@ -74,12 +117,19 @@ class FileSink:
         path: The live file. Its directory must already exist.
         max_bytes: Rotate before a batch would take a non-empty file past this
             size. ``0`` disables rotation.
-        backups: How many rotated files to keep (``path.1`` … ``path.<backups>``).
-            Must be at least 1 when ``max_bytes > 0``.
+        backups: With ``retention="delete"``, how many rotated files to keep
+            (``path.1`` … ``path.<backups>``). Must be at least 1 when
+            ``max_bytes > 0``. Not used with ``retention="keep"``.
         compress: Gzip rotated files (``path.1.gz`` …). Needs ``max_bytes > 0``.
         file_mode: Permissions of the files the sink creates, set exactly
             whatever the umask is. Must include owner read and write.
         fsync: ``fsync`` the file after every batch.
+        retention: ``"keep"`` (never delete a rotated file) or ``"delete"``
+            (delete those numbered above ``backups``); see the module docs.
+        on_rotated_out: Called with a ``RotatedOut`` for every file
+            ``retention="delete"`` deleted, in the writing thread, after the
+            batch and with no lock held. Without it, each deletion is printed
+            on stderr. Also settable later as the attribute of that name.
 
     Raises:
         ValueError: An argument is out of range, or the combination is impossible.
@@ -100,8 +150,12 @@ class FileSink:
         compress: bool = False,
         file_mode: int = 0o600,
         fsync: bool = False,
+        retention: str = "keep",
+        on_rotated_out: Callable[[RotatedOut], None] | None = None,
     ) -> None:
         _check_count("max_bytes", max_bytes)
+        if retention not in RETENTIONS:
+            raise ValueError(f"retention must be one of {RETENTIONS}, got {retention!r}")
         _check_count("backups", backups)
         if max_bytes > 0 and backups < 1:
             raise ValueError(
@@ -127,6 +181,9 @@ class FileSink:
         self._compress = compress
         self._file_mode = file_mode
         self._fsync = fsync
+        self._retention = retention
+        self.on_rotated_out = on_rotated_out
+        self._rotated_out: list[RotatedOut] = []
         # Serialises threads: flock cannot, since they share one open file description.
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -144,7 +201,7 @@ class FileSink:
     def __repr__(self) -> str:
         return (
             f"FileSink(path={self._path!r}, max_bytes={self._max_bytes}, "
-            f"backups={self._backups}, compress={self._compress})"
+            f"backups={self._backups}, compress={self._compress}, retention={self._retention!r})"
         )
 
     def write_batch(self, lines: Sequence[bytes]) -> SinkResult:
@@ -153,6 +210,7 @@ class FileSink:
         if not lines:
             return SinkResult.SUCCESS
         data = b"\n".join(lines) + b"\n"
+        result = SinkResult.SUCCESS
         with self._lock:
             if self._closed:
                 return SinkResult.RETRY
@@ -162,12 +220,35 @@ class FileSink:
                 # The file may have been replaced or its disk may have filled:
                 # start again from fresh descriptors on the next batch.
                 self._close_fds()
-                return SinkResult.RETRY
+                result = SinkResult.RETRY
             finally:
                 if self._closed:
                     # close() timed out waiting for this batch and left the closing to us.
                     self._close_fds()
-        return SinkResult.SUCCESS
+                deleted, self._rotated_out = self._rotated_out, []
+        # Reported with no lock held: the callback emits an entry, which may
+        # come back to this sink (another thread's batch) without deadlock.
+        for info in deleted:
+            self._report_rotated_out(info)
+        return result
+
+    def _report_rotated_out(self, info: RotatedOut) -> None:
+        callback = self.on_rotated_out
+        if callback is not None:
+            try:
+                callback(info)
+                return
+            except Exception as exc:  # noqa: BLE001 - reporting must not fail the batch
+                why = f" (on_rotated_out failed: {exc.__class__.__name__})"
+        else:
+            why = ""
+        with contextlib.suppress(OSError, ValueError):
+            print(
+                f"auditrail: retention=delete deleted {info.file!r}: {info.bytes} bytes, "
+                f"{info.entries} entries, {info.first_timestamp} .. {info.last_timestamp}{why}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def flush(self, timeout_s: float) -> bool:
         # os.write keeps nothing in user space; fsync=True already syncs every batch.
@@ -238,19 +319,29 @@ class FileSink:
 
     def _rotate(self) -> int:
         base = self._path
-        for suffix in ("", _GZ):
-            # Shift both forms so that a change of `compress` still keeps one file per number.
+        # Highest number first, so that no rename ever lands on an existing name.
+        # Both forms move, so that a change of `compress` keeps one file per number.
+        for number, suffix in sorted(_backup_names(base), reverse=True):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{base}.{self._backups}{suffix}")
-            for n in range(self._backups - 1, 0, -1):
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(f"{base}.{n}{suffix}", f"{base}.{n + 1}{suffix}")
+                os.rename(f"{base}.{number}{suffix}", f"{base}.{number + 1}{suffix}")
         os.rename(base, f"{base}.1")
         self._close_file()
         self._fd = self._open_live()
         if self._compress:
             _gzip_file(f"{base}.1", f"{base}.1{_GZ}", self._file_mode)
+        if self._retention == "delete":
+            for number, suffix in sorted(_backup_names(base), reverse=True):
+                if number > self._backups:
+                    self._delete_backup(f"{base}.{number}{suffix}")
         return self._fd
+
+    def _delete_backup(self, path: str) -> None:
+        info = _summarize(path, self._backups)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        self._rotated_out.append(info)
 
     def _open_live(self) -> int:
         return _open_private(self._path, os.O_WRONLY | os.O_APPEND, self._file_mode)
@@ -291,6 +382,63 @@ def rotated_files(path: str | os.PathLike[str]) -> list[pathlib.Path]:
     if live.is_file():
         files.append(live)
     return files
+
+
+def _backup_names(base: str) -> list[tuple[int, str]]:
+    """(number, "" or ".gz") of every backup of ``base`` that exists."""
+    live = pathlib.Path(base)
+    pattern = re.compile(re.escape(live.name) + r"\.([1-9][0-9]*)(\.gz)?")
+    found: list[tuple[int, str]] = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(live.parent) as entries:
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_file():
+                found.append((int(match[1]), match[2] or ""))
+    return found
+
+
+def _summarize(path: str, backups: int) -> RotatedOut:
+    """What a backup holds, read once from start to end (bounded memory)."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0
+    entries: int | None = 0
+    head = b""
+    tail = b""
+    try:
+        opener: Callable[[str], Any] = gzip.open if path.endswith(_GZ) else _open_binary
+        with opener(path) as handle:
+            while block := handle.read(_SUMMARY_BLOCK):
+                if b"\n" not in head and len(head) < _EDGE_BYTES:
+                    head += block[:_EDGE_BYTES]
+                assert entries is not None
+                entries += block.count(b"\n")
+                tail = tail[-_EDGE_BYTES:] + block
+    except (OSError, EOFError, ValueError, zlib.error):
+        entries = None  # unreadable or a cut-off gzip member: size and name still say it
+    first = head.split(b"\n", 1)[0]
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return RotatedOut(
+        file=path,
+        bytes=size,
+        entries=entries,
+        first_timestamp=_timestamp_of(first),
+        last_timestamp=_timestamp_of(last),
+        backups=backups,
+    )
+
+
+def _open_binary(path: str) -> Any:
+    return open(path, "rb")
+
+
+def _timestamp_of(line: bytes) -> str | None:
+    try:
+        value = orjson.loads(line).get("timestamp")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) and len(value) <= 64 else None
 
 
 _Handler: TypeAlias = Callable[[int, FrameType | None], Any] | int | None

@@ -75,6 +75,9 @@ FORMATS: Final = ("ndjson", "json_array", "splunk_hec", "elasticsearch_bulk", "l
 
 DEFAULT_MAX_BODY_BYTES: Final = 1_048_576
 MIN_MAX_BODY_BYTES: Final = 1024
+MAX_MAX_BODY_BYTES: Final = 256 << 20
+MAX_TIMEOUT_S: Final = 300.0
+"""Upper bound of the AUDIT_LOG_HTTP_*_TIMEOUT_S settings (a typo must not mean hours)."""
 # Where an endpoint given without a path (``https://splunk:8088``) sends each preset.
 PRESET_PATHS: Final = {
     "splunk_hec": "/services/collector/event",
@@ -558,14 +561,15 @@ def http_sink_from_env(env: Mapping[str, str]) -> HttpSink:
                 "AUDIT_LOG_HTTP_CA_BUNDLE", f"{ca_bundle!r} does not exist; give a PEM file"
             )
         verify = ca_bundle
-    connect = env_seconds(env, "AUDIT_LOG_HTTP_CONNECT_TIMEOUT_S", 5.0)
-    read = env_seconds(env, "AUDIT_LOG_HTTP_READ_TIMEOUT_S", 10.0)
-    max_body = env_int(env, "AUDIT_LOG_HTTP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1)
-    if max_body < MIN_MAX_BODY_BYTES:
-        raise ConfigError(
-            "AUDIT_LOG_HTTP_MAX_BODY_BYTES",
-            f"must be at least {MIN_MAX_BODY_BYTES} (an entry can be 16 KiB), got {max_body}",
-        )
+    connect = env_seconds(env, "AUDIT_LOG_HTTP_CONNECT_TIMEOUT_S", 5.0, maximum=MAX_TIMEOUT_S)
+    read = env_seconds(env, "AUDIT_LOG_HTTP_READ_TIMEOUT_S", 10.0, maximum=MAX_TIMEOUT_S)
+    max_body = env_int(
+        env,
+        "AUDIT_LOG_HTTP_MAX_BODY_BYTES",
+        DEFAULT_MAX_BODY_BYTES,
+        minimum=MIN_MAX_BODY_BYTES,
+        maximum=MAX_MAX_BODY_BYTES,
+    )
     index = env.get("AUDIT_LOG_HTTP_INDEX", "").strip() or None
     if index is not None:
         if format not in ("elasticsearch_bulk", "splunk_hec"):

@@ -90,6 +90,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from auditrail._env import env_seconds
 from auditrail.exceptions import ConfigError
 from auditrail.typing import SinkResult
 
@@ -120,6 +121,7 @@ ENV_FACILITY: Final = "AUDIT_LOG_SYSLOG_FACILITY"
 ENV_APP_NAME: Final = "AUDIT_LOG_SYSLOG_APP_NAME"
 ENV_TIMEOUT_S: Final = "AUDIT_LOG_SYSLOG_TIMEOUT_S"
 ENV_TLS_CA_FILE: Final = "AUDIT_LOG_SYSLOG_TLS_CA_FILE"
+MAX_TIMEOUT_S: Final = 300.0
 DEFAULT_ADDRESS: Final = "unix:///dev/log"
 
 MAX_UDP_MESSAGE_BYTES: Final = 65_507
@@ -470,17 +472,7 @@ def syslog_sink_from_env(env: Mapping[str, str], service: str) -> SyslogSink:
     app_name = (env.get(ENV_APP_NAME) or "").strip() or service
     if not app_name:
         raise ConfigError(ENV_APP_NAME, "must not be empty; set it to the service's name")
-    timeout_s = 5.0
-    raw_timeout = (env.get(ENV_TIMEOUT_S) or "").strip()
-    if raw_timeout:
-        try:
-            timeout_s = float(raw_timeout)
-        except ValueError:
-            timeout_s = float("nan")
-        if not 0 < timeout_s < float("inf"):
-            raise ConfigError(
-                ENV_TIMEOUT_S, f"expected a positive number of seconds, got {raw_timeout!r}"
-            )
+    timeout_s = env_seconds(env, ENV_TIMEOUT_S, 5.0, maximum=MAX_TIMEOUT_S)
     ca_file = (env.get(ENV_TLS_CA_FILE) or "").strip() or None
     if ca_file is not None:
         if scheme != "tls":

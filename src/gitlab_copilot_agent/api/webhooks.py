@@ -14,7 +14,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from auditrail import Actor, ErrorClass, Outcome, correlation_scope
-from auditrail.logger import AuditLogger
+from gitlab_copilot_agent.api.deps import ServicesDep
+from gitlab_copilot_agent.payloads import project_id as payload_project_id
 from gitlab_copilot_agent.webhook_auth import (
     Rejection,
     ReplayGuard,
@@ -25,10 +26,7 @@ from gitlab_copilot_agent.webhook_auth import (
 
 router = APIRouter()
 
-HANDLED_EVENTS = frozenset({"Merge Request Hook", "Note Hook"})
-"""Events the agent acts on."""
-
-KNOWN_EVENTS = HANDLED_EVENTS | frozenset(
+KNOWN_EVENTS = frozenset({"Merge Request Hook", "Note Hook"}) | frozenset(
     {
         "Push Hook", "Tag Push Hook", "Issue Hook", "Confidential Issue Hook",
         "Confidential Note Hook", "Pipeline Hook", "Job Hook", "Deployment Hook",
@@ -37,7 +35,8 @@ KNOWN_EVENTS = HANDLED_EVENTS | frozenset(
         "Vulnerability Hook", "Project Hook", "System Hook",
     }
 )  # fmt: skip
-"""GitLab events that are accepted and ignored (so GitLab does not disable the hook)."""
+"""GitLab events that are accepted; those no workflow handles (``EventRouter.handles``)
+are answered "ignored", so GitLab does not disable the hook."""
 
 _STATUS = {
     Rejection.MISSING_TOKEN: 401,
@@ -86,14 +85,6 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def _project_id(payload: Any) -> int | None:
-    if not isinstance(payload, dict):
-        return None
-    project = payload.get("project")
-    candidate = project.get("id") if isinstance(project, dict) else payload.get("project_id")
-    return candidate if isinstance(candidate, int) and not isinstance(candidate, bool) else None
-
-
 def _actor_id(request: Request) -> str:
     # GitLab's event UUID names the event; without it, the delivery id. Only
     # UUIDs are taken, so a sender cannot write free text into the actor.
@@ -106,11 +97,10 @@ def _actor_id(request: Request) -> str:
 
 
 @router.post("/webhook", status_code=202)
-async def receive_webhook(request: Request) -> Response:
+async def receive_webhook(request: Request, services: ServicesDep) -> Response:
     """Receive a GitLab webhook: authenticate it, audit it, and queue its work."""
-    state = request.app.state
-    config: WebhookConfig = state.webhook_config
-    audit: AuditLogger = state.audit
+    config = services.webhook
+    audit = services.audit
     peer = request.client.host if request.client else None
     source_ip = client_ip(peer, request.headers.get("x-forwarded-for"), config.trusted_proxies)
     event_type = request.headers.get("x-gitlab-event")
@@ -140,7 +130,7 @@ async def receive_webhook(request: Request) -> Response:
             if rejection is None:
                 rejection = _check_payload(request, event_type, payload)
 
-        project_id = _project_id(payload)
+        project_id = payload_project_id(payload)
         target: dict[str, Any] = {"resource_type": "webhook", "project_id": project_id}
         details: dict[str, Any] = {
             "event_type": event_type,
@@ -163,7 +153,7 @@ async def receive_webhook(request: Request) -> Response:
                 status_code=_STATUS[rejection],
             )
 
-        handled = event_type in HANDLED_EVENTS
+        handled = services.events.handles(event_type)
         audit.emit(
             "webhook.auth.validated",
             target=target,
@@ -171,7 +161,8 @@ async def receive_webhook(request: Request) -> Response:
             details={**details, "decision": "queued" if handled else "ignored"},
         )
         if handled:
-            state.dispatcher.submit(event_type, payload)
+            assert event_type is not None  # handled implies a kind
+            services.dispatcher.submit(event_type, payload)
         return JSONResponse(
             {"status": "queued" if handled else "ignored", "correlation_id": correlation_id},
             status_code=202,

@@ -39,7 +39,9 @@ share one deadline. When retries run out the call raises ``GitLabError``.
 
 **Secrets**: the token travels only in the ``PRIVATE-TOKEN`` header, never in a
 URL, an exception or an audit entry; error messages are taken from GitLab's
-body with the token scrubbed (and the audit logger redacts again).
+body, scrubbed whole (the token, every registered secret, credential shapes)
+and only then cut to 500 characters (``scrub.scrub_then_cut``), so an error
+body that echoes the token cannot leave part of it in a message.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from gitlab_copilot_agent.clients._http import (
     build_async_client,
     send_with_retries,
 )
+from gitlab_copilot_agent.scrub import scrub_then_cut
 
 __all__ = ["GITLAB_ROUTES", "CommentType", "GitLabClient", "GitLabError", "ProjectRef"]
 
@@ -160,6 +163,9 @@ class GitLabClient:
     ) -> None:
         if not token:
             raise ValueError("a GitLab token is required")
+        if token != token.strip() or any(ord(c) < 32 or ord(c) == 127 for c in token):
+            # httpx would refuse the header later, quoting the value in its error.
+            raise ValueError("the GitLab token has surrounding whitespace or a control character")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         api_root = base_url.rstrip("/")
@@ -358,7 +364,7 @@ class GitLabClient:
         except httpx.HTTPError as exc:
             raise GitLabError(
                 None,
-                self._scrub(_describe(exc)),
+                scrub_then_cut(_describe(exc), _MAX_MESSAGE_CHARS, self._token),
                 error_class=classify_exception(exc),
                 method=method,
                 path=path,
@@ -367,13 +373,10 @@ class GitLabClient:
             return response
         raise GitLabError(
             response.status_code,
-            self._scrub(_error_message(response)),
+            scrub_then_cut(_error_message(response), _MAX_MESSAGE_CHARS, self._token),
             method=method,
             path=path,
         )
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "[REDACTED]")
 
     def _unexpected(self, response: httpx.Response, wanted: str) -> GitLabError:
         return GitLabError(
@@ -452,14 +455,17 @@ def _next_page(response: httpx.Response) -> int | None:
 
 
 def _error_message(response: httpx.Response) -> str:
-    """GitLab's error text: ``message`` (string, list or object), ``error``, or the body."""
+    """GitLab's error text: ``message`` (string, list or object), ``error``, or the body.
+
+    Whole, not shortened: the caller scrubs it and then cuts it.
+    """
     decoded = _decode(response)
     if isinstance(decoded, dict):
         for key in ("message", "error_description", "error"):
             if key in decoded:
-                return _shorten(_flatten(decoded[key]))
+                return _flatten(decoded[key])
     text = " ".join(response.text.split())
-    return _shorten(text) if text else response.reason_phrase or f"HTTP {response.status_code}"
+    return text or response.reason_phrase or f"HTTP {response.status_code}"
 
 
 def _flatten(value: Any) -> str:
@@ -475,7 +481,3 @@ def _flatten(value: Any) -> str:
 def _describe(exc: Exception) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 1] + "…"

@@ -16,27 +16,30 @@ from gitlab_copilot_agent.llm.copilot_sdk import (
 )
 from gitlab_copilot_agent.llm.offline import OfflineBackend
 from gitlab_copilot_agent.llm.openai_compat import OpenAICompatBackend
-from gitlab_copilot_agent.settings import Settings
+from gitlab_copilot_agent.settings import LLMSettings
 
 
-def build_backend(settings: Settings) -> LLMBackend:
+def build_backend(settings: LLMSettings) -> LLMBackend:
     """The unaudited backend for ``LLM_PROVIDER`` (use ``build_provider`` in the agent).
+
+    ``Settings.from_env`` has already refused what cannot work; the checks
+    here guard callers that build ``LLMSettings`` themselves.
 
     Raises:
         ValueError: the configuration cannot work (the Copilot SDK extra is not
             installed, ``COPILOT_CLI_PATH`` is not an executable).
     """
-    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-    if settings.llm_provider == "offline":
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    if settings.provider == "offline":
         return OfflineBackend()
-    if settings.llm_provider == "openai":
-        if not settings.llm_base_url:  # the settings validator already insists
+    if settings.provider == "openai":
+        if not settings.base_url:
             raise ValueError("LLM_PROVIDER=openai needs LLM_BASE_URL")
         return OpenAICompatBackend(
-            settings.llm_base_url,
+            settings.base_url,
             api_key,
-            settings.llm_model,
-            timeout_s=settings.llm_timeout_s,
+            settings.model,
+            timeout_s=settings.timeout_s,
         )
     # Fail at start, not at the first review: the extra and the CLI must be there.
     cli_path = settings.copilot_cli_path
@@ -49,20 +52,20 @@ def build_backend(settings: Settings) -> LLMBackend:
         )
     github_token = settings.github_token.get_secret_value() if settings.github_token else None
     byok: dict[str, Any] | None = None
-    if settings.llm_base_url:
+    if settings.base_url:
         # Bring your own key: the CLI calls this OpenAI-compatible endpoint itself.
-        byok = {"type": "openai", "base_url": settings.llm_base_url, "wire_api": "completions"}
+        byok = {"type": "openai", "base_url": settings.base_url, "wire_api": "completions"}
         if api_key:
             byok["api_key"] = api_key
     return CopilotSDKBackend(
-        model=settings.llm_model,
-        timeout_s=settings.llm_timeout_s,
+        model=settings.model,
+        timeout_s=settings.timeout_s,
         client_factory=sdk_client_factory(cli_path=cli_path, github_token=github_token),
         byok=byok,
     )
 
 
-def build_provider(settings: Settings, audit: AuditLogger) -> LLMProvider:
+def build_provider(settings: LLMSettings, audit: AuditLogger) -> LLMProvider:
     """The provider for ``LLM_PROVIDER``; every call it makes is audited.
 
     .. versionadded:: 0.1.0

@@ -30,6 +30,7 @@ from gitlab_copilot_agent.llm.base import (
     ReviewRequest,
     ReviewResult,
 )
+from gitlab_copilot_agent.scrub import scrub_then_cut, without_userinfo
 
 _MAX_ERROR_CHARS: Final = 300
 
@@ -49,9 +50,6 @@ class _Key:
 
     def reveal(self) -> str | None:
         return self._value
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self._value, "[REDACTED]") if self._value else text
 
 
 class OpenAICompatBackend:
@@ -85,6 +83,8 @@ class OpenAICompatBackend:
         self.model = model
         self.timeout_s: float | None = timeout_s
         self._base_url = base_url.rstrip("/")
+        # What messages and reprs show: never the userinfo of the URL.
+        self._shown_url = without_userinfo(self._base_url)
         self._key = _Key(api_key)
         self._max_tokens = max_tokens
         self._temperature = temperature
@@ -95,7 +95,7 @@ class OpenAICompatBackend:
         )
 
     def __repr__(self) -> str:
-        return f"OpenAICompatBackend(base_url={self._base_url!r}, model={self.model!r})"
+        return f"OpenAICompatBackend(base_url={self._shown_url!r}, model={self.model!r})"
 
     async def review(self, request: ReviewRequest) -> ReviewResult:
         body = await self._complete(
@@ -133,11 +133,13 @@ class OpenAICompatBackend:
                 response = await self._client.post(url, json=payload, headers=headers)
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise LLMTimeoutError(
-                f"no answer from {self._base_url} within {self.timeout_s:g}s ({type(exc).__name__})"
+                f"no answer from {self._shown_url} within {self.timeout_s:g}s "
+                f"({type(exc).__name__})"
             ) from None
         except httpx.TransportError as exc:
+            detail = scrub_then_cut(str(exc), _MAX_ERROR_CHARS, self._key.reveal())
             raise LLMConnectionError(
-                f"cannot reach {self._base_url}: {type(exc).__name__}: {self._key.scrub(str(exc))}"
+                f"cannot reach {self._shown_url}: {type(exc).__name__}: {detail}"
             ) from None
         if response.status_code >= 400:
             raise self._http_error(response)
@@ -172,7 +174,7 @@ class OpenAICompatBackend:
                 message = error
             elif isinstance(body, dict) and "message" in body:
                 message = str(body["message"])
-        message = self._key.scrub(message)[:_MAX_ERROR_CHARS]
+        message = scrub_then_cut(message, _MAX_ERROR_CHARS, self._key.reveal())
         return LLMHTTPError(
             f"HTTP {status} from the chat completions endpoint: {message}",
             status_code=status,

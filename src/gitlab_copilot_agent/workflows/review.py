@@ -1,11 +1,11 @@
 """The merge-request review workflow.
 
-Triggers:
+Triggers (``install`` plugs them into the routers):
 
 - a Merge Request Hook with action ``open`` or ``reopen``, or ``update`` when it
   carries ``oldrev`` (new commits; title/description edits have none);
-- a Note Hook on a merge request whose note starts with ``/copilot review``
-  (system notes and the agent's own notes are ignored).
+- the ``/copilot review`` command (the command router has already audited it
+  and ignored system notes and the agent's own).
 
 Steps: fetch the MR (head sha), list its notes, fetch the diff, ask the LLM,
 post the review as one MR note (``comment_type="review"``) and an inline commit
@@ -29,12 +29,18 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from auditrail.logger import AuditLogger
-from gitlab_copilot_agent.commands import audit_command, parse_command
+from gitlab_copilot_agent.commands.router import CommandContext
+from gitlab_copilot_agent.events import Event
+from gitlab_copilot_agent.identity import AgentIdentity
 from gitlab_copilot_agent.llm.base import DiffFile, LLMProvider, ReviewRequest
 from gitlab_copilot_agent.llm.diff import added_lines
+from gitlab_copilot_agent.payloads import integer, mapping, project_id
+
+if TYPE_CHECKING:
+    from gitlab_copilot_agent.plugins import Parts
 
 REVIEW_SKIPPED: Final = "copilot.review.skipped"
 MARKER_PREFIX: Final = "<!-- copilot-review sha="
@@ -248,7 +254,9 @@ class ReviewWorkflow:
     Args:
         gitlab: the audited GitLab client.
         llm: the audited LLM provider.
-        audit: the audit logger (for command and skip entries).
+        audit: the audit logger (for skip entries).
+        identity: the agent's own user (shared with the command router; by
+            default one of its own over ``gitlab``).
         max_inline_comments: the most inline discussions one review posts.
         max_prompt_chars: the diff budget of one prompt.
 
@@ -261,28 +269,20 @@ class ReviewWorkflow:
         llm: LLMProvider,
         audit: AuditLogger,
         *,
+        identity: AgentIdentity | None = None,
         max_inline_comments: int = 20,
         max_prompt_chars: int = 100_000,
     ) -> None:
         self._gitlab = gitlab
         self._llm = llm
         self._audit = audit
+        self._identity = identity if identity is not None else AgentIdentity(gitlab)
         self._max_inline = max_inline_comments
         self._max_prompt_chars = max_prompt_chars
-        self._self_id: int | None = None
 
-    async def handle(self, event_type: str, payload: Mapping[str, Any]) -> ReviewOutcome | None:
-        """Route one accepted webhook; None when it asks for no review."""
-        kind = payload.get("object_kind")
-        if event_type == "Merge Request Hook" or kind == "merge_request":
-            return await self.handle_merge_request(payload)
-        if event_type == "Note Hook" or kind == "note":
-            return await self.handle_note(payload)
-        return None
-
-    async def handle_merge_request(self, payload: Mapping[str, Any]) -> ReviewOutcome | None:
+    async def on_merge_request(self, event: Event) -> ReviewOutcome | None:
         """Review on open/reopen, and on update with new commits (``oldrev``)."""
-        attrs = payload.get("object_attributes") or {}
+        attrs = mapping(event.payload.get("object_attributes"))
         action = attrs.get("action")
         if action not in ("open", "reopen", "update"):
             return None
@@ -290,46 +290,19 @@ class ReviewWorkflow:
             return None
         if attrs.get("state") not in (None, "opened"):
             return None
-        project_id = _project_id(payload, attrs)
-        mr_iid = attrs.get("iid")
-        if project_id is None or not isinstance(mr_iid, int):
+        project = project_id(event.payload)
+        mr_iid = integer(attrs.get("iid"))
+        if project is None or mr_iid is None:
             return None
-        return await self.review(project_id, mr_iid, trigger=f"merge_request.{action}")
+        return await self.review(project, mr_iid, trigger=f"merge_request.{action}")
 
-    async def handle_note(self, payload: Mapping[str, Any]) -> ReviewOutcome | None:
-        """Run ``/copilot`` commands written on a merge request by someone else."""
-        attrs = payload.get("object_attributes") or {}
-        if attrs.get("noteable_type") != "MergeRequest" or attrs.get("system"):
-            return None
-        if attrs.get("action") not in (None, "create"):
-            return None  # an edited note does not run its command again
-        command = parse_command(attrs.get("note"))
-        if command is None:
-            return None
-        user = payload.get("user") or {}
-        author_id = user.get("id", attrs.get("author_id"))
-        if author_id is not None and author_id == await self._own_user_id():
-            return None
-        mr = payload.get("merge_request") or {}
-        project_id = _project_id(payload, mr)
-        mr_iid = mr.get("iid")
-        note_id = attrs.get("id")
-        audit_command(
-            self._audit,
-            command,
-            project_id=project_id,
-            mr_iid=mr_iid if isinstance(mr_iid, int) else None,
-            initiator=user.get("username"),
-            initiator_id=author_id if isinstance(author_id, int) else None,
-            note_id=note_id if isinstance(note_id, int) else None,
-        )
-        if command.name != "review" or project_id is None or not isinstance(mr_iid, int):
-            return None
+    async def on_review_command(self, context: CommandContext) -> ReviewOutcome:
+        """``/copilot review``: review again, once per command note."""
         return await self.review(
-            project_id,
-            mr_iid,
+            context.project_id,
+            context.mr_iid,
             trigger="command.review",
-            request_note_id=note_id if isinstance(note_id, int) else None,
+            request_note_id=context.note_id,
         )
 
     async def review(
@@ -348,7 +321,7 @@ class ReviewWorkflow:
         if not isinstance(head_sha, str) or not head_sha:
             return self._skip(project_id, mr_iid, None, trigger, "no_head_sha")
         notes = await gitlab.list_mr_notes(project_id, mr_iid)
-        own_id = await self._own_user_id()
+        own_id = await self._identity.user_id()
         done = _answered(notes, own_id)
         if request_note_id is not None:
             if request_note_id in done.request_notes:
@@ -450,14 +423,6 @@ class ReviewWorkflow:
         )
         return ReviewOutcome("skipped", project_id, mr_iid, head_sha=head_sha, reason=reason)
 
-    async def _own_user_id(self) -> int | None:
-        """The agent's GitLab user id, asked once (``GET /user``) and then remembered."""
-        if self._self_id is None:
-            user = await self._gitlab.get_current_user()
-            user_id = user.get("id")
-            self._self_id = user_id if isinstance(user_id, int) else None
-        return self._self_id
-
 
 @dataclass(frozen=True)
 class _Answered:
@@ -492,13 +457,12 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _project_id(payload: Mapping[str, Any], attrs: Mapping[str, Any]) -> int | None:
-    project = payload.get("project") or {}
-    for value in (
-        project.get("id"),
-        payload.get("project_id"),
-        attrs.get("target_project_id"),
-    ):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+def install(parts: Parts) -> None:
+    """Plug the review workflow in: merge request events, and ``/copilot review``."""
+    workflow = ReviewWorkflow(parts.gitlab, parts.llm, parts.audit, identity=parts.identity)
+    parts.events.on("Merge Request Hook", workflow.on_merge_request)
+    parts.commands.on(
+        "review",
+        workflow.on_review_command,
+        summary="review the merge request's latest commit again",
+    )

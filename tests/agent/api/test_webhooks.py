@@ -15,12 +15,14 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from agent_standins.servers import run_in_thread
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.sinks.file import FileSink
 from auditrail.testing import read_trail, validate_entries
-from gitlab_copilot_agent.demo.servers import run_in_thread
+from gitlab_copilot_agent.events import Event
 from gitlab_copilot_agent.main import create_app
+from gitlab_copilot_agent.plugins import Parts
 from gitlab_copilot_agent.settings import Settings
 from gitlab_copilot_agent.webhook_auth import (
     Rejection,
@@ -42,13 +44,17 @@ MR_EVENT = {
 
 
 class Recorder:
-    """Stands in for the workflows: records what the ingress dispatched."""
+    """Stands in for the workflows: a plugin that records what the ingress dispatched."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.calls: list[tuple[str, Any]] = []
 
-    async def __call__(self, event_type: str, payload: dict[str, Any]) -> None:
-        self.calls.append((event_type, payload))
+    def __call__(self, parts: Parts) -> None:
+        for kind in ("Merge Request Hook", "Note Hook"):
+            parts.events.on(kind, self.record)
+
+    async def record(self, event: Event) -> None:
+        self.calls.append((event.kind, event.payload))
 
 
 class Agent:
@@ -62,18 +68,18 @@ class Agent:
             spool_dir=tmp_path / "spool",
             metrics=AuditMetrics(CollectorRegistry()),
         )
-        settings = Settings.model_validate(
+        settings = Settings.from_env(
             {
-                "gitlab_url": "http://127.0.0.1:9",
-                "gitlab_token": "glpat-unused-token-000000",
-                "gitlab_webhook_secret": SECRET,
-                "gitlab_webhook_signing_token": SIGNING,
-                "webhook_max_body_bytes": 4096,
-                **overrides,
+                "GITLAB_URL": "http://127.0.0.1:9",
+                "GITLAB_TOKEN": "glpat-unused-token-000000",
+                "GITLAB_WEBHOOK_SECRET": SECRET,
+                "GITLAB_WEBHOOK_SIGNING_TOKEN": SIGNING,
+                "WEBHOOK_MAX_BODY_BYTES": "4096",
+                **{name.upper(): str(value) for name, value in overrides.items()},
             }
         )
         self.recorder = Recorder()
-        self.app = create_app(settings, audit=self.audit, event_handler=self.recorder)
+        self.app = create_app(settings, audit=self.audit, plugins=[self.recorder])
 
     def entries(self) -> list[dict[str, Any]]:
         assert self.audit.flush(10)

@@ -18,14 +18,14 @@ import httpx
 import orjson
 import pytest
 
+from agent_standins.faults import Fault
+from agent_standins.gitlab import GitLabStandin, diff_file
+from agent_standins.servers import ServerHandle, run_in_thread
 from auditrail import Actor, correlation_scope, new_correlation_id
 from auditrail.logger import AuditLogger
 from auditrail.sinks.memory import InMemorySink
 from auditrail.testing import capture_events, validate_entries
 from gitlab_copilot_agent.clients.gitlab import GitLabClient, GitLabError
-from gitlab_copilot_agent.demo.faults import Fault
-from gitlab_copilot_agent.demo.gitlab_standin import GitLabStandin, diff_file
-from gitlab_copilot_agent.demo.servers import ServerHandle, run_in_thread
 
 TOKEN = "glpat-Test-Secret-7f3a9c2e5b1d"
 PROJECT, PATH, IID = 42, "group/app", 7
@@ -718,6 +718,39 @@ class TestCorrelationAndSecrets:
         assert TOKEN not in err
         assert {r.headers.get("private-token") for r in standin.requests} == {TOKEN}
         assert all(TOKEN not in r.path and TOKEN not in r.query for r in standin.requests)
+
+    @pytest.mark.parametrize("window", [500, 500 + 4096], ids=["at-the-cut", "at-the-window"])
+    def test_an_echoed_token_is_scrubbed_before_the_message_is_cut(
+        self,
+        standin: GitLabStandin,
+        server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+        window: int,
+    ) -> None:
+        """GitLab echoes the token at every offset around the 500-character cut (and the edge
+        of the scrubbed window): no message keeps any 8 characters of it."""
+        logger, _ = audit
+        offsets = range(window - len(TOKEN) - 2, window + 2)
+        for offset in offsets:
+            standin.faults.add(
+                "/user",
+                Fault.echo_header(403, "private-token", offset=offset, length=window + 100),
+                times=1,
+            )
+        messages: list[str] = []
+
+        async def ask(client: GitLabClient) -> None:
+            for _ in offsets:
+                try:
+                    await client.get_current_user()
+                except GitLabError as exc:
+                    messages.append(f"{exc}\n{exc!r}")
+
+        call(make_client(server.url, logger, max_retries=0), ask)
+        assert len(messages) == len(offsets)
+        fragments = {TOKEN[i : i + 8] for i in range(len(TOKEN) - 7)}
+        assert [m for m in messages if any(f in m for f in fragments)] == []
+        assert all(len(m.split("\n")[0]) < 600 for m in messages)
 
 
 class TestEveryPublicMethodIsAudited:

@@ -14,14 +14,14 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from agent_standins.faults import Fault
+from agent_standins.gitlab import DEFAULT_TOKEN, GitLabStandin
+from agent_standins.llm import DEFAULT_API_KEY, LLMStandin
+from agent_standins.servers import run_in_thread
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.sinks.file import FileSink
 from auditrail.testing import read_trail, validate_entries
-from gitlab_copilot_agent.demo.faults import Fault
-from gitlab_copilot_agent.demo.gitlab_standin import DEFAULT_TOKEN, GitLabStandin
-from gitlab_copilot_agent.demo.llm_standin import DEFAULT_API_KEY, LLMStandin
-from gitlab_copilot_agent.demo.servers import run_in_thread
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
 from gitlab_copilot_agent.webhook_auth import expected_signature, signing_key
@@ -93,17 +93,17 @@ def world(tmp_path: Path) -> Iterator[World]:
         metrics=AuditMetrics(CollectorRegistry()),
     )
     with run_in_thread(gitlab.app) as g, run_in_thread(llm.app) as m:
-        settings = Settings.model_validate(
+        settings = Settings.from_env(
             {
-                "gitlab_url": g.url,
-                "gitlab_token": DEFAULT_TOKEN,
-                "gitlab_webhook_secret": SECRET,
-                "gitlab_webhook_signing_token": SIGNING,
-                "gitlab_timeout_s": 0.5,
-                "gitlab_max_retries": 0,
-                "llm_provider": "openai",
-                "llm_base_url": f"{m.url}/v1",
-                "llm_api_key": DEFAULT_API_KEY,
+                "GITLAB_URL": g.url,
+                "GITLAB_TOKEN": DEFAULT_TOKEN,
+                "GITLAB_WEBHOOK_SECRET": SECRET,
+                "GITLAB_WEBHOOK_SIGNING_TOKEN": SIGNING,
+                "GITLAB_TIMEOUT_S": "0.5",
+                "GITLAB_MAX_RETRIES": "0",
+                "LLM_PROVIDER": "openai",
+                "LLM_BASE_URL": f"{m.url}/v1",
+                "LLM_API_KEY": DEFAULT_API_KEY,
             }
         )
         app = create_app(settings, audit=audit)

@@ -25,14 +25,14 @@ from typing import Any
 import httpx
 import pytest
 
+from agent_standins.faults import Fault
+from agent_standins.llm import LLMStandin
+from agent_standins.servers import ServerHandle, run_in_thread
 from auditrail import Actor
 from auditrail.context import correlation_scope
 from auditrail.logger import AuditLogger
 from auditrail.sinks.memory import InMemorySink
 from auditrail.testing import capture_events, validate_entries
-from gitlab_copilot_agent.demo.faults import Fault
-from gitlab_copilot_agent.demo.llm_standin import LLMStandin
-from gitlab_copilot_agent.demo.servers import ServerHandle, run_in_thread
 from gitlab_copilot_agent.llm import (
     CODING_REQUEST,
     RESPONSE_RECEIVED,
@@ -40,6 +40,7 @@ from gitlab_copilot_agent.llm import (
     AuditedProvider,
     CodingRequest,
     DiffFile,
+    LLMConnectionError,
     LLMHTTPError,
     LLMTimeoutError,
     ReviewRequest,
@@ -56,7 +57,7 @@ from gitlab_copilot_agent.llm.copilot_sdk import (
 )
 from gitlab_copilot_agent.llm.offline import OfflineBackend
 from gitlab_copilot_agent.llm.openai_compat import OpenAICompatBackend
-from gitlab_copilot_agent.settings import Settings
+from gitlab_copilot_agent.settings import LLMSettings, Settings, SettingsError
 
 PROMPT_CANARY = "PROMPT-CANARY-3b9d1e77"
 API_KEY = "sk-test-key-0d8e2a6c4b1f9e7d5a3c"
@@ -629,6 +630,67 @@ def copilot_provider(
     return AuditedProvider(backend, audit)
 
 
+class TestOpenAICompatSecrets:
+    def test_base_url_userinfo_never_reaches_an_error_or_a_repr(
+        self, captured: tuple[AuditLogger, InMemorySink]
+    ) -> None:
+        """``cannot reach http://user:password@…`` is shown without the userinfo."""
+        audit, sink = captured
+        password = "userinfo-Pass-0c4f9e"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed = probe.getsockname()[1]
+        backend = OpenAICompatBackend(
+            f"http://llm-user:{password}@127.0.0.1:{closed}/v1", API_KEY, "m", timeout_s=2
+        )
+        provider = AuditedProvider(backend, audit)
+
+        async def main() -> None:
+            try:
+                await provider.review(review_request())
+            finally:
+                await provider.aclose()
+
+        with pytest.raises(LLMConnectionError) as raised:
+            asyncio.run(main())
+        shown = f"{raised.value}{raised.value!r}{backend!r}"
+        assert f"cannot reach http://127.0.0.1:{closed}/v1" in str(raised.value)
+        assert password not in shown
+        assert "llm-user" not in shown
+        assert password not in b"".join(sink.lines).decode()
+
+    def test_an_echoed_key_is_scrubbed_before_the_message_is_cut(
+        self, llm: tuple[LLMStandin, str], captured: tuple[AuditLogger, InMemorySink]
+    ) -> None:
+        """The endpoint echoes the Authorization header at every offset around the cut."""
+        standin, base_url = llm
+        _audit, _ = captured
+        offsets = range(300 - len(API_KEY) - 12, 302)
+        for offset in offsets:
+            standin.faults.add(
+                "*/chat/completions",
+                Fault.echo_header(400, "authorization", offset=offset),
+                times=1,
+            )
+        backend = OpenAICompatBackend(base_url, API_KEY, "m", timeout_s=5)
+        messages: list[str] = []
+
+        async def main() -> None:
+            try:
+                for _ in offsets:
+                    try:
+                        await backend.review(review_request())
+                    except LLMHTTPError as exc:
+                        messages.append(str(exc))
+            finally:
+                await backend.aclose()
+
+        asyncio.run(main())
+        assert len(messages) == len(offsets)
+        fragments = {API_KEY[i : i + 8] for i in range(len(API_KEY) - 7)}
+        assert [m for m in messages if any(f in m for f in fragments)] == []
+
+
 class TestCopilotSDKBackend:
     def test_review_sums_usage_events_and_cleans_up(
         self, captured: tuple[AuditLogger, InMemorySink]
@@ -938,15 +1000,16 @@ class TestCopilotSDKContract:
 # -- factory ---------------------------------------------------------------------------
 
 
-def settings(**values: Any) -> Settings:
-    return Settings.model_validate(
+def settings(**values: str) -> LLMSettings:
+    """The LLM section of validated settings (``values`` as environment variables)."""
+    return Settings.from_env(
         {
-            "gitlab_url": "http://gitlab.test",
-            "gitlab_token": "glpat-0123456789abcdef",
-            "gitlab_webhook_secret": "webhook-secret",
-            **values,
+            "GITLAB_URL": "http://gitlab.test",
+            "GITLAB_TOKEN": "glpat-0123456789abcdef",
+            "GITLAB_WEBHOOK_SECRET": "webhook-secret",
+            **{name.upper(): value for name, value in values.items()},
         }
-    )
+    ).llm
 
 
 class TestBuildProvider:
@@ -988,26 +1051,29 @@ class TestBuildProvider:
     def test_copilot_configuration_is_checked_at_start(
         self, captured: tuple[AuditLogger, InMemorySink], tmp_path: Path
     ) -> None:
-        """A missing extra or a CLI path that is not executable stops the service at start."""
+        """A CLI path that is missing or not executable stops the settings, naming it."""
         audit, _ = captured
         not_executable = tmp_path / "copilot"
         not_executable.write_text("#!/bin/sh\n")
+        for path, problem in ((tmp_path / "nope", "does not exist"), (not_executable, "not exec")):
+            with pytest.raises(SettingsError, match=problem) as raised:
+                settings(llm_provider="copilot", copilot_cli_path=str(path))
+            assert list(raised.value.problems) == ["COPILOT_CLI_PATH"]
+        # build_provider checks again for callers that build LLMSettings themselves.
+        unchecked = LLMSettings.model_construct(
+            provider="copilot", copilot_cli_path=str(not_executable), model="m", timeout_s=1.0
+        )
         with pytest.raises(ValueError, match="not an executable"):
-            build_provider(
-                settings(llm_provider="copilot", copilot_cli_path=str(not_executable)), audit
-            )
+            build_provider(unchecked, audit)
         not_executable.chmod(0o755)
-        configured = settings(llm_provider="copilot", copilot_cli_path=str(not_executable))
-        if SDK is None:
-            with pytest.raises(ValueError, match="needs the Copilot SDK"):
-                build_provider(configured, audit)
-        else:
+        if SDK is not None:  # without the extra, LLM_PROVIDER is refused (next test)
+            configured = settings(llm_provider="copilot", copilot_cli_path=str(not_executable))
             asyncio.run(build_provider(configured, audit).aclose())
 
     def test_missing_sdk_is_a_clear_start_error(
         self, captured: tuple[AuditLogger, InMemorySink], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Without the ``copilot`` extra, the error says what to install."""
+        """Without the ``copilot`` extra, the settings (and the factory) say what to install."""
         audit, _ = captured
         real_find_spec = importlib.util.find_spec
 
@@ -1015,5 +1081,11 @@ class TestBuildProvider:
             return None if name == "copilot" else real_find_spec(name, package)
 
         monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+        with pytest.raises(SettingsError, match=r"pip install 'auditrail\[copilot\]'") as raised:
+            settings(llm_provider="copilot")
+        assert list(raised.value.problems) == ["LLM_PROVIDER"]
+        unchecked = LLMSettings.model_construct(
+            provider="copilot", copilot_cli_path=None, model="m", timeout_s=1.0
+        )
         with pytest.raises(ValueError, match=r"github-copilot-sdk==1\.0\.27"):
-            build_provider(settings(llm_provider="copilot"), audit)
+            build_provider(unchecked, audit)

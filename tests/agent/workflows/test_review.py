@@ -8,35 +8,41 @@ that scope's id and validate against the schema.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from auditrail import Actor
-from auditrail.context import correlation_scope
-from auditrail.logger import AuditLogger
-from auditrail.sinks.memory import InMemorySink
-from auditrail.testing import capture_events, validate_entries
-from gitlab_copilot_agent.clients.gitlab import GitLabClient
-from gitlab_copilot_agent.demo.gitlab_standin import (
+from agent_standins.gitlab import (
     DEFAULT_MR_IID,
     DEFAULT_PROJECT_ID,
     DEFAULT_TOKEN,
     GitLabStandin,
     diff_file,
 )
-from gitlab_copilot_agent.demo.llm_standin import LLMStandin
-from gitlab_copilot_agent.demo.servers import ServerHandle, run_in_thread
+from agent_standins.llm import LLMStandin
+from agent_standins.servers import ServerHandle, run_in_thread
+from auditrail import Actor
+from auditrail.context import correlation_scope
+from auditrail.logger import AuditLogger
+from auditrail.sinks.memory import InMemorySink
+from auditrail.testing import capture_events, validate_entries
+from gitlab_copilot_agent.clients.gitlab import GitLabClient
+from gitlab_copilot_agent.commands import builtin
+from gitlab_copilot_agent.commands.router import CommandRouter
+from gitlab_copilot_agent.composition import compose
+from gitlab_copilot_agent.events import EventRouter
+from gitlab_copilot_agent.identity import AgentIdentity
 from gitlab_copilot_agent.llm import AuditedProvider, ReviewRequest, ReviewResult
-from gitlab_copilot_agent.llm.base import LLMBackend
+from gitlab_copilot_agent.llm.base import LLMBackend, LLMProvider
 from gitlab_copilot_agent.llm.diff import added_lines, iter_diff_lines
 from gitlab_copilot_agent.llm.offline import OfflineBackend
 from gitlab_copilot_agent.llm.openai_compat import OpenAICompatBackend
 from gitlab_copilot_agent.settings import Settings
-from gitlab_copilot_agent.workflows import build_event_handler
 from gitlab_copilot_agent.workflows.review import (
     InlineFinding,
     ReviewOutcome,
@@ -147,6 +153,19 @@ def note_hook(
 Delivery = tuple[str, dict[str, Any]]
 
 
+@dataclass
+class RouterParts:
+    """``plugins.Parts`` over clients this test builds (short timeouts, chosen backends)."""
+
+    audit: AuditLogger
+    events: EventRouter
+    commands: CommandRouter
+    gitlab: GitLabClient
+    llm: LLMProvider
+    identity: AgentIdentity
+    settings: Any = None
+
+
 def deliver(
     url: str,
     audit: AuditLogger,
@@ -160,12 +179,29 @@ def deliver(
     async def main() -> list[tuple[str, ReviewOutcome | None]]:
         client = GitLabClient(url, DEFAULT_TOKEN, audit, timeout_s=5.0, max_retries=0)
         llm = AuditedProvider(backend or OfflineBackend(), audit)
-        workflow = ReviewWorkflow(client, llm, audit, max_inline_comments=max_inline_comments)
-        results = []
+        identity = AgentIdentity(client)
+        parts = RouterParts(
+            audit=audit,
+            events=EventRouter(),
+            commands=CommandRouter(audit, client, identity),
+            gitlab=client,
+            llm=llm,
+            identity=identity,
+        )
+        # The service's own plugins, but with this test's review limits.
+        builtin.install(parts)
+        workflow = ReviewWorkflow(
+            client, llm, audit, identity=identity, max_inline_comments=max_inline_comments
+        )
+        parts.events.on("Merge Request Hook", workflow.on_merge_request)
+        parts.commands.on("review", workflow.on_review_command, summary="review")
+        results: list[tuple[str, ReviewOutcome | None]] = []
         try:
             for event_type, payload in deliveries:
                 with correlation_scope(Actor("webhook_event", str(uuid.uuid4()))) as cid:
-                    results.append((cid, await workflow.handle(event_type, payload)))
+                    answers = await parts.events.dispatch(event_type, payload)
+                    outcome = next((a for a in answers if isinstance(a, ReviewOutcome)), None)
+                    results.append((cid, outcome))
         finally:
             await client.aclose()
             await llm.aclose()
@@ -330,8 +366,8 @@ class TestCopilotReviewCommand:
         entries = entries_of(audit, sink)
         first_cid, second_cid = (cid for cid, _ in results)
         assert actions(entries, first_cid) == [
-            "gitlab.api.get_current_user",
             "copilot.command.received",
+            "gitlab.api.get_current_user",
             "gitlab.api.get_mr_details",
             "gitlab.api.list_mr_notes",
             "gitlab.api.get_project_info",
@@ -375,12 +411,19 @@ class TestCopilotReviewCommand:
         assert len(standin.posted_notes(PROJECT, MR)) == 2
 
     @pytest.mark.parametrize(
-        "payload",
+        ("payload", "expected"),
         [
-            note_hook("/copilot review", author={"id": BOT_ID, "username": "project_42_bot"}),
-            note_hook("/copilot review", system=True),
-            note_hook("please /copilot review this"),
-            note_hook("Looks good to me"),
+            (
+                note_hook("/copilot review", author={"id": BOT_ID, "username": "project_42_bot"}),
+                [
+                    "copilot.command.received",
+                    "gitlab.api.get_current_user",
+                    "copilot.command.ignored",
+                ],
+            ),
+            (note_hook("/copilot review", system=True), []),
+            (note_hook("please /copilot review this"), []),
+            (note_hook("Looks good to me"), []),
         ],
         ids=["self-authored", "system", "not-at-start", "no-command"],
     )
@@ -389,27 +432,43 @@ class TestCopilotReviewCommand:
         gitlab: tuple[GitLabStandin, str],
         captured: tuple[AuditLogger, InMemorySink],
         payload: dict[str, Any],
+        expected: list[str],
     ) -> None:
-        """The agent's own notes, system notes and plain comments run nothing."""
+        """The agent's own notes are audited and ignored; system notes and comments run nothing."""
         standin, url = gitlab
         audit, sink = captured
         [(_, outcome)] = deliver(url, audit, [("Note Hook", payload)])
         assert outcome is None
         assert standin.posted_notes(PROJECT, MR) == []
-        assert set(actions(entries_of(audit, sink))) <= {"gitlab.api.get_current_user"}
+        entries = entries_of(audit, sink)
+        assert actions(entries) == expected
+        if expected:
+            assert entries[-1]["details"]["reason"] == "own_note"
 
-    def test_other_commands_are_audited_but_not_acted_on(
+    def test_a_command_not_built_yet_gets_a_reply_and_an_entry(
         self, gitlab: tuple[GitLabStandin, str], captured: tuple[AuditLogger, InMemorySink]
     ) -> None:
-        """``/copilot fix ...`` is recognised and audited; this release posts nothing for it."""
+        """``/copilot fix ...`` is audited, answered with why it cannot run, and not acted on."""
         standin, url = gitlab
         audit, sink = captured
         [(_, outcome)] = deliver(url, audit, [("Note Hook", note_hook("/copilot fix the bug"))])
         assert outcome is None
-        assert standin.posted_notes(PROJECT, MR) == []
+        (reply,) = standin.posted_notes(PROJECT, MR)
+        assert reply["body"].startswith("`/copilot fix` cannot run yet")
         entries = entries_of(audit, sink)
-        assert actions(entries) == ["gitlab.api.get_current_user", "copilot.command.received"]
-        assert entries[-1]["details"]["command"] == "fix"
+        assert actions(entries) == [
+            "copilot.command.received",
+            "gitlab.api.get_current_user",
+            "copilot.command.unavailable",
+            "gitlab.api.post_mr_note",
+        ]
+        assert entries[0]["details"]["command"] == "fix"
+        assert entries[2]["details"] == {
+            "command": "fix",
+            "reason": "not_implemented",
+            "note_id": 1244,
+        }
+        assert entries[3]["target"]["comment_type"] == "note"
 
 
 class _ScriptedBackend(OfflineBackend):
@@ -532,34 +591,35 @@ class TestParsing:
         assert added_lines(diff) == {21: "new1", 22: "new2"}
 
 
-class TestEventHandler:
-    def test_build_event_handler_reviews_with_the_configured_clients(
+class TestComposition:
+    def test_the_composed_service_reviews_with_the_configured_clients(
         self, gitlab: tuple[GitLabStandin, str], captured: tuple[AuditLogger, InMemorySink]
     ) -> None:
-        """The service's handler wires the GitLab client, the provider and the workflow."""
+        """``compose`` wires the GitLab client, the provider and the workflow into the router."""
         standin, url = gitlab
         audit, sink = captured
-        settings = Settings.model_validate(
+        settings = Settings.from_env(
             {
-                "gitlab_url": url,
-                "gitlab_token": DEFAULT_TOKEN,
-                "gitlab_webhook_secret": "webhook-secret",
-                "llm_provider": "offline",
-                "gitlab_max_retries": 0,
+                "GITLAB_URL": url,
+                "GITLAB_TOKEN": DEFAULT_TOKEN,
+                "GITLAB_WEBHOOK_SECRET": "webhook-secret",
+                "LLM_PROVIDER": "offline",
+                "GITLAB_MAX_RETRIES": "0",
             }
         )
 
-        async def main() -> str:
-            handle, aclose = build_event_handler(settings, audit)
-            try:
+        async def main() -> tuple[str, list[object]]:
+            async with contextlib.AsyncExitStack() as stack:
+                services = await compose(settings, stack, audit=audit)
                 with correlation_scope(Actor("webhook_event", "d")) as cid:
-                    await handle("Merge Request Hook", mr_hook("open", iid=DEFAULT_MR_IID))
-                    await handle("Push Hook", {"object_kind": "push"})
-                return cid
-            finally:
-                await aclose()
+                    await services.events.dispatch(
+                        "Merge Request Hook", mr_hook("open", iid=DEFAULT_MR_IID)
+                    )
+                    ignored = await services.events.dispatch("Push Hook", {"object_kind": "push"})
+                return cid, ignored
 
-        cid = asyncio.run(main())
+        cid, ignored = asyncio.run(main())
+        assert ignored == []
         (note,) = standin.posted_notes(PROJECT, DEFAULT_MR_IID)
         assert review_marker(head_sha(url, DEFAULT_MR_IID)) in note["body"]
         entries = entries_of(audit, sink)

@@ -162,7 +162,8 @@ class TestConstruction:
         """The repr shows the path and the rotation settings."""
         sink = FileSink(path, max_bytes=1024, backups=3, compress=True)
         assert (
-            repr(sink) == f"FileSink(path={str(path)!r}, max_bytes=1024, backups=3, compress=True)"
+            repr(sink) == f"FileSink(path={str(path)!r}, max_bytes=1024, backups=3, compress=True, "
+            "retention='keep')"
         )
         sink.close(1.0)
 
@@ -305,8 +306,8 @@ class TestRotation:
         assert max(len(_contents(f)) for f in rotated_files(path)) <= 16 * 1024
 
     def test_keeps_only_the_configured_backups(self, path: Path) -> None:
-        """With backups=2 only path, path.1 and path.2 remain, holding the newest lines."""
-        sink = FileSink(path, max_bytes=4096, backups=2)
+        """retention="delete", backups=2: only path, path.1 and path.2 remain, the newest lines."""
+        sink = FileSink(path, max_bytes=4096, backups=2, retention="delete")
         for batch in _batches(range(5000)):
             sink.write_batch(batch)
         sink.close(1.0)

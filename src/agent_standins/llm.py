@@ -3,7 +3,10 @@
 Endpoints: ``POST /v1/chat/completions`` (also ``/chat/completions``, for base
 URLs that already end in ``/v1``) and ``GET /v1/models``. Authentication is
 ``Authorization: Bearer <api_key>`` (also ``api-key: <key>``, as Azure OpenAI
-sends it); a wrong or missing key gives 401 with OpenAI's error body.
+sends it), or, with ``basic_auth=(user, password)``, HTTP Basic as a
+self-hosted endpoint behind an authenticating proxy takes it (httpx sends
+Basic for a base URL carrying ``user:password@``); a wrong or missing key gives
+401 with OpenAI's error body.
 
 The answer is the real response shape (``id``, ``object: chat.completion``,
 ``created``, ``model``, ``choices[0].message``, ``finish_reason``, ``usage``).
@@ -30,11 +33,11 @@ answered with OpenAI's shapes: 401 ``invalid_api_key``, 429
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import itertools
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,16 +46,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gitlab_copilot_agent.demo.faults import (
-    Fault,
-    FaultInjector,
-    FaultScript,
-    Receive,
-    RecordedRequest,
-    Rendered,
-    Scope,
-    Send,
-)
+from agent_standins.base import Standin, as_response
+from agent_standins.faults import Fault, Rendered
 
 __all__ = ["DEFAULT_API_KEY", "LLMStandin", "deterministic_review", "render_openai_error"]
 
@@ -83,7 +78,9 @@ def render_openai_error(fault: Fault) -> Rendered:
         if fault.retry_after_s is not None:
             headers["retry-after"] = str(fault.retry_after_s)
         return Rendered(status, headers, fault.body)
-    if status == 401:
+    if fault.message is not None:
+        answer = _openai_error(status, fault.message, "invalid_request_error", None)
+    elif status == 401:
         answer = _openai_error(
             401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
         )
@@ -193,13 +190,14 @@ def deterministic_review(messages: Messages) -> str:
     return orjson.dumps({"summary": summary, "comments": comments}).decode()
 
 
-class LLMStandin:
+class LLMStandin(Standin):
     """An OpenAI-compatible chat-completions server with deterministic answers.
 
     Args:
-        api_key: the only accepted key.
+        api_key: the accepted Bearer key.
         responder: builds the assistant's content from the request's messages
             (default: ``deterministic_review``).
+        basic_auth: also accept HTTP Basic with this user and password.
     """
 
     def __init__(
@@ -207,23 +205,18 @@ class LLMStandin:
         api_key: str = DEFAULT_API_KEY,
         *,
         responder: Callable[[Messages], str] = deterministic_review,
+        basic_auth: tuple[str, str] | None = None,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.responder = responder
-        self.faults = FaultScript()
+        self._basic = (
+            "Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
+            if basic_auth is not None
+            else None
+        )
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
         self._completions: list[dict[str, Any]] = []
-        self._injector = FaultInjector(self._api, self.faults, render_openai_error)
-
-    @property
-    def app(self) -> FaultInjector:
-        """The ASGI app to serve (``run_in_thread(standin.app)``)."""
-        return self._injector
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self._injector.requests
 
     def completions(self) -> list[dict[str, Any]]:
         """Each answered completion: ``{"request": <body>, "response": <body>}``."""
@@ -231,20 +224,17 @@ class LLMStandin:
             return list(self._completions)
 
     def reset(self) -> None:
-        self.faults.clear()
-        self._injector.clear_requests()
+        super().reset()
         with self._lock:
             self._completions.clear()
 
-    async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        response = await self._dispatch(request)
-        await response(scope, receive, send)
+    def render_error(self, fault: Fault) -> Rendered:
+        return render_openai_error(fault)
 
-    async def _dispatch(self, request: Request) -> Response:
+    async def dispatch(self, request: Request) -> Response:
         path = request.url.path.rstrip("/")
         if not self._authorized(request):
-            return _as_response(render_openai_error(Fault.http(401)))
+            return as_response(render_openai_error(Fault.http(401)))
         if request.method == "GET" and path in ("/v1/models", "/models"):
             return JSONResponse(
                 {
@@ -255,17 +245,19 @@ class LLMStandin:
         if path not in ("/v1/chat/completions", "/chat/completions") and not path.endswith(
             "/chat/completions"
         ):
-            return _as_response(
+            return as_response(
                 _openai_error(404, f"Unknown path {path}", "invalid_request_error", None)
             )
         if request.method != "POST":
-            return _as_response(
+            return as_response(
                 _openai_error(405, "Method not allowed", "invalid_request_error", None)
             )
         return await self._complete(request)
 
     def _authorized(self, request: Request) -> bool:
         auth = request.headers.get("authorization", "")
+        if self._basic is not None and hmac.compare_digest(auth.encode(), self._basic.encode()):
+            return True
         key = (
             auth[len("Bearer ") :] if auth.startswith("Bearer ") else request.headers.get("api-key")
         )
@@ -275,20 +267,20 @@ class LLMStandin:
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
-            return _as_response(
+            return as_response(
                 _openai_error(
                     400, "We could not parse the JSON body.", "invalid_request_error", None
                 )
             )
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:
-            return _as_response(
+            return as_response(
                 _openai_error(
                     400, "'messages' is a required property", "invalid_request_error", None
                 )
             )
         if body.get("stream"):
-            return _as_response(
+            return as_response(
                 _openai_error(
                     400, "This stand-in does not stream.", "invalid_request_error", "unsupported"
                 )
@@ -319,7 +311,3 @@ class LLMStandin:
         with self._lock:
             self._completions.append({"request": body, "response": response})
         return JSONResponse(response)
-
-
-def _as_response(answer: Rendered) -> Response:
-    return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))

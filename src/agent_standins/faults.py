@@ -8,6 +8,7 @@ routes, so any path can be made to fail the way the real service fails::
     standin.faults.add("*/notes", Fault.http(429, retry_after_s=1), method="POST")
     standin.faults.add("/user", Fault.slow(5.0))           # then answers normally
     standin.faults.add("/projects/42", Fault.reset())      # TCP reset, no answer
+    standin.faults.add("/user", Fault.echo_header(401, "private-token", offset=480))
 
 Rules are tried in the order they were added; a rule with ``times=N`` applies
 to the next N matching requests and is then used up (the path recovers). The
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fnmatch
 import threading
 import time
@@ -32,9 +34,10 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gitlab_copilot_agent.demo.servers import abort_connection
+from agent_standins.servers import abort_connection
 
 __all__ = [
+    "Echo",
     "Fault",
     "FaultInjector",
     "FaultScript",
@@ -47,8 +50,23 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class Echo:
+    """Where an error message repeats a request header (see ``Fault.echo_header``)."""
+
+    header: str
+    offset: int
+    length: int
+
+    def message(self, value: str) -> str:
+        """``length`` characters of filler with ``value`` written at ``offset``."""
+        filler = "error detail " * ((self.offset + self.length) // 13 + 1)
+        head = filler[: self.offset]
+        return head + value + filler[len(head) + len(value) : self.length]
+
+
+@dataclass(frozen=True)
 class Fault:
-    """One way to misbehave. Build it with ``http``, ``slow`` or ``reset``."""
+    """One way to misbehave. Build it with ``http``, ``echo_header``, ``slow`` or ``reset``."""
 
     kind: Literal["http", "slow", "reset"]
     status: int = 0
@@ -57,6 +75,9 @@ class Fault:
     body: bytes | None = None
     content_type: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    message: str | None = None
+    """The error text a renderer puts in the API's error shape (default: its own)."""
+    echo: Echo | None = None
 
     @classmethod
     def http(
@@ -82,6 +103,19 @@ class Fault:
             content_type=content_type,
             headers=dict(headers or {}),
         )
+
+    @classmethod
+    def echo_header(cls, status: int, header: str, *, offset: int, length: int = 600) -> Fault:
+        """Answer ``status`` with an error message that repeats the request's ``header``.
+
+        Some servers and proxies echo what they were sent (``invalid token
+        'glpat-…'``); this puts the header's value at character ``offset`` of a
+        ``length``-character message, in the stand-in's real error shape, so
+        tests can place a credential exactly where a client cuts its messages.
+        """
+        if offset < 0 or length < 1:
+            raise ValueError("need offset >= 0 and length >= 1")
+        return cls("http", status=status, echo=Echo(header.lower(), offset, length))
 
     @classmethod
     def slow(cls, delay_s: float) -> Fault:
@@ -237,6 +271,9 @@ class FaultInjector:
                 return
             more = False
         if fault is not None and fault.kind == "http":
+            if fault.echo is not None:
+                echoed = fault.echo.message(headers.get(fault.echo.header, ""))
+                fault = dataclasses.replace(fault, message=echoed)
             await _send_rendered(send, self.render(fault))
             return
         await self.app(scope, _replay(body, receive), send)

@@ -1,5 +1,8 @@
 """``gitlab-copilot-agent demo``: the agent, for real, against local stand-ins.
 
+The one module of the agent that imports ``agent_standins`` (the command
+imports it only when it runs).
+
 It starts a GitLab stand-in and an OpenAI-compatible LLM stand-in on loopback,
 the agent itself on a real socket, then sends real webhooks: a signed
 "merge request opened" (reviewed end to end), a delivery with a wrong token
@@ -22,15 +25,15 @@ from typing import Any
 import httpx
 import orjson
 
-from auditrail.config import AuditConfig
-from gitlab_copilot_agent.demo.gitlab_standin import (
+from agent_standins.gitlab import (
     DEFAULT_MR_IID,
     DEFAULT_PROJECT_ID,
     DEFAULT_TOKEN,
     GitLabStandin,
 )
-from gitlab_copilot_agent.demo.llm_standin import DEFAULT_API_KEY, LLMStandin
-from gitlab_copilot_agent.demo.servers import run_in_thread
+from agent_standins.llm import DEFAULT_API_KEY, LLMStandin
+from agent_standins.servers import run_in_thread
+from auditrail.config import AuditConfig
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
 from gitlab_copilot_agent.webhook_auth import expected_signature, signing_key
@@ -96,18 +99,18 @@ def run_demo(directory: str | os.PathLike[str]) -> int:
     audit = audit_config.build()
     gitlab, llm = GitLabStandin(), LLMStandin()
     with run_in_thread(gitlab.app) as gitlab_server, run_in_thread(llm.app) as llm_server:
-        settings = Settings.model_validate(
+        settings = Settings.from_env(
             {
-                "gitlab_url": gitlab_server.url,
-                "gitlab_token": DEFAULT_TOKEN,
-                "gitlab_webhook_secret": WEBHOOK_SECRET,
-                "gitlab_webhook_signing_token": SIGNING_TOKEN,
-                "llm_provider": "openai",
-                "llm_base_url": f"{llm_server.url}/v1",
-                "llm_api_key": DEFAULT_API_KEY,
-                "gitlab_max_retries": 2,
+                "GITLAB_URL": gitlab_server.url,
+                "GITLAB_TOKEN": DEFAULT_TOKEN,
+                "GITLAB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "GITLAB_WEBHOOK_SIGNING_TOKEN": SIGNING_TOKEN,
+                "LLM_PROVIDER": "openai",
+                "LLM_BASE_URL": f"{llm_server.url}/v1",
+                "LLM_API_KEY": DEFAULT_API_KEY,
+                "GITLAB_MAX_RETRIES": "2",
                 # The demo's own client plays a reverse proxy on loopback.
-                "trusted_proxies": "127.0.0.1/32",
+                "TRUSTED_PROXIES": "127.0.0.1/32",
             }
         )
         app = create_app(settings, audit=audit)

@@ -7,7 +7,9 @@ the rest of that first line, and ``body`` keeps the lines after it (a longer
 instruction for coding commands).
 
 Every ``/copilot`` command — known or not — emits ``copilot.command.received``
-with the command, the merge request and who asked (``initiator``).
+with the command, the merge request and who asked (``initiator``); the
+command router (``commands.router``) emits it first, before any call.
+Which commands exist is the router's to say: they are the ones registered on it.
 """
 
 from __future__ import annotations
@@ -19,12 +21,6 @@ from typing import Any, Final
 from auditrail.logger import AuditLogger
 
 COMMAND_RECEIVED: Final = "copilot.command.received"
-
-KNOWN_COMMANDS: Final = frozenset(
-    {"review", "fix", "implement", "explain", "approve", "reject", "status", "cancel", "help"}
-)
-"""Commands the agent recognises. This release acts on ``review``; the rest are
-recognised (and audited) so later workflows can answer them."""
 
 _COMMAND: Final = re.compile(
     r"\A\s*/copilot(?=\s|\Z)[ \t]*(?P<name>\S+)?(?P<args>[^\n]*)(?:\n(?P<body>.*))?\Z",
@@ -41,7 +37,6 @@ class CopilotCommand:
         name: the command word, lower-cased (``""`` for a bare ``/copilot``).
         args: the rest of the first line, stripped.
         body: the lines after the first, stripped.
-        known: whether ``name`` is one of ``KNOWN_COMMANDS``.
 
     .. versionadded:: 0.1.0
     """
@@ -49,10 +44,6 @@ class CopilotCommand:
     name: str
     args: str = ""
     body: str = ""
-
-    @property
-    def known(self) -> bool:
-        return self.name in KNOWN_COMMANDS
 
     @property
     def argv(self) -> list[str]:
@@ -86,20 +77,23 @@ def audit_command(
     audit: AuditLogger,
     command: CopilotCommand,
     *,
+    known: bool,
     project_id: int | None,
     mr_iid: int | None,
     initiator: str | None,
     initiator_id: int | None,
     note_id: int | None = None,
+    resource_type: str = "merge_request",
 ) -> str:
     """Emit ``copilot.command.received`` for a command; return the entry's id.
 
     The arguments are recorded by length only: a coding instruction can be long
-    and may quote anything.
+    and may quote anything. ``known`` says whether the command router has the
+    command (``details.known``); ``resource_type`` what the note is on.
 
     .. versionadded:: 0.1.0
     """
-    target: dict[str, Any] = {"resource_type": "merge_request"}
+    target: dict[str, Any] = {"resource_type": resource_type}
     if project_id is not None:
         target["project_id"] = project_id
     if mr_iid is not None:
@@ -109,7 +103,7 @@ def audit_command(
         target=target,
         details={
             "command": command.name,
-            "known": command.known,
+            "known": known,
             "args_chars": len(command.args) + len(command.body),
             "initiator": initiator,
             "initiator_id": initiator_id,

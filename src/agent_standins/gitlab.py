@@ -20,7 +20,7 @@ Lists carry GitLab's pagination headers (``x-page``, ``x-per-page``,
 ``x-next-page`` (empty on the last page), ``x-prev-page``, ``x-total``,
 ``x-total-pages``, ``Link``); ``per_page`` defaults to 20 and is capped at 100.
 
-Scripting misbehaviour (see ``gitlab_copilot_agent.demo.faults``)::
+Scripting misbehaviour (see ``agent_standins.faults``)::
 
     gl = GitLabStandin(token="glpat-...")
     gl.faults.add("/projects/42/merge_requests/7", Fault.http(404))
@@ -28,14 +28,16 @@ Scripting misbehaviour (see ``gitlab_copilot_agent.demo.faults``)::
     gl.faults.add("*/diffs", Fault.http(503), times=2)
     gl.faults.add("/projects/42", Fault.slow(3.0))
     gl.faults.add("*/notes", Fault.reset(), method="POST")
-    with run_in_thread(gl.app) as server: ...
+    gl.faults.add("/user", Fault.echo_header(401, "private-token", offset=480))
+    with gl.serve() as server: ...
     gl.posted_notes(42, 7), gl.commit_discussions(), gl.requests
 
 Error bodies follow GitLab: 401 ``{"message":"401 Unauthorized"}``, 403
 ``{"message":"403 Forbidden"}``, 404 ``{"message":"404 Project Not Found"}``,
 429 plain-text ``Retry later`` with ``Retry-After`` (default 1 s) and the
 ``RateLimit-*`` headers, 500/503 ``{"message":"500 Internal Server Error"}``…,
-502/504 an HTML gateway page. A fault with its own ``body`` is sent as given.
+502/504 an HTML gateway page. A fault with its own ``body`` is sent as given;
+one with a ``message`` (``Fault.echo_header``) gets ``{"message": <it>}``.
 """
 
 from __future__ import annotations
@@ -44,11 +46,9 @@ import hashlib
 import hmac
 import itertools
 import re
-import threading
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from email.utils import formatdate
 from http import HTTPStatus
@@ -58,16 +58,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gitlab_copilot_agent.demo.faults import (
-    Fault,
-    FaultInjector,
-    FaultScript,
-    Receive,
-    RecordedRequest,
-    Rendered,
-    Scope,
-    Send,
-)
+from agent_standins.base import Standin, match_route, path_of, route
+from agent_standins.faults import Fault, Rendered
 
 __all__ = [
     "DEFAULT_MR_IID",
@@ -178,6 +170,9 @@ def render_gitlab_error(fault: Fault) -> Rendered:
                 "ratelimit-resettime": formatdate(reset, usegmt=True),
             }
         )
+    elif fault.message is not None:
+        body = orjson.dumps({"message": fault.message})
+        headers["content-type"] = "application/json"
     elif status in (502, 504):
         body = _GATEWAY_PAGE.format(status=status).encode()
         headers["content-type"] = "text/html; charset=utf-8"
@@ -210,19 +205,7 @@ def _message(status: int, text: str) -> JSONResponse:
     return JSONResponse({"message": text}, status_code=status)
 
 
-@dataclass
-class _Route:
-    method: str
-    pattern: re.Pattern[str]
-    handler: Callable[..., Awaitable[Response]]
-
-
-def _route(method: str, template: str, handler: Callable[..., Awaitable[Response]]) -> _Route:
-    regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", template)
-    return _Route(method, re.compile(f"^{regex}/?$"), handler)
-
-
-class GitLabStandin:
+class GitLabStandin(Standin):
     """An in-memory GitLab: seeded data, posted notes kept for assertions, scripted faults.
 
     Args:
@@ -232,8 +215,8 @@ class GitLabStandin:
     """
 
     def __init__(self, token: str = DEFAULT_TOKEN, *, seed: bool = True) -> None:
+        super().__init__(prefix=API_PREFIX)
         self.token = token
-        self.faults = FaultScript(prefix=API_PREFIX)
         self.user: dict[str, Any] = {
             "id": 99,
             "username": "project_42_bot_copilot",
@@ -244,7 +227,6 @@ class GitLabStandin:
             "avatar_url": None,
             "web_url": "http://gitlab.standin/project_42_bot_copilot",
         }
-        self._lock = threading.Lock()
         self._ids = itertools.count(1001)
         self._projects: dict[int, dict[str, Any]] = {}
         self._mrs: dict[tuple[int, int], dict[str, Any]] = {}
@@ -252,41 +234,32 @@ class GitLabStandin:
         self._notes: dict[tuple[int, int], list[dict[str, Any]]] = {}
         self._discussions: list[dict[str, Any]] = []
         self._routes = [
-            _route("GET", "/user", self._get_user),
-            _route("GET", "/projects/{id}", self._get_project),
-            _route("GET", "/projects/{id}/merge_requests/{iid}", self._get_mr),
-            _route("GET", "/projects/{id}/merge_requests/{iid}/diffs", self._get_diffs),
-            _route("GET", "/projects/{id}/merge_requests/{iid}/notes", self._list_notes),
-            _route("POST", "/projects/{id}/merge_requests/{iid}/notes", self._create_note),
-            _route(
+            route("GET", "/user", self._get_user),
+            route("GET", "/projects/{id}", self._get_project),
+            route("GET", "/projects/{id}/merge_requests/{iid}", self._get_mr),
+            route("GET", "/projects/{id}/merge_requests/{iid}/diffs", self._get_diffs),
+            route("GET", "/projects/{id}/merge_requests/{iid}/notes", self._list_notes),
+            route("POST", "/projects/{id}/merge_requests/{iid}/notes", self._create_note),
+            route(
                 "GET", "/projects/{id}/repository/commits/{sha}/discussions", self._list_discussions
             ),
-            _route(
+            route(
                 "POST",
                 "/projects/{id}/repository/commits/{sha}/discussions",
                 self._create_discussion,
             ),
         ]
-        self._injector = FaultInjector(self._api, self.faults, render_gitlab_error)
         if seed:
             self.seed_default()
 
     # -- test and demo API ----------------------------------------------------
 
-    @property
-    def app(self) -> FaultInjector:
-        """The ASGI app to serve (``run_in_thread(standin.app)``)."""
-        return self._injector
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received, in order, scripted faults included."""
-        return self._injector.requests
+    def render_error(self, fault: Fault) -> Rendered:
+        return render_gitlab_error(fault)
 
     def reset(self) -> None:
         """Forget faults, recorded requests and what was posted; keep the seeded data."""
-        self.faults.clear()
-        self._injector.clear_requests()
+        super().reset()
         with self._lock:
             for key, notes in self._notes.items():
                 self._notes[key] = [n for n in notes if n.get("_seeded")]
@@ -438,31 +411,14 @@ class GitLabStandin:
 
     # -- the API ---------------------------------------------------------------
 
-    async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        response = await self._dispatch(request)
-        await response(scope, receive, send)
-
-    async def _dispatch(self, request: Request) -> Response:
-        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
-        path = raw_path.decode("latin-1").split("?", 1)[0]
+    async def dispatch(self, request: Request) -> Response:
+        path = path_of(request)
         if not path.startswith(API_PREFIX + "/"):
             return JSONResponse({"error": "404 Not Found"}, status_code=404)
         denied = self._authenticate(request)
         if denied is not None:
             return denied
-        relative = path[len(API_PREFIX) :]
-        known_path = False
-        for route in self._routes:
-            found = route.pattern.match(relative)
-            if found is None:
-                continue
-            known_path = True
-            if route.method == request.method:
-                return await route.handler(request, **found.groupdict())
-        if known_path:
-            return JSONResponse({"error": "405 Method Not Allowed"}, status_code=405)
-        return JSONResponse({"error": "404 Not Found"}, status_code=404)
+        return await match_route(self._routes, request, path[len(API_PREFIX) :])
 
     def _authenticate(self, request: Request) -> Response | None:
         token = request.headers.get("private-token")

@@ -12,9 +12,9 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
-from gitlab_copilot_agent.demo.faults import Fault, FaultScript
-from gitlab_copilot_agent.demo.llm_standin import DEFAULT_API_KEY, LLMStandin, deterministic_review
-from gitlab_copilot_agent.demo.servers import ServerHandle, run_in_thread
+from agent_standins.faults import Fault, FaultScript
+from agent_standins.llm import DEFAULT_API_KEY, LLMStandin, deterministic_review
+from agent_standins.servers import ServerHandle, run_in_thread
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
 PROMPT = (

@@ -1,0 +1,50 @@
+"""What a workflow plugs into: ``Parts`` (the built parts it may use) and ``Plugin``.
+
+A plugin is a function ``install(parts) -> None`` that registers handlers on
+``parts.events`` (event kind → handler) and ``parts.commands`` (``/copilot``
+name → handler). The composition root (``composition.py``) runs the plugins
+it is given, in order; the clients a plugin touches are built on first use
+and closed at shutdown, and the ones no plugin touches are never built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from auditrail.logger import AuditLogger
+    from gitlab_copilot_agent.clients.gitlab import GitLabClient
+    from gitlab_copilot_agent.commands.router import CommandRouter
+    from gitlab_copilot_agent.events import EventRouter
+    from gitlab_copilot_agent.identity import AgentIdentity
+    from gitlab_copilot_agent.llm.base import LLMProvider
+    from gitlab_copilot_agent.settings import Settings
+
+
+class Parts(Protocol):
+    """The service's parts, as the composition root offers them to plugins."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def audit(self) -> AuditLogger: ...
+
+    @property
+    def events(self) -> EventRouter: ...
+
+    @property
+    def commands(self) -> CommandRouter: ...
+
+    @property
+    def gitlab(self) -> GitLabClient: ...
+
+    @property
+    def llm(self) -> LLMProvider: ...
+
+    @property
+    def identity(self) -> AgentIdentity: ...
+
+
+Plugin = Callable[[Parts], None]

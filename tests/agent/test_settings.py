@@ -1,0 +1,178 @@
+"""``Settings.from_env``: sections, one-line errors in the agent's words, the secrets' forms."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditrail.redact import default_redactor
+from gitlab_copilot_agent.settings import LogSettings, Settings, SettingsError
+
+VALID = {
+    "GITLAB_URL": "https://gitlab.example.com/",
+    "GITLAB_TOKEN": "glpat-settings-test-0000",
+    "GITLAB_WEBHOOK_SECRET": "settings-test-secret",
+}
+VARIABLES = [
+    *VALID,
+    "GITLAB_WEBHOOK_SIGNING_TOKEN",
+    "GITLAB_TIMEOUT_S",
+    "GITLAB_MAX_RETRIES",
+    "WEBHOOK_MAX_BODY_BYTES",
+    "WEBHOOK_TIMESTAMP_TOLERANCE_S",
+    "TRUSTED_PROXIES",
+    "LLM_PROVIDER",
+    "LLM_BASE_URL",
+    "LLM_API_KEY",
+    "LLM_MODEL",
+    "LLM_TIMEOUT_S",
+    "GITHUB_TOKEN",
+    "HOST",
+    "PORT",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+]
+
+
+class TestSections:
+    def test_defaults_and_sections(self) -> None:
+        """Each part reads its own section; defaults as documented in the README."""
+        loaded = Settings.from_env(VALID)
+        assert loaded.gitlab.url == "https://gitlab.example.com"
+        assert (loaded.gitlab.timeout_s, loaded.gitlab.max_retries) == (30.0, 3)
+        assert (loaded.webhook.max_body_bytes, loaded.webhook.timestamp_tolerance_s) == (
+            1_048_576,
+            300,
+        )
+        assert loaded.webhook.trusted_proxies == ()
+        assert (loaded.llm.provider, loaded.llm.model, loaded.llm.timeout_s) == (
+            "offline",
+            "gpt-4o-mini",
+            120.0,
+        )
+        assert (loaded.server.host, loaded.server.port) == ("127.0.0.1", 8080)
+        assert (loaded.logs.format, loaded.logs.level) == ("auto", "info")
+
+    def test_only_upper_case_variable_names_are_read(self) -> None:
+        """``gitlab_url`` is not ``GITLAB_URL``; a field name cannot be set from the environment."""
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({**VALID, "GITLAB_URL": "x", "url": "https://other"} | {})
+        assert list(raised.value.problems) == ["GITLAB_URL"]
+        env = {k.lower(): v for k, v in VALID.items()}
+        with pytest.raises(SettingsError) as missing:
+            Settings.from_env(env)
+        assert set(missing.value.problems) == {
+            "GITLAB_URL",
+            "GITLAB_TOKEN",
+            "GITLAB_WEBHOOK_SECRET",
+        }
+
+    def test_code_may_build_a_section_by_field_name_and_typos_are_refused(self) -> None:
+        """``LogSettings(level="debug")`` works; an unknown field is an error, not ignored."""
+        assert LogSettings(level="debug").level == "debug"
+        with pytest.raises(ValueError, match="formt"):
+            LogSettings(formt="json")  # type: ignore[call-arg]
+
+    def test_values_are_normalised(self) -> None:
+        """Surrounding spaces of non-secrets, choices' case, proxies as networks."""
+        loaded = Settings.from_env(
+            {
+                **VALID,
+                "PORT": " 9000 ",
+                "LLM_PROVIDER": "OpenAI",
+                "LLM_BASE_URL": "http://llm:8000/v1/",
+                "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7",
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        assert loaded.server.port == 9000
+        assert (loaded.llm.provider, loaded.llm.base_url) == ("openai", "http://llm:8000/v1")
+        assert [str(n) for n in loaded.webhook.trusted_proxies] == ["10.0.0.0/8", "192.168.1.7/32"]
+        assert loaded.logs.level == "warning"
+
+
+class TestSecrets:
+    def test_every_form_is_listed_for_the_redactor(self) -> None:
+        """Values, their Python-escaped forms, the signing key, URL userinfo and its Basic form."""
+        quoted = 'secret-with-"quote"-and-\\-backslash'
+        key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+        loaded = Settings.from_env(
+            {
+                **VALID,
+                "GITLAB_WEBHOOK_SECRET": quoted,
+                "GITLAB_WEBHOOK_SIGNING_TOKEN": f"whsec_{key}",
+                "LLM_PROVIDER": "openai",
+                "LLM_BASE_URL": "https://bot:pa%40ss-word-9@llm.example.com/v1",
+            }
+        )
+        found = set(loaded.secrets())
+        assert {VALID["GITLAB_TOKEN"], quoted, quoted.replace("\\", "\\\\")} <= found
+        assert key in found
+        assert {"pa%40ss-word-9", "pa@ss-word-9", "bot:pa%40ss-word-9"} <= found
+        assert base64.b64encode(b"bot:pa@ss-word-9").decode() in found
+        assert "bot" not in found  # a user name alone is no secret
+
+    def test_a_refused_secret_is_still_registered(self) -> None:
+        """A token refused for its trailing newline cannot be printed later, in any form."""
+        token = "glpat-refused-newline-4e2a9\n"
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({**VALID, "GITLAB_TOKEN": token})
+        assert "control character" in raised.value.problems["GITLAB_TOKEN"]
+        assert token.strip() not in str(raised.value)
+        shown = default_redactor.redact(f"Illegal header value {token.encode()!r} / {token!r}")
+        assert "refused-newline" not in shown
+
+    def test_summary_shows_secrets_only_by_length(self) -> None:
+        """``check-config``'s view: ``set (N chars)``, never a value or a fragment."""
+        text = Settings.from_env(VALID).summary()
+        assert f"token:        set ({len(VALID['GITLAB_TOKEN'])} chars)" in text
+        assert "signing:      not set" in text
+        for value in (VALID["GITLAB_TOKEN"], VALID["GITLAB_WEBHOOK_SECRET"]):
+            assert all(value[i : i + 8] not in text for i in range(len(value) - 7))
+
+
+class TestErrors:
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.dictionaries(
+            st.sampled_from(VARIABLES),
+            st.one_of(
+                st.text(max_size=40),
+                st.sampled_from(["", " ", "\n", "-1", "9" * 40, "1e309", "nan", "http://"]),
+            ),
+            max_size=6,
+        )
+    )
+    def test_any_environment_loads_or_fails_with_one_line_in_our_words(
+        self, changes: dict[str, str]
+    ) -> None:
+        """Nothing but ``SettingsError``; its text is one line naming variables, no pydantic."""
+        error = _load({**VALID, **changes})
+        if error is None:
+            return
+        text = str(error)
+        assert "\n" not in text
+        assert "\r" not in text
+        assert error.problems
+        assert set(error.problems) <= set(VARIABLES)
+        for wording in ("Value error", "validation error", "Input should", "pydantic"):
+            assert wording not in text
+        shown_elsewhere = {v for k, v in changes.items() if k not in SECRETS}
+        for name in SECRETS:
+            value = changes.get(name, "").strip()
+            if len(value) >= 8 and not any(value in other for other in shown_elsewhere):
+                assert value not in text
+
+
+SECRETS = ("GITLAB_TOKEN", "GITLAB_WEBHOOK_SECRET", "LLM_API_KEY", "GITHUB_TOKEN")
+
+
+def _load(env: dict[str, str]) -> SettingsError | None:
+    try:
+        Settings.from_env(env)
+    except SettingsError as exc:
+        return exc
+    return None
