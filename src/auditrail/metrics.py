@@ -47,7 +47,8 @@ class _PipelineCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "audit_log_buffer_depth",
-            "Entries waiting in memory for delivery.",
+            "Entries waiting in memory for delivery (the buffer, and entries held while "
+            "the spool refuses writes).",
             labels=["destination"],
         )
         spool_bytes = GaugeMetricFamily(
@@ -168,7 +169,7 @@ class AuditMetrics:
         )
         self.fallback_writes = Counter(
             "audit_log_fallback_writes",
-            "Entries written to the fallback (stdout) because a destination failed.",
+            "Entries copied to the fallback (stdout) while a destination failed, once each.",
             ["destination"],
             registry=reg,
         )
@@ -180,7 +181,8 @@ class AuditMetrics:
         )
         self.dropped = Counter(
             "audit_log_dropped_entries",
-            "Entries lost; must stay at zero. The reason says why.",
+            "Entries that exist nowhere but the fallback (given up on); must stay at zero. "
+            "The reason says why.",
             ["reason"],
             registry=reg,
         )
@@ -192,6 +194,13 @@ class AuditMetrics:
         self.spool_corrupt = Counter(
             "audit_log_spool_corrupt_records",
             "Corrupt records skipped while reading the spool.",
+            registry=reg,
+        )
+        self.spool_write_errors = Counter(
+            "audit_log_spool_write_errors",
+            "Appends the spool refused (reason: full = its byte limit, else the errno, "
+            "e.g. ENOSPC); the entries are held in memory and retried.",
+            ["destination", "reason"],
             registry=reg,
         )
         self.rotation_deleted_files = Counter(

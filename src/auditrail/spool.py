@@ -32,16 +32,33 @@ Invariants:
 * Each process start opens a fresh segment, so a torn tail left by a crash is
   never appended to. Readers detect torn or corrupt records (bad magic, length
   or checksum), count them, and resynchronise on the next valid header.
-* Appends are one ``write(2)`` under a lock; readers only read up to the
+* Appends are one ``write(2)`` loop under a lock; readers only read up to the
   committed size, so they never see a half-written record of this process.
   Without fsync a record survives the death of the process (it is in the page
   cache) but not a power loss; ``sync()`` and the ``fsync`` durability level
   close that gap.
+* An append is all or nothing. A short or failed write (ENOSPC, EIO) is cut
+  back with ``ftruncate`` to the committed size, so the segment is exactly as
+  it was and ``SpoolWriteError`` says nothing was kept. Only if that truncate
+  fails too are the complete records that reached the file committed (size
+  and next id advanced for each, ``SpoolWriteError.committed`` says how many)
+  and the torn rest left behind a fresh segment: nothing is ever appended
+  behind bytes that are not committed, so an id is never given to two records.
+* The ack path frees space before it needs any: delivered segments are deleted
+  first, then the ack file is rewritten. If that write fails (a full disk) the
+  ack is kept in memory and written again on the next ack, ``sync()`` or
+  ``close()``; an ack left stale on disk replays delivered records after a
+  restart (duplicates, never loss).
+* ``pending()`` counts ids, so ids that can no longer be read (a corrupt record
+  at the very end) are skipped once a reader reaches the end of the spool:
+  ``pending()`` then drops to zero instead of promising records that will
+  never come.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import struct
@@ -65,8 +82,39 @@ _ACK_SUFFIX: Final = ".ack"
 _MAX_SLOTS: Final = 64
 
 
-class SpoolFullError(SpoolError):
+class SpoolWriteError(SpoolError):
+    """An append was refused: the disk is full or failing, or the spool is at its limit.
+
+    ``committed`` is how many of the leading payloads are nevertheless in the
+    spool (0 unless a failed write could not be cut back, see the module
+    docstring), the last of them with id ``last_id``; ``reason`` is a short
+    label for metrics (``full`` for the byte limit, else the errno name such
+    as ``ENOSPC``).
+    """
+
+    def __init__(
+        self, message: str, *, committed: int = 0, last_id: int = 0, reason: str = "full"
+    ) -> None:
+        super().__init__(message)
+        self.committed = committed
+        self.last_id = last_id
+        self.reason = reason
+
+
+class SpoolFullError(SpoolWriteError):
     """Appending would take the spool past its byte limit."""
+
+
+class SpoolSyncError(SpoolError):
+    """The records were appended (``last_id``) but the fsync that should follow failed."""
+
+    def __init__(self, message: str, *, last_id: int) -> None:
+        super().__init__(message)
+        self.last_id = last_id
+
+
+def _reason(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, "OSError")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +196,8 @@ def _resync(data: bytes, start: int) -> int:
 class Spool:
     """A write-ahead log in one directory, shared by several named consumers.
 
-    Thread-safe. ``append`` may be called from any thread; ``read``/``ack`` for
-    one consumer must come from one thread at a time (the delivery worker).
+    Thread-safe. ``append`` may be called from any thread; ``read``/``read_after``/
+    ``ack`` for one consumer must come from one thread at a time (the delivery worker).
 
     .. versionadded:: 0.1.0
     """
@@ -173,10 +221,14 @@ class Spool:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
+        self._ack_lock = threading.Lock()
         self.corrupt_records = 0
         self._corrupt_seen: set[tuple[int, int]] = set()
         self._retired: list[int] = []  # rolled-over segment descriptors awaiting fsync
         self._read_end: dict[str, tuple[int, int, int | None]] = {}
+        self._cursors: dict[str, _Position] = {}  # read_after's place, per consumer
+        self._unwritten_acks: dict[str, int] = {}  # acks the disk refused, to write again
+        self._torn = False  # the active segment's file may end in uncommitted bytes
         self._closed = False
 
         self._sizes: dict[int, int] = {}
@@ -240,7 +292,7 @@ class Spool:
     # -- writing ------------------------------------------------------------
 
     def append(self, payloads: Sequence[bytes], *, sync: bool = False) -> int:
-        """Append payloads as records; return the id of the last one.
+        """Append payloads as records, all or nothing; return the id of the last one.
 
         Args:
             payloads: encoded entries.
@@ -248,8 +300,11 @@ class Spool:
                 concurrent appends of other threads).
 
         Raises:
-            SpoolFullError: the spool would exceed ``max_bytes``.
-            OSError: the disk refused the write (for example ENOSPC).
+            SpoolFullError: the spool would exceed ``max_bytes``; nothing written.
+            SpoolWriteError: the disk refused the write (for example ENOSPC).
+                Nothing was kept unless ``committed`` says otherwise.
+            SpoolSyncError: appended, but the fsync asked for failed.
+            SpoolError: the spool is closed.
         """
         if not payloads:
             return self._next_id - 1
@@ -260,32 +315,101 @@ class Spool:
             incoming = sum(len(p) for p in payloads) + HEADER_BYTES * len(payloads)
             if self.total_bytes() + incoming > self.max_bytes:
                 raise SpoolFullError(f"spool {self.directory} would exceed {self.max_bytes} bytes")
-            if self._sizes[self._active] >= self.max_segment_bytes:
-                self._roll()
+            try:
+                if self._torn:
+                    self._repair_tail()
+                if self._sizes[self._active] >= self.max_segment_bytes:
+                    self._roll()
+            except OSError as exc:
+                raise SpoolWriteError(
+                    f"spool {self.directory}: {exc.strerror or exc}", reason=_reason(exc)
+                ) from exc
             first = self._next_id
-            blob = b"".join(
-                _encode(first + i, now_ms, payload) for i, payload in enumerate(payloads)
-            )
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            records = [_encode(first + i, now_ms, payload) for i, payload in enumerate(payloads)]
+            blob = b"".join(records)
+            view, done = memoryview(blob), 0
+            try:
+                while done < len(blob):
+                    done += os.write(self._fd, view[done:])
+            except OSError as exc:
+                kept = self._undo_partial(done, records)
+                raise SpoolWriteError(
+                    f"spool {self.directory}: {exc.strerror or exc}",
+                    committed=kept,
+                    last_id=first + kept - 1,
+                    reason=_reason(exc),
+                ) from exc
             self._sizes[self._active] += len(blob)
             self._next_id = first + len(payloads)
             last = self._next_id - 1
         if sync:
-            self._sync_through(last)
+            try:
+                self._sync_through(last)
+            except OSError as exc:
+                raise SpoolSyncError(f"spool {self.directory}: fsync: {exc}", last_id=last) from exc
         return last
+
+    def _undo_partial(self, done: int, records: Sequence[bytes]) -> int:
+        """Put the segment back as it was after a write that stopped at ``done`` bytes.
+
+        Returns how many records are kept (committed). Called under the lock.
+        """
+        committed = self._sizes[self._active]
+        if done == 0:
+            return 0
+        try:
+            os.ftruncate(self._fd, committed)
+            return 0
+        except OSError:
+            pass
+        # The bytes cannot be taken back: commit every complete record among
+        # them (they are valid and get delivered; the caller is told so) and
+        # never write behind the torn remainder.
+        kept = kept_bytes = 0
+        for record in records:
+            if kept_bytes + len(record) > done:
+                break
+            kept, kept_bytes = kept + 1, kept_bytes + len(record)
+        self._sizes[self._active] = committed + kept_bytes
+        self._next_id += kept
+        self._torn = True
+        with contextlib.suppress(OSError):
+            self._repair_tail()
+        return kept
+
+    def _repair_tail(self) -> None:
+        # Called under the lock while the active file may hold uncommitted bytes
+        # at its end: cut them, or else start a fresh segment. Raises if neither works.
+        try:
+            os.ftruncate(self._fd, self._sizes[self._active])
+        except OSError:
+            self._roll()  # the torn tail stays in the old segment, beyond its committed size
+        self._torn = False
 
     def _roll(self, *, keep: bool = True) -> None:
         # Never fsync here: _roll runs under the lock, often in a caller's
         # thread (measured: a 14 ms stall of emit). A kept segment's
         # descriptor waits for the next sync(); a discarded one just closes.
+        # The new segment is opened first, so a failure (a full disk) changes nothing.
+        first = self._next_id
+        if first == self._active:
+            # No record in the active segment (only torn bytes), so a fresh one would
+            # get its name: skip one id, never written, to get a new file.
+            first += 1
+        old_fd = self._fd
+        new_fd = os.open(
+            self._segment_path(first),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+            0o600,
+        )
+        self._next_id = self._active = first
+        self._fd = new_fd
+        self._sizes[self._active] = 0
+        self._torn = False
         if keep:
-            self._retired.append(self._fd)
+            self._retired.append(old_fd)
         else:
-            os.close(self._fd)
-        self._active = self._next_id
-        self._fd = self._open_segment(self._active)
+            os.close(old_fd)
 
     def _sync_through(self, record_id: int) -> None:
         with self._sync_lock:
@@ -294,16 +418,24 @@ class Spool:
             with self._lock:
                 target, fd = self._next_id - 1, self._fd
                 retired, self._retired = self._retired, []
+            failure: OSError | None = None
             for old in retired:
-                os.fsync(old)
-                os.close(old)
+                try:
+                    os.fsync(old)
+                except OSError as exc:
+                    failure = failure or exc
+                finally:
+                    os.close(old)
             os.fsync(fd)
+            if failure is not None:
+                raise failure
             self._synced_id = target
 
     def sync(self) -> None:
-        """fsync everything appended so far."""
+        """fsync everything appended so far; write an ack the disk refused before."""
         with self._lock:
             last = self._next_id - 1
+        self._write_acks()
         self._sync_through(last)
 
     # -- reading ------------------------------------------------------------
@@ -316,19 +448,75 @@ class Spool:
         Reading does not consume: the same records come back until ``ack``.
         """
         pos = self._positions[consumer]
+        records, segment, offset, tail_id = self._read_from(pos, max_records, max_bytes)
+        if not records and tail_id is not None and tail_id > pos.last_id:
+            # The end is reached and the ids up to tail_id were never readable
+            # (corrupt, already counted): stop counting them as pending.
+            self._positions[consumer] = _Position(segment, offset, tail_id)
+            self._read_end.pop(consumer, None)
+            with contextlib.suppress(OSError):
+                self._delete_delivered()
+            return []
+        self._read_end[consumer] = (segment, offset, records[-1].id if records else None)
+        return records
+
+    def read_after(
+        self, consumer: str, after_id: int, max_records: int, max_bytes: int = 4 * 1024 * 1024
+    ) -> list[SpoolRecord]:
+        """Read up to ``max_records`` pending records with ids above ``after_id``.
+
+        A look further ahead than ``read`` (the pipeline uses it to copy a
+        failing destination's backlog to the fallback); it moves no position.
+        Successive calls that pass the last id returned continue where the
+        previous one stopped.
+        """
+        pos = self._positions[consumer]
+        if after_id <= pos.last_id:
+            start = pos
+        else:
+            cached = self._cursors.get(consumer)
+            if cached is not None and cached.last_id == after_id:
+                start = cached
+            else:
+                start = self._position_after(after_id)
+        records, segment, offset, _tail = self._read_from(start, max_records, max_bytes)
+        self._cursors[consumer] = _Position(
+            segment, offset, records[-1].id if records else start.last_id
+        )
+        return records
+
+    def acknowledged(self, consumer: str) -> int:
+        """The last id ``consumer`` acknowledged (everything up to it is delivered)."""
+        return self._positions[consumer].last_id
+
+    def _read_from(
+        self, start: _Position, max_records: int, max_bytes: int
+    ) -> tuple[list[SpoolRecord], int, int, int | None]:
+        """Records after ``start``; with the segment and offset reached, and the last id
+        written when the read reached the end of the spool (else None)."""
         records: list[SpoolRecord] = []
-        segment, offset, budget = pos.segment, pos.offset, max_bytes
+        segment, offset, budget = start.segment, start.offset, max_bytes
+        tail_id: int | None = None
         while len(records) < max_records and budget > 0:
             with self._lock:
                 committed = self._sizes.get(segment)
                 later = sorted(s for s in self._sizes if s > segment)
                 active = self._active
+                if (committed is None or offset >= committed) and (segment == active or not later):
+                    tail_id = self._next_id - 1
             if committed is None or offset >= committed:
                 if segment == active or not later:
                     break
                 segment, offset = later[0], 0
                 continue
-            data = self._read_window(segment, offset, committed, budget)
+            try:
+                data = self._read_window(segment, offset, committed, budget)
+            except FileNotFoundError:
+                # Deleted meanwhile (delivered) or by hand: move on, never spin on it.
+                if segment == active or not later:
+                    break
+                segment, offset = later[0], 0
+                continue
             off = 0
             while off < len(data) and len(records) < max_records and budget > 0:
                 decoded = _decode_at(data, off)
@@ -337,12 +525,11 @@ class Spool:
                     off = _resync(data, off + 1)
                     continue
                 record, off = decoded
-                if record.id > pos.last_id:
+                if record.id > start.last_id:
                     records.append(record)
                     budget -= len(record.payload) + HEADER_BYTES
             offset += off
-        self._read_end[consumer] = (segment, offset, records[-1].id if records else None)
-        return records
+        return records, segment, offset, tail_id
 
     def _read_window(self, segment: int, offset: int, committed: int, budget: int) -> bytes:
         # Return whole records only, so that a record cut by the window is
@@ -374,7 +561,11 @@ class Spool:
             self.corrupt_records += 1
 
     def ack(self, consumer: str, records: Sequence[SpoolRecord]) -> None:
-        """Acknowledge delivery of ``records``, the batch the last ``read`` returned."""
+        """Acknowledge delivery of ``records``, the batch the last ``read`` returned.
+
+        Never raises for a full disk: delivered segments are deleted first (which
+        frees space), and an ack file the disk refuses is written again later.
+        """
         if not records:
             return
         last_id = records[-1].id
@@ -383,11 +574,26 @@ class Spool:
             self._positions[consumer] = _Position(segment, offset, last_id)
         else:
             self._positions[consumer] = self._position_after(last_id)
-        ack_path = self.directory / f"{consumer}{_ACK_SUFFIX}"
-        tmp = ack_path.with_name(f"{ack_path.name}.tmp")
-        tmp.write_text(str(last_id))
-        os.replace(tmp, ack_path)
+        with self._ack_lock:
+            self._unwritten_acks[consumer] = last_id
         self._delete_delivered()
+        self._write_acks()
+
+    def _write_acks(self) -> bool:
+        """Write the acks not yet on disk; False if the disk refused one (kept for later)."""
+        with self._ack_lock:
+            for consumer, last_id in list(self._unwritten_acks.items()):
+                ack_path = self.directory / f"{consumer}{_ACK_SUFFIX}"
+                tmp = ack_path.with_name(f"{ack_path.name}.tmp")
+                try:
+                    tmp.write_text(str(last_id))
+                    os.replace(tmp, ack_path)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+                    return False
+                del self._unwritten_acks[consumer]
+        return True
 
     def _delete_delivered(self) -> None:
         floor = min(p.last_id for p in self._positions.values())
@@ -395,15 +601,31 @@ class Spool:
             ordered = sorted(self._sizes)
             for i, first in enumerate(ordered):
                 if first == self._active:
-                    if self._next_id - 1 <= floor and self._sizes[first] > 0:
-                        # Everything is delivered: start an empty segment so the
-                        # spool shrinks to nothing (no fsync for a file being deleted).
-                        self._roll(keep=False)
-                        self._unlink(first)
+                    if self._next_id - 1 <= floor and self._sizes[first] > 0 and not self._closed:
+                        self._empty_active(first)
                     break
                 next_first = ordered[i + 1] if i + 1 < len(ordered) else self._next_id
                 if next_first - 1 <= floor:
                     self._unlink(first)
+
+    def _empty_active(self, first: int) -> None:
+        # Everything is delivered: start an empty segment so the spool shrinks
+        # to nothing (no fsync for a file being deleted). A segment holding no
+        # record at all (only torn bytes left by a crash) is cut to zero in place.
+        # On a disk too full for a new file, keep this one for now.
+        try:
+            if first == self._next_id:
+                os.ftruncate(self._fd, 0)
+                self._sizes[first] = 0
+                for pos in (*self._positions.values(), *self._cursors.values()):
+                    if pos.segment == first:
+                        pos.offset = 0  # the next record is written at the start
+                self._read_end.clear()
+                return
+            self._roll(keep=False)
+        except OSError:
+            return
+        self._unlink(first)
 
     def _unlink(self, first: int) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -422,6 +644,10 @@ class Spool:
     def pending(self, consumer: str) -> int:
         """How many records ``consumer`` has not acknowledged yet."""
         return max(0, self._next_id - 1 - self._positions[consumer].last_id)
+
+    def last_id(self) -> int:
+        """The id of the last record appended (0 if none ever was)."""
+        return self._next_id - 1
 
     def stats(self) -> SpoolStats:
         pending = {c: self.pending(c) for c in self.consumers}
@@ -453,20 +679,26 @@ class Spool:
         return SpoolRecord(record_id, appended_ms, b"") if magic == _MAGIC else None
 
     def close(self) -> None:
-        """fsync and close; idempotent."""
+        """fsync and close; idempotent. Raises the first fsync error, after closing everything."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             fd = self._fd
             retired, self._retired = self._retired, []
-        for old in retired:
-            os.fsync(old)
-            os.close(old)
-        os.fsync(fd)
-        os.close(fd)
+        failure: OSError | None = None
+        for descriptor in (*retired, fd):
+            try:
+                os.fsync(descriptor)
+            except OSError as exc:
+                failure = failure or exc
+            finally:
+                os.close(descriptor)
+        self._write_acks()
         if self._sizes.get(self._active) == 0:
             self._unlink(self._active)
+        if failure is not None:
+            raise failure
 
 
 class SpoolClaim:
