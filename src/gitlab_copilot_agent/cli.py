@@ -20,8 +20,7 @@ def _settings_error(exc: ValidationError) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from gitlab_copilot_agent.ingress.server_options import run_server
     from gitlab_copilot_agent.main import create_app
     from gitlab_copilot_agent.settings import Settings
 
@@ -40,13 +39,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gitlab-copilot-agent: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
+    run_server(
         create_app(settings),
+        settings,
         host=args.host or settings.host,
         port=args.port if args.port is not None else settings.port,
         log_level="info",
-        # Which X-Forwarded-For to believe is the agent's decision (TRUSTED_PROXIES).
-        proxy_headers=False,
         # uvicorn owns SIGTERM: its graceful shutdown runs the lifespan, which
         # drains the work in flight and closes the audit logger.
         timeout_graceful_shutdown=30,

@@ -15,8 +15,8 @@ from auditrail.redact import register_secret
 from gitlab_copilot_agent.api.webhooks import WebhookConfig
 from gitlab_copilot_agent.api.webhooks import router as webhook_router
 from gitlab_copilot_agent.dispatcher import Dispatcher
+from gitlab_copilot_agent.ingress.operational import fastapi_options, protect_operational_endpoints
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
-from gitlab_copilot_agent.webhook_auth import ReplayGuard, signing_key
 
 
 async def _nothing_to_close() -> None:
@@ -54,22 +54,7 @@ def create_app(
             handler, aclose_clients = event_handler, _nothing_to_close
         app.state.audit = logger
         app.state.dispatcher = Dispatcher(handler)
-        app.state.webhook_config = WebhookConfig(
-            secret=(
-                settings.gitlab_webhook_secret.get_secret_value()
-                if settings.gitlab_webhook_secret
-                else None
-            ),
-            signing_key=(
-                signing_key(settings.gitlab_webhook_signing_token.get_secret_value())
-                if settings.gitlab_webhook_signing_token
-                else None
-            ),
-            max_body_bytes=settings.webhook_max_body_bytes,
-            tolerance_s=settings.webhook_timestamp_tolerance_s,
-            trusted_proxies=settings.trusted_proxy_networks(),
-            replay_guard=ReplayGuard(window_s=2 * settings.webhook_timestamp_tolerance_s),
-        )
+        app.state.webhook_config = WebhookConfig.from_settings(settings)
         try:
             yield
         finally:
@@ -80,7 +65,8 @@ def create_app(
             else:
                 await logger.aflush()
 
-    app = FastAPI(title="gitlab-copilot-agent", lifespan=lifespan)
+    app = FastAPI(title="gitlab-copilot-agent", lifespan=lifespan, **fastapi_options(settings))
+    protect_operational_endpoints(app, settings)
     app.include_router(webhook_router)
 
     @app.get("/healthz")

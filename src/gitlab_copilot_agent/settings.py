@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -45,6 +46,48 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+
+    # -- ingress (docs/ingress.md: what each bound protects, and why these defaults) --
+    webhook_allow_unsigned: bool = Field(
+        default=False,
+        description="With a signing token set, still accept token-only (unsigned) deliveries",
+    )
+    webhook_replay_window_s: int = Field(default=86_400, gt=0, le=30 * 86_400)
+    webhook_replay_max_ids: int = Field(default=100_000, gt=0, le=10_000_000)
+    webhook_body_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    webhook_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    webhook_rate_limit_burst: int = Field(default=60, ge=0, le=1_000_000)
+    webhook_rate_limit_per_s: float = Field(default=1.0, gt=0, le=1_000_000)
+    webhook_rate_limit_sources: int = Field(default=10_000, gt=0, le=1_000_000)
+    webhook_max_connections: int = Field(default=256, gt=0, le=100_000)
+    webhook_keepalive_timeout_s: int = Field(default=5, gt=0, le=300)
+    webhook_max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    api_docs_enabled: bool = Field(default=False, description="Serve /docs, /redoc, /openapi.json")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token required on /metrics and /healthz"
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve /metrics and /healthz only on this port"
+    )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[\x21-\x7e]{16,256}", value.get_secret_value()):
+            raise ValueError("must be 16 to 256 visible ASCII characters (no spaces or newlines)")
+        return value
+
+    @model_validator(mode="after")
+    def _ingress_consistent(self) -> Settings:
+        if self.webhook_allow_unsigned and self.gitlab_webhook_secret is None:
+            raise ValueError(
+                "WEBHOOK_ALLOW_UNSIGNED=true needs GITLAB_WEBHOOK_SECRET (the token to accept)"
+            )
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("METRICS_PORT must differ from PORT")
+        return self
+
+    # -- end ingress --
 
     @field_validator("gitlab_url", "llm_base_url")
     @classmethod
@@ -102,6 +145,7 @@ class Settings(BaseSettings):
             self.gitlab_webhook_signing_token,
             self.llm_api_key,
             self.github_token,
+            self.metrics_token,
         ]
         found = [v.get_secret_value() for v in values if v is not None]
         signing = self.gitlab_webhook_signing_token

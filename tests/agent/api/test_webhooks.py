@@ -22,10 +22,10 @@ from auditrail.testing import read_trail, validate_entries
 from gitlab_copilot_agent.demo.servers import run_in_thread
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
+from gitlab_copilot_agent.ingress.forwarded import client_ip
+from gitlab_copilot_agent.ingress.replay import ReplayGuard
 from gitlab_copilot_agent.webhook_auth import (
     Rejection,
-    ReplayGuard,
-    client_ip,
     expected_signature,
     signing_key,
     verify_signature,
@@ -69,6 +69,9 @@ class Agent:
                 "gitlab_webhook_secret": SECRET,
                 "gitlab_webhook_signing_token": SIGNING,
                 "webhook_max_body_bytes": 4096,
+                # These tests cover both paths on one agent; the default refusal of
+                # unsigned deliveries is tested in test_ingress.py.
+                "webhook_allow_unsigned": True,
                 **overrides,
             }
         )
@@ -104,7 +107,11 @@ def signed_headers(
 
 
 def token_headers(token: str | None = SECRET, event: str = "Merge Request Hook") -> dict[str, str]:
-    headers = {"content-type": "application/json", "x-gitlab-event": event}
+    headers = {
+        "content-type": "application/json",
+        "x-gitlab-event": event,
+        "x-gitlab-event-uuid": str(uuid.uuid4()),
+    }
     if token is not None:
         headers["x-gitlab-token"] = token
     return headers
@@ -224,7 +231,11 @@ class TestIngress:
             ),
             ("stale_timestamp", 401, lambda b: signed_headers(b, at=int(time.time()) - 3600)),
             ("unknown_event_type", 400, lambda b: token_headers(event="Bogus Hook")),
-            ("missing_event_header", 400, lambda b: {"x-gitlab-token": SECRET}),
+            (
+                "missing_event_header",
+                400,
+                lambda b: {"x-gitlab-token": SECRET, "x-gitlab-event-uuid": str(uuid.uuid4())},
+            ),
             (
                 "unsupported_media_type",
                 415,
