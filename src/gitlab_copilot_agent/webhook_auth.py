@@ -35,6 +35,7 @@ class Rejection(enum.StrEnum):
     MALFORMED_TIMESTAMP = "malformed_timestamp"
     STALE_TIMESTAMP = "stale_timestamp"
     MALFORMED_HEADER = "malformed_header"
+    HEADERS_TOO_LARGE = "headers_too_large"
     MISSING_DELIVERY_ID = "missing_delivery_id"
     REPLAYED = "replayed"
     RATE_LIMITED = "rate_limited"

@@ -22,7 +22,12 @@ from fastapi.responses import JSONResponse
 from auditrail import Actor, ErrorClass, Outcome, correlation_scope
 from auditrail.logger import AuditLogger
 from gitlab_copilot_agent.ingress.body import read_body
-from gitlab_copilot_agent.ingress.fields import WebhookHeaders, audit_text, parse_headers
+from gitlab_copilot_agent.ingress.fields import (
+    HEADERS_TOO_LARGE,
+    WebhookHeaders,
+    audit_text,
+    parse_headers,
+)
 from gitlab_copilot_agent.ingress.forwarded import Network, client_ip, rate_limit_key
 from gitlab_copilot_agent.ingress.ratelimit import SourceRateLimiter
 from gitlab_copilot_agent.ingress.replay import ReplayGuard, replay_keys
@@ -58,6 +63,7 @@ _STATUS = {
     Rejection.MALFORMED_TIMESTAMP: 400,
     Rejection.STALE_TIMESTAMP: 401,
     Rejection.MALFORMED_HEADER: 400,
+    Rejection.HEADERS_TOO_LARGE: 431,
     Rejection.MISSING_DELIVERY_ID: 400,
     Rejection.REPLAYED: 409,
     Rejection.RATE_LIMITED: 429,
@@ -73,6 +79,7 @@ _STATUS = {
 _ERROR_CLASS = {
     Rejection.MALFORMED_TIMESTAMP: ErrorClass.VALIDATION_ERROR,
     Rejection.MALFORMED_HEADER: ErrorClass.VALIDATION_ERROR,
+    Rejection.HEADERS_TOO_LARGE: ErrorClass.VALIDATION_ERROR,
     Rejection.MISSING_DELIVERY_ID: ErrorClass.VALIDATION_ERROR,
     Rejection.RATE_LIMITED: ErrorClass.RATE_LIMIT,
     Rejection.BODY_TOO_LARGE: ErrorClass.VALIDATION_ERROR,
@@ -98,6 +105,7 @@ class WebhookConfig:
     allow_unsigned: bool = False
     body_timeout_s: float = 10.0
     rate_limiter: SourceRateLimiter | None = None
+    max_header_bytes: int = 16_384
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookConfig:
@@ -120,6 +128,7 @@ class WebhookConfig:
             ),
             allow_unsigned=settings.webhook_allow_unsigned,
             body_timeout_s=settings.webhook_body_timeout_s,
+            max_header_bytes=settings.webhook_max_header_bytes,
             rate_limiter=SourceRateLimiter(
                 burst=settings.webhook_rate_limit_burst,
                 per_s=settings.webhook_rate_limit_per_s,
@@ -134,6 +143,7 @@ class _Verdict:
     method: str = "none"
     payload: Any = None
     detail: str | None = None
+    body_read: bool = False
 
 
 def _project_id(payload: Any) -> int | None:
@@ -163,7 +173,7 @@ async def receive_webhook(request: Request) -> Response:
     state = request.app.state
     config: WebhookConfig = state.webhook_config
     audit: AuditLogger = state.audit
-    headers = parse_headers(request.scope["headers"])
+    headers = parse_headers(request.scope["headers"], max_bytes=config.max_header_bytes)
     peer = request.client.host if request.client else None
     source_ip = client_ip(peer, headers.forwarded_for, config.trusted_proxies)
     limiter = config.rate_limiter
@@ -198,8 +208,13 @@ async def receive_webhook(request: Request) -> Response:
                 http_status=status,
                 details={**details, "rejection_reason": rejection.value},
             )
+            # A body left unread (refused before it, cut off, over the limit) would
+            # keep the connection busy with the sender's leftovers: close it.
+            close = {} if verdict.body_read else {"connection": "close"}
             return JSONResponse(
-                {"error": rejection.value, "correlation_id": correlation_id}, status_code=status
+                {"error": rejection.value, "correlation_id": correlation_id},
+                status_code=status,
+                headers=close,
             )
 
         if limiter is not None:
@@ -259,13 +274,22 @@ def _internal_error(audit: AuditLogger, source_ip: str, correlation_id: str) -> 
         http_status=500,
         details={"source_ip": source_ip},
     )
-    return JSONResponse({"error": "internal_error", "correlation_id": correlation_id}, 500)
+    return JSONResponse(
+        {"error": "internal_error", "correlation_id": correlation_id},
+        status_code=500,
+        headers={"connection": "close"},
+    )
 
 
 async def _ingest(request: Request, headers: WebhookHeaders, config: WebhookConfig) -> _Verdict:
     """Everything between the rate limit and the answer; never raises for bad input."""
     if headers.problem is not None:
-        return _Verdict(Rejection.MALFORMED_HEADER, detail=headers.problem)
+        reason = (
+            Rejection.HEADERS_TOO_LARGE
+            if headers.problem == HEADERS_TOO_LARGE
+            else Rejection.MALFORMED_HEADER
+        )
+        return _Verdict(reason, detail=headers.problem)
     body = await read_body(
         request,
         limit=config.max_body_bytes,
@@ -279,7 +303,7 @@ async def _ingest(request: Request, headers: WebhookHeaders, config: WebhookConf
     except orjson.JSONDecodeError:
         payload = None
     rejection, method = _authenticate(headers, body, config)
-    verdict = _Verdict(rejection, method, payload)
+    verdict = _Verdict(rejection, method, payload, body_read=True)
     if rejection is not None:
         return verdict
     if method == "token" and not (headers.event_uuid or headers.delivery_id):

@@ -23,6 +23,8 @@ are malformed. GitLab sends 36-character UUIDs."""
 MAX_AUDIT_TEXT_CHARS: Final = 128
 """A header-derived audit field is at most this many bytes (after scrubbing and escaping)."""
 
+HEADERS_TOO_LARGE: Final = "headers too large"
+
 _ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_ID_CHARS}}}")  # visible ASCII: no spaces, no controls
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 
@@ -80,12 +82,21 @@ class WebhookHeaders:
         return {k: v for k, v in found.items() if v}
 
 
-def parse_headers(raw: Iterable[tuple[bytes, bytes]]) -> WebhookHeaders:
-    """Read the webhook headers from ASGI's raw (lower-cased name, value) pairs."""
+def parse_headers(raw: Iterable[tuple[bytes, bytes]], max_bytes: int = 16_384) -> WebhookHeaders:
+    """Read the webhook headers from ASGI's raw (lower-cased name, value) pairs.
+
+    ``max_bytes`` bounds the header block: h11's own bound only applies while
+    a request is incomplete, so a block that arrives in one read passes it.
+    """
     seen: dict[bytes, str] = {}
     forwarded: list[str] = []
     problem: str | None = None
+    size = 0
     for name, value in raw:
+        size += len(name) + len(value) + 4  # "name: value\r\n"
+        if size > max_bytes:
+            problem = HEADERS_TOO_LARGE
+            break
         if name == b"x-forwarded-for":
             forwarded.append(value.decode("latin-1"))
         elif name in _SINGLE_VALUED:

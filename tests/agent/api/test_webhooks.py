@@ -20,10 +20,10 @@ from auditrail.metrics import AuditMetrics
 from auditrail.sinks.file import FileSink
 from auditrail.testing import read_trail, validate_entries
 from gitlab_copilot_agent.demo.servers import run_in_thread
-from gitlab_copilot_agent.main import create_app
-from gitlab_copilot_agent.settings import Settings
 from gitlab_copilot_agent.ingress.forwarded import client_ip
 from gitlab_copilot_agent.ingress.replay import ReplayGuard
+from gitlab_copilot_agent.main import create_app
+from gitlab_copilot_agent.settings import Settings
 from gitlab_copilot_agent.webhook_auth import (
     Rejection,
     expected_signature,
