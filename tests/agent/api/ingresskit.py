@@ -13,6 +13,8 @@ import base64
 import contextlib
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,7 +30,7 @@ from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.sinks.file import FileSink
 from auditrail.testing import read_trail, validate_entries
-from gitlab_copilot_agent.ingress.server_options import uvicorn_options
+from gitlab_copilot_agent.ingress.server_options import listen, uvicorn_options
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
 from gitlab_copilot_agent.webhook_auth import expected_signature, signing_key
@@ -40,9 +42,7 @@ KEY = signing_key(SIGNING)
 
 def listening_socket() -> socket.socket:
     """A loopback socket bound to a free port, ready to hand to uvicorn."""
-    sock = socket.create_server(("127.0.0.1", 0), backlog=2048)
-    sock.set_inheritable(True)
-    return sock
+    return listen("127.0.0.1", 0)
 
 
 class Recorder:
@@ -219,3 +219,56 @@ def reset(sock: socket.socket) -> None:
     """Close with a TCP reset (SO_LINGER 0): the abrupt way a client goes away."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+class ChildAgent:
+    """An ``IngressAgent`` served by a child process, so load tests use a second core.
+
+    The child prints its URL, serves until its stdin closes, then stops the
+    server (the lifespan drains the dispatched work), writes what the
+    recorder saw to ``dispatched.json`` and closes its audit logger. Read the
+    trail and ``dispatched`` only after ``stop()``.
+    """
+
+    def __init__(self, directory: Path, **overrides: Any) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.trail = directory / "audit.jsonl"
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, str(directory), orjson.dumps(overrides).decode()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        self.url = self._proc.stdout.readline().strip()
+        assert self.url.startswith("http://"), "the child agent did not start"
+
+    def stop(self) -> None:
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.close()
+        code = self._proc.wait(60)
+        self._proc.stdout.close()
+        assert code == 0, f"the child agent exited with {code}"
+
+    def lines(self) -> list[bytes]:
+        return read_trail(self.trail)
+
+    def dispatched(self) -> list[Any]:
+        found: list[Any] = orjson.loads((self.directory / "dispatched.json").read_bytes())
+        return found
+
+
+def _child_main(directory: str, overrides: str) -> None:
+    agent = IngressAgent(Path(directory), **orjson.loads(overrides))
+    with served(agent) as url:
+        print(url, flush=True)
+        sys.stdin.read()
+    dispatched = [payload.get("n") for _event, payload in agent.recorder.calls]
+    (Path(directory) / "dispatched.json").write_bytes(orjson.dumps(dispatched))
+    agent.audit.close()
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1], sys.argv[2])
