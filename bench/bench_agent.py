@@ -6,8 +6,9 @@
   each round a fresh worker process. Target of issue 5: <= 0.2 ms added at the
   median, <= 1 ms at p99.
 * ``webhook``: requests/s of token-authenticated deliveries (``Push Hook``: accepted,
-  audited, ignored, so only ingress is measured) to the agent app served in a
-  separate process, audited vs disabled.
+  audited, ignored, so only ingress is measured; each with its own event UUID and
+  body, as the replay guard requires) to the agent app served in a separate process
+  with the production uvicorn options, audited vs disabled.
 
 Prints one JSON object per run, then a summary per scenario with the differences.
 Run: ``.venv/bin/python bench/bench_agent.py`` (``--quick``, ``--rounds N``).
@@ -72,11 +73,36 @@ def serve(kind: str, audited: bool, workdir: str) -> None:
             return None
 
         app = create_app(settings, audit=audit, event_handler=ignore)
+        _serve_like_production(app, settings)
+        audit.close()
+        return
     with run_in_thread(app, log_level="error") as server:
         print(server.url, flush=True)
         sys.stdin.read()
-    if audit is not None:
-        audit.close()
+
+
+def _serve_like_production(app: Any, settings: Any) -> None:
+    """The agent as `serve` runs it: its uvicorn options (limits, deadlines) and socket."""
+    import threading
+
+    import uvicorn
+
+    from gitlab_copilot_agent.ingress.server_options import listen, uvicorn_options
+
+    sock = listen("127.0.0.1", 0)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", log_level="error", log_config=None, **uvicorn_options(settings)
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the agent did not start"
+        time.sleep(0.01)
+    print(f"http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    sys.stdin.read()
+    server.should_exit = True
+    thread.join(30)
 
 
 def _start(kind: str, audited: bool, workdir: str) -> tuple[subprocess.Popen[str], str]:
@@ -133,29 +159,45 @@ def gitlab_worker(url: str, audited: bool, calls: int, workdir: str) -> dict[str
 
 
 def webhook_run(url: str, requests: int) -> dict[str, Any]:
+    import uuid
+
     import httpx
 
-    body = json.dumps({"object_kind": "push", "project_id": 42}).encode()
-    headers = {
-        "content-type": "application/json",
-        "x-gitlab-event": "Push Hook",
-        "x-gitlab-token": SECRET,
-    }
+    # Each delivery is distinct (its own X-Gitlab-Event-UUID and body), as GitLab
+    # sends them: the replay guard refuses a repeated id or body.
+    per_client = requests // 8
+    deliveries = [
+        [
+            (
+                json.dumps(
+                    {"object_kind": "push", "project_id": 42, "n": c * per_client + i}
+                ).encode(),
+                {
+                    "content-type": "application/json",
+                    "x-gitlab-event": "Push Hook",
+                    "x-gitlab-token": SECRET,
+                    "x-gitlab-event-uuid": str(uuid.uuid4()),
+                },
+            )
+            for i in range(per_client)
+        ]
+        for c in range(8)
+    ]
 
     async def run() -> float:
         async with httpx.AsyncClient(base_url=url) as client:
 
-            async def one_client(n: int) -> None:
-                for _ in range(n):
+            async def one_client(mine: list[tuple[bytes, dict[str, str]]]) -> None:
+                for body, headers in mine:
                     response = await client.post("/webhook", content=body, headers=headers)
-                    assert response.status_code == 202
+                    assert response.status_code == 202, response.text
 
             start = time.perf_counter()
-            await asyncio.gather(*(one_client(requests // 8) for _ in range(8)))
+            await asyncio.gather(*(one_client(mine) for mine in deliveries))
             return time.perf_counter() - start
 
     elapsed = asyncio.run(run())
-    return {"requests_per_s": (requests // 8 * 8) / elapsed, "requests": requests // 8 * 8}
+    return {"requests_per_s": per_client * 8 / elapsed, "requests": per_client * 8}
 
 
 def main() -> None:

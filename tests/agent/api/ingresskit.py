@@ -188,6 +188,14 @@ def mr_event(n: int) -> bytes:
     )
 
 
+def as_bytes(
+    headers: dict[str, str | bytes] | list[tuple[str, str | bytes]],
+) -> list[tuple[bytes, bytes]]:
+    """Headers as (bytes, bytes) pairs: how to send values httpx would refuse to encode."""
+    items = headers.items() if isinstance(headers, dict) else headers
+    return [(k.encode(), v.encode() if isinstance(v, str) else v) for k, v in items]
+
+
 def connect(url: str, timeout_s: float = 15.0) -> socket.socket:
     """A raw TCP connection to the served agent."""
     host, port = url.removeprefix("http://").split(":")
@@ -213,6 +221,24 @@ def read_answer(sock: socket.socket) -> tuple[int | None, bytes]:
             answer += chunk
     status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
     return status, answer
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One response on a kept-alive connection: (status, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before an answer"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split(b" ", 2)[1]), body
 
 
 def reset(sock: socket.socket) -> None:

@@ -7,6 +7,7 @@ docs/ingress.md and the README promise.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import logging
 import os
@@ -40,10 +41,12 @@ from ingresskit import (
     SECRET,
     SIGNING,
     IngressAgent,
+    as_bytes,
     connect,
     listening_socket,
     mr_event,
     read_answer,
+    read_response,
     request_head,
     reset,
     served,
@@ -87,7 +90,7 @@ class TestDefensiveParsing:
             response = client.post(
                 "/webhook",
                 content=body,
-                headers={**signed_headers(body), "webhook-timestamp": timestamp.encode()},
+                headers=as_bytes({**signed_headers(body), "webhook-timestamp": timestamp}),
             )
         assert (response.status_code, response.json()["error"]) == (400, "malformed_timestamp")
         entry = only_entry(agent)
@@ -281,16 +284,14 @@ class TestBoundedWrites:
             client.post(
                 "/webhook",
                 content=b"{}",
-                headers={
-                    "x-gitlab-event": hostile.encode(),
-                    "x-gitlab-token": "wrong",
-                    "webhook-id": "y" * 5000,
-                },
+                headers=as_bytes(
+                    {"x-gitlab-event": hostile, "x-gitlab-token": "wrong", "webhook-id": "y" * 5000}
+                ),
             )
             client.post(
                 "/webhook",
                 content=b"{}",
-                headers=[("x-gitlab-event", hostile.encode("utf-8")), ("x-gitlab-token", SECRET)],
+                headers=as_bytes([("x-gitlab-event", hostile), ("x-gitlab-token", SECRET)]),
             )
         lines = agent.lines()
         assert len(lines) == 2
@@ -541,6 +542,58 @@ class TestSlowAndBrokenClients:
         assert status == 401
         assert 0.8 < idle_closed_after < 3
         assert [reason_of(e) for e in agent.entries()] == ["missing_signature"]
+
+    def test_a_refused_body_is_discarded_then_the_connection_reused_or_closed(
+        self, tmp_path: Path
+    ) -> None:
+        """413 before the body: sent in full, the connection serves the next request; trickled
+        after the answer, it is closed at the body deadline (no connection held for ever)."""
+        agent = IngressAgent(tmp_path, webhook_body_timeout_s=1.0)
+        big = b"{" * 8000
+        with served(agent) as url:
+            with connect(url) as sock:
+                sock.sendall(request_head(token_headers(), len(big)) + big)
+                first, _ = read_response(sock)
+                sock.sendall(request_head(token_headers("wrong"), 2) + b"{}")
+                second, _ = read_response(sock)
+            with connect(url) as sock:
+                sock.sendall(request_head(token_headers(), len(big)) + big[:100])
+                answer, _ = read_response(sock)
+                start = time.monotonic()
+                with contextlib.suppress(OSError):
+                    for _ in range(20):  # one byte every 0.2 s, past the 1 s deadline
+                        sock.sendall(b"{")
+                        time.sleep(0.2)
+                closed, _ = read_answer(sock)
+                held = time.monotonic() - start
+        assert (first, second, answer) == (413, 401, 413)
+        assert closed is None
+        assert held < 3
+        assert [reason_of(e) for e in agent.entries()] == [
+            "body_too_large", "missing_signature", "body_too_large"
+        ]  # fmt: skip
+
+    def test_a_bug_inside_the_route_still_leaves_its_one_entry(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An unexpected exception answers 500 with one webhook.error entry, no exception text."""
+        agent = IngressAgent(tmp_path)
+
+        def broken(*keys: object, now: object = None) -> bool:
+            raise RuntimeError(f"boom {SECRET}")
+
+        body = mr_event(1)
+        with served(agent) as url, httpx.Client(base_url=url) as client:
+            monkeypatch.setattr(
+                agent.app.state.webhook_config.replay_guard, "first_sighting", broken
+            )
+            response = client.post("/webhook", content=body, headers=signed_headers(body))
+        assert (response.status_code, response.json()["error"]) == (500, "internal_error")
+        entry = only_entry(agent)
+        assert (entry["action"], entry["error"], entry["http_status"]) == (
+            "webhook.error", "internal_error", 500
+        )  # fmt: skip
+        assert "boom" not in agent.trail.read_text()
 
     def test_the_trailing_slash_path_is_the_same_audited_route(self, tmp_path: Path) -> None:
         """POST /webhook/ is authenticated and audited like /webhook; nothing answers 307."""

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ingresskit import (
     SECRET,
     ChildAgent,
+    as_bytes,
     connect,
     read_answer,
     signed_headers,
@@ -124,7 +125,7 @@ class Plan:
     def hostile(self) -> Planned:
         rng = self.rng
         kind = rng.choices(KINDS, weights=[w for _, w in KIND_WEIGHTS])[0]
-        planned = getattr(self, f"k_{kind}")()
+        planned: Planned = getattr(self, f"k_{kind}")()
         planned.kind = kind
         if planned.transport == "http" and rng.random() < 0.1:
             planned.path = "/webhook/"
@@ -215,7 +216,7 @@ class Plan:
 
     def k_wrong_types(self) -> Planned:
         self.n += 1
-        value = self.rng.choice([5, None, [], {}, "x" * 300, True, 1.5, -(2**63)])
+        value: Any = self.rng.choice([5, None, [], {}, "x" * 300, True, 1.5, -(2**63)])
         payload: dict[str, Any] = self.rng.choice(
             [
                 {"object_kind": value, "n": self.n},
@@ -255,8 +256,9 @@ class Plan:
              "content-type", "x-gitlab-token"], k=2
         ):  # fmt: skip
             h[name] = "".join(chr(rng.randint(0x21, 0xFF)) for _ in range(rng.randint(1, 600)))
-        items = [(k, v.encode("latin-1")) for k, v in h.items()]
-        return Planned("open", "", self.xff(dict(items)), body, frozenset(range(400, 429)), m)
+        items: list[tuple[str, str | bytes]] = [(k, v.encode("latin-1")) for k, v in h.items()]
+        items.append(("x-forwarded-for", self.rng.choice(self.sources)))
+        return Planned("open", "", items, body, frozenset(range(400, 429)), m)
 
     def k_missing_id(self) -> Planned:
         _, body = self.body()
@@ -323,8 +325,7 @@ KINDS = [k for k, _ in KIND_WEIGHTS]
 
 
 def send_http(planned: Planned, client: httpx.Client) -> None:
-    headers = [(k, v.encode() if isinstance(v, str) else v) for k, v in planned.headers]
-    response = client.post(planned.path, content=planned.body, headers=headers)
+    response = client.post(planned.path, content=planned.body, headers=as_bytes(planned.headers))
     planned.status = response.status_code
     planned.answered = response.json()
     planned.error = planned.answered.get("error")
