@@ -8,7 +8,9 @@
 * ``webhook``: requests/s of token-authenticated deliveries (``Push Hook``: accepted,
   audited, ignored, so only ingress is measured; each with its own event UUID and
   body, as the replay guard requires) to the agent app served in a separate process
-  with the production uvicorn options, audited vs disabled.
+  with the production uvicorn options, audited vs disabled: both agents run at
+  once and are measured in alternating slices, so load from elsewhere on the
+  machine hits both alike.
 
 Prints one JSON object per run, then a summary per scenario with the differences.
 Run: ``.venv/bin/python bench/bench_agent.py`` (``--quick``, ``--rounds N``).
@@ -158,46 +160,64 @@ def gitlab_worker(url: str, audited: bool, calls: int, workdir: str) -> dict[str
     }
 
 
-def webhook_run(url: str, requests: int) -> dict[str, Any]:
+def _deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
     import uuid
-
-    import httpx
 
     # Each delivery is distinct (its own X-Gitlab-Event-UUID and body), as GitLab
     # sends them: the replay guard refuses a repeated id or body.
-    per_client = requests // 8
-    deliveries = [
-        [
-            (
-                json.dumps(
-                    {"object_kind": "push", "project_id": 42, "n": c * per_client + i}
-                ).encode(),
-                {
-                    "content-type": "application/json",
-                    "x-gitlab-event": "Push Hook",
-                    "x-gitlab-token": SECRET,
-                    "x-gitlab-event-uuid": str(uuid.uuid4()),
-                },
-            )
-            for i in range(per_client)
-        ]
-        for c in range(8)
+    return [
+        (
+            json.dumps({"object_kind": "push", "project_id": 42, "n": i}).encode(),
+            {
+                "content-type": "application/json",
+                "x-gitlab-event": "Push Hook",
+                "x-gitlab-token": SECRET,
+                "x-gitlab-event-uuid": str(uuid.uuid4()),
+            },
+        )
+        for i in range(count)
     ]
 
-    async def run() -> float:
-        async with httpx.AsyncClient(base_url=url) as client:
 
-            async def one_client(mine: list[tuple[bytes, dict[str, str]]]) -> None:
-                for body, headers in mine:
-                    response = await client.post("/webhook", content=body, headers=headers)
-                    assert response.status_code == 202, response.text
+def webhook_paired(urls: dict[bool, str], requests: int, slices: int = 10) -> dict[bool, Any]:
+    """Requests/s of the audited and the disabled agent, measured in alternating slices.
 
-            start = time.perf_counter()
-            await asyncio.gather(*(one_client(mine) for mine in deliveries))
-            return time.perf_counter() - start
+    Both agents run at once; each slice sends ``requests / slices`` deliveries
+    from 8 concurrent clients to one of them, alternately, so a burst of load
+    from elsewhere on the machine hits both modes alike.
+    """
+    import httpx
+
+    per_slice = max(8, requests // slices // 8 * 8)
+    todo = {mode: _deliveries(per_slice * slices) for mode in urls}
+
+    async def run() -> dict[bool, float]:
+        elapsed = dict.fromkeys(urls, 0.0)
+        clients = {mode: httpx.AsyncClient(base_url=url) for mode, url in urls.items()}
+        try:
+            for s in range(slices):
+                for mode in (True, False) if s % 2 == 0 else (False, True):
+                    batch = todo[mode][s * per_slice : (s + 1) * per_slice]
+                    client = clients[mode]
+
+                    async def one_client(mine: list[tuple[bytes, dict[str, str]]]) -> None:
+                        for body, headers in mine:
+                            response = await client.post("/webhook", content=body, headers=headers)  # noqa: B023
+                            assert response.status_code == 202, response.text
+
+                    start = time.perf_counter()
+                    await asyncio.gather(*(one_client(batch[c::8]) for c in range(8)))
+                    elapsed[mode] += time.perf_counter() - start
+        finally:
+            for client in clients.values():
+                await client.aclose()
+        return elapsed
 
     elapsed = asyncio.run(run())
-    return {"requests_per_s": per_client * 8 / elapsed, "requests": per_client * 8}
+    return {
+        mode: {"requests_per_s": per_slice * slices / elapsed[mode], "requests": per_slice * slices}
+        for mode in urls
+    }
 
 
 def main() -> None:
@@ -220,7 +240,7 @@ def main() -> None:
 
     rounds = 1 if args.quick else args.rounds
     calls = 300 if args.quick else 2000
-    requests = 400 if args.quick else 3000
+    requests = 1200 if args.quick else 3000
     results: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as workdir:
         gitlab, gitlab_url = _start("gitlab", True, workdir)
@@ -236,15 +256,17 @@ def main() -> None:
                            "audited": audited, **json.loads(out.stdout)}  # fmt: skip
                     print(json.dumps(row), flush=True)
                     results.setdefault(("gitlab-call", audited), []).append(row)
-                for audited in (True, False) if r % 2 == 0 else (False, True):
-                    agent, agent_url = _start("agent", audited, workdir)
-                    try:
-                        row = {"bench": "agent", "scenario": "webhook", "round": r,
-                               "audited": audited, **webhook_run(agent_url, requests)}  # fmt: skip
-                    finally:
+                agents = {audited: _start("agent", audited, workdir) for audited in (True, False)}
+                try:
+                    paired = webhook_paired({a: url for a, (_, url) in agents.items()}, requests)
+                finally:
+                    for agent, _url in agents.values():
                         assert agent.stdin is not None
                         agent.stdin.close()
                         agent.wait(60)
+                for audited in (True, False):
+                    row = {"bench": "agent", "scenario": "webhook", "round": r,
+                           "audited": audited, **paired[audited]}  # fmt: skip
                     print(json.dumps(row), flush=True)
                     results.setdefault(("webhook", audited), []).append(row)
         finally:
