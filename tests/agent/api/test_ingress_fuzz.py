@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ingresskit import (
@@ -369,6 +370,7 @@ def _raw_head(planned: Planned, declared: int) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+@pytest.mark.slow
 def test_twenty_thousand_hostile_requests_never_5xx_and_leave_one_entry_each(
     tmp_path: Path,
 ) -> None:
