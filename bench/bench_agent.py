@@ -6,8 +6,11 @@
   each round a fresh worker process. Target of issue 5: <= 0.2 ms added at the
   median, <= 1 ms at p99.
 * ``webhook``: requests/s of token-authenticated deliveries (``Push Hook``: accepted,
-  audited, ignored, so only ingress is measured) to the agent app served in a
-  separate process, audited vs disabled.
+  audited, ignored, so only ingress is measured; each with its own event UUID and
+  body, as the replay guard requires) to the agent app served in a separate process
+  with the production uvicorn options, audited vs disabled: both agents run at
+  once and are measured in alternating slices, so load from elsewhere on the
+  machine hits both alike.
 
 Prints one JSON object per run, then a summary per scenario with the differences.
 Run: ``.venv/bin/python bench/bench_agent.py`` (``--quick``, ``--rounds N``).
@@ -69,11 +72,41 @@ def serve(kind: str, audited: bool, workdir: str) -> None:
         )
         # No workflows: only the ingress is measured (a Push Hook is accepted and ignored).
         app = create_app(settings, audit=audit, plugins=[])
+        _serve_like_production(app, settings)
+        audit.close()
+        return
     with run_in_thread(app, log_level="error") as server:
         print(server.url, flush=True)
         sys.stdin.read()
-    if audit is not None:
-        audit.close()
+
+
+def _serve_like_production(app: Any, settings: Any) -> None:
+    """The agent as `serve` runs it: its uvicorn options (limits, deadlines) and socket."""
+    import threading
+
+    import uvicorn
+
+    from gitlab_copilot_agent.ingress.server_options import listen, uvicorn_options
+
+    sock = listen("127.0.0.1", 0)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        log_level="error",
+        log_config=None,
+        access_log=False,
+        **uvicorn_options(settings),
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the agent did not start"
+        time.sleep(0.01)
+    print(f"http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    sys.stdin.read()
+    server.should_exit = True
+    thread.join(30)
 
 
 def _start(kind: str, audited: bool, workdir: str) -> tuple[subprocess.Popen[str], str]:
@@ -129,30 +162,64 @@ def gitlab_worker(url: str, audited: bool, calls: int, workdir: str) -> dict[str
     }
 
 
-def webhook_run(url: str, requests: int) -> dict[str, Any]:
+def _deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
+    import uuid
+
+    # Each delivery is distinct (its own X-Gitlab-Event-UUID and body), as GitLab
+    # sends them: the replay guard refuses a repeated id or body.
+    return [
+        (
+            json.dumps({"object_kind": "push", "project_id": 42, "n": i}).encode(),
+            {
+                "content-type": "application/json",
+                "x-gitlab-event": "Push Hook",
+                "x-gitlab-token": SECRET,
+                "x-gitlab-event-uuid": str(uuid.uuid4()),
+            },
+        )
+        for i in range(count)
+    ]
+
+
+def webhook_paired(urls: dict[bool, str], requests: int, slices: int = 10) -> dict[bool, Any]:
+    """Requests/s of the audited and the disabled agent, measured in alternating slices.
+
+    Both agents run at once; each slice sends ``requests / slices`` deliveries
+    from 8 concurrent clients to one of them, alternately, so a burst of load
+    from elsewhere on the machine hits both modes alike.
+    """
     import httpx
 
-    body = json.dumps({"object_kind": "push", "project_id": 42}).encode()
-    headers = {
-        "content-type": "application/json",
-        "x-gitlab-event": "Push Hook",
-        "x-gitlab-token": SECRET,
-    }
+    per_slice = max(8, requests // slices // 8 * 8)
+    todo = {mode: _deliveries(per_slice * slices) for mode in urls}
 
-    async def run() -> float:
-        async with httpx.AsyncClient(base_url=url) as client:
+    async def run() -> dict[bool, float]:
+        elapsed = dict.fromkeys(urls, 0.0)
+        clients = {mode: httpx.AsyncClient(base_url=url) for mode, url in urls.items()}
+        try:
+            for s in range(slices):
+                for mode in (True, False) if s % 2 == 0 else (False, True):
+                    batch = todo[mode][s * per_slice : (s + 1) * per_slice]
+                    client = clients[mode]
 
-            async def one_client(n: int) -> None:
-                for _ in range(n):
-                    response = await client.post("/webhook", content=body, headers=headers)
-                    assert response.status_code == 202
+                    async def one_client(mine: list[tuple[bytes, dict[str, str]]]) -> None:
+                        for body, headers in mine:
+                            response = await client.post("/webhook", content=body, headers=headers)  # noqa: B023
+                            assert response.status_code == 202, response.text
 
-            start = time.perf_counter()
-            await asyncio.gather(*(one_client(requests // 8) for _ in range(8)))
-            return time.perf_counter() - start
+                    start = time.perf_counter()
+                    await asyncio.gather(*(one_client(batch[c::8]) for c in range(8)))
+                    elapsed[mode] += time.perf_counter() - start
+        finally:
+            for client in clients.values():
+                await client.aclose()
+        return elapsed
 
     elapsed = asyncio.run(run())
-    return {"requests_per_s": (requests // 8 * 8) / elapsed, "requests": requests // 8 * 8}
+    return {
+        mode: {"requests_per_s": per_slice * slices / elapsed[mode], "requests": per_slice * slices}
+        for mode in urls
+    }
 
 
 def main() -> None:
@@ -175,7 +242,7 @@ def main() -> None:
 
     rounds = 1 if args.quick else args.rounds
     calls = 300 if args.quick else 2000
-    requests = 400 if args.quick else 3000
+    requests = 1200 if args.quick else 3000
     results: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as workdir:
         gitlab, gitlab_url = _start("gitlab", True, workdir)
@@ -191,15 +258,17 @@ def main() -> None:
                            "audited": audited, **json.loads(out.stdout)}  # fmt: skip
                     print(json.dumps(row), flush=True)
                     results.setdefault(("gitlab-call", audited), []).append(row)
-                for audited in (True, False) if r % 2 == 0 else (False, True):
-                    agent, agent_url = _start("agent", audited, workdir)
-                    try:
-                        row = {"bench": "agent", "scenario": "webhook", "round": r,
-                               "audited": audited, **webhook_run(agent_url, requests)}  # fmt: skip
-                    finally:
+                agents = {audited: _start("agent", audited, workdir) for audited in (True, False)}
+                try:
+                    paired = webhook_paired({a: url for a, (_, url) in agents.items()}, requests)
+                finally:
+                    for agent, _url in agents.values():
                         assert agent.stdin is not None
                         agent.stdin.close()
                         agent.wait(60)
+                for audited in (True, False):
+                    row = {"bench": "agent", "scenario": "webhook", "round": r,
+                           "audited": audited, **paired[audited]}  # fmt: skip
                     print(json.dumps(row), flush=True)
                     results.setdefault(("webhook", audited), []).append(row)
         finally:

@@ -28,13 +28,13 @@ class TestDemos:
         result = run("gitlab_copilot_agent.cli", "demo", "--dir", "out", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "the agent posted 1 review note(s)" in result.stdout
-        assert "invalid_token" in result.stdout
+        assert "missing_signature" in result.stdout
         assert "replayed" in result.stdout
         entries = validate_entries(read_trail(tmp_path / "out" / "audit.jsonl"))
         rejected = sorted(
             e["details"]["rejection_reason"] for e in entries if e["outcome"] == "failure"
         )
-        assert rejected == ["invalid_token", "replayed"]
+        assert rejected == ["missing_signature", "replayed"]
         review = [e for e in entries if e["action"] == "gitlab.api.post_mr_note"]
         assert len(review) == 1
         assert f"auditrail trace {review[0]['correlation_id']}" in result.stdout

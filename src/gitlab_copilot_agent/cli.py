@@ -49,16 +49,22 @@ def _serve(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     settings, _ = loaded
-    import uvicorn
-
+    port = args.port if args.port is not None else settings.server.port
+    if settings.server.metrics_port is not None and settings.server.metrics_port == port:
+        print(INVALID + "METRICS_PORT: must differ from the port serve listens on", file=sys.stderr)
+        return 2
+    from gitlab_copilot_agent.ingress.server_options import run_server
     from gitlab_copilot_agent.logs import configure_logging
     from gitlab_copilot_agent.main import create_app
 
     configure_logging(settings.logs)
-    uvicorn.run(
+    # run_server adds the ingress's limits (header size and deadline, connections,
+    # keep-alive, no proxy headers: TRUSTED_PROXIES decides) and METRICS_PORT's listener.
+    run_server(
         create_app(settings),
+        settings,
         host=args.host or settings.server.host,
-        port=args.port if args.port is not None else settings.server.port,
+        port=port,
         # The agent's logging (gitlab_copilot_agent.logs) renders and scrubs uvicorn's records.
         log_config=None,
         log_level=settings.logs.level,
@@ -66,8 +72,6 @@ def _serve(args: argparse.Namespace) -> int:
         # request would double what an unauthenticated flood makes the agent write.
         access_log=False,
         server_header=False,
-        # Which X-Forwarded-For to believe is the agent's decision (TRUSTED_PROXIES).
-        proxy_headers=False,
         # uvicorn owns SIGTERM: its graceful shutdown runs the lifespan, which
         # drains the work in flight and closes the audit logger.
         timeout_graceful_shutdown=30,

@@ -12,7 +12,8 @@
    first time a plugin asks for it (the GitLab client, the LLM provider) and
    its ``aclose`` goes on the stack, so a client no plugin uses is never built;
 4. the dispatcher, over the event router — drained first at shutdown;
-5. the webhook route's configuration.
+5. the webhook route's configuration and its state (replay guard, rate
+   limiter: ``WebhookConfig.from_settings``), fresh for each start.
 
 Everything that needs closing is pushed on the ``contextlib.AsyncExitStack``
 as it is built, so shutdown closes in reverse order of construction and one
@@ -44,11 +45,10 @@ from gitlab_copilot_agent.llm.base import LLMProvider
 from gitlab_copilot_agent.llm.factory import build_provider
 from gitlab_copilot_agent.logs import get_logger
 from gitlab_copilot_agent.plugins import Plugin
-from gitlab_copilot_agent.settings import SERVICE_NAME, Settings, WebhookSettings
-from gitlab_copilot_agent.webhook_auth import ReplayGuard, signing_key
+from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
 from gitlab_copilot_agent.workflows import review
 
-__all__ = ["DEFAULT_PLUGINS", "DRAIN_TIMEOUT_S", "compose", "webhook_config"]
+__all__ = ["DEFAULT_PLUGINS", "DRAIN_TIMEOUT_S", "compose"]
 
 DEFAULT_PLUGINS: Final[tuple[Plugin, ...]] = (builtin.install, review.install)
 """What the service runs: ``/copilot`` commands (help and placeholders), then the review."""
@@ -103,22 +103,6 @@ class _Parts:
         return router.names if isinstance(router, CommandRouter) else []
 
 
-def webhook_config(settings: WebhookSettings) -> WebhookConfig:
-    """What ``POST /webhook`` needs to authenticate and bound deliveries."""
-    return WebhookConfig(
-        secret=settings.secret.get_secret_value() if settings.secret else None,
-        signing_key=(
-            signing_key(settings.signing_token.get_secret_value())
-            if settings.signing_token
-            else None
-        ),
-        max_body_bytes=settings.max_body_bytes,
-        tolerance_s=settings.timestamp_tolerance_s,
-        trusted_proxies=list(settings.trusted_proxies),
-        replay_guard=ReplayGuard(window_s=2 * settings.timestamp_tolerance_s),
-    )
-
-
 async def compose(
     settings: Settings,
     stack: contextlib.AsyncExitStack,
@@ -165,6 +149,6 @@ async def compose(
         audit=audit,
         dispatcher=dispatcher,
         events=parts.events,
-        webhook=webhook_config(settings.webhook),
+        webhook=WebhookConfig.from_settings(settings.webhook),
         registry=registry if registry is not None else REGISTRY,
     )

@@ -129,7 +129,11 @@ def run_demo(directory: str | os.PathLike[str]) -> int:
                     "x-forwarded-for": "203.0.113.9",
                 },
             )
-            print(f"-> delivery with a wrong X-Gitlab-Token: {bad.status_code} {bad.json()}")
+            # Unsigned, so refused as missing_signature: with a signing token configured
+            # the agent does not fall back to the token (a stripped signature is a downgrade).
+            print(
+                f"-> unsigned delivery with a wrong X-Gitlab-Token: {bad.status_code} {bad.json()}"
+            )
             replay = http.post("/webhook", content=body, headers=headers)
             print(f"-> the signed delivery replayed: {replay.status_code} {replay.json()}")
             deadline = time.monotonic() + 30

@@ -4,6 +4,11 @@ Nothing is built when the app is created: the lifespan builds every part
 (``composition.compose``) when the server starts, yields them as typed
 lifespan state (``api.deps.LifespanState``), and closes them in reverse when
 it stops.
+
+What the app answers besides its routes is set here from settings
+(``ingress.operational``): the API docs are off unless ``API_DOCS_ENABLED``,
+no path answers a slash redirect, and ``/metrics`` and ``/healthz`` are gated
+by ``METRICS_TOKEN`` and/or ``METRICS_PORT``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from auditrail.logger import AuditLogger
 from gitlab_copilot_agent.api import health, webhooks
 from gitlab_copilot_agent.api.deps import LifespanState
 from gitlab_copilot_agent.composition import compose
+from gitlab_copilot_agent.ingress.operational import fastapi_options, protect_operational_endpoints
 from gitlab_copilot_agent.plugins import Plugin
 from gitlab_copilot_agent.settings import Settings
 
@@ -48,7 +54,8 @@ def create_app(
             )
             yield {"services": services}
 
-    app = FastAPI(title="gitlab-copilot-agent", lifespan=lifespan)
+    app = FastAPI(title="gitlab-copilot-agent", lifespan=lifespan, **fastapi_options(settings))
+    protect_operational_endpoints(app, settings)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     return app

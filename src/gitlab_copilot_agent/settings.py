@@ -6,9 +6,11 @@ variable in plain words. A secret's value is never repeated in a message.
 ``AUDIT_LOG_*`` belong to the audit library (``auditrail.config``).
 
 Sections, one model each: ``gitlab`` (``GITLAB_URL``, ``GITLAB_TOKEN``, …),
-``webhook`` (``GITLAB_WEBHOOK_*``, ``WEBHOOK_*``, ``TRUSTED_PROXIES``), ``llm``
+``webhook`` (``GITLAB_WEBHOOK_*``, ``WEBHOOK_*``, ``TRUSTED_PROXIES``: how
+deliveries are authenticated and bounded, docs/ingress.md), ``llm``
 (``LLM_*``, ``COPILOT_CLI_PATH``, ``GITHUB_TOKEN``), ``server`` (``HOST``,
-``PORT``), ``logs`` (``LOG_FORMAT``, ``LOG_LEVEL``). The parts still to come
+``PORT``, ``METRICS_PORT``, ``METRICS_TOKEN``, ``API_DOCS_ENABLED``), ``logs``
+(``LOG_FORMAT``, ``LOG_LEVEL``). The parts still to come
 (executor, Redis, approval, Jira) each add a section model here and a field
 on ``Settings``; the loader and the error wording need no change.
 
@@ -60,6 +62,7 @@ _CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _DIGITS: Final = re.compile(r"[+-]?\d{1,18}")
 _DECIMAL: Final = re.compile(r"[+-]?(?:\d{1,12}(?:\.\d{0,9})?|\.\d{1,9})")
 _HOST: Final = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
+_BEARER: Final = re.compile(r"[\x21-\x7e]{16,256}")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -150,19 +153,38 @@ def _integer(minimum: int, maximum: int) -> Callable[[object], int]:
 
 
 def _seconds(maximum: float) -> Callable[[object], float]:
+    return _positive(maximum, "seconds")
+
+
+def _positive(maximum: float, unit: str) -> Callable[[object], float]:
     def parse(value: object) -> float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             number = float(value)
         else:
             text = _text(value)
             if not _DECIMAL.fullmatch(text):
-                raise _problem(f"must be a number of seconds, got {_shown(text)}")
+                raise _problem(f"must be a number of {unit}, got {_shown(text)}")
             number = float(text)
         if not 0 < number <= maximum:
-            raise _problem(f"must be more than 0 and at most {maximum:g} seconds, got {number:g}")
+            raise _problem(f"must be more than 0 and at most {maximum:g} {unit}, got {number:g}")
         return number
 
     return parse
+
+
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _problem(f"must be true or false, got {_shown(text)}")
 
 
 def _choice(*options: str) -> Callable[[object], str]:
@@ -222,6 +244,16 @@ def _signing_token(value: object) -> SecretStr:
     return secret
 
 
+def _bearer_token(value: object) -> SecretStr:
+    secret = _secret(value)
+    raw = secret.get_secret_value()
+    if not _BEARER.fullmatch(raw):
+        # Refused, but it may still be printed by something: make sure it is scrubbed.
+        default_redactor.register(*secret_forms(raw))
+        raise _problem("must be 16 to 256 visible ASCII characters (no spaces or newlines)")
+    return secret
+
+
 Text = Annotated[str, BeforeValidator(_text)]
 Secret = Annotated[SecretStr, BeforeValidator(_secret)]
 
@@ -267,6 +299,40 @@ class WebhookSettings(_Section):
     trusted_proxies: Annotated[tuple[Network, ...], BeforeValidator(_networks)] = Field(
         default=(), validation_alias="TRUSTED_PROXIES"
     )
+    # The ingress's bounds (docs/ingress.md: what each protects, and why these defaults).
+    allow_unsigned: Annotated[bool, BeforeValidator(_flag)] = Field(
+        default=False, validation_alias="WEBHOOK_ALLOW_UNSIGNED"
+    )
+    replay_window_s: Annotated[int, BeforeValidator(_integer(1, 30 * 86_400))] = Field(
+        default=86_400, validation_alias="WEBHOOK_REPLAY_WINDOW_S"
+    )
+    replay_max_ids: Annotated[int, BeforeValidator(_integer(1, 10_000_000))] = Field(
+        default=100_000, validation_alias="WEBHOOK_REPLAY_MAX_IDS"
+    )
+    body_timeout_s: Annotated[float, BeforeValidator(_seconds(300))] = Field(
+        default=10.0, validation_alias="WEBHOOK_BODY_TIMEOUT_S"
+    )
+    header_timeout_s: Annotated[float, BeforeValidator(_seconds(300))] = Field(
+        default=10.0, validation_alias="WEBHOOK_HEADER_TIMEOUT_S"
+    )
+    rate_limit_burst: Annotated[int, BeforeValidator(_integer(0, 1_000_000))] = Field(
+        default=60, validation_alias="WEBHOOK_RATE_LIMIT_BURST"
+    )
+    rate_limit_per_s: Annotated[float, BeforeValidator(_positive(1_000_000, "per second"))] = Field(
+        default=1.0, validation_alias="WEBHOOK_RATE_LIMIT_PER_S"
+    )
+    rate_limit_sources: Annotated[int, BeforeValidator(_integer(1, 1_000_000))] = Field(
+        default=10_000, validation_alias="WEBHOOK_RATE_LIMIT_SOURCES"
+    )
+    max_connections: Annotated[int, BeforeValidator(_integer(1, 100_000))] = Field(
+        default=256, validation_alias="WEBHOOK_MAX_CONNECTIONS"
+    )
+    keepalive_timeout_s: Annotated[int, BeforeValidator(_integer(1, 300))] = Field(
+        default=5, validation_alias="WEBHOOK_KEEPALIVE_TIMEOUT_S"
+    )
+    max_header_bytes: Annotated[int, BeforeValidator(_integer(1024, 1_048_576))] = Field(
+        default=16_384, validation_alias="WEBHOOK_MAX_HEADER_BYTES"
+    )
 
     @model_validator(mode="after")
     def _need_authentication(self) -> WebhookSettings:
@@ -276,7 +342,18 @@ class WebhookSettings(_Section):
                 "the agent refuses to accept unauthenticated webhooks",
                 "GITLAB_WEBHOOK_SECRET",
             )
+        if self.allow_unsigned and self.secret is None:
+            raise _problem(
+                "true needs GITLAB_WEBHOOK_SECRET (the token to accept)", "WEBHOOK_ALLOW_UNSIGNED"
+            )
         return self
+
+    @property
+    def replay_keep_s(self) -> int:
+        """How long delivery keys are kept: the window, never under twice the tolerance."""
+        # Signed deliveries are refused outside the tolerance anyway; the token path
+        # has no timestamp, so the window is all that stops its replays.
+        return max(self.replay_window_s, 2 * self.timestamp_tolerance_s)
 
 
 class LLMSettings(_Section):
@@ -338,6 +415,23 @@ class ServerSettings(_Section):
     port: Annotated[int, BeforeValidator(_integer(0, 65535))] = Field(
         default=8080, validation_alias="PORT"
     )
+    # /metrics and /healthz: open on PORT by default (probes, scrapes), or behind a
+    # bearer token, and/or only on their own port (ingress.operational).
+    metrics_token: Annotated[SecretStr | None, BeforeValidator(_bearer_token)] = Field(
+        default=None, validation_alias="METRICS_TOKEN"
+    )
+    metrics_port: Annotated[int | None, BeforeValidator(_integer(1, 65535))] = Field(
+        default=None, validation_alias="METRICS_PORT"
+    )
+    api_docs_enabled: Annotated[bool, BeforeValidator(_flag)] = Field(
+        default=False, validation_alias="API_DOCS_ENABLED"
+    )
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> ServerSettings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise _problem("must differ from PORT", "METRICS_PORT")
+        return self
 
 
 class LogSettings(_Section):
@@ -413,6 +507,14 @@ class Settings(BaseModel):
             f"  limits:       body {webhook.max_body_bytes} bytes, "
             f"timestamps within {webhook.timestamp_tolerance_s} s",
             f"  proxies:      {proxies}",
+            f"  unsigned:     {_unsigned(webhook)}",
+            f"  replays:      keys kept {webhook.replay_keep_s} s, "
+            f"at most {webhook.replay_max_ids} keys",
+            f"  rate limit:   {_rate_limit(webhook)}",
+            f"  deadlines:    body {webhook.body_timeout_s:g} s, headers "
+            f"{webhook.header_timeout_s:g} s, keep-alive {webhook.keepalive_timeout_s} s",
+            f"  connections:  at most {webhook.max_connections}, "
+            f"headers at most {webhook.max_header_bytes} bytes",
             "llm:",
             f"  provider:     {llm.provider}, model {llm.model}, timeout {llm.timeout_s:g} s",
         ]
@@ -423,8 +525,13 @@ class Settings(BaseModel):
         if llm.provider == "copilot":
             lines.append(f"  copilot cli:  {llm.copilot_cli_path or 'the SDK bundled CLI'}")
             lines.append(f"  github token: {_set(llm.github_token)}")
+        server = self.server
         lines += [
-            f"server:         {self.server.host}:{self.server.port}",
+            f"server:         {server.host}:{server.port}",
+            f"  metrics:      /metrics and /healthz on "
+            f"{server.metrics_port if server.metrics_port is not None else 'PORT'}, "
+            f"token {_set(server.metrics_token)}",
+            f"  api docs:     {'on' if server.api_docs_enabled else 'off'}",
             f"logs:           {self.logs.format}, level {self.logs.level} (stderr)",
         ]
         return "\n".join(lines)
@@ -437,6 +544,7 @@ class Settings(BaseModel):
             self.webhook.signing_token,
             self.llm.api_key,
             self.llm.github_token,
+            self.server.metrics_token,
         ]
         raw = [v.get_secret_value() for v in values if v is not None]
         if self.webhook.signing_token is not None:
@@ -447,6 +555,23 @@ class Settings(BaseModel):
 
 def _set(secret: SecretStr | None) -> str:
     return "not set" if secret is None else f"set ({len(secret.get_secret_value())} chars)"
+
+
+def _unsigned(webhook: WebhookSettings) -> str:
+    if webhook.signing_token is None:
+        return "token only (no signing token)"
+    if webhook.allow_unsigned:
+        return "accepted with the token (WEBHOOK_ALLOW_UNSIGNED=true)"
+    return "refused (missing_signature)"
+
+
+def _rate_limit(webhook: WebhookSettings) -> str:
+    if webhook.rate_limit_burst == 0:
+        return "off (WEBHOOK_RATE_LIMIT_BURST=0)"
+    return (
+        f"{webhook.rate_limit_burst} refusals a source, refilled {webhook.rate_limit_per_s:g}/s, "
+        f"{webhook.rate_limit_sources} sources tracked"
+    )
 
 
 def _describe(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, str]]:

@@ -1,7 +1,8 @@
 """Webhook authentication: GitLab's secret token and its Standard Webhooks HMAC signature.
 
-Pure functions and a replay guard; the route in ``api/webhooks.py`` decides
-what to answer and what to audit.
+Pure functions; the route in ``api/webhooks.py`` decides what to answer and
+what to audit, and ``gitlab_copilot_agent.ingress`` holds the replay guard,
+the rate limiter and the header parsing.
 """
 
 from __future__ import annotations
@@ -10,11 +11,18 @@ import base64
 import enum
 import hashlib
 import hmac
-import ipaddress
-import threading
+import re
 import time
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from typing import Final
+
+from gitlab_copilot_agent.ingress.fields import is_delivery_id
+
+MAX_SIGNATURE_HEADER_CHARS: Final = 1024
+"""A ``webhook-signature`` header longer than this is malformed (one ``v1`` signature is 47
+characters; rotation sends a few)."""
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # unix seconds, bounded before int()
 
 
 class Rejection(enum.StrEnum):
@@ -24,9 +32,16 @@ class Rejection(enum.StrEnum):
     INVALID_TOKEN = "invalid_token"  # noqa: S105
     MISSING_SIGNATURE = "missing_signature"
     INVALID_SIGNATURE = "invalid_signature"
+    MALFORMED_TIMESTAMP = "malformed_timestamp"
     STALE_TIMESTAMP = "stale_timestamp"
+    MALFORMED_HEADER = "malformed_header"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    MISSING_DELIVERY_ID = "missing_delivery_id"
     REPLAYED = "replayed"
+    RATE_LIMITED = "rate_limited"
     BODY_TOO_LARGE = "body_too_large"
+    BODY_TIMEOUT = "body_timeout"
+    CLIENT_DISCONNECTED = "client_disconnected"
     MALFORMED_PAYLOAD = "malformed_payload"
     MISSING_EVENT_HEADER = "missing_event_header"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
@@ -65,19 +80,20 @@ def verify_signature(
 
     Accepts the delivery if any space-separated ``v1,<sig>`` matches (several
     are sent while a key is rotated) and the timestamp is within
-    ``tolerance_s`` of now in either direction.
+    ``tolerance_s`` of now in either direction. Every header is bounded in
+    length before it is converted or hashed.
     """
     webhook_id = headers.get("webhook-id")
     timestamp = headers.get("webhook-timestamp")
     signatures = headers.get("webhook-signature")
     if not webhook_id or not timestamp or not signatures:
         return Rejection.MISSING_SIGNATURE
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        return Rejection.INVALID_SIGNATURE
+    if not is_delivery_id(webhook_id) or len(signatures) > MAX_SIGNATURE_HEADER_CHARS:
+        return Rejection.MALFORMED_HEADER
+    if _TIMESTAMP.fullmatch(timestamp) is None:
+        return Rejection.MALFORMED_TIMESTAMP
     current = time.time() if now is None else now
-    if abs(current - sent_at) > tolerance_s:
+    if abs(current - int(timestamp)) > tolerance_s:
         return Rejection.STALE_TIMESTAMP
     expected = expected_signature(key, webhook_id, timestamp, body).encode()
     matched = False
@@ -87,64 +103,3 @@ def verify_signature(
         if version == "v1" and hmac.compare_digest(signature.encode(), expected):
             matched = True
     return None if matched else Rejection.INVALID_SIGNATURE
-
-
-class ReplayGuard:
-    """Remembers delivery ids for ``window_s`` and refuses a second sighting.
-
-    Bounded: the oldest ids are forgotten first once ``max_ids`` is reached
-    (an id older than the timestamp tolerance is refused by the timestamp
-    check anyway for signed deliveries).
-    """
-
-    def __init__(self, window_s: float, max_ids: int = 100_000) -> None:
-        self.window_s = window_s
-        self.max_ids = max_ids
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def first_sighting(self, delivery_id: str, now: float | None = None) -> bool:
-        """Record ``delivery_id``; False if it was already seen within the window."""
-        current = time.monotonic() if now is None else now
-        with self._lock:
-            while self._seen:
-                oldest_id, seen_at = next(iter(self._seen.items()))
-                if current - seen_at <= self.window_s and len(self._seen) < self.max_ids:
-                    break
-                del self._seen[oldest_id]
-            if delivery_id in self._seen:
-                return False
-            self._seen[delivery_id] = current
-            return True
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
-    """The address to audit: the peer, or, behind trusted proxies, the first untrusted hop.
-
-    ``X-Forwarded-For`` is read right to left and believed only while each hop
-    is a trusted proxy, so a client cannot forge its address by sending the
-    header itself.
-    """
-    address = peer or "unknown"
-    if not forwarded_for or not _is_trusted(address, trusted):
-        return address
-    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            return address  # a garbled chain: keep the last address we could verify
-        address = hop
-        if not _is_trusted(hop, trusted):
-            return hop
-    return address
-
-
-def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)

@@ -138,6 +138,9 @@ class Harness:
                 "GITLAB_TOKEN": keys.gitlab_token,
                 "GITLAB_WEBHOOK_SECRET": keys.webhook_secret,
                 "GITLAB_WEBHOOK_SIGNING_TOKEN": keys.signing_token,
+                # Deliveries here carry the token (one more secret in flight); with a
+                # signing token set, the agent takes them only when told to.
+                "WEBHOOK_ALLOW_UNSIGNED": "true",
                 "GITLAB_MAX_RETRIES": "0",
                 "GITLAB_TIMEOUT_S": "5",
                 "LLM_PROVIDER": "openai",
@@ -151,13 +154,21 @@ class Harness:
             },
         )
         (tmp / "audit").mkdir(exist_ok=True)
+        self.deliveries = 0
 
     def open_mr(self) -> None:
+        # Each delivery its own body, as GitLab's are (an exact body seen before is a replay).
+        self.deliveries += 1
         body = orjson.dumps(
             {
                 "object_kind": "merge_request",
                 "project": {"id": DEFAULT_PROJECT_ID},
-                "object_attributes": {"iid": DEFAULT_MR_IID, "action": "open", "state": "opened"},
+                "object_attributes": {
+                    "iid": DEFAULT_MR_IID,
+                    "action": "open",
+                    "state": "opened",
+                    "updated_at": f"2026-01-01T00:00:00.{self.deliveries:06d}Z",
+                },
             }
         )
         answer = httpx.post(

@@ -60,6 +60,25 @@ BAD: list[tuple[str, dict[str, str | None], str]] = [
         "COPILOT_CLI_PATH",
     ),
     ("bad-log-format", {"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+    # The ingress's settings (docs/ingress.md), checked the same way.
+    ("allow-unsigned-not-a-flag", {"WEBHOOK_ALLOW_UNSIGNED": "maybe"}, "WEBHOOK_ALLOW_UNSIGNED"),
+    (
+        "allow-unsigned-without-secret",
+        {
+            "WEBHOOK_ALLOW_UNSIGNED": "true",
+            "GITLAB_WEBHOOK_SECRET": None,
+            "GITLAB_WEBHOOK_SIGNING_TOKEN": "whsec_ZTJlLXNpZ25pbmcta2V5LTMyLWJ5dGVzLWxvbmchISE=",
+        },
+        "WEBHOOK_ALLOW_UNSIGNED",
+    ),
+    ("zero-rate", {"WEBHOOK_RATE_LIMIT_PER_S": "0"}, "WEBHOOK_RATE_LIMIT_PER_S"),
+    ("huge-replay-window", {"WEBHOOK_REPLAY_WINDOW_S": "9" * 400}, "WEBHOOK_REPLAY_WINDOW_S"),
+    ("tiny-header-bound", {"WEBHOOK_MAX_HEADER_BYTES": "100"}, "WEBHOOK_MAX_HEADER_BYTES"),
+    ("empty-body-timeout", {"WEBHOOK_BODY_TIMEOUT_S": ""}, "WEBHOOK_BODY_TIMEOUT_S"),
+    ("short-metrics-token", {"METRICS_TOKEN": "short-token-1"}, "METRICS_TOKEN"),
+    ("newline-metrics-token", {"METRICS_TOKEN": "metrics-token-0123456789\n"}, "METRICS_TOKEN"),
+    ("metrics-port-is-port", {"METRICS_PORT": "8080"}, "METRICS_PORT"),
+    ("docs-not-a-flag", {"API_DOCS_ENABLED": "sure"}, "API_DOCS_ENABLED"),
     ("bad-audit-number", {"AUDIT_LOG_BUFFER_SIZE": "lots"}, "AUDIT_LOG_BUFFER_SIZE"),
     ("audit-file-missing", {"AUDIT_LOG_DESTINATION": "file"}, "AUDIT_LOG_FILE_PATH"),
     (
@@ -96,10 +115,18 @@ def test_a_bad_setting_stops_before_binding_with_one_line(
     for wording in ("Traceback", "Value error", "validation error", "pydantic", "input_value"):
         assert wording not in result.stderr
     assert bound(tmp_path) == []
-    for name in ("GITLAB_TOKEN", "GITLAB_WEBHOOK_SECRET", "LLM_API_KEY"):
+    for name in ("GITLAB_TOKEN", "GITLAB_WEBHOOK_SECRET", "LLM_API_KEY", "METRICS_TOKEN"):
         secret = values.get(name, "").strip()
         if len(secret) >= 8:
             assert secret not in result.stderr
+
+
+def test_a_metrics_port_equal_to_the_serve_port_stops_before_binding(tmp_path: Path) -> None:
+    """``serve --port N`` with ``METRICS_PORT=N``: the same one line, nothing bound."""
+    result = run(tmp_path, {**VALID, "METRICS_PORT": "9099"}, "serve", "--port", "9099")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"{PREFIX}METRICS_PORT: must differ from the port serve listens on\n"
+    assert bound(tmp_path) == []
 
 
 def test_every_problem_is_named_in_the_one_line(tmp_path: Path) -> None:
@@ -144,6 +171,8 @@ class TestCheckConfig:
             "LLM_API_KEY": "llm-api-key-for-check-config",
             "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
             "HOST": "0.0.0.0",
+            "METRICS_TOKEN": "check-config-metrics-token-0001",
+            "WEBHOOK_RATE_LIMIT_BURST": "0",
             "AUDIT_LOG_DESTINATION": "file",
             "AUDIT_LOG_FILE_PATH": str(tmp_path / "audit.jsonl"),
         }
@@ -157,6 +186,13 @@ class TestCheckConfig:
         assert "base url:     https://llm.example.com/v1" in out
         assert "proxies:      10.0.0.0/8, 192.168.1.1/32" in out
         assert "server:         0.0.0.0:8080" in out
+        assert "unsigned:     refused (missing_signature)" in out
+        assert "replays:      keys kept 86400 s, at most 100000 keys" in out
+        assert "rate limit:   off (WEBHOOK_RATE_LIMIT_BURST=0)" in out
+        assert "deadlines:    body 10 s, headers 10 s, keep-alive 5 s" in out
+        assert "connections:  at most 256, headers at most 16384 bytes" in out
+        assert "metrics:      /metrics and /healthz on PORT, token set (31 chars)" in out
+        assert "api docs:     off" in out
         assert f"file:         {tmp_path / 'audit.jsonl'}" in out
         assert out.endswith("configuration OK\n")
         for secret in (
@@ -164,6 +200,7 @@ class TestCheckConfig:
             VALID["GITLAB_WEBHOOK_SECRET"],
             values["LLM_API_KEY"],
             values["GITLAB_WEBHOOK_SIGNING_TOKEN"],
+            values["METRICS_TOKEN"],
             password,
         ):
             assert all(secret[i : i + 8] not in out for i in range(len(secret) - 7)), secret

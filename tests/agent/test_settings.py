@@ -34,6 +34,20 @@ VARIABLES = [
     "PORT",
     "LOG_FORMAT",
     "LOG_LEVEL",
+    "WEBHOOK_ALLOW_UNSIGNED",
+    "WEBHOOK_REPLAY_WINDOW_S",
+    "WEBHOOK_REPLAY_MAX_IDS",
+    "WEBHOOK_BODY_TIMEOUT_S",
+    "WEBHOOK_HEADER_TIMEOUT_S",
+    "WEBHOOK_RATE_LIMIT_BURST",
+    "WEBHOOK_RATE_LIMIT_PER_S",
+    "WEBHOOK_RATE_LIMIT_SOURCES",
+    "WEBHOOK_MAX_CONNECTIONS",
+    "WEBHOOK_KEEPALIVE_TIMEOUT_S",
+    "WEBHOOK_MAX_HEADER_BYTES",
+    "METRICS_TOKEN",
+    "METRICS_PORT",
+    "API_DOCS_ENABLED",
 ]
 
 
@@ -55,6 +69,57 @@ class TestSections:
         )
         assert (loaded.server.host, loaded.server.port) == ("127.0.0.1", 8080)
         assert (loaded.logs.format, loaded.logs.level) == ("auto", "info")
+
+    def test_ingress_defaults_are_the_documented_ones(self) -> None:
+        """docs/ingress.md's defaults: webhook bounds in ``webhook``, listeners in ``server``."""
+        loaded = Settings.from_env(VALID)
+        webhook, server = loaded.webhook, loaded.server
+        assert webhook.allow_unsigned is False
+        assert (webhook.replay_window_s, webhook.replay_max_ids, webhook.replay_keep_s) == (
+            86_400,
+            100_000,
+            86_400,
+        )
+        assert (webhook.body_timeout_s, webhook.header_timeout_s) == (10.0, 10.0)
+        assert (
+            webhook.rate_limit_burst,
+            webhook.rate_limit_per_s,
+            webhook.rate_limit_sources,
+        ) == (60, 1.0, 10_000)
+        assert (
+            webhook.max_connections,
+            webhook.keepalive_timeout_s,
+            webhook.max_header_bytes,
+        ) == (256, 5, 16_384)
+        assert (server.metrics_token, server.metrics_port, server.api_docs_enabled) == (
+            None,
+            None,
+            False,
+        )
+
+    def test_ingress_values_are_read_and_checked(self) -> None:
+        """Flags in their usual spellings; the replay window never under twice the tolerance."""
+        loaded = Settings.from_env(
+            {
+                **VALID,
+                "WEBHOOK_ALLOW_UNSIGNED": " TRUE ",
+                "API_DOCS_ENABLED": "off",
+                "WEBHOOK_REPLAY_WINDOW_S": "10",
+                "WEBHOOK_RATE_LIMIT_PER_S": "0.5",
+                "METRICS_PORT": "9100",
+            }
+        )
+        assert (loaded.webhook.allow_unsigned, loaded.server.api_docs_enabled) == (True, False)
+        assert loaded.webhook.replay_keep_s == 600
+        assert (loaded.webhook.rate_limit_per_s, loaded.server.metrics_port) == (0.5, 9100)
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env(
+                {**VALID, "WEBHOOK_ALLOW_UNSIGNED": "yes please", "METRICS_PORT": "8080"}
+            )
+        assert raised.value.problems == {
+            "WEBHOOK_ALLOW_UNSIGNED": "must be true or false, got 'yes please'",
+            "METRICS_PORT": "must differ from PORT",
+        }
 
     def test_only_upper_case_variable_names_are_read(self) -> None:
         """``gitlab_url`` is not ``GITLAB_URL``; a field name cannot be set from the environment."""
@@ -115,6 +180,20 @@ class TestSecrets:
         assert base64.b64encode(b"bot:pa@ss-word-9").decode() in found
         assert "bot" not in found  # a user name alone is no secret
 
+    def test_the_metrics_token_is_a_secret_with_its_own_bounds(self) -> None:
+        """Listed for the redactor, shown by length; under 16 visible characters refused."""
+        token = "metrics-token-0123456789"
+        loaded = Settings.from_env({**VALID, "METRICS_TOKEN": token})
+        assert token in loaded.secrets()
+        assert f"token set ({len(token)} chars)" in loaded.summary()
+        assert token not in loaded.summary()
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({**VALID, "METRICS_TOKEN": "short-token-1"})
+        assert raised.value.problems == {
+            "METRICS_TOKEN": "must be 16 to 256 visible ASCII characters (no spaces or newlines)"
+        }
+        assert "short-token-1" not in default_redactor.redact("printed: short-token-1")
+
     def test_a_refused_secret_is_still_registered(self) -> None:
         """A token refused for its trailing newline cannot be printed later, in any form."""
         token = "glpat-refused-newline-4e2a9\n"
@@ -167,7 +246,7 @@ class TestErrors:
                 assert value not in text
 
 
-SECRETS = ("GITLAB_TOKEN", "GITLAB_WEBHOOK_SECRET", "LLM_API_KEY", "GITHUB_TOKEN")
+SECRETS = ("GITLAB_TOKEN", "GITLAB_WEBHOOK_SECRET", "LLM_API_KEY", "GITHUB_TOKEN", "METRICS_TOKEN")
 
 
 def _load(env: dict[str, str]) -> SettingsError | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,13 +20,13 @@ from auditrail.metrics import AuditMetrics
 from auditrail.sinks.file import FileSink
 from auditrail.testing import read_trail, validate_entries
 from gitlab_copilot_agent.events import Event
+from gitlab_copilot_agent.ingress.forwarded import client_ip
+from gitlab_copilot_agent.ingress.replay import ReplayGuard
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.plugins import Parts
 from gitlab_copilot_agent.settings import Settings
 from gitlab_copilot_agent.webhook_auth import (
     Rejection,
-    ReplayGuard,
-    client_ip,
     expected_signature,
     signing_key,
     verify_signature,
@@ -75,6 +74,9 @@ class Agent:
                 "GITLAB_WEBHOOK_SECRET": SECRET,
                 "GITLAB_WEBHOOK_SIGNING_TOKEN": SIGNING,
                 "WEBHOOK_MAX_BODY_BYTES": "4096",
+                # These tests cover both paths on one agent; the default refusal of
+                # unsigned deliveries is tested in test_ingress.py.
+                "WEBHOOK_ALLOW_UNSIGNED": "true",
                 **{name.upper(): str(value) for name, value in overrides.items()},
             }
         )
@@ -110,7 +112,11 @@ def signed_headers(
 
 
 def token_headers(token: str | None = SECRET, event: str = "Merge Request Hook") -> dict[str, str]:
-    headers = {"content-type": "application/json", "x-gitlab-event": event}
+    headers = {
+        "content-type": "application/json",
+        "x-gitlab-event": event,
+        "x-gitlab-event-uuid": str(uuid.uuid4()),
+    }
     if token is not None:
         headers["x-gitlab-token"] = token
     return headers
@@ -198,6 +204,9 @@ class TestIngress:
         assert entry["details"]["event_type"] == "Merge Request Hook"
         assert entry["details"]["source_ip"] == "127.0.0.1"
         assert entry["correlation_id"] == response.json()["correlation_id"]
+        deadline = time.monotonic() + 5  # dispatched in the background, after the answer
+        while not app.recorder.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert app.recorder.calls == [("Merge Request Hook", MR_EVENT)]
 
     def test_signed_delivery_is_accepted_and_its_replay_refused(
@@ -230,7 +239,11 @@ class TestIngress:
             ),
             ("stale_timestamp", 401, lambda b: signed_headers(b, at=int(time.time()) - 3600)),
             ("unknown_event_type", 400, lambda b: token_headers(event="Bogus Hook")),
-            ("missing_event_header", 400, lambda b: {"x-gitlab-token": SECRET}),
+            (
+                "missing_event_header",
+                400,
+                lambda b: {"x-gitlab-token": SECRET, "x-gitlab-event-uuid": str(uuid.uuid4())},
+            ),
             (
                 "unsupported_media_type",
                 415,
@@ -307,61 +320,3 @@ class TestIngress:
         )
         [entry] = app.entries()
         assert entry["details"]["source_ip"] == "127.0.0.1"
-
-
-class TestFuzz:
-    def test_ten_thousand_bad_requests_never_5xx_and_each_is_audited(
-        self, agent: tuple[Agent, httpx.Client]
-    ) -> None:
-        """10,000 malformed, oversized, mis-signed and replayed requests: 4xx each, audited each."""
-        app, client = agent
-        rng = random.Random(20261128)
-        replay_body = orjson.dumps(MR_EVENT)
-        replay_headers = signed_headers(replay_body)
-        assert (
-            client.post("/webhook", content=replay_body, headers=replay_headers).status_code == 202
-        )
-        statuses: dict[int, int] = {}
-        total = 10_000
-
-        def garbage(n: int) -> bytes:
-            return bytes(rng.getrandbits(8) for _ in range(n))
-
-        def mutate(body: bytes) -> bytes:
-            data = bytearray(body)
-            for _ in range(rng.randint(1, 4)):
-                data[rng.randrange(len(data))] ^= rng.randint(1, 255)  # always a change
-            return bytes(data)
-
-        for i in range(total):
-            kind = i % 8
-            body = orjson.dumps({**MR_EVENT, "n": i})
-            if kind == 0:
-                headers, body = token_headers(), garbage(rng.randint(0, 300))
-            elif kind == 1:
-                headers, body = token_headers(), b"{" * rng.randint(1, 3000)
-            elif kind == 2:
-                headers, body = token_headers(), garbage(rng.randint(4097, 9000))
-            elif kind == 3:
-                headers = signed_headers(body)
-                body = mutate(body)  # signed bytes no longer match
-            elif kind == 4:
-                headers = {
-                    **signed_headers(body),
-                    "webhook-timestamp": str(rng.randint(-(10**12), 10**12)),
-                }
-            elif kind == 5:
-                headers, body = replay_headers, replay_body
-            elif kind == 6:
-                headers = token_headers(token=garbage(rng.randint(1, 40)).hex())
-            else:
-                headers = {k: v for k, v in signed_headers(body).items() if rng.random() < 0.5}
-                headers["webhook-signature"] = "v1," + base64.b64encode(garbage(32)).decode()
-            response = client.post("/webhook", content=body, headers=headers)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
-        assert all(400 <= status < 500 for status in statuses), sorted(statuses.items())
-        entries = app.entries()
-        assert len(entries) == total + 1
-        assert sum(e["action"] == "webhook.auth.rejected" for e in entries) == total
-        assert len(app.recorder.calls) == 1  # only the one genuine delivery
