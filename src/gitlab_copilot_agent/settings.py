@@ -153,20 +153,22 @@ def _integer(minimum: int, maximum: int) -> Callable[[object], int]:
 
 
 def _seconds(maximum: float) -> Callable[[object], float]:
-    return _positive(maximum, "seconds")
+    return _positive(maximum, what="a number of seconds", unit=" seconds")
 
 
-def _positive(maximum: float, unit: str) -> Callable[[object], float]:
+def _positive(maximum: float, *, what: str, unit: str) -> Callable[[object], float]:
     def parse(value: object) -> float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             number = float(value)
         else:
             text = _text(value)
             if not _DECIMAL.fullmatch(text):
-                raise _problem(f"must be a number of {unit}, got {_shown(text)}")
+                raise _problem(f"must be {what}, got {_shown(text)}")
             number = float(text)
         if not 0 < number <= maximum:
-            raise _problem(f"must be more than 0 and at most {maximum:g} {unit}, got {number:g}")
+            raise _problem(
+                f"must be more than 0 and at most {maximum:.15g}{unit}, got {number:.15g}"
+            )
         return number
 
     return parse
@@ -318,9 +320,10 @@ class WebhookSettings(_Section):
     rate_limit_burst: Annotated[int, BeforeValidator(_integer(0, 1_000_000))] = Field(
         default=60, validation_alias="WEBHOOK_RATE_LIMIT_BURST"
     )
-    rate_limit_per_s: Annotated[float, BeforeValidator(_positive(1_000_000, "per second"))] = Field(
-        default=1.0, validation_alias="WEBHOOK_RATE_LIMIT_PER_S"
-    )
+    rate_limit_per_s: Annotated[
+        float,
+        BeforeValidator(_positive(1_000_000, what="a number (tokens a second)", unit=" a second")),
+    ] = Field(default=1.0, validation_alias="WEBHOOK_RATE_LIMIT_PER_S")
     rate_limit_sources: Annotated[int, BeforeValidator(_integer(1, 1_000_000))] = Field(
         default=10_000, validation_alias="WEBHOOK_RATE_LIMIT_SOURCES"
     )
