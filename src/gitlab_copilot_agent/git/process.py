@@ -66,11 +66,11 @@ _PASSTHROUGH: Final = (
     "no_proxy",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
-    "GIT_SSL_CAINFO",
-    "GIT_SSL_CAPATH",
     "TMPDIR",
     "TZ",
 )
+# The host's CA settings for git itself (not for a check command).
+_GIT_PASSTHROUGH: Final = ("GIT_SSL_CAINFO", "GIT_SSL_CAPATH")
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ def git_env(
     environment is readable only by the same user; argv is readable by all).
     """
     env = plain_env(home)
+    env.update({k: os.environ[k] for k in _GIT_PASSTHROUGH if os.environ.get(k)})
     env.update(
         GIT_TERMINAL_PROMPT="0",
         GIT_CONFIG_NOSYSTEM="1",
