@@ -138,20 +138,21 @@ class TestRepositories:
             "GIT_COMMITTER_EMAIL": "t@example.com",
         }
         dest = tmp_path / "clone"
-        run = {"env": env, "capture_output": True, "text": True, "timeout": 30}
-        subprocess.run(
-            ["git", "clone", "-q", server.repo_url(PROJECT), str(dest)], check=True, **run
-        )
+
+        def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30
+            )
+
+        assert run("clone", "-q", server.repo_url(PROJECT), str(dest)).returncode == 0
         (dest / "README.md").write_text("changed\n")
-        subprocess.run(["git", "commit", "-qam", "c"], cwd=dest, check=True, **run)
+        assert run("commit", "-qam", "c", cwd=dest).returncode == 0
         server.protect(PROJECT, "main")
-        refused = subprocess.run(["git", "push", "origin", "main"], cwd=dest, check=False, **run)
+        refused = run("push", "origin", "main", cwd=dest)
         assert refused.returncode != 0
         assert PROTECTED_MESSAGE in refused.stderr
         assert "pre-receive hook declined" in refused.stderr
-        accepted = subprocess.run(
-            ["git", "push", "origin", "main:other"], cwd=dest, check=False, **run
-        )
+        accepted = run("push", "origin", "main:other", cwd=dest)
         assert accepted.returncode == 0, accepted.stderr
 
     def test_bad_repository_paths_are_refused(self, server: GitServer) -> None:
