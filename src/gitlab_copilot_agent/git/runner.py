@@ -393,7 +393,7 @@ class GitRunner:
         stdin: bytes | None = None,
         check: bool = True,
     ) -> process.Completed:
-        env = process.git_env(self._home, config=config or (), extra=extra)
+        env = process.git_env(self._home, config=config or (), extra=extra, repo=cwd)
         done = await process.run(
             [process.git_binary(), *args],
             cwd=cwd,

@@ -137,6 +137,7 @@ _EXPECTED_GIT_VARS = {
     "GIT_TEMPLATE_DIR",
     "GIT_OPTIONAL_LOCKS",
     "GIT_CONFIG_COUNT",
+    "GIT_CEILING_DIRECTORIES",
     "GIT_SSL_CAINFO",  # the host's CA settings pass through, so https works as configured
     "GIT_SSL_CAPATH",
     *(f"GIT_CONFIG_{kind}_{i}" for kind in ("KEY", "VALUE") for i in range(32)),

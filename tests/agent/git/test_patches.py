@@ -267,6 +267,14 @@ class TestApply:
         assert_untouched(repo)
         assert list((repo / "linked").iterdir()) == []
 
+    def test_only_the_root_of_a_clone_is_a_target(self, repo: Path, tmp_path: Path) -> None:
+        """A subdirectory or a plain directory is refused: git never climbs to an outer repo."""
+        for target in (repo / "src", tmp_path):
+            with pytest.raises(GitError, match="not the root of a git clone"):
+                asyncio.run(apply_patch(target, VALID))
+            with pytest.raises(GitError, match="not the root of a git clone"):
+                validate(target, VALID)
+
     def test_a_patch_that_does_not_apply_is_a_git_error(self, repo: Path) -> None:
         with pytest.raises(GitError) as raised:
             asyncio.run(apply_patch(repo, edit("README.md", "# Other", "# Title")))
