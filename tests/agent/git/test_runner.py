@@ -63,7 +63,8 @@ class TestRoundTrip:
                 )
             return dest, base, new, pushed
 
-        dest, base, new, pushed = asyncio.run(main())
+        with popen_log() as log:
+            dest, base, new, pushed = asyncio.run(main())
         assert base == server.head(PROJECT, "main")
         assert (dest / "src" / "app.py").read_text() == "print('hi')\n"
         assert pushed == new == server.head(PROJECT, "feature")
@@ -95,6 +96,16 @@ class TestRoundTrip:
         assert push["details"]["approval_verified"] is True
         assert clone["details"]["url"] == server.repo_url(PROJECT)
         assert clone["duration_ms"] >= 0
+        # Every git process of a step is named by its entry, in order (commit has no entry).
+        assert clone["details"]["git_commands"] == ["clone", "config", "remote", "rev-parse"]
+        assert push["details"]["git_commands"] == ["remote", "rev-parse", "merge-base", "push"]
+        client = [s.argv[1] for s in log.git() if s.argv[1] != "http-backend"]
+        commit_step = ["add", "diff", "commit", "rev-parse"]
+        assert client == [
+            *clone["details"]["git_commands"],
+            *commit_step,
+            *push["details"]["git_commands"],
+        ]
 
     def test_commit_is_by_the_agent_and_runs_no_hook(
         self, runner: GitRunner, server: GitServer, tmp_path: Path
@@ -283,6 +294,7 @@ class TestPushAuthorization:
         assert push["outcome"] == "failure"
         assert push["error"] == "auth_failure"
         assert push["details"]["reason"] == "not_approved"
+        assert push["details"]["git_commands"] == []
         assert push["details"]["task_id"] == "task-9"
         assert push["target"]["repo"] == PROJECT
         assert "no approve decision recorded for task task-9" in push["error_message"]
