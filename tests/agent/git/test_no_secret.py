@@ -28,7 +28,7 @@ from gitkit import (
 
 from agent_standins.git_server import GitServer
 from gitlab_copilot_agent.git.errors import GitError
-from gitlab_copilot_agent.git.runner import GitRunner
+from gitlab_copilot_agent.git.runner import GitCredentials, GitRunner
 
 
 def test_a_whole_scenario_leaves_the_token_only_in_network_commands_environments(
@@ -158,3 +158,16 @@ def test_inherited_git_variables_never_reach_git(
         assert "GIT_DIR" not in env
         assert "GIT_SSH_COMMAND" not in env
         assert "GITLAB_TOKEN" not in env
+
+
+def test_credentials_never_print_and_refuse_header_injection(runner: GitRunner) -> None:
+    """A token that could break the header is refused; reprs never show the token."""
+    credentials = GitCredentials(TOKEN)
+    for shown in (repr(credentials), str(credentials), repr(runner)):
+        assert leaks(shown) == []
+    for bad in (f"{TOKEN}\r\nX-Evil: 1", f" {TOKEN}", "short", f"{TOKEN}é", ""):
+        with pytest.raises(ValueError, match="git token"):
+            GitCredentials(bad)
+    for user in ("", "a:b", "a b", "a\nb"):
+        with pytest.raises(ValueError, match="git username"):
+            GitCredentials(TOKEN, user)
