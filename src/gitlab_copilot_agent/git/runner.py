@@ -331,7 +331,13 @@ class GitRunner:
             raise GitError(GIT_ERROR, "the clone's remote is not the URL that was validated")
 
     async def _origin(self, workdir: Path, known: Remote | None) -> Remote:
-        got = await self._git(["remote", "get-url", "origin"], workdir, what="git remote")
+        got = await self._git(
+            ["remote", "get-url", "origin"], workdir, what="git remote", check=False
+        )
+        if got.returncode != 0:
+            # transfer.credentialsInUrl=die refuses a remote with userinfo right here.
+            reason = process.short(process.failure_lines(got.stderr), 200)
+            raise refuse(f"the clone's remote is unusable: {reason}")
         remote = self._remote(got.stdout.decode("utf-8", "replace").strip())
         if known is not None and remote.url != known.url:
             raise refuse("the clone's remote changed since it was cloned")

@@ -266,6 +266,29 @@ class TestPushFailures:
         assert [r for r in server.requests if r.service == "git-receive-pack"] == []
         assert base == server.head(PROJECT, "feature")
 
+    @pytest.mark.parametrize(
+        "remote",
+        ["http://127.0.0.1:1/group/other.git", "http://oauth2:stolen-token-99@127.0.0.1:1/g/a.git"],
+        ids=["another-repo", "userinfo"],
+    )
+    def test_a_remote_changed_after_the_clone_is_refused_before_any_request(
+        self, runner: GitRunner, server: GitServer, trail: Trail, tmp_path: Path, remote: str
+    ) -> None:
+        """The push goes to the URL that was validated at clone time, or nowhere."""
+        dest, base, _ = asyncio.run(clone_and_change(runner, server, tmp_path))
+        subprocess.run(["git", "remote", "set-url", "origin", remote], cwd=dest, check=True)
+        server.reset()
+        with pytest.raises(GitError) as raised:
+            asyncio.run(
+                runner.push(
+                    dest, "feature", expected_remote_sha=base, target={}, authorization=Approval()
+                )
+            )
+        assert raised.value.error_class == "validation_error"
+        assert server.requests == []
+        assert "stolen-token-99" not in str(raised.value)
+        assert b"stolen-token-99" not in trail.raw()
+
 
 class TestPushAuthorization:
     def test_a_refused_approval_starts_no_git_process(
