@@ -51,6 +51,8 @@ class ErrorClass(enum.StrEnum):
     CLIENT_ERROR = "client_error"
     VALIDATION_ERROR = "validation_error"
     GIT_ERROR = "git_error"
+    NON_FAST_FORWARD = "non_fast_forward"
+    PROTECTED_BRANCH = "protected_branch"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -17,10 +17,9 @@ git's English ones) into a fine class the caller acts on:
 - ``validation_error``: refused before git ran (a bad URL or branch name);
 - ``git_error``: anything else.
 
-The audit schema's ``error`` field has a fixed vocabulary without
-``non_fast_forward`` or ``protected_branch``: entries carry the schema class
-in ``error`` (``audit_error_class``) and the fine class in
-``details.failure_class`` and at the start of ``error_message``.
+Every fine class is also a class of the audit schema's ``error`` vocabulary
+(``audit_error_class``), so ``query --error non_fast_forward`` finds refused
+pushes; ``details.failure_class`` repeats it for readers of older trails.
 """
 
 from __future__ import annotations
@@ -41,8 +40,8 @@ GIT_ERROR: Final = "git_error"
 # The schema's ErrorClass for each fine class (auditrail.errors reads ``audit_error_class``).
 _AUDIT_CLASS: Final = {
     AUTH_FAILURE: "auth_failure",
-    NON_FAST_FORWARD: "git_error",
-    PROTECTED_BRANCH: "git_error",
+    NON_FAST_FORWARD: "non_fast_forward",
+    PROTECTED_BRANCH: "protected_branch",
     NETWORK_ERROR: "network_error",
     SERVER_ERROR: "server_error",
     TIMEOUT: "timeout",

@@ -239,8 +239,8 @@ class TestClassification:
         assert classify_output(text) == expected
 
     def test_audit_classes_stay_in_the_schema_vocabulary(self) -> None:
-        assert GitError("non_fast_forward", "x").audit_error_class == "git_error"
-        assert GitError("protected_branch", "x").audit_error_class == "git_error"
+        assert GitError("non_fast_forward", "x").audit_error_class == "non_fast_forward"
+        assert GitError("protected_branch", "x").audit_error_class == "protected_branch"
         assert GitError("auth_failure", "x").audit_error_class == "auth_failure"
         with pytest.raises(ValueError, match="unknown git error class"):
             GitError("made_up", "x")

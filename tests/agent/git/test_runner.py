@@ -179,8 +179,8 @@ def _fault_stopped(server: GitServer) -> None:
 PUSH_FAILURES = [
     ("401", _fault_401, "auth_failure", "auth_failure", 401),
     ("403", _fault_403, "auth_failure", "auth_failure", 403),
-    ("non_ff", _fault_moved, "non_fast_forward", "git_error", None),
-    ("protected", _fault_protected, "protected_branch", "git_error", None),
+    ("non_ff", _fault_moved, "non_fast_forward", "non_fast_forward", None),
+    ("protected", _fault_protected, "protected_branch", "protected_branch", None),
     ("reset", _fault_reset, "network_error", "network_error", None),
     ("stopped", _fault_stopped, "network_error", "network_error", None),
     ("500", _fault_500, "server_error", "server_error", 500),
