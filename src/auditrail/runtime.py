@@ -44,7 +44,7 @@ def configure(
 
     Args:
         environ: the variables to read (default ``os.environ``).
-        service: the ``service`` of every entry (default ``AUDIT_LOG_SERVICE_NAME``).
+        service: the service name when ``AUDIT_LOG_SERVICE_NAME`` is unset.
         handle_sigterm: turn SIGTERM into ``SystemExit`` so ``atexit`` closes
             the logger (see ``install_sigterm_handler``); pass False where a
             server (uvicorn) owns SIGTERM and closes the logger itself.

@@ -541,6 +541,30 @@ class TestErrorClasses:
             ("gitlab.api.get_current_user", "failure", "rate_limit", 429, 1)
         ]
 
+    @pytest.mark.parametrize("header", ["inf", "1e400", "1" + "0" * 400, "-3", "soon"])
+    def test_unusable_retry_after_falls_back_to_backoff(
+        self,
+        header: str,
+        standin: GitLabStandin,
+        server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+    ) -> None:
+        """A Retry-After the library's parser refuses: the client's own backoff, then success.
+
+        The client reads the header with ``auditrail.parse_retry_after``, the http
+        sink's parser; its old one read ``inf`` as "wait forever" and gave up.
+        """
+        logger, sink = audit
+        headers = {"retry-after": header}
+        standin.faults.add("/user", Fault.http(429, headers=headers), times=1)
+        user = call(make_client(server.url, logger), lambda c: c.get_current_user())
+        assert user["id"] == standin.user["id"]
+        found = entries(logger, sink)
+        assert [summary(e) for e in found] == [
+            ("gitlab.api.get_current_user", "failure", "rate_limit", 429, 1),
+            ("gitlab.api.get_current_user", "success", None, 200, 2),
+        ]
+
     def test_slow_answer_is_a_timeout(
         self, standin: GitLabStandin, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
     ) -> None:
