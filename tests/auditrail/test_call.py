@@ -9,7 +9,7 @@ validated against the published schema.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -51,7 +51,7 @@ async def via_transport(logger: AuditLogger, body: Body) -> None:
         await client.get("/thing")
 
 
-PATHS: dict[str, Callable[[AuditLogger, Body], Awaitable[None]]] = {
+PATHS: dict[str, Callable[[AuditLogger, Body], Coroutine[Any, Any, None]]] = {
     "block": via_block,
     "decorator": via_decorator,
     "transport": via_transport,

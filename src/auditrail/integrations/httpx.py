@@ -32,6 +32,8 @@ except ImportError as exc:
 from auditrail.context import correlation_headers
 from auditrail.logger import AuditLogger
 
+__all__ = ["AuditedTransport", "Route", "RouteTable"]
+
 _PARAM = re.compile(r"\{(\w+)\}")
 
 

@@ -60,7 +60,7 @@ import orjson
 from auditrail._env import env_bool, env_int, env_seconds
 from auditrail._optional import missing_dependency
 from auditrail._retry_after import parse_retry_after
-from auditrail.exceptions import ConfigError
+from auditrail.exceptions import ConfigError, MissingDependencyError
 from auditrail.redact import REDACTED, default_redactor, register_secret
 from auditrail.sinks._http_bodies import _encoder_for
 from auditrail.typing import SinkResult
@@ -573,11 +573,9 @@ def http_sink_from_env(env: Mapping[str, str]) -> HttpSink:
             max_body_bytes=max_body,
             index=index,
         )
-    except ImportError:
-        raise ConfigError(
-            "AUDIT_LOG_DESTINATION",
-            "the http destination needs httpx: pip install 'auditrail[http]'",
-        ) from None
+    except MissingDependencyError as exc:
+        # A setting this environment cannot honour: a ConfigError naming it, in one line.
+        raise ConfigError("AUDIT_LOG_DESTINATION", str(exc)) from None
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             "AUDIT_LOG_HTTP_CA_BUNDLE",
