@@ -125,7 +125,7 @@ class HttpSink:
 
     Raises:
         ValueError: an argument is out of range, or the combination is impossible.
-        ImportError: httpx is not installed (``pip install 'auditrail[http]'``).
+        MissingDependencyError: httpx is not installed (names the ``http`` extra).
         OSError, ssl.SSLError: the CA bundle cannot be loaded.
 
     .. versionadded:: 0.1.0
