@@ -169,3 +169,16 @@ def test_sync_block_interrupted_by_keyboard_interrupt() -> None:
         (entry,) = entries(logger, sink)
     assert raised.value is interrupt
     assert outcome_of(entry) == (ACTION, "failure", "timeout", "KeyboardInterrupt", True)
+
+
+def test_a_call_is_recorded_once_even_if_finished_twice() -> None:
+    """The helper's guard: a second ``finish`` (an error path after success) adds nothing."""
+    from auditrail._call import PendingCall
+
+    with capture_events() as (logger, sink):
+        pending = PendingCall(logger, ACTION, {"resource_type": "thing"}, None, None)
+        pending.finish(None)
+        pending.finish(ConnectionRefusedError("late"))
+        assert [outcome_of(e) for e in entries(logger, sink)] == [
+            (ACTION, "success", None, "", None)
+        ]
