@@ -7,11 +7,12 @@ typed, immutable view used by readers (query tools, tests).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import importlib.resources
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -54,6 +55,23 @@ class ErrorClass(enum.StrEnum):
     NON_FAST_FORWARD = "non_fast_forward"
     PROTECTED_BRANCH = "protected_branch"
     INTERNAL_ERROR = "internal_error"
+
+
+OUTCOMES: Final[dict[str, Outcome]] = {o.value: o for o in Outcome}
+"""Each outcome by its value (StrEnum members hash like their values: both spellings map)."""
+ERROR_CLASSES: Final[dict[str, ErrorClass]] = {e.value: e for e in ErrorClass}
+"""Each error class by its value."""
+E = TypeVar("E", Outcome, ErrorClass)
+
+
+def lookup(table: Mapping[str, E], value: object) -> E | None:
+    """``table[value]``, trying a str subclass as plain text; None when absent or unusable."""
+    with contextlib.suppress(Exception):  # KeyError, or TypeError when unhashable
+        return table[value]  # type: ignore[index]
+    try:
+        return table.get(str.__str__(value)) if isinstance(value, str) else None
+    except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
+        return None
 
 
 class ActorType(enum.StrEnum):

@@ -48,8 +48,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from auditrail.exceptions import SpoolSyncError, SpoolWriteError
 from auditrail.metrics import AuditMetrics
-from auditrail.spool import Spool, SpoolSyncError, SpoolWriteError, adopt_orphans
+from auditrail.spool import Spool, adopt_orphans
 from auditrail.typing import Sink, SinkResult
 
 _MAX_RETRY_AFTER_S = 300.0

@@ -25,6 +25,8 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 import orjson
 
 from auditrail import _coerce
+from auditrail._call import AuditCall, PendingCall, exception_text
+from auditrail._classify import classify_http_status
 from auditrail._coerce import COERCED, TRUNCATED
 from auditrail._event import (
     ACTION_MAX_CHARS,
@@ -33,14 +35,17 @@ from auditrail._event import (
     SYSTEM_ACTOR,
     Actor,
     ActorType,
+    E,
     ErrorClass,
     Outcome,
 )
+from auditrail._event import ERROR_CLASSES as _ERRORS
+from auditrail._event import OUTCOMES as _OUTCOMES
+from auditrail._event import lookup as _lookup
 from auditrail._ids import new_event_id_and_timestamp
 from auditrail._names import service_name_problem
 from auditrail._pipeline import DeliveryPipeline, Durability
 from auditrail.context import _actor, _correlation_id
-from auditrail.errors import classify_exception, classify_http_status, status_of
 from auditrail.exceptions import InvalidEntryError, LoggerClosedError
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import REDACTED, SecretRedactor, default_redactor
@@ -50,16 +55,12 @@ from auditrail.typing import Sink
 
 P = ParamSpec("P")
 R = TypeVar("R")
-E = TypeVar("E", Outcome, ErrorClass)
 
 DEFAULT_MAX_ENTRY_BYTES: Final = 16 * 1024
 _MAX_DEPTH: Final = 6
 _TargetArg = Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None
 
 EXIT_TIMEOUT_S: Final = 5.0
-# StrEnum members hash like their values, so one dict maps both spellings.
-_OUTCOMES: Final[dict[str, Outcome]] = {o.value: o for o in Outcome}
-_ERRORS: Final[dict[str, ErrorClass]] = {e.value: e for e in ErrorClass}
 _ACTION: Final = re.compile(ACTION_PATTERN.removeprefix("^").removesuffix("$"))
 _NO_TARGET: Final = {"resource_type": "none"}
 # The caches hold cleaned strings that repeat (mapping keys, actors, action
@@ -92,8 +93,9 @@ _CREDENTIAL_KEY: Final = re.compile(
 class AuditLogger:
     """Emits audit entries to one sink through a lossless delivery pipeline.
 
-    Build one per process with ``auditrail.config.AuditConfig.from_env().build()``,
-    or explicitly (tests, libraries)::
+    Build the process's logger with ``auditrail.configure()`` (from
+    ``AUDIT_LOG_*``; ``auditrail.get_logger()`` returns it), or explicitly
+    (tests, libraries)::
 
         logger = AuditLogger(FileSink("audit.jsonl"), service="svc", spool_dir="spool")
         logger.emit("gitlab.api.get_mr_details",
@@ -207,6 +209,11 @@ class AuditLogger:
 
     def __repr__(self) -> str:
         return f"AuditLogger(service={self.service!r}, pipelines={list(self._pipelines)!r})"
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` began: ``emit`` then raises ``LoggerClosedError``."""
+        return self._closed
 
     @property
     def pipeline(self) -> DeliveryPipeline | None:
@@ -774,6 +781,10 @@ class AuditLogger:
         is recorded (class and redacted message) and re-raised untouched:
         when the block raised, nothing on the audit side (a bad value, a
         failing ``target`` callable, a closed logger) replaces its exception.
+        A block ended by cancellation (``asyncio.CancelledError``, or any
+        ``BaseException`` that is no ``Exception``) still gets its one entry:
+        ``failure``, error ``timeout``, ``details.cancelled: true``. The rules
+        live in ``auditrail._call``, which ``AuditedTransport`` shares.
 
         Raises:
             InvalidEntryError: ``action`` is not a valid action name (checked
@@ -946,82 +957,6 @@ def _close_at_exit() -> None:
             logger.close(logger.exit_timeout_s)
 
 
-class AuditCall:
-    """What an ``audited`` block may add to its entry before it is emitted.
-
-    .. versionadded:: 0.1.0
-    """
-
-    __slots__ = ("details", "error", "error_message", "http_status", "outcome", "target")
-
-    def __init__(self, target: dict[str, Any], details: dict[str, Any]) -> None:
-        self.target = target
-        self.details = details
-        self.http_status: int | None = None
-        self.outcome: Outcome | None = None
-        self.error: ErrorClass | None = None
-        self.error_message: str | None = None
-
-    def fail(self, error: ErrorClass | str, message: str | None = None) -> None:
-        """Record a failure that raised no exception (e.g. a refused request).
-
-        Raises:
-            InvalidEntryError: ``error`` is not an ``ErrorClass`` value.
-        """
-        found = _lookup(_ERRORS, error)
-        if found is None:
-            raise InvalidEntryError(
-                f"error must be one of {sorted(_ERRORS)}; got <{_coerce.type_name(error)}>"
-            )
-        self.error = found
-        self.outcome = Outcome.FAILURE
-        self.error_message = message
-
-
-def _lookup(table: Mapping[str, E], value: object) -> E | None:
-    """``table[value]``, trying a str subclass as plain text; None when absent or unusable."""
-    with contextlib.suppress(Exception):  # KeyError, or TypeError when unhashable
-        return table[value]  # type: ignore[index]
-    try:
-        return table.get(str.__str__(value)) if isinstance(value, str) else None
-    except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
-        return None
-
-
-def _as_dict(value: object) -> dict[str, Any]:
-    """A copy the block may add to. A value that is no mapping is handed on as it
-    is, for ``emit`` to record and flag rather than to fail here."""
-    if value is None:
-        return {}
-    try:
-        if type(value) is dict:
-            return dict(value)
-        if isinstance(value, Mapping):
-            return dict(value.items())
-        return cast(dict[str, Any], value)
-    except Exception:  # noqa: BLE001 - emit records and flags what this cannot copy
-        return cast(dict[str, Any], value)
-
-
-def _exception_text(exc: BaseException) -> str:
-    name = _coerce.type_name(exc)
-    text, _ = _coerce.safe_str(exc)
-    return f"{name}: {text}"
-
-
-def _classified(exc: BaseException) -> tuple[ErrorClass, int | None]:
-    """The error class and HTTP status of the caller's exception; never raises."""
-    try:
-        error = classify_exception(exc)
-    except Exception:  # noqa: BLE001 - e.g. an audit_error_class that is no ErrorClass
-        error = ErrorClass.INTERNAL_ERROR
-    try:
-        status = status_of(exc)
-    except Exception:  # noqa: BLE001 - a property of the caller's exception may raise
-        status = None
-    return error, status
-
-
 class Audited:
     """Context manager and decorator returned by ``AuditLogger.audited``.
 
@@ -1041,69 +976,22 @@ class Audited:
         self._target = target
         self._details = details
         self._actor = actor
-        self._pending: tuple[AuditCall, int] | None = None
+        self._pending: PendingCall | None = None
 
-    def _start(self, target: object) -> tuple[AuditCall, int]:
-        return AuditCall(_as_dict(target), _as_dict(self._details)), time.perf_counter_ns()
-
-    def _finish(self, pending: tuple[AuditCall, int], exc: BaseException | None) -> None:
-        if exc is None:
-            # No exception of the caller's to protect: a closed logger, or an
-            # invalid outcome/error the block set on its AuditCall, is raised.
-            self._record(pending, None)
-            return
-        # Never replace the caller's own exception with ours (a closed logger
-        # is counted by emit itself).
-        with contextlib.suppress(Exception):
-            self._record(pending, exc)
-
-    def _record(self, pending: tuple[AuditCall, int], exc: BaseException | None) -> None:
-        call, started = pending
-        duration_ms = (time.perf_counter_ns() - started) / 1e6
-        outcome, error, message, status = (
-            call.outcome,
-            call.error,
-            call.error_message,
-            call.http_status,
-        )
-        if exc is not None:
-            outcome = Outcome.FAILURE
-            classified, carried = _classified(exc)
-            # An error class the block set stays, if it is one.
-            error = (_lookup(_ERRORS, error) if error is not None else None) or classified
-            if message is None:
-                message = _exception_text(exc)
-            if status is None:
-                status = carried
-        elif outcome is None and status is not None:
-            code, _ = _coerce.http_status(status)
-            if code is not None and code >= 400:
-                outcome = Outcome.FAILURE
-                if error is None:
-                    error = classify_http_status(code)
-        self._logger.emit(
-            self._action,
-            outcome=outcome if outcome is not None else Outcome.SUCCESS,
-            target=call.target,
-            actor=self._actor,
-            error=error,
-            error_message=message,
-            duration_ms=duration_ms,
-            http_status=status,
-            details=call.details,
-        )
+    def _start(self, target: object) -> PendingCall:
+        return PendingCall(self._logger, self._action, target, self._details, self._actor)
 
     def __enter__(self) -> AuditCall:
         if self._pending is not None:
             raise RuntimeError("an audited() block is not re-entrant; call audited() again")
         target = None if callable(self._target) else self._target
         self._pending = self._start(target)
-        return self._pending[0]
+        return self._pending.call
 
     def _exit(self, exc: BaseException | None) -> None:
         pending, self._pending = self._pending, None
         assert pending is not None
-        self._finish(pending, exc)
+        pending.finish(exc)
 
     def __exit__(
         self,
@@ -1131,7 +1019,7 @@ class Audited:
             except Exception as exc:  # noqa: BLE001 - the caller's own call comes first
                 # The call itself still runs (and raises its own error, if the
                 # arguments are wrong); the entry says the target was lost.
-                return f"<target callable raised {_exception_text(exc)}>"
+                return f"<target callable raised {exception_text(exc)}>"
         return self._target
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
@@ -1145,9 +1033,9 @@ class Audited:
                 try:
                     result = await async_fn(*args, **kwargs)
                 except BaseException as exc:
-                    audited._finish(pending, exc)
+                    pending.finish(exc)
                     raise
-                audited._finish(pending, None)
+                pending.finish(None)
                 return result
 
             return cast(Callable[P, R], async_wrapper)
@@ -1158,9 +1046,9 @@ class Audited:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                audited._finish(pending, exc)
+                pending.finish(exc)
                 raise
-            audited._finish(pending, None)
+            pending.finish(None)
             return result
 
         return wrapper

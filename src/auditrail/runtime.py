@@ -19,11 +19,13 @@ from collections.abc import Mapping
 from types import FrameType
 
 from auditrail.config import AuditConfig
+from auditrail.exceptions import AlreadyConfiguredError
 from auditrail.logger import AuditLogger, hurry_closing_loggers
 
 _current: AuditLogger | None = None
+# Held while the process logger is built, so no two threads build one (a
+# second build would close the logger the first thread already handed out).
 _lock = threading.Lock()
-SHUTDOWN_TIMEOUT_S = 5.0
 
 
 def configure(
@@ -34,25 +36,56 @@ def configure(
 ) -> AuditLogger:
     """Build the process-wide logger from ``AUDIT_LOG_*`` and make it current.
 
+    The one documented way to build the logger of a process (``get_logger()``
+    then returns it). Thread-safe: of two threads calling it at once, one
+    builds the logger and the other gets ``AlreadyConfiguredError``; a logger
+    once handed out is never closed behind its holder's back. After the
+    current logger was closed, ``configure()`` builds a new one.
+
+    Args:
+        environ: the variables to read (default ``os.environ``).
+        service: the service name when ``AUDIT_LOG_SERVICE_NAME`` is unset.
+        handle_sigterm: turn SIGTERM into ``SystemExit`` so ``atexit`` closes
+            the logger (see ``install_sigterm_handler``); pass False where a
+            server (uvicorn) owns SIGTERM and closes the logger itself.
+
     Raises:
         ConfigError: an invalid setting (the message names the variable).
+        AlreadyConfiguredError: the process logger is built and still open.
+        MissingDependencyError: a destination needs an extra that is not installed.
     """
     global _current
-    logger = AuditConfig.from_env(environ, service=service).build()
     with _lock:
-        previous, _current = _current, logger
-    if previous is not None:
-        previous.close(SHUTDOWN_TIMEOUT_S)
+        if _current is not None and not _current.closed:
+            raise AlreadyConfiguredError(
+                f"the process audit logger (service {_current.service!r}) is already "
+                "configured and open: use auditrail.get_logger(), or close it first"
+            )
+        _current = AuditConfig.from_env(environ, service=service).build()
+        logger = _current
     if handle_sigterm:
         install_sigterm_handler()
     return logger
 
 
 def get_logger() -> AuditLogger:
-    """Return the process-wide logger, configuring it from the environment on first use."""
+    """Return the process-wide logger, configuring it from the environment on first use.
+
+    Thread-safe: however many threads ask first, one logger is built and all
+    of them get it. Once closed, it stays the current logger (its ``emit``
+    raises ``LoggerClosedError``) until ``configure()`` builds the next one.
+
+    Raises:
+        ConfigError, MissingDependencyError: as ``configure``, on first use.
+    """
+    global _current
+    current = _current
+    if current is not None:
+        return current
     with _lock:
-        current = _current
-    return current if current is not None else configure(handle_sigterm=False)
+        if _current is None:
+            _current = AuditConfig.from_env().build()
+        return _current
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -70,7 +70,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from auditrail.exceptions import SpoolError, SpoolLockedError
+from auditrail.exceptions import (
+    SpoolError,
+    SpoolFullError,
+    SpoolLockedError,
+    SpoolSyncError,
+    SpoolWriteError,
+)
 
 _HEADER: Final = struct.Struct("<2sHIIQQ")
 _CRC_FIELDS: Final = struct.Struct("<QQ")
@@ -80,37 +86,6 @@ MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
 _SEGMENT_SUFFIX: Final = ".seg"
 _ACK_SUFFIX: Final = ".ack"
 _MAX_SLOTS: Final = 64
-
-
-class SpoolWriteError(SpoolError):
-    """An append was refused: the disk is full or failing, or the spool is at its limit.
-
-    ``committed`` is how many of the leading payloads are nevertheless in the
-    spool (0 unless a failed write could not be cut back, see the module
-    docstring), the last of them with id ``last_id``; ``reason`` is a short
-    label for metrics (``full`` for the byte limit, else the errno name such
-    as ``ENOSPC``).
-    """
-
-    def __init__(
-        self, message: str, *, committed: int = 0, last_id: int = 0, reason: str = "full"
-    ) -> None:
-        super().__init__(message)
-        self.committed = committed
-        self.last_id = last_id
-        self.reason = reason
-
-
-class SpoolFullError(SpoolWriteError):
-    """Appending would take the spool past its byte limit."""
-
-
-class SpoolSyncError(SpoolError):
-    """The records were appended (``last_id``) but the fsync that should follow failed."""
-
-    def __init__(self, message: str, *, last_id: int) -> None:
-        super().__init__(message)
-        self.last_id = last_id
 
 
 def _reason(exc: OSError) -> str:

@@ -4,8 +4,9 @@
 
 1. the configured secrets are registered with the redactor (audit entries and
    operational logs are both scrubbed with it);
-2. the audit logger (``AuditConfig.from_env(...).build()``, unless one is
-   given) — closed last, so everything the others do at shutdown is audited;
+2. the audit logger: the process's, from ``auditrail.configure()`` (the one
+   documented way to build it, from ``AUDIT_LOG_*``), unless one is given —
+   closed last, so everything the others do at shutdown is audited;
 3. the plugins run (``DEFAULT_PLUGINS``: the built-in commands, then the review
    workflow). Each registers handlers on the event router and the command
    router and takes the clients it needs from ``Parts``; a client is built the
@@ -30,9 +31,8 @@ from typing import Final
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from auditrail.config import AuditConfig
-from auditrail.logger import AuditLogger
-from auditrail.redact import register_secret
+import auditrail
+from auditrail import AuditLogger, register_secret
 from gitlab_copilot_agent.api.deps import Services
 from gitlab_copilot_agent.api.webhooks import WebhookConfig
 from gitlab_copilot_agent.clients.gitlab import GitLabClient
@@ -117,14 +117,16 @@ async def compose(
         settings: validated settings.
         stack: closes what is built here when the app stops.
         audit: an audit logger to use (it is flushed, not closed, at the end);
-            by default one is built from ``AUDIT_LOG_*`` and closed.
+            by default the process logger is built (``auditrail.configure()``,
+            from ``AUDIT_LOG_*``) and closed.
         registry: the Prometheus registry ``/metrics`` serves (default: the global one).
         plugins: the workflows to plug in (default ``DEFAULT_PLUGINS``); tests
             of the ingress alone pass their own.
     """
     register_secret(*settings.secrets())
     if audit is None:
-        audit = AuditConfig.from_env(service=SERVICE_NAME).build()
+        # uvicorn owns SIGTERM and the lifespan closes the logger (the stack below).
+        audit = auditrail.configure(service=SERVICE_NAME, handle_sigterm=False)
         stack.push_async_callback(audit.aclose, audit.exit_timeout_s)
     else:
         stack.push_async_callback(audit.aflush)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from auditrail.exceptions import SpoolError
+from auditrail.exceptions import SpoolError, SpoolFullError
 from auditrail.spool import (
     HEADER_BYTES,
     Spool,
-    SpoolFullError,
     adopt_orphans,
     claim_spool_dir,
 )

@@ -6,7 +6,8 @@ A ``RouteTable`` maps method and path to the action name and target; a request
 no route knows still emits an entry, under ``<namespace>.api.unmapped`` with
 its path, so a new call path can never go unaudited (and tests can fail on it).
 
-Needs the ``http`` extra (``httpx``).
+Needs the ``http`` extra (``httpx``); without it, importing this module raises
+``auditrail.MissingDependencyError`` naming the extra.
 
 .. versionadded:: 0.1.0
 """
@@ -14,18 +15,24 @@ Needs the ``http`` extra (``httpx``).
 from __future__ import annotations
 
 import re
-import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+from auditrail._optional import missing_dependency
 
-from auditrail._event import ErrorClass, Outcome
+try:
+    import httpx
+except ImportError as exc:
+    raise missing_dependency(
+        exc, module="httpx", extra="http", feature="auditrail.integrations.httpx"
+    ) from None
+
 from auditrail.context import correlation_headers
-from auditrail.errors import classify_exception, classify_http_status
 from auditrail.logger import AuditLogger
+
+__all__ = ["AuditedTransport", "Route", "RouteTable"]
 
 _PARAM = re.compile(r"\{(\w+)\}")
 
@@ -128,7 +135,8 @@ class AuditedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         for name, value in correlation_headers().items():
             request.headers[name] = value
-        if not self._audit_logger().enabled:
+        logger = self._audit_logger()
+        if not logger.enabled:
             return await self._wrapped.handle_async_request(request)
         # The raw path: url.path is percent-decoded, which would split an
         # encoded segment such as "group%2Fapp" into two.
@@ -137,34 +145,24 @@ class AuditedTransport(httpx.AsyncBaseTransport):
         extra = request.extensions.get("audit", {})
         target = {**target, **extra.get("target", {})}
         details: dict[str, Any] = {"method": request.method, **extra.get("details", {})}
-        started = time.perf_counter()
+        # audited(): one entry per attempt however it ends (a cancelled task
+        # included), and the caller's exception is never replaced (auditrail._call).
+        response: httpx.Response | None = None
         try:
-            response = await self._wrapped.handle_async_request(request)
-        except Exception as exc:
-            self._audit_logger().emit(
-                action,
-                outcome=Outcome.FAILURE,
-                target=target,
-                error=classify_exception(exc),
-                error_message=f"{type(exc).__name__}: {exc}",
-                duration_ms=(time.perf_counter() - started) * 1000,
-                details=details,
-            )
+            async with logger.audited(action, target=target, details=details) as call:
+                response = await self._wrapped.handle_async_request(request)
+                status = response.status_code
+                call.http_status = status
+                if status >= 400:
+                    call.error_message = f"HTTP {status}"
+                if status == 429 and "retry-after" in response.headers:
+                    call.details["retry_after"] = response.headers["retry-after"]
+        except BaseException:
+            # Recorded, but the entry could not be written (a closed logger):
+            # the caller gets the error, so the response it never sees is closed.
+            if response is not None:
+                await response.aclose()
             raise
-        status = response.status_code
-        error: ErrorClass | None = classify_http_status(status)
-        if status == 429 and "retry-after" in response.headers:
-            details["retry_after"] = response.headers["retry-after"]
-        self._audit_logger().emit(
-            action,
-            outcome=Outcome.FAILURE if error else Outcome.SUCCESS,
-            target=target,
-            error=error,
-            error_message=f"HTTP {status}" if error else None,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            http_status=status,
-            details=details,
-        )
         return response
 
     async def aclose(self) -> None:

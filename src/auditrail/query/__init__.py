@@ -15,9 +15,9 @@ made of, for use from Python::
 .. versionadded:: 0.1.0
 """
 
+from auditrail.exceptions import InputError
 from auditrail.query._filters import EntryFilter, Matcher
 from auditrail.query._reader import (
-    InputError,
     MatchCollector,
     ScanStats,
     TrailFile,

@@ -41,6 +41,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import orjson
 
+from auditrail.exceptions import InputError
 from auditrail.query._filters import EntryFilter, Matcher, NeedleGroup, has_escape
 from auditrail.query._timeparse import timestamp_key
 
@@ -63,13 +64,6 @@ OnMatch = Callable[[Buffer, dict[str, Any]], None]
 """Called with the stored line (copy it with ``bytes``) and its parsed entry for every match."""
 Match = tuple[str, str, bytes]
 """(canonical timestamp, event_id, stored line): sorts into time order."""
-
-
-class InputError(Exception):
-    """The input files cannot be found or read.
-
-    .. versionadded:: 0.1.0
-    """
 
 
 @dataclass(frozen=True, slots=True)

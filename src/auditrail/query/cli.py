@@ -28,10 +28,10 @@ from typing import IO, Any, Final, Protocol
 
 import orjson
 
+from auditrail.exceptions import InputError
 from auditrail.query._filters import EntryFilter, Matcher
 from auditrail.query._format import CsvWriter, StreamTable, render_csv, render_query_table
 from auditrail.query._reader import (
-    InputError,
     ScanStats,
     TrailFile,
     discover_files,

@@ -36,22 +36,20 @@ Credentials travel only in request headers. Their values never appear in ``repr`
 header values and passed through the secret redactor.
 
 httpx is imported when the first sink is built, so ``import auditrail`` never needs it
-(install the ``http`` extra).
+(install the ``http`` extra; without it, building the sink raises
+``auditrail.MissingDependencyError`` naming the extra).
 
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
-import email.utils
 import gzip as gzip_module
-import math
 import os
 import re
 import socket
 import ssl
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -60,7 +58,9 @@ from typing import TYPE_CHECKING, ClassVar, Final
 import orjson
 
 from auditrail._env import env_bool, env_int, env_seconds
-from auditrail.exceptions import ConfigError
+from auditrail._optional import missing_dependency
+from auditrail._retry_after import parse_retry_after
+from auditrail.exceptions import ConfigError, MissingDependencyError
 from auditrail.redact import REDACTED, default_redactor, register_secret
 from auditrail.sinks._http_bodies import _encoder_for
 from auditrail.typing import SinkResult
@@ -68,7 +68,7 @@ from auditrail.typing import SinkResult
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["FORMATS", "HttpSink", "http_sink_from_env", "parse_retry_after"]
+__all__ = ["FORMATS", "HttpSink", "http_sink_from_env"]
 
 FORMATS: Final = ("ndjson", "json_array", "splunk_hec", "elasticsearch_bulk", "loki")
 """The body formats (``AUDIT_LOG_HTTP_FORMAT``)."""
@@ -125,7 +125,7 @@ class HttpSink:
 
     Raises:
         ValueError: an argument is out of range, or the combination is impossible.
-        ImportError: httpx is not installed (``pip install 'auditrail[http]'``).
+        MissingDependencyError: httpx is not installed (names the ``http`` extra).
         OSError, ssl.SSLError: the CA bundle cannot be loaded.
 
     .. versionadded:: 0.1.0
@@ -199,7 +199,9 @@ class HttpSink:
         try:
             import httpx
         except ImportError as exc:
-            raise ImportError("HttpSink needs httpx: pip install 'auditrail[http]'") from exc
+            raise missing_dependency(
+                exc, module="httpx", extra="http", feature="the http destination (HttpSink)"
+            ) from None
 
         timeout = httpx.Timeout(
             connect=connect_timeout_s,
@@ -384,32 +386,6 @@ class HttpSink:
 
     def _where(self) -> str:
         return _safe_url(self.endpoint)
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay-seconds or HTTP-date), or None.
-
-    .. versionadded:: 0.1.0
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None  # RFC 9110 dates are GMT; anything else is not a Retry-After date
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
 
 
 def _preset_endpoint(endpoint: str, format: str) -> str:
@@ -597,11 +573,9 @@ def http_sink_from_env(env: Mapping[str, str]) -> HttpSink:
             max_body_bytes=max_body,
             index=index,
         )
-    except ImportError:
-        raise ConfigError(
-            "AUDIT_LOG_DESTINATION",
-            "the http destination needs httpx: pip install 'auditrail[http]'",
-        ) from None
+    except MissingDependencyError as exc:
+        # A setting this environment cannot honour: a ConfigError naming it, in one line.
+        raise ConfigError("AUDIT_LOG_DESTINATION", str(exc)) from None
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             "AUDIT_LOG_HTTP_CA_BUNDLE",

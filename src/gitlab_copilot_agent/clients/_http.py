@@ -14,7 +14,8 @@ site writes audit code.
   errors and timeouts; writes only where the server cannot have acted (429,
   connection never made), so a retry never posts a comment twice;
 - it waits with exponential backoff and jitter, or at least ``Retry-After``
-  when the server says so;
+  when the server says so (read by the library's ``auditrail.parse_retry_after``,
+  the same parser as the audit log's http destination);
 - every attempt and every wait fits in one deadline: a wait that would cross
   it ends the retries instead, and each attempt's timeout is cut to what is
   left;
@@ -26,7 +27,6 @@ site writes audit code.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -35,8 +35,8 @@ from typing import Any, Final
 
 import httpx
 
+from auditrail import AuditLogger, parse_retry_after
 from auditrail.integrations.httpx import AuditedTransport, RouteTable
-from auditrail.logger import AuditLogger
 
 __all__ = [
     "READ_RETRY_EXCEPTIONS",
@@ -45,7 +45,6 @@ __all__ = [
     "WRITE_RETRY_STATUSES",
     "RetryPolicy",
     "build_async_client",
-    "retry_after_s",
     "send_with_retries",
 ]
 
@@ -102,22 +101,6 @@ class RetryPolicy:
         if retry_after is None:
             return jittered
         return retry_after + random.uniform(0, min(1.0, self.initial_backoff_s))
-
-
-def retry_after_s(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds or an HTTP date), None when absent or invalid."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def build_async_client(
@@ -200,7 +183,7 @@ async def send_with_retries(
             continue
         if response.status_code not in retry_statuses or attempt > policy.max_retries:
             return response
-        wait = policy.backoff_s(attempt, retry_after_s(response))
+        wait = policy.backoff_s(attempt, parse_retry_after(response.headers.get("retry-after")))
         if time.monotonic() + wait >= deadline:
             return response
         await response.aclose()

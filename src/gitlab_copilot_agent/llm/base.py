@@ -23,17 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
-from auditrail import Actor, Outcome
-from auditrail.context import correlation_scope, get_correlation_id
-from auditrail.errors import classify_exception, status_of
-from auditrail.exceptions import LoggerClosedError
-from auditrail.logger import AuditLogger
+from auditrail import Actor, AuditLogger, correlation_scope, get_correlation_id
 
 REVIEW_REQUEST: Final = "copilot.sdk.review_request"
 CODING_REQUEST: Final = "copilot.sdk.coding_request"
@@ -161,7 +156,7 @@ class LLMError(Exception):
     """Base of the errors LLM backends raise.
 
     ``status_code`` (when the endpoint answered) and ``audit_error_class``
-    let ``auditrail.errors.classify_exception`` record the right class.
+    let ``auditrail.classify_exception`` record the right class.
     Messages never contain the prompt or credentials.
 
     .. versionadded:: 0.1.0
@@ -292,7 +287,8 @@ class AuditedProvider:
       ``provider, model, prompt_chars, prompt_sha256, system_prompt_sha256,
       timeout_s, llm_call_id``;
     - after: ``copilot.sdk.response_received`` with the outcome, the error class
-      on failure (``timeout``, ``auth_failure``, ``rate_limit``, ...), the
+      on failure (``timeout``, ``auth_failure``, ``rate_limit``, ...; a cancelled
+      request is ``timeout`` with ``details.cancelled: true``), the
       duration, the HTTP status when there was one, and details ``model,
       prompt_tokens, completion_tokens, total_tokens, response_chars,
       response_sha256, finish_reason, model_calls, llm_call_id`` plus the
@@ -385,29 +381,14 @@ class AuditedProvider:
                     "timeout_s": backend.timeout_s,
                 },
             )
-            started = time.perf_counter()
-            try:
+            # audited(): the library's one way to audit a call, so a cancelled
+            # or failed request gets its response entry, and a logger closed
+            # meanwhile never replaces the caller's exception.
+            async with self._audit.audited(
+                RESPONSE_RECEIVED, target=target, details={**common, "model": model}
+            ) as call:
                 result = await send()
-            except BaseException as exc:
-                # CancelledError included: the trail must say the request ended.
-                # A logger closed meanwhile must not replace the caller's exception.
-                with contextlib.suppress(LoggerClosedError):
-                    self._audit.emit(
-                        RESPONSE_RECEIVED,
-                        outcome=Outcome.FAILURE,
-                        target=target,
-                        error=classify_exception(exc),
-                        error_message=f"{type(exc).__name__}: {exc}",
-                        duration_ms=(time.perf_counter() - started) * 1000,
-                        http_status=status_of(exc),
-                        details={**common, "model": model},
-                    )
-                raise
-            self._audit.emit(
-                RESPONSE_RECEIVED,
-                target=target,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                details={
+                call.details = {
                     **dict(result.extra),
                     **common,
                     "model": result.model,
@@ -419,8 +400,7 @@ class AuditedProvider:
                     "finish_reason": result.finish_reason,
                     "model_calls": result.model_calls,
                     **_patch_details(result),
-                },
-            )
+                }
             return result
 
 

@@ -541,6 +541,30 @@ class TestErrorClasses:
             ("gitlab.api.get_current_user", "failure", "rate_limit", 429, 1)
         ]
 
+    @pytest.mark.parametrize("header", ["inf", "1e400", "1" + "0" * 400, "-3", "soon"])
+    def test_unusable_retry_after_falls_back_to_backoff(
+        self,
+        header: str,
+        standin: GitLabStandin,
+        server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+    ) -> None:
+        """A Retry-After the library's parser refuses: the client's own backoff, then success.
+
+        The client reads the header with ``auditrail.parse_retry_after``, the http
+        sink's parser; its old one read ``inf`` as "wait forever" and gave up.
+        """
+        logger, sink = audit
+        headers = {"retry-after": header}
+        standin.faults.add("/user", Fault.http(429, headers=headers), times=1)
+        user = call(make_client(server.url, logger), lambda c: c.get_current_user())
+        assert user["id"] == standin.user["id"]
+        found = entries(logger, sink)
+        assert [summary(e) for e in found] == [
+            ("gitlab.api.get_current_user", "failure", "rate_limit", 429, 1),
+            ("gitlab.api.get_current_user", "success", None, 200, 2),
+        ]
+
     def test_slow_answer_is_a_timeout(
         self, standin: GitLabStandin, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
     ) -> None:
@@ -557,6 +581,50 @@ class TestErrorClasses:
             ("gitlab.api.get_mr_details", "failure", "timeout", None, n) for n in (1, 2)
         ]
         assert all(e["duration_ms"] >= 200 for e in found)
+
+    @pytest.mark.parametrize("method", ["get_mr_details", "post_mr_note"])
+    def test_cancelled_request_leaves_one_failure_entry(
+        self,
+        method: str,
+        standin: GitLabStandin,
+        server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+    ) -> None:
+        """A task cancelled while GitLab is still answering (shutdown, a caller's deadline).
+
+        Exactly one entry for the attempt: failure, ``timeout``, ``details.cancelled``,
+        in the caller's correlation scope; the task ends cancelled and nothing is retried.
+        """
+        logger, sink = audit
+        standin.faults.add(f"/projects/{PROJECT}/merge_requests/{IID}*", Fault.slow(5.0))
+        client = make_client(server.url, logger)
+        args: tuple[Any, ...] = (
+            (PROJECT, IID) if method == "get_mr_details" else (PROJECT, IID, "x")
+        )
+        kwargs = {} if method == "get_mr_details" else {"comment_type": "note"}
+        correlation_id = new_correlation_id()
+
+        async def go() -> None:
+            with correlation_scope(WEBHOOK, correlation_id):
+                task = asyncio.create_task(getattr(client, method)(*args, **kwargs))
+            deadline = time.monotonic() + 5.0
+            while not standin.requests and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert [r.fault for r in standin.requests] == ["slow"]  # GitLab has it, mid-answer
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await client.aclose()
+
+        started = time.monotonic()
+        asyncio.run(go())
+        assert time.monotonic() - started < 4.0  # the cancel ended it, not the slow answer
+        (entry,) = entries(logger, sink)
+        assert summary(entry) == (CALLS[method][1], "failure", "timeout", None, 1)
+        assert entry["details"]["cancelled"] is True
+        assert entry["error_message"].startswith("CancelledError")
+        assert entry["correlation_id"] == correlation_id
+        assert len(standin.requests) == 1
 
     def test_connection_reset_is_a_network_error(
         self, standin: GitLabStandin, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]

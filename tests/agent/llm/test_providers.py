@@ -201,7 +201,7 @@ class TestAuditedProvider:
     def test_cancellation_is_recorded_as_a_failed_response(
         self, captured: tuple[AuditLogger, InMemorySink]
     ) -> None:
-        """A request cancelled mid-flight still gets its response entry."""
+        """A request cancelled mid-flight still gets its response entry: timeout, cancelled."""
         audit, sink = captured
         started = asyncio.Event()
 
@@ -228,9 +228,10 @@ class TestAuditedProvider:
             REVIEW_REQUEST,
             prompt=request.prompt,
             outcome="failure",
-            error="internal_error",
+            error="timeout",
         )
         assert resp["error_message"].startswith("CancelledError")
+        assert resp["details"]["cancelled"] is True
 
     def test_a_backend_without_coding_raises_before_any_entry(
         self, captured: tuple[AuditLogger, InMemorySink]

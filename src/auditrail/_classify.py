@@ -1,10 +1,20 @@
-"""Map exceptions and HTTP statuses to ``ErrorClass``.
+"""The classifier: map exceptions and HTTP statuses to ``ErrorClass``.
+
+(Not to be confused with ``auditrail.exceptions``, the exceptions auditrail raises.)
 
 The library depends on no HTTP client, so foreign exceptions are recognised by
 their class names along the MRO (``httpx.ConnectTimeout`` →
 ``TimeoutException`` → ``timeout``) and by a ``status_code`` found on the
 exception or its ``response``. An exception may also declare its own class with
 an ``audit_error_class`` attribute; that always wins.
+
+A call that ended by a ``BaseException`` that is no ``Exception``
+(``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``) was
+abandoned by its caller before an answer came: ``timeout``, the class whose
+meaning is "no answer in the time the caller allowed, outcome unknown". Inside
+a task, ``asyncio.timeout()`` and ``wait_for`` deadlines arrive as exactly that
+``CancelledError``. The schema's vocabulary stays as published; audited calls
+add ``details.cancelled: true`` to tell these apart (``auditrail._call``).
 """
 
 from __future__ import annotations
@@ -81,6 +91,8 @@ def classify_exception(exc: BaseException) -> ErrorClass:
     declared = getattr(exc, "audit_error_class", None)
     if declared is not None:
         return ErrorClass(declared)
+    if not isinstance(exc, Exception):
+        return ErrorClass.TIMEOUT  # cancelled or interrupted: see the module docstring
     status = status_of(exc)
     if status is not None:
         return classify_http_status(status) or ErrorClass.INTERNAL_ERROR
