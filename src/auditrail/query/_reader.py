@@ -28,7 +28,6 @@ import glob
 import io
 import multiprocessing
 import os
-import re
 import signal
 import threading
 import zlib
@@ -41,6 +40,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import orjson
 
+from auditrail._rotation import rotation_family, without_compressing_twins
 from auditrail.query._filters import EntryFilter, Matcher, NeedleGroup, has_escape
 from auditrail.query._timeparse import timestamp_key
 
@@ -158,34 +158,6 @@ class ScanStats:
         return f"skipped {total} malformed or truncated {noun}: " + "; ".join(parts)
 
 
-def rotation_family(live: Path) -> list[Path]:
-    """Return the rotated backups of ``live`` that exist, oldest first, then ``live`` itself.
-
-    Backups are ``live.N`` or ``live.N.gz`` (a higher N is older). While a backup
-    is being compressed both forms can exist for a moment; the plain one is
-    complete, so it is the one taken.
-
-    .. versionadded:: 0.1.0
-    """
-    pattern = re.compile(re.escape(live.name) + r"\.([1-9][0-9]*)(\.gz)?")
-    backups: dict[int, Path] = {}
-    try:
-        entries = list(os.scandir(live.parent if str(live.parent) else "."))
-    except FileNotFoundError:
-        entries = []
-    for entry in entries:
-        match = pattern.fullmatch(entry.name)
-        if match is None or not entry.is_file():
-            continue
-        number = int(match[1])
-        if number not in backups or match[2] is None:
-            backups[number] = Path(entry.path)
-    files = [backups[number] for number in sorted(backups, reverse=True)]
-    if live.is_file():
-        files.append(live)
-    return files
-
-
 def discover_files(
     paths: Sequence[str | os.PathLike[str]],
     *,
@@ -200,8 +172,8 @@ def discover_files(
             Directories and globs leave out ``*.lock`` (the sink's lock file)
             and ``*.tmp`` (a backup being compressed).
         default: Used when ``paths`` is empty: normally ``AUDIT_LOG_FILE_PATH``,
-            taken with its backups.
-        rotations: Add the backups of each file named directly.
+            taken with its backups unless ``rotations`` is False.
+        rotations: Add the backups of each file named directly (and of ``default``).
 
     Raises:
         InputError: Nothing to read, or a named input does not exist.
@@ -212,7 +184,8 @@ def discover_files(
     if not paths:
         if not default:
             raise InputError("no input: give a file, directory or glob, or set AUDIT_LOG_FILE_PATH")
-        found = rotation_family(Path(default))
+        live = Path(default)
+        found = rotation_family(live) if rotations else [live] if live.is_file() else []
         if not found:
             raise InputError(f"no audit trail at AUDIT_LOG_FILE_PATH={default}")
     for raw in paths:
@@ -248,13 +221,10 @@ def _expand(path: Path, *, rotations: bool) -> list[Path]:
 
 
 def _unique(paths: list[Path]) -> list[TrailFile]:
-    names = {str(path) for path in paths}
     seen: set[tuple[int, int]] = set()
     files: list[TrailFile] = []
-    for path in paths:
-        text = str(path)
-        if text.endswith(".gz") and text[:-3] in names:
-            continue  # caught mid-compression: the plain copy is complete
+    # A backup caught mid-compression is listed twice by a directory or a glob.
+    for path in without_compressing_twins(paths):
         try:
             stat = path.stat()
             if (stat.st_dev, stat.st_ino) in seen:
