@@ -29,20 +29,27 @@ from typing import Final
 GZ_SUFFIX: Final = ".gz"
 
 
+def backup_name(live_name: str) -> re.Pattern[str]:
+    """The file names of ``live_name``'s backups (``fullmatch``): group 1 is N, group 2 ``.gz``."""
+    return re.compile(re.escape(live_name) + r"\.([1-9][0-9]*)(\.gz)?")
+
+
 def backups(live: str | os.PathLike[str]) -> list[tuple[int, str, Path]]:
     """Every backup of ``live`` that exists, both forms: ``(N, "" or ".gz", path)``, unordered.
 
     The sink needs both forms (it renames each one); readers use ``rotation_family``.
     """
     live_path = Path(live)
-    pattern = re.compile(re.escape(live_path.name) + r"\.([1-9][0-9]*)(\.gz)?")
+    pattern = backup_name(live_path.name)
     found: list[tuple[int, str, Path]] = []
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        with os.scandir(live_path.parent) as entries:
-            for entry in entries:
-                match = pattern.fullmatch(entry.name)
-                if match and entry.is_file():
-                    found.append((int(match[1]), match[2] or "", Path(entry.path)))
+    with (
+        contextlib.suppress(FileNotFoundError, NotADirectoryError),
+        os.scandir(live_path.parent) as entries,
+    ):
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_file():
+                found.append((int(match[1]), match[2] or "", Path(entry.path)))
     return found
 
 
