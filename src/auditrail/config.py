@@ -145,12 +145,16 @@ def _look_writable_dir(variable: str, directory: Path) -> None:
     """``_check_writable_dir`` without creating anything: the nearest existing ancestor decides."""
     existing = nearest_existing(directory)
     if not existing.is_dir():
-        raise ConfigError(variable, f"{str(existing)!r} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "directory" if existing == directory else "cannot create it: directory"
         raise ConfigError(
             variable,
-            f"{str(directory)!r}: {what} {str(existing)!r} is not writable; "
+            f"cannot create directory {str(directory)!r}: {str(existing)!r} is not a "
+            "directory; point it at a writable directory",
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == directory else f"cannot create {str(directory)!r}: "
+        raise ConfigError(
+            variable,
+            f"{where}directory {str(existing)!r} is not writable; "
             "fix its permissions or choose another directory",
         )
 

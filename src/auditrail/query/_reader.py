@@ -24,6 +24,7 @@ interleave, and a spool replay can put old entries late in a file.
 
 from __future__ import annotations
 
+import functools
 import glob
 import io
 import multiprocessing
@@ -32,7 +33,7 @@ import signal
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -59,6 +60,8 @@ _ESCAPE_LETTERS: Final = (0x75, 0x2F)  # "u" and "/"
 _NEWLINE: Final = 0x0A
 
 Buffer = bytes | bytearray
+Progress = Callable[[int, int], None]
+"""Told (bytes read, bytes to read) as a scan goes."""
 OnMatch = Callable[[Buffer, dict[str, Any]], None]
 """Called with the stored line (copy it with ``bytes``) and its parsed entry for every match."""
 Match = tuple[str, str, bytes]
@@ -394,7 +397,13 @@ def choose_primary(sample: Buffer, groups: Sequence[NeedleGroup]) -> int:
     return counts.index(min(counts))
 
 
-def _scan_piece(piece: _Piece, matcher: Matcher, on_match: OnMatch, stats: ScanStats) -> None:
+def _scan_piece(
+    piece: _Piece,
+    matcher: Matcher,
+    on_match: OnMatch,
+    stats: ScanStats,
+    on_read: Callable[[int], None] | None = None,
+) -> None:
     trail_file = piece.file
     name = str(trail_file.path)
     stats.note_read(name)
@@ -410,6 +419,8 @@ def _scan_piece(piece: _Piece, matcher: Matcher, on_match: OnMatch, stats: ScanS
                 start = _first_line_start(handle, piece.begin)
                 blocks = _plain_blocks(handle, start, piece.end)
             for buf, begin, end, offset in line_ranges(blocks, start):
+                if on_read is not None:
+                    on_read(handle.tell())
                 if not groups:
                     _scan_all(buf, begin, end, offset, matcher, on_match, stats, name)
                     continue
@@ -556,6 +567,17 @@ def _cost(trail_file: TrailFile) -> int:
     return trail_file.plain_size * 5 if trail_file.compressed else trail_file.size
 
 
+def _piece_bytes(piece: _Piece) -> int:
+    if piece.file.compressed or piece.end is None:
+        return piece.file.size - piece.begin
+    return piece.end - piece.begin
+
+
+def _report_read(progress: Progress, before: int, size: int, total: int, position: int) -> None:
+    # `position` may run a little past the file's size as it grows: never past its share.
+    progress(before + min(position, size), total)
+
+
 def _piece_cost(piece: _Piece) -> int:
     if piece.file.compressed:
         return _cost(piece.file)
@@ -604,6 +626,7 @@ def scan(
     *,
     prune: bool = True,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> C:
     """Feed every matching entry of the files to a collector made by ``factory``.
 
@@ -620,6 +643,8 @@ def scan(
         stats: Receives malformed lines, read errors and skipped files.
         prune: Skip files last written before any entry could match.
         workers: Processes to use; None for one per CPU, 1 to stay in this process.
+        progress: Called now and then with (bytes read, bytes to read), on-disk
+            sizes of the files not skipped; last with both equal.
 
     .. versionadded:: 0.1.0
     """
@@ -637,9 +662,18 @@ def scan(
         workers = 1
     pieces = _plan(todo, workers)
     result = factory()
+    total = sum(trail_file.size for trail_file in todo)
     if len(pieces) < 2:
+        done = 0
         for trail_file in todo:
-            _scan_piece(_Piece(trail_file), matcher, result.collect, stats)
+            on_read = None
+            if progress is not None:
+                progress(done, total)
+                on_read = functools.partial(_report_read, progress, done, trail_file.size, total)
+            _scan_piece(_Piece(trail_file), matcher, result.collect, stats, on_read)
+            done += trail_file.size
+        if progress is not None:
+            progress(total, total)
         return result
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(
@@ -647,6 +681,15 @@ def scan(
     )
     try:
         futures = [pool.submit(_run_piece, piece, entry_filter, factory) for piece in pieces]
+        if progress is not None:
+            # Workers cannot draw on this terminal: each finished piece moves the count on.
+            done = 0
+            progress(done, total)
+            pairs = zip(futures, pieces, strict=True)
+            sizes = {future: _piece_bytes(piece) for future, piece in pairs}
+            for future in as_completed(futures):
+                done += sizes[future]
+                progress(min(done, total), total)
         for future in futures:
             collector, piece_stats = future.result()
             result.merge(collector)
@@ -669,6 +712,7 @@ def search(
     *,
     prune: bool = True,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> list[Match]:
     """Return every matching entry of the files as ``Match`` tuples, in time order.
 
@@ -676,7 +720,9 @@ def search(
 
     .. versionadded:: 0.1.0
     """
-    found = scan(files, entry_filter, MatchCollector, stats, prune=prune, workers=workers).found
+    found = scan(
+        files, entry_filter, MatchCollector, stats, prune=prune, workers=workers, progress=progress
+    ).found
     # Timsort merges the already sorted runs (one per file and writer) in near-linear time.
     found.sort()
     return found
