@@ -1,7 +1,10 @@
 """The ``auditrail`` command: schema, configuration check, spool status, demo, queries.
 
-Exit codes: 0 success (or matches found), 1 no match / check failed, 2 usage or
-input error.
+Also ``python -m auditrail``. Alone, the command (or ``auditrail spool``) prints
+its help. Every ``--help`` ends with examples (``auditrail._help``).
+
+Exit codes: 0 success (or matches found, or help asked for), 1 no match /
+check failed, 2 usage or input error.
 """
 
 from __future__ import annotations

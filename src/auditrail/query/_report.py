@@ -25,7 +25,7 @@ from auditrail.query._format import (
     escape_terminal,
     format_ms,
 )
-from auditrail.query._table import Column, render_table
+from auditrail.query._table import Column, fill, render_table
 from auditrail.query._timeparse import key_to_datetime, timestamp_key
 
 DEFAULT_TOP: Final = 10
@@ -238,12 +238,15 @@ def render_report(report: Mapping[str, Any], *, width: int | None = None) -> str
     .. versionadded:: 0.1.0
     """
     out = [
-        f"{report['entries']} entries, {report['failures']} failures, "
-        f"from {report['first_timestamp'] or '-'} to {report['last_timestamp'] or '-'}\n"
+        fill(
+            f"{report['entries']} entries, {report['failures']} failures, "
+            f"from {report['first_timestamp'] or '-'} to {report['last_timestamp'] or '-'}",
+            width,
+        )
     ]
 
     def section(title: str, columns: Sequence[Column], rows: list[list[str]]) -> None:
-        out.append(f"\n{title}\n")
+        out.append("\n" + fill(title, width))
         out.append(render_table(columns, rows, width=width) if rows else "(none)\n")
 
     section(
@@ -359,11 +362,12 @@ def render_trace(
     summary = trace_summary(entries)
     failures = summary["failures"]
     first = keys[0] if keys and keys[0] else "-"
-    head = f"trace {escape_terminal(correlation_id)}: first entry at {first}\n"
+    head = fill(f"trace {escape_terminal(correlation_id)}: first entry at {first}", width)
     table = render_table(TRACE_TABLE, rows, width=width)
-    tail = (
+    tail = fill(
         f"{summary['calls']} calls, {failures} {'failure' if failures == 1 else 'failures'}, "
         f"{summary['span_s']:.3f} s from first to last entry, "
-        f"{summary['in_calls_s']:.3f} s in calls\n"
+        f"{summary['in_calls_s']:.3f} s in calls",
+        width,
     )
     return head + table + tail

@@ -22,6 +22,7 @@ every untrusted cell.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ from typing import Any, Final
 from auditrail.query._format import TextOut, escape_terminal, query_row
 
 GAP: Final = "  "
+COMFORTABLE: Final = 24
+"""The width a wrapped column gets before less important columns are kept."""
+ESSENTIAL: Final = 3
+"""Columns of a rank below this are kept even if others must be squeezed for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +58,29 @@ class Column:
     max_width: int = 60
 
 
+def _total(least: Sequence[int], kept: Iterable[int]) -> int:
+    chosen = list(kept)
+    return sum(least[i] for i in chosen) + len(GAP) * (len(chosen) - 1)
+
+
+def _keep(columns: Sequence[Column], least: Sequence[int], width: int) -> set[int]:
+    """The columns kept when each needs ``least``: the highest ranks go first."""
+    kept = set(range(len(columns)))
+    for index in sorted(kept, key=lambda i: -columns[i].rank):
+        if _total(least, kept) <= width or len(kept) == 1:
+            break
+        kept.discard(index)
+    return kept
+
+
 def fit(columns: Sequence[Column], natural: Sequence[int], width: int | None) -> list[int | None]:
-    """The width of each column for the cells' ``natural`` widths; None for one left out."""
+    """The width of each column for the cells' ``natural`` widths; None for one left out.
+
+    Fewer columns with room to read them are preferred: the layout is first
+    tried with every wrapped column at ``COMFORTABLE`` characters (or less if
+    it needs less), and only if that leaves out one of the ``ESSENTIAL`` most
+    important columns is it tried again with each at its ``min_width``.
+    """
     wanted = [
         min(size, column.max_width) if column.wrap else size
         for column, size in zip(columns, natural, strict=True)
@@ -62,33 +88,53 @@ def fit(columns: Sequence[Column], natural: Sequence[int], width: int | None) ->
     if width is None:
         return list(wanted)
     least = [
-        min(size, column.min_width) if column.wrap else size
+        min(size, max(column.min_width, COMFORTABLE)) if column.wrap else size
         for column, size in zip(columns, wanted, strict=True)
     ]
-    kept = set(range(len(columns)))
-
-    def total(indices: Iterable[int]) -> int:
-        chosen = list(indices)
-        return sum(least[i] for i in chosen) + len(GAP) * (len(chosen) - 1)
-
-    for index in sorted(kept, key=lambda i: -columns[i].rank):
-        if total(kept) <= width or len(kept) == 1:
-            break
-        kept.discard(index)
+    kept = _keep(columns, least, width)
+    if any(column.rank < ESSENTIAL and i not in kept for i, column in enumerate(columns)):
+        least = [
+            min(size, column.min_width) if column.wrap else size
+            for column, size in zip(columns, wanted, strict=True)
+        ]
+        kept = _keep(columns, least, width)
     widths: dict[int, int] = {index: least[index] for index in kept}
-    spare = width - total(kept)
+    spare = width - _total(least, kept)
+    # The spare room goes to the wrapped columns in proportion to what each lacks;
+    # what rounding leaves goes to the most important.
+    lacking = {index: wanted[index] - widths[index] for index in kept}
+    short = sum(lacking.values())
+    if short <= spare:
+        return [wanted[index] if index in kept else None for index in range(len(columns))]
+    for index in kept:
+        widths[index] += spare * lacking[index] // short
+    left = spare - sum(widths[i] - least[i] for i in kept)
     for index in sorted(kept, key=lambda i: columns[i].rank):
-        if spare <= 0:
-            break
-        grow = min(spare, wanted[index] - widths[index])
+        grow = min(left, wanted[index] - widths[index])
         if grow > 0:
             widths[index] += grow
-            spare -= grow
+            left -= grow
     return [widths.get(index) for index in range(len(columns))]
 
 
+_BREAK_AFTER: Final = re.compile(r"[^ ./,:]*[ ./,:]+|[^ ./,:]+")
+
+
 def _wrapped(text: str, width: int) -> list[str]:
-    return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
+    """Text cut into lines of at most ``width``: after a space, dot, slash, comma or colon."""
+    lines: list[str] = []
+    line = ""
+    for piece in _BREAK_AFTER.findall(text):
+        if len(line) + len(piece.rstrip(" ")) > width and line:
+            lines.append(line.rstrip(" "))
+            line = ""
+        line += piece
+        while len(line.rstrip(" ")) > width:  # a piece longer than a line: split it
+            lines.append(line[:width])
+            line = line[width:]
+    if line.strip(" ") or not lines:
+        lines.append(line.rstrip(" "))
+    return lines
 
 
 def _lines(columns: Sequence[Column], widths: Sequence[int | None], cells: Sequence[str]) -> str:
@@ -108,16 +154,23 @@ def _lines(columns: Sequence[Column], widths: Sequence[int | None], cells: Seque
     return "".join(out)
 
 
+def fill(line: str, width: int | None) -> str:
+    """A line of text around a table, wrapped at spaces to ``width`` (ids have none)."""
+    if width is None:
+        return line + "\n"
+    return textwrap.fill(line, max(width, 20), break_long_words=False) + "\n"
+
+
 def left_out_note(columns: Sequence[Column], widths: Sequence[int | None], width: int) -> str:
     """The closing line of a table that had to leave columns out ("" when none was)."""
     names = [column.name for column, size in zip(columns, widths, strict=True) if size is None]
     if not names:
         return ""
-    note = (
+    return fill(
         f"({', '.join(names)} left out to fit {width} columns; "
-        "a wider terminal or --format json shows them)"
+        "a wider terminal or --format json shows them)",
+        width,
     )
-    return textwrap.fill(note, max(width, 20)) + "\n"
 
 
 def render_table(
