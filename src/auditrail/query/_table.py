@@ -33,6 +33,8 @@ from auditrail.query._format import TextOut, escape_terminal, query_row
 GAP: Final = "  "
 COMFORTABLE: Final = 24
 """The width a wrapped column gets before less important columns are kept."""
+SHORT_TEXT: Final = 40
+"""Wrapped cells up to this long get room to stay on one line before longer ones grow."""
 ESSENTIAL: Final = 3
 """Columns of a rank below this are kept even if others must be squeezed for them."""
 
@@ -100,8 +102,15 @@ def fit(columns: Sequence[Column], natural: Sequence[int], width: int | None) ->
         kept = _keep(columns, least, width)
     widths: dict[int, int] = {index: least[index] for index in kept}
     spare = width - _total(least, kept)
-    # The spare room goes to the wrapped columns in proportion to what each lacks;
-    # what rounding leaves goes to the most important.
+    # The spare room goes first to short texts (an action name), most important
+    # first, so that they need not wrap; then to the wrapped columns in proportion
+    # to what each lacks; what rounding leaves goes to the most important.
+    for index in sorted(kept, key=lambda i: columns[i].rank):
+        grow = min(spare, min(wanted[index], SHORT_TEXT) - widths[index])
+        if grow > 0:
+            widths[index] += grow
+            spare -= grow
+    least = [widths.get(index, size) for index, size in enumerate(least)]
     lacking = {index: wanted[index] - widths[index] for index in kept}
     short = sum(lacking.values())
     if short <= spare:

@@ -8,6 +8,7 @@ pipes, as a person or a script would see them.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
@@ -270,6 +271,8 @@ class TestTables:
 
 
 class TestProgress:
+    # _progress is imported in each test, so that the other tests of this module
+    # still run (and fail as they should) against a tree without it.
     def test_a_long_scan_shows_progress_on_a_terminal_stderr_only(
         self, trail: Trail, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -300,6 +303,26 @@ class TestProgress:
         assert result.code == 0
         assert "scanned" not in result.err
         assert "\r" not in result.err
+
+    def test_the_line_waits_redraws_sparingly_and_is_erased(self) -> None:
+        """Nothing before the delay, one redraw per interval, always the last; erased at close."""
+        from auditrail.query._progress import DELAY_S, INTERVAL_S, Progress
+
+        now = [0.0]
+        out = io.StringIO()
+        progress = Progress(out, clock=lambda: now[0])
+        progress(10, 100)  # a quick scan draws nothing
+        now[0] = DELAY_S
+        progress(20, 100)
+        now[0] += INTERVAL_S / 2
+        progress(30, 100)  # too soon after the last
+        progress(100, 100)  # but the end is always shown
+        progress.close()
+        assert out.getvalue() == (
+            "\r\x1b[Kauditrail: scanned 0.0 of 0.0 MB (20%)"
+            "\r\x1b[Kauditrail: scanned 0.0 of 0.0 MB (100%)"
+            "\r\x1b[K"
+        )
 
     def test_a_parallel_scan_reports_every_byte_once(
         self, trail: Trail, monkeypatch: pytest.MonkeyPatch

@@ -90,3 +90,13 @@ class TestFittingATable:
         assert fit(columns, [3, 30], 200) == [3, 10]
         assert fit(columns, [3, 30], 12) == [3, 7]
         assert fit(columns, [3, 30], None) == [3, 10]
+
+    def test_fewer_columns_with_room_are_preferred(self) -> None:
+        """A less important column goes before a wrapped one is squeezed below 24 characters."""
+        columns = (Column("A", 0), Column("B", 1, wrap=True), Column("C", 5))
+        assert fit(columns, [10, 30, 20], 50) == [10, 30, None]
+
+    def test_the_most_important_columns_are_squeezed_rather_than_left_out(self) -> None:
+        """If room to read would cost one of the three most important columns, they squeeze."""
+        columns = (Column("TIME", 0), Column("ACTION", 2, wrap=True), Column("ID", 1))
+        assert fit(columns, [27, 30, 36], 80) == [27, 13, 36]
