@@ -4,4 +4,5 @@ import sys
 
 from auditrail.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # imported (a tool walking every module), it does nothing
+    sys.exit(main())

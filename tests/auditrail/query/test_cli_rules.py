@@ -94,6 +94,14 @@ class TestInputs:
         assert len(expected) < len(oracle_query(trail.files, lambda e: True))
 
 
+def one_scope(command: str, trail: Trail, cid: str) -> list[str]:
+    """The arguments that make ``command`` show the entries of one correlation id."""
+    if command == "trace":
+        return ["trace", cid, str(trail.live)]
+    args = [command, str(trail.live), "--correlation-id", cid]
+    return [*args, "--duration-s", "0.05"] if command == "tail" else args
+
+
 class TestOutputFormatRule:
     @pytest.mark.parametrize("command", ["query", "trace", "report", "tail"])
     def test_piped_output_is_json_lines(
@@ -101,12 +109,7 @@ class TestOutputFormatRule:
     ) -> None:
         """Every command prints JSON lines when stdout is not a terminal."""
         cid = live_cid(trail)
-        args = {
-            "query": ["query", str(trail.live), "--correlation-id", cid],
-            "trace": ["trace", cid, str(trail.live)],
-            "report": ["report", str(trail.live), "--correlation-id", cid],
-            "tail": ["tail", str(trail.live), "--correlation-id", cid, "--duration-s", "0.05"],
-        }[command]
+        args = one_scope(command, trail, cid)
         result = piped(capsysbinary, *args)
         parsed = json_lines(result.out)
         assert result.code == 0
@@ -120,12 +123,7 @@ class TestOutputFormatRule:
     def test_a_terminal_gets_a_table(self, trail: Trail, command: str) -> None:
         """Every command prints a table when stdout is a terminal."""
         cid = live_cid(trail)
-        args = {
-            "query": ["query", str(trail.live), "--correlation-id", cid],
-            "trace": ["trace", cid, str(trail.live)],
-            "report": ["report", str(trail.live), "--correlation-id", cid],
-            "tail": ["tail", str(trail.live), "--correlation-id", cid, "--duration-s", "0.05"],
-        }[command]
+        args = one_scope(command, trail, cid)
         result = run_on_terminals(cli.main, args, columns=200)
         assert result.code == 0
         assert not result.out.lstrip().startswith("{")
@@ -135,12 +133,7 @@ class TestOutputFormatRule:
     @pytest.mark.parametrize("command", ["query", "trace", "report"])
     def test_format_wins_on_a_terminal(self, trail: Trail, command: str) -> None:
         """--format json prints JSON even on a terminal."""
-        cid = trail.entries[100]["correlation_id"]
-        args = {
-            "query": ["query", str(trail.live), "--correlation-id", cid],
-            "trace": ["trace", cid, str(trail.live)],
-            "report": ["report", str(trail.live), "--correlation-id", cid],
-        }[command]
+        args = one_scope(command, trail, live_cid(trail))
         result = run_on_terminals(cli.main, [*args, "--format", "json"])
         assert result.code == 0
         assert json_lines(result.out)
