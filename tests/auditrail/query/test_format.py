@@ -100,3 +100,12 @@ class TestFittingATable:
         """If room to read would cost one of the three most important columns, they squeeze."""
         columns = (Column("TIME", 0), Column("ACTION", 2, wrap=True), Column("ID", 1))
         assert fit(columns, [27, 30, 36], 80) == [27, 13, 36]
+
+    def test_off_a_terminal_every_column_stays_and_only_long_text_wraps(self) -> None:
+        """With no width, nothing is left out; text wraps only beyond its column's maximum."""
+        text = render_table(COLUMNS, [[UUID, "word " * 20, "7"]])
+        lines = text.splitlines()
+        assert lines[0].split() == ["ID", "TEXT", "N"]
+        assert len(lines) == 3  # 99 characters of text: two lines of at most 60
+        assert max(len(line) for line in lines) <= 36 + 2 + 60 + 2 + 1
+        assert "left out" not in text
