@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from auditrail.testing import read_trail, validate_entries
 
 
@@ -47,3 +49,55 @@ class TestDemos:
         assert f"wrote {len(lines)} audit entries" in result.stdout
         assert len(lines) == 3000 + 14
         assert "== auditrail report" in result.stdout
+
+
+def _folder_with_a_file_of_mine(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "X"
+    folder.mkdir()
+    mine = folder / "important.txt"
+    mine.write_text("the only copy\n")
+    return folder, mine
+
+
+DEMOS = [
+    pytest.param(("auditrail.cli", "demo", "--entries", "200"), id="auditrail"),
+    pytest.param(("gitlab_copilot_agent.cli", "demo"), id="gitlab-copilot-agent"),
+]
+
+
+class TestDemoFolders:
+    @pytest.mark.parametrize("command", DEMOS)
+    def test_a_folder_with_other_files_is_refused_and_left_alone(
+        self, tmp_path: Path, command: tuple[str, ...]
+    ) -> None:
+        """`demo --dir X` with important.txt in X exits 2, names it, and X is unchanged."""
+        folder, mine = _folder_with_a_file_of_mine(tmp_path)
+        module, *args = command
+        result = run(module, *args, "--dir", str(folder), cwd=tmp_path)
+        assert result.returncode == 2
+        assert "important.txt" in result.stderr
+        assert "--force" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+        assert sorted(p.name for p in folder.iterdir()) == ["important.txt"]
+        assert mine.read_text() == "the only copy\n"
+
+    @pytest.mark.parametrize("command", DEMOS)
+    def test_force_writes_beside_other_files_and_keeps_them(
+        self, tmp_path: Path, command: tuple[str, ...]
+    ) -> None:
+        """`demo --dir X --force` runs, and important.txt is still there, unchanged."""
+        folder, mine = _folder_with_a_file_of_mine(tmp_path)
+        module, *args = command
+        result = run(module, *args, "--dir", str(folder), "--force", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert mine.read_text() == "the only copy\n"
+        assert read_trail(folder / "audit.jsonl")
+
+    def test_a_demo_folder_is_reused_and_holds_only_the_new_run(self, tmp_path: Path) -> None:
+        """Run twice in the same folder, no --force: the second trail replaces the first."""
+        for entries in ("300", "100"):
+            result = run(
+                "auditrail.cli", "demo", "--dir", "lib", "--entries", entries, cwd=tmp_path
+            )
+            assert result.returncode == 0, result.stderr
+        assert len(read_trail(tmp_path / "lib" / "audit.jsonl")) == 100 + 14

@@ -1,7 +1,10 @@
 """The ``auditrail`` command: schema, configuration check, spool status, demo, queries.
 
-Exit codes: 0 success (or matches found), 1 no match / check failed, 2 usage or
-input error.
+Also ``python -m auditrail``. Alone, the command (or ``auditrail spool``) prints
+its help. Every ``--help`` ends with examples (``auditrail._help``).
+
+Exit codes: 0 success (or matches found, or help asked for), 1 no match /
+check failed, 2 usage or input error.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from collections.abc import Sequence
 
 import orjson
 
+from auditrail import __version__
 from auditrail._event import load_schema
-from auditrail.config import AuditConfig
+from auditrail._help import examples, help_command
+from auditrail.config import AuditConfig, nearest_existing
 from auditrail.exceptions import ConfigError
 
 
@@ -22,10 +27,10 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_or_none() -> AuditConfig | None:
+def _config_or_none(*, read_only: bool = False) -> AuditConfig | None:
     """The environment's settings, or None after saying on stderr what is wrong."""
     try:
-        return AuditConfig.from_env()
+        return AuditConfig.from_env(read_only=read_only)
     except ConfigError as exc:
         print(f"auditrail: invalid configuration: {exc}", file=sys.stderr)
         return None
@@ -34,16 +39,25 @@ def _config_or_none() -> AuditConfig | None:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from auditrail._disk import DiskWatch
 
-    config = _config_or_none()
+    # Read-only: a check before rollout must leave no file or folder behind.
+    config = _config_or_none(read_only=True)
     if config is None:
         return 1
     print(config.summary())
+    findings = config.preflight() if config.enabled else []
+    for fatal, message in findings:
+        label = "" if fatal else "warning: "
+        print(f"auditrail: {label}{message}", file=sys.stderr)
+    if any(fatal for fatal, _ in findings):
+        print("configuration NOT OK")
+        return 1
     print("configuration OK")
     if config.enabled:
         # Valid, but say so on stderr if the disk is already below the warning level.
         watch = DiskWatch()
         for label, directory in config.watched_directories():
-            watch.watch(label, directory, config.disk_warn_free, monitor=False)
+            # A folder start-up will create: its free space is that of its nearest ancestor.
+            watch.watch(label, nearest_existing(directory), config.disk_warn_free, monitor=False)
         watch.check()
     return 0
 
@@ -96,39 +110,96 @@ def _cmd_spool_redeliver(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from auditrail.demo import run_demo
 
-    return run_demo(args.dir, entries=args.entries)
+    return run_demo(args.dir, entries=args.entries, force=args.force)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="auditrail", description="Structured, lossless audit trails: inspect and query them."
+        prog="auditrail",
+        description="Structured, lossless audit trails: inspect and query them.",
+        **examples(
+            "auditrail check-config                 # what AUDIT_LOG_* resolve to, checked",
+            "auditrail query --since 24h --outcome failure",
+            "auditrail trace 01a22057-2735-729e-bb1e-512c3d4713a0",
+            "auditrail demo --dir /tmp/audit-demo   # a trail to try the commands on",
+            notes="Run 'auditrail COMMAND --help' for a command's options and examples.",
+        ),
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"auditrail {__version__}")
+    parser.set_defaults(func=help_command(parser))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("schema", help="print the JSON Schema of an audit entry")
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of an audit entry",
+        **examples("auditrail schema > audit-event.schema.json"),
+    )
     p.set_defaults(func=_cmd_schema)
 
-    p = sub.add_parser("check-config", help="validate the AUDIT_LOG_* settings of this environment")
+    p = sub.add_parser(
+        "check-config",
+        help="validate the AUDIT_LOG_* settings of this environment",
+        description=(
+            "Validate the AUDIT_LOG_* settings and print every resolved destination. "
+            "Read-only: creates no file or folder."
+        ),
+        **examples(
+            "AUDIT_LOG_DESTINATION=file AUDIT_LOG_FILE_PATH=/var/log/agent/audit.jsonl "
+            "auditrail check-config",
+            "AUDIT_LOG_DESTINATION=syslog AUDIT_LOG_SYSLOG_ADDRESS=tcp://siem-relay:601 "
+            "auditrail check-config",
+            notes=(
+                "Exit codes: 0 valid (warnings, such as a udp:// syslog address, on stderr), "
+                "1 invalid or not deployable (a syslog socket nothing listens on)."
+            ),
+        ),
+    )
     p.set_defaults(func=_cmd_check_config)
 
-    p = sub.add_parser("spool", help="inspect the durable spool")
-    spool_sub = p.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
-    status = spool_sub.add_parser("status", help="what is waiting in the spool")
+    p = sub.add_parser(
+        "spool",
+        help="inspect the durable spool",
+        **examples("auditrail spool status", "auditrail spool redeliver --destination http"),
+    )
+    p.set_defaults(func=help_command(p))
+    spool_sub = p.add_subparsers(dest="spool_command", metavar="ACTION")
+    status = spool_sub.add_parser(
+        "status",
+        help="what is waiting in the spool",
+        **examples("auditrail spool status", "auditrail spool status --format json"),
+    )
     status.add_argument("--spool-dir", help="default: AUDIT_LOG_SPOOL_DIR or its default")
     status.add_argument("--format", choices=("table", "json"), default="table")
     status.set_defaults(func=_cmd_spool_status)
     redeliver = spool_sub.add_parser(
-        "redeliver", help="re-send dead-lettered entries to the configured destinations"
+        "redeliver",
+        help="re-send dead-lettered entries to the configured destinations",
+        **examples("auditrail spool redeliver", "auditrail spool redeliver --destination http"),
     )
     redeliver.add_argument("--destination", help="only this destination (e.g. http)")
     redeliver.set_defaults(func=_cmd_spool_redeliver)
 
     p = sub.add_parser(
-        "demo", help="emit a burst of correlated entries to a file and query them back"
+        "demo",
+        help="emit a burst of correlated entries to a file and query them back",
+        **examples(
+            "auditrail demo",
+            "auditrail demo --dir /tmp/audit-demo --entries 5000",
+            notes=(
+                "The demo writes audit.jsonl (with its rotations) and spool/ in the folder. "
+                "It refuses a folder that holds anything it did not write; --force writes "
+                "there anyway, replacing only its own files."
+            ),
+        ),
     )
     p.add_argument("--dir", default="audit-demo", help="where to write the demo trail")
     p.add_argument("--entries", type=int, default=20_000, help="how many background entries")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="use a folder that holds other files (they are kept; the demo's own are replaced)",
+    )
     p.set_defaults(func=_cmd_demo)
 
     from auditrail.query.cli import register

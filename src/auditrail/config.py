@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from auditrail._disk import FreeSpaceThreshold, threshold_from_env
 from auditrail._env import check_unknown_variables, env_bool, env_int, env_seconds, shown
@@ -27,7 +27,18 @@ from auditrail.redact import SecretRedactor
 from auditrail.sinks.file import RETENTIONS
 from auditrail.typing import Sink
 
+if TYPE_CHECKING:
+    from auditrail.sinks.http import HttpSink
+    from auditrail.sinks.syslog import SyslogSink
+
 DESTINATIONS: Final = ("stdout", "file", "syslog", "http")
+
+
+def _shown_path(path: Path) -> str:
+    """The absolute path, and whether it exists yet (nothing is created before start)."""
+    shown_path = str(path.absolute())
+    return shown_path if path.exists() else f"{shown_path} (not created yet)"
+
 
 # The allowed ranges (README's configuration table says the same). Upper bounds
 # are far above any real need; they exist so that a typo (an extra zero, `inf`)
@@ -73,7 +84,7 @@ def _check_writable_dir(variable: str, directory: Path) -> None:
         ) from None
 
 
-def _check_writable_file(variable: str, path: Path) -> None:
+def _check_file_shape(variable: str, path: Path) -> None:
     try:
         is_dir, parent_is_dir, parent_exists = (
             path.is_dir(),
@@ -91,6 +102,10 @@ def _check_writable_file(variable: str, path: Path) -> None:
         raise ConfigError(
             variable, f"directory {str(path.parent)!r} {problem}; create it or change the path"
         )
+
+
+def _check_writable_file(variable: str, path: Path) -> None:
+    _check_file_shape(variable, path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.close(fd)
@@ -100,6 +115,48 @@ def _check_writable_file(variable: str, path: Path) -> None:
             f"cannot open {str(path)!r} for appending ({exc.strerror}); "
             "fix its permissions or choose another path",
         ) from None
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists: where a folder created at start would live."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _look_writable_file(variable: str, path: Path) -> None:
+    """``_check_writable_file`` without creating the file: permissions are read, not tried."""
+    _check_file_shape(variable, path)
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise ConfigError(
+                variable,
+                f"{str(path)!r} is not writable; fix its permissions or choose another path",
+            )
+    elif not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            variable,
+            f"cannot create {str(path)!r}: directory {str(path.parent)!r} is not writable; "
+            "fix its permissions or choose another path",
+        )
+
+
+def _look_writable_dir(variable: str, directory: Path) -> None:
+    """``_check_writable_dir`` without creating anything: the nearest existing ancestor decides."""
+    existing = nearest_existing(directory)
+    if not existing.is_dir():
+        raise ConfigError(
+            variable,
+            f"cannot create directory {str(directory)!r}: {str(existing)!r} is not a "
+            "directory; point it at a writable directory",
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == directory else f"cannot create {str(directory)!r}: "
+        raise ConfigError(
+            variable,
+            f"{where}directory {str(existing)!r} is not writable; "
+            "fix its permissions or choose another directory",
+        )
 
 
 def _service_name(env: Mapping[str, str], default: str | None) -> str:
@@ -161,13 +218,20 @@ class AuditConfig:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, service: str | None = None
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        service: str | None = None,
+        read_only: bool = False,
     ) -> AuditConfig:
         """Read and validate ``AUDIT_LOG_*`` (probing that paths are writable).
 
         Args:
             environ: the environment (default ``os.environ``).
             service: the default service name when ``AUDIT_LOG_SERVICE_NAME`` is unset.
+            read_only: probe the paths by their permissions only, creating nothing
+                (``auditrail check-config``); by default the file and the spool
+                directory are created, which also proves they can be.
 
         Raises:
             ConfigError: naming the first invalid variable and how to fix it.
@@ -254,21 +318,26 @@ class AuditConfig:
             environ={k: v for k, v in env.items() if k.startswith("AUDIT_LOG_")},
         )
         if enabled:
-            config.check_paths()
+            config.check_paths(read_only=read_only)
             # Build the network sinks once now so their settings fail at start too.
             for sink in config._network_sinks():
                 sink.close(0)
         return config
 
-    def check_paths(self) -> None:
+    def check_paths(self, *, read_only: bool = False) -> None:
         """Probe that the file destination and the spool directory are writable.
+
+        Args:
+            read_only: judge by permissions and create nothing (see ``from_env``).
 
         Raises:
             ConfigError: naming ``AUDIT_LOG_FILE_PATH`` or ``AUDIT_LOG_SPOOL_DIR``.
         """
+        check_file = _look_writable_file if read_only else _check_writable_file
+        check_dir = _look_writable_dir if read_only else _check_writable_dir
         if "file" in self.destinations and self.file_path is not None:
-            _check_writable_file("AUDIT_LOG_FILE_PATH", self.file_path)
-        _check_writable_dir("AUDIT_LOG_SPOOL_DIR", self.spool_dir)
+            check_file("AUDIT_LOG_FILE_PATH", self.file_path)
+        check_dir("AUDIT_LOG_SPOOL_DIR", self.spool_dir)
 
     def summary(self) -> str:
         """A one-screen description for ``auditrail check-config``."""
@@ -290,14 +359,45 @@ class AuditConfig:
                 )
             if self.file_max_bytes and self.file_compress:
                 rotation += " (gzip)"
-            lines.append(f"file:         {self.file_path} ({rotation})")
+            assert self.file_path is not None
+            where = _shown_path(self.file_path)
+            if not self.file_path.is_absolute():
+                where += " (AUDIT_LOG_FILE_PATH is relative: the service's working directory)"
+            lines.append(f"file:         {where} ({rotation})")
+        network = {sink.name: sink for sink in self._network_sinks()}
+        for name in self.destinations:
+            sink = network.get(name)
+            if sink is not None:
+                lines.append(f"{name + ':':<13} {sink.describe()}")
+            elif name == "stdout":
+                lines.append("stdout:       JSON lines on standard output")
+        for sink in network.values():
+            sink.close(0)
         lines += [
             f"durability:   {self.durability.value}",
             f"buffer:       {self.buffer_size} entries, batches of {self.batch_size}",
-            f"spool:        {self.spool_dir}",
+            f"spool:        {_shown_path(self.spool_dir)}",
             f"disk warning: below {self.disk_warn_free} free",
         ]
         return "\n".join(lines)
+
+    def preflight(self) -> list[tuple[bool, str]]:
+        """Deployment problems valid settings can still have: ``(fatal, message)`` pairs.
+
+        What ``auditrail check-config`` reports after the summary: a syslog
+        unix socket that does not exist or that nothing listens on (fatal), a
+        ``udp://`` syslog address (a warning). See ``SyslogSink.preflight``.
+
+        .. versionadded:: 0.1.0
+        """
+        from auditrail.sinks.syslog import SyslogSink
+
+        findings: list[tuple[bool, str]] = []
+        for sink in self._network_sinks():
+            if isinstance(sink, SyslogSink):
+                findings.extend(sink.preflight())
+            sink.close(0)
+        return findings
 
     def watched_directories(self) -> list[tuple[str, Path]]:
         """(label, directory) of each place whose free space is watched: file, spool."""
@@ -307,9 +407,9 @@ class AuditConfig:
         watched.append(("spool", self.spool_dir))
         return watched
 
-    def _network_sinks(self) -> list[Sink]:
+    def _network_sinks(self) -> list[SyslogSink | HttpSink]:
         env = self.environ
-        sinks: list[Sink] = []
+        sinks: list[SyslogSink | HttpSink] = []
         if "syslog" in self.destinations:
             from auditrail.sinks.syslog import syslog_sink_from_env
 

@@ -10,16 +10,25 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Final
 
 from auditrail._event import Actor, ErrorClass, Outcome
+from auditrail._rotation import backup_name
 from auditrail.context import correlation_scope
 from auditrail.logger import AuditLogger
 from auditrail.redact import register_secret
 from auditrail.sinks.file import FileSink, rotated_files
 from auditrail.testing import read_trail
+
+MARKER: Final = ".auditrail-demo"
+"""Marks a folder a demo created, so that the next run may replace the demo's files in it."""
+TRAIL: Final = "audit.jsonl"
+SPOOL: Final = "spool"
+_BACKUP: Final = backup_name(TRAIL)
 
 # A fake token, registered to show redaction at work.
 _DEMO_TOKEN = "glpat-demoDEMOdemo1234567890"  # noqa: S105
@@ -94,20 +103,76 @@ def _background(logger: AuditLogger, count: int, seed: int) -> None:
                 done += 1
 
 
-def run_demo(directory: str | os.PathLike[str], *, entries: int = 20_000) -> int:
+def demo_wrote(name: str) -> bool:
+    """Whether a demo run writes ``name`` in its folder: the trail and its rotations, the spool.
+
+    .. versionadded:: 0.1.0
+    """
+    if name in (MARKER, TRAIL, SPOOL, f"{TRAIL}.lock"):
+        return True
+    # A rotation, or one being compressed when a run was interrupted.
+    return _BACKUP.fullmatch(name.removesuffix(".tmp")) is not None
+
+
+def claim_demo_dir(directory: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """Make ``directory`` ready for a demo run, deleting only what a demo wrote there.
+
+    A new or empty folder is taken, and marked (``.auditrail-demo``) as the
+    demo's. A marked folder holding only the demo's files (``audit.jsonl`` and
+    its rotations, ``spool/``) is reused: those files are replaced. Anything
+    else is refused unless ``force``, and even then only the demo's own files
+    are replaced: a demo never deletes what it did not write.
+
+    Returns:
+        The folder, absolute.
+
+    Raises:
+        FileExistsError: The folder holds files the demo did not write (the
+            message names some and the way out), or is not a folder.
+
+    .. versionadded:: 0.1.0
+    """
+    root = Path(directory).resolve()
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} exists and is not a folder; give a new or empty folder")
+    root.mkdir(parents=True, exist_ok=True)
+    names = sorted(child.name for child in root.iterdir())
+    others = [name for name in names if not demo_wrote(name)]
+    if names and not force and (others or not (root / MARKER).exists()):
+        shown = ", ".join((others or names)[:5]) + (", ..." if len(others or names) > 5 else "")
+        raise FileExistsError(
+            f"{root} is not empty and not a previous demo's folder ({shown}); give a new or "
+            "empty folder, or add --force to write there anyway (only the demo's own files, "
+            f"{TRAIL}* and {SPOOL}/, are replaced; everything else is kept)"
+        )
+    for name in names:
+        if name != MARKER and demo_wrote(name):
+            path = root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    (root / MARKER).touch()
+    return root
+
+
+def run_demo(
+    directory: str | os.PathLike[str], *, entries: int = 20_000, force: bool = False
+) -> int:
     """Write the demo trail under ``directory`` and show it with the query tools."""
     from auditrail.query.cli import main as query_main
 
-    root = Path(directory).resolve()
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    path = root / "audit.jsonl"
+    try:
+        root = claim_demo_dir(directory, force=force)
+    except FileExistsError as exc:
+        print(f"auditrail demo: {exc}", file=sys.stderr)
+        return 2
+    path = root / TRAIL
     register_secret(_DEMO_TOKEN)
     logger = AuditLogger(
         FileSink(path, max_bytes=2 * 1024 * 1024, backups=20, compress=True),
         service="auditrail-demo",
-        spool_dir=root / "spool",
+        spool_dir=root / SPOOL,
     )
     started = time.perf_counter()
     threads = [
@@ -135,7 +200,7 @@ def run_demo(directory: str | os.PathLike[str], *, entries: int = 20_000) -> int
     for file in files:
         print(f"   {file.name:<22} {file.stat().st_size:>10} bytes")
     print(f"\n== auditrail trace {first}   (one webhook, from delivery to review note)")
-    query_main(["trace", first, str(path)])
+    query_main(["trace", first, str(path), "--format", "table"])
     print("\n== auditrail query --outcome failure --action 'gitlab.api.*' --limit 5")
     query_main(
         [
@@ -152,6 +217,6 @@ def run_demo(directory: str | os.PathLike[str], *, entries: int = 20_000) -> int
         ]
     )
     print("\n== auditrail report")
-    query_main(["report", str(path)])
+    query_main(["report", str(path), "--format", "table"])
     print(f"\nThe trail stays in {root}; try: .venv/bin/auditrail query {path} --help")
     return 0

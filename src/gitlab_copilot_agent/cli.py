@@ -95,7 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
     # The only command that needs the stand-ins; imported here, never by the service.
     from gitlab_copilot_agent.demo import run_demo
 
-    return run_demo(args.dir)
+    return run_demo(args.dir, force=args.force)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the agent against local GitLab and LLM stand-ins and show its audit trail",
     )
     demo.add_argument("--dir", default="agent-demo", help="where the demo writes its trail")
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="use a folder that holds other files (they are kept; the demo's own are replaced)",
+    )
     demo.set_defaults(func=_demo)
     return parser
 

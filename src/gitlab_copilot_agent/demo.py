@@ -16,7 +16,7 @@ of the review with ``auditrail trace`` and a short ``auditrail report``.
 from __future__ import annotations
 
 import os
-import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -34,6 +34,7 @@ from agent_standins.gitlab import (
 from agent_standins.llm import DEFAULT_API_KEY, LLMStandin
 from agent_standins.servers import run_in_thread
 from auditrail.config import AuditConfig
+from auditrail.demo import claim_demo_dir
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
 from gitlab_copilot_agent.webhook_auth import expected_signature, signing_key
@@ -89,12 +90,18 @@ def _audit_environment(root: Path) -> dict[str, str]:
     }
 
 
-def run_demo(directory: str | os.PathLike[str]) -> int:
-    """Run the scripted demo; return the process exit code."""
-    root = Path(directory).resolve()
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
+    """Run the scripted demo; return the process exit code.
+
+    The folder is claimed as ``auditrail demo`` claims its own: a folder
+    holding files the demo did not write is refused unless ``force``, and only
+    the demo's files are ever replaced.
+    """
+    try:
+        root = claim_demo_dir(directory, force=force)
+    except FileExistsError as exc:
+        print(f"gitlab-copilot-agent demo: {exc}", file=sys.stderr)
+        return 2
     audit_config = AuditConfig.from_env(_audit_environment(root), service=SERVICE_NAME)
     audit = audit_config.build()
     gitlab, llm = GitLabStandin(), LLMStandin()
@@ -163,9 +170,9 @@ def run_demo(directory: str | os.PathLike[str]) -> int:
     trail = str(audit_config.file_path)
     print(f"\n== audit trail: {trail}")
     print(f"\n== auditrail trace {review_cid}")
-    auditrail_main(["trace", review_cid, trail])
+    auditrail_main(["trace", review_cid, trail, "--format", "table"])
     print("\n== auditrail report")
-    auditrail_main(["report", trail])
+    auditrail_main(["report", trail, "--format", "table"])
     print("\n== auditrail query --action 'webhook.auth.*' --outcome failure")
     auditrail_main(
         ["query", trail, "--action", "webhook.auth.*", "--outcome", "failure", "--format", "table"]

@@ -143,9 +143,9 @@ def _env(tmp_path: Path, build: EnvBuilder) -> dict[str, str]:
     return {**_base(tmp_path), **build(tmp_path)}
 
 
-def _config_error(env: dict[str, str]) -> ConfigError:
+def _config_error(env: dict[str, str], *, read_only: bool = False) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
-        AuditConfig.from_env(env)
+        AuditConfig.from_env(env, read_only=read_only)
     return caught.value
 
 
@@ -172,12 +172,13 @@ def _check_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 class TestInvalidConfiguration:
+    @pytest.mark.parametrize("read_only", [False, True], ids=["creating", "read-only"])
     @pytest.mark.parametrize(("variable", "reason", "build"), INVALID)
     def test_error_names_the_variable(
-        self, tmp_path: Path, variable: str, reason: str, build: EnvBuilder
+        self, tmp_path: Path, variable: str, reason: str, build: EnvBuilder, read_only: bool
     ) -> None:
-        """Each invalid setting raises ConfigError whose .variable and message name it."""
-        error = _config_error(_env(tmp_path, build))
+        """Each invalid setting raises ConfigError naming it, whether paths are created or not."""
+        error = _config_error(_env(tmp_path, build), read_only=read_only)
         message = str(error)
         assert (error.variable, message.startswith(f"{variable}: "), reason in message) == (
             variable,
@@ -370,7 +371,8 @@ class TestCheckConfigCommand:
     ) -> None:
         """An invalid setting exits non-zero with exactly one stderr line naming the variable."""
         env = _env(tmp_path, build)
-        message = str(_config_error(env))
+        message = str(_config_error(env, read_only=True))
+        assert reason in message
         proc = _check_config(env)
         assert (proc.returncode, proc.stdout, proc.stderr) == (
             1,

@@ -15,6 +15,7 @@ made of, for use from Python::
 .. versionadded:: 0.1.0
 """
 
+from auditrail._rotation import rotation_family
 from auditrail.exceptions import InputError
 from auditrail.query._filters import EntryFilter, Matcher
 from auditrail.query._reader import (
@@ -22,7 +23,6 @@ from auditrail.query._reader import (
     ScanStats,
     TrailFile,
     discover_files,
-    rotation_family,
     scan,
     scan_file,
     search,

@@ -35,6 +35,7 @@ from auditrail.query._timeparse import canonical, timestamp_key, uuid7_datetime
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
 
 _LITERALS = frozenset({"true", "false", "null"})
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 NeedleGroup = tuple[bytes, ...]
 """Alternatives: a candidate line contains at least one of them."""
@@ -55,8 +56,13 @@ class EntryFilter:
             ``("project_id", "123")`` matches ``123``, ``123.0`` and ``"123"``.
         outcome: ``success`` or ``failure``.
         error: Exact error class (``rate_limit``).
-        correlation_id: Exact ``correlation_id``.
+        correlation_id: Exact ``correlation_id``; a UUID in any letter case.
         service: Exact ``service``.
+        event_id: Exact ``event_id``; a UUID in any letter case.
+
+    Ids are UUIDs stored in lower case (the schema's pattern), so a UUID given
+    in upper or mixed case is lowered before it is compared or searched for;
+    any other text is compared as given.
 
     .. versionadded:: 0.1.0
     """
@@ -71,6 +77,7 @@ class EntryFilter:
     error: str | None = None
     correlation_id: str | None = None
     service: str | None = None
+    event_id: str | None = None
 
     def compile(self) -> Matcher:
         """Return the fast matcher for this filter."""
@@ -88,11 +95,16 @@ class EntryFilter:
         of that scope is older.
         """
         bounds = [self.since] if self.since is not None else []
-        if self.correlation_id is not None:
-            opened = uuid7_datetime(self.correlation_id)
+        for uuid in (self.correlation_id, self.event_id):
+            opened = None if uuid is None else uuid7_datetime(uuid)
             if opened is not None:
                 bounds.append(opened)
         return max(bounds) if bounds else None
+
+
+def id_form(text: str) -> str:
+    """The stored form of an id: a UUID lowered (the schema's case), other text as given."""
+    return text.lower() if _UUID.fullmatch(text) else text
 
 
 def value_matches(value: object, text: str, number: int | float | None) -> bool:
@@ -200,6 +212,7 @@ class Matcher:
         "_checks",
         "_correlation_id",
         "_error",
+        "_event_id",
         "_outcome",
         "_service",
         "_since",
@@ -216,7 +229,8 @@ class Matcher:
         self._action_res = tuple(re.compile(fnmatch.translate(glob)) for glob in f.actions)
         self._outcome = _prepared(f.outcome)
         self._error = _prepared(f.error)
-        self._correlation_id = _prepared(f.correlation_id)
+        self._correlation_id = _prepared(_id_or_none(f.correlation_id))
+        self._event_id = _prepared(_id_or_none(f.event_id))
         self._service = _prepared(f.service)
         self._actor_type = _prepared(f.actor_type)
         self._actor_id = _prepared(f.actor_id)
@@ -229,6 +243,7 @@ class Matcher:
                 self._outcome,
                 self._error,
                 self._correlation_id,
+                self._event_id,
                 self._service,
                 self._actor_type,
                 self._actor_id,
@@ -241,7 +256,8 @@ class Matcher:
         f = self.entry_filter
         groups: list[NeedleGroup] = []
         for key, text in (
-            ("correlation_id", f.correlation_id),
+            ("correlation_id", _id_or_none(f.correlation_id)),
+            ("event_id", _id_or_none(f.event_id)),
             ("error", f.error),
             ("outcome", f.outcome),
             ("service", f.service),
@@ -272,6 +288,8 @@ class Matcher:
         if self._error and not value_matches(get("error"), *self._error):
             return False
         if self._correlation_id and not value_matches(get("correlation_id"), *self._correlation_id):
+            return False
+        if self._event_id and not value_matches(get("event_id"), *self._event_id):
             return False
         if self._service and not value_matches(get("service"), *self._service):
             return False
@@ -305,6 +323,10 @@ class Matcher:
             if self._until is not None and stamp >= self._until:
                 return False
         return True
+
+
+def _id_or_none(text: str | None) -> str | None:
+    return None if text is None else id_form(text)
 
 
 def _prepared(text: str | None) -> tuple[str, int | float | None] | None:

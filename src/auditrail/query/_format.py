@@ -16,30 +16,13 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol
 
 import orjson
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
-ELLIPSIS: Final = "…"
-
-QUERY_COLUMNS: Final = (
-    "TIME",
-    "ACTION",
-    "ACTOR",
-    "TARGET",
-    "OUTCOME",
-    "ERROR",
-    "MS",
-    "STATUS",
-    "CORRELATION_ID",
-)
-_QUERY_WIDTHS: Final = {"ACTOR": 40, "TARGET": 60, "ERROR": 60}
-_RIGHT: Final = frozenset(
-    {"MS", "STATUS", "COUNT", "SUCCESS", "FAILURE", "TOTAL", "CALLS", "P50_MS", "P95_MS", "MAX_MS"}
-)
 
 CSV_COLUMNS: Final = (
     "timestamp",
@@ -99,11 +82,6 @@ def _text(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def shorten(text: str, width: int) -> str:
-    """Cut text to ``width`` characters, marking the cut with an ellipsis."""
-    return text if len(text) <= width else text[: width - 1] + ELLIPSIS
-
-
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -137,7 +115,7 @@ def format_ms(value: object) -> str:
 
 
 def query_row(entry: Mapping[str, Any]) -> list[str]:
-    """The table cells of one entry, in ``QUERY_COLUMNS`` order."""
+    """The table cells of one entry, in the order of ``_table.QUERY_TABLE``."""
     return [
         _text(entry.get("timestamp")),
         _text(entry.get("action")),
@@ -149,69 +127,6 @@ def query_row(entry: Mapping[str, Any]) -> list[str]:
         _text(entry.get("http_status")),
         _text(entry.get("correlation_id")),
     ]
-
-
-def render_table(
-    headers: Sequence[str],
-    rows: Iterable[Sequence[str]],
-    *,
-    max_widths: Mapping[str, int] | None = None,
-) -> str:
-    """Lay rows out in aligned columns under a header; every cell is escaped first."""
-    limits = max_widths or {}
-    cells = [
-        [
-            shorten(escape_terminal(cell), limits.get(header, 200))
-            for header, cell in zip(headers, row, strict=True)
-        ]
-        for row in rows
-    ]
-    widths = [len(header) for header in headers]
-    for row in cells:
-        for index, cell in enumerate(row):
-            widths[index] = max(widths[index], len(cell))
-    lines = []
-    for row in [list(headers), *cells]:
-        out = [
-            cell.rjust(width) if header in _RIGHT else cell.ljust(width)
-            for header, cell, width in zip(headers, row, widths, strict=True)
-        ]
-        lines.append("  ".join(out).rstrip())
-    return "\n".join(lines) + "\n"
-
-
-def render_query_table(entries: Iterable[Mapping[str, Any]]) -> str:
-    """The ``query`` table of some entries."""
-    return render_table(
-        QUERY_COLUMNS, (query_row(entry) for entry in entries), max_widths=_QUERY_WIDTHS
-    )
-
-
-class StreamTable:
-    """A table written one row at a time, for ``tail``: fixed widths, no look-ahead.
-
-    .. versionadded:: 0.1.0
-    """
-
-    WIDTHS: Final = (27, 34, 30, 40, 7, 40, 8, 6, 36)
-
-    def __init__(self, out: TextOut) -> None:
-        self._out = out
-        self._header_written = False
-
-    def _line(self, cells: Sequence[str]) -> str:
-        parts = []
-        for header, cell, width in zip(QUERY_COLUMNS, cells, self.WIDTHS, strict=True):
-            text = shorten(escape_terminal(cell), width)
-            parts.append(text.rjust(width) if header in _RIGHT else text.ljust(width))
-        return "  ".join(parts).rstrip() + "\n"
-
-    def write(self, entry: Mapping[str, Any]) -> None:
-        """Write one entry as a row (the header first)."""
-        if not self._header_written:
-            self._out.write(self._line(QUERY_COLUMNS))
-            self._header_written = True
-        self._out.write(self._line(query_row(entry)))
 
 
 def csv_row(entry: Mapping[str, Any]) -> list[str]:

@@ -24,16 +24,16 @@ interleave, and a spool replay can put old entries late in a file.
 
 from __future__ import annotations
 
+import functools
 import glob
 import io
 import multiprocessing
 import os
-import re
 import signal
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +41,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import orjson
 
+from auditrail._rotation import rotation_family, without_compressing_twins
 from auditrail.exceptions import InputError
 from auditrail.query._filters import EntryFilter, Matcher, NeedleGroup, has_escape
 from auditrail.query._timeparse import timestamp_key
@@ -60,6 +61,8 @@ _ESCAPE_LETTERS: Final = (0x75, 0x2F)  # "u" and "/"
 _NEWLINE: Final = 0x0A
 
 Buffer = bytes | bytearray
+Progress = Callable[[int, int], None]
+"""Told (bytes read, bytes to read) as a scan goes."""
 OnMatch = Callable[[Buffer, dict[str, Any]], None]
 """Called with the stored line (copy it with ``bytes``) and its parsed entry for every match."""
 Match = tuple[str, str, bytes]
@@ -152,34 +155,6 @@ class ScanStats:
         return f"skipped {total} malformed or truncated {noun}: " + "; ".join(parts)
 
 
-def rotation_family(live: Path) -> list[Path]:
-    """Return the rotated backups of ``live`` that exist, oldest first, then ``live`` itself.
-
-    Backups are ``live.N`` or ``live.N.gz`` (a higher N is older). While a backup
-    is being compressed both forms can exist for a moment; the plain one is
-    complete, so it is the one taken.
-
-    .. versionadded:: 0.1.0
-    """
-    pattern = re.compile(re.escape(live.name) + r"\.([1-9][0-9]*)(\.gz)?")
-    backups: dict[int, Path] = {}
-    try:
-        entries = list(os.scandir(live.parent if str(live.parent) else "."))
-    except FileNotFoundError:
-        entries = []
-    for entry in entries:
-        match = pattern.fullmatch(entry.name)
-        if match is None or not entry.is_file():
-            continue
-        number = int(match[1])
-        if number not in backups or match[2] is None:
-            backups[number] = Path(entry.path)
-    files = [backups[number] for number in sorted(backups, reverse=True)]
-    if live.is_file():
-        files.append(live)
-    return files
-
-
 def discover_files(
     paths: Sequence[str | os.PathLike[str]],
     *,
@@ -194,8 +169,8 @@ def discover_files(
             Directories and globs leave out ``*.lock`` (the sink's lock file)
             and ``*.tmp`` (a backup being compressed).
         default: Used when ``paths`` is empty: normally ``AUDIT_LOG_FILE_PATH``,
-            taken with its backups.
-        rotations: Add the backups of each file named directly.
+            taken with its backups unless ``rotations`` is False.
+        rotations: Add the backups of each file named directly (and of ``default``).
 
     Raises:
         InputError: Nothing to read, or a named input does not exist.
@@ -206,7 +181,8 @@ def discover_files(
     if not paths:
         if not default:
             raise InputError("no input: give a file, directory or glob, or set AUDIT_LOG_FILE_PATH")
-        found = rotation_family(Path(default))
+        live = Path(default)
+        found = rotation_family(live) if rotations else [live] if live.is_file() else []
         if not found:
             raise InputError(f"no audit trail at AUDIT_LOG_FILE_PATH={default}")
     for raw in paths:
@@ -242,13 +218,10 @@ def _expand(path: Path, *, rotations: bool) -> list[Path]:
 
 
 def _unique(paths: list[Path]) -> list[TrailFile]:
-    names = {str(path) for path in paths}
     seen: set[tuple[int, int]] = set()
     files: list[TrailFile] = []
-    for path in paths:
-        text = str(path)
-        if text.endswith(".gz") and text[:-3] in names:
-            continue  # caught mid-compression: the plain copy is complete
+    # A backup caught mid-compression is listed twice by a directory or a glob.
+    for path in without_compressing_twins(paths):
         try:
             stat = path.stat()
             if (stat.st_dev, stat.st_ino) in seen:
@@ -418,7 +391,13 @@ def choose_primary(sample: Buffer, groups: Sequence[NeedleGroup]) -> int:
     return counts.index(min(counts))
 
 
-def _scan_piece(piece: _Piece, matcher: Matcher, on_match: OnMatch, stats: ScanStats) -> None:
+def _scan_piece(
+    piece: _Piece,
+    matcher: Matcher,
+    on_match: OnMatch,
+    stats: ScanStats,
+    on_read: Callable[[int], None] | None = None,
+) -> None:
     trail_file = piece.file
     name = str(trail_file.path)
     stats.note_read(name)
@@ -434,6 +413,8 @@ def _scan_piece(piece: _Piece, matcher: Matcher, on_match: OnMatch, stats: ScanS
                 start = _first_line_start(handle, piece.begin)
                 blocks = _plain_blocks(handle, start, piece.end)
             for buf, begin, end, offset in line_ranges(blocks, start):
+                if on_read is not None:
+                    on_read(handle.tell())
                 if not groups:
                     _scan_all(buf, begin, end, offset, matcher, on_match, stats, name)
                     continue
@@ -580,6 +561,17 @@ def _cost(trail_file: TrailFile) -> int:
     return trail_file.plain_size * 5 if trail_file.compressed else trail_file.size
 
 
+def _piece_bytes(piece: _Piece) -> int:
+    if piece.file.compressed or piece.end is None:
+        return piece.file.size - piece.begin
+    return piece.end - piece.begin
+
+
+def _report_read(progress: Progress, before: int, size: int, total: int, position: int) -> None:
+    # `position` may run a little past the file's size as it grows: never past its share.
+    progress(before + min(position, size), total)
+
+
 def _piece_cost(piece: _Piece) -> int:
     if piece.file.compressed:
         return _cost(piece.file)
@@ -628,6 +620,7 @@ def scan(
     *,
     prune: bool = True,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> C:
     """Feed every matching entry of the files to a collector made by ``factory``.
 
@@ -644,6 +637,8 @@ def scan(
         stats: Receives malformed lines, read errors and skipped files.
         prune: Skip files last written before any entry could match.
         workers: Processes to use; None for one per CPU, 1 to stay in this process.
+        progress: Called now and then with (bytes read, bytes to read), on-disk
+            sizes of the files not skipped; last with both equal.
 
     .. versionadded:: 0.1.0
     """
@@ -661,9 +656,18 @@ def scan(
         workers = 1
     pieces = _plan(todo, workers)
     result = factory()
+    total = sum(trail_file.size for trail_file in todo)
     if len(pieces) < 2:
+        done = 0
         for trail_file in todo:
-            _scan_piece(_Piece(trail_file), matcher, result.collect, stats)
+            on_read = None
+            if progress is not None:
+                progress(done, total)
+                on_read = functools.partial(_report_read, progress, done, trail_file.size, total)
+            _scan_piece(_Piece(trail_file), matcher, result.collect, stats, on_read)
+            done += trail_file.size
+        if progress is not None:
+            progress(total, total)
         return result
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(
@@ -671,6 +675,15 @@ def scan(
     )
     try:
         futures = [pool.submit(_run_piece, piece, entry_filter, factory) for piece in pieces]
+        if progress is not None:
+            # Workers cannot draw on this terminal: each finished piece moves the count on.
+            done = 0
+            progress(done, total)
+            pairs = zip(futures, pieces, strict=True)
+            sizes = {future: _piece_bytes(piece) for future, piece in pairs}
+            for future in as_completed(futures):
+                done += sizes[future]
+                progress(min(done, total), total)
         for future in futures:
             collector, piece_stats = future.result()
             result.merge(collector)
@@ -693,6 +706,7 @@ def search(
     *,
     prune: bool = True,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> list[Match]:
     """Return every matching entry of the files as ``Match`` tuples, in time order.
 
@@ -700,7 +714,9 @@ def search(
 
     .. versionadded:: 0.1.0
     """
-    found = scan(files, entry_filter, MatchCollector, stats, prune=prune, workers=workers).found
+    found = scan(
+        files, entry_filter, MatchCollector, stats, prune=prune, workers=workers, progress=progress
+    ).found
     # Timsort merges the already sorted runs (one per file and writer) in near-linear time.
     found.sort()
     return found

@@ -24,8 +24,8 @@ from auditrail.query._format import (
     describe_target,
     escape_terminal,
     format_ms,
-    render_table,
 )
+from auditrail.query._table import Column, fill, render_table
 from auditrail.query._timeparse import key_to_datetime, timestamp_key
 
 DEFAULT_TOP: Final = 10
@@ -210,23 +210,48 @@ def _ranked(counts: dict[Any, int], top: int | None = None) -> list[tuple[Any, i
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
-def render_report(report: Mapping[str, Any]) -> str:
-    """The report as text tables.
+def _counts(*names: str) -> tuple[Column, ...]:
+    return tuple(Column(name, rank, right=True) for rank, name in enumerate(names, start=1))
+
+
+_BY_ACTION: Final = (Column("ACTION", 0, wrap=True), *_counts("SUCCESS", "FAILURE", "TOTAL"))
+_BY_ERROR: Final = (Column("ERROR", 0), *_counts("COUNT"))
+_WEBHOOK_FAILURES: Final = (
+    Column("SOURCE_IP", 0),
+    Column("REASON", 1, wrap=True),
+    Column("COUNT", 2, right=True),
+)
+_BUSIEST_TARGETS: Final = (Column("TARGET", 0, wrap=True), *_counts("COUNT"))
+_BUSIEST_ACTORS: Final = (Column("ACTOR", 0), *_counts("COUNT"))
+_SLOWEST: Final = (
+    Column("ACTION", 0, wrap=True),
+    Column("CALLS", 3, right=True),
+    Column("P50_MS", 2, right=True),
+    Column("P95_MS", 1, right=True),
+    Column("MAX_MS", 4, right=True),
+)
+
+
+def render_report(report: Mapping[str, Any], *, width: int | None = None) -> str:
+    """The report as text tables, each fitting ``width`` when given (see ``_table``).
 
     .. versionadded:: 0.1.0
     """
     out = [
-        f"{report['entries']} entries, {report['failures']} failures, "
-        f"from {report['first_timestamp'] or '-'} to {report['last_timestamp'] or '-'}\n"
+        fill(
+            f"{report['entries']} entries, {report['failures']} failures, "
+            f"from {report['first_timestamp'] or '-'} to {report['last_timestamp'] or '-'}",
+            width,
+        )
     ]
 
-    def section(title: str, headers: Sequence[str], rows: list[list[str]]) -> None:
-        out.append(f"\n{title}\n")
-        out.append(render_table(headers, rows) if rows else "(none)\n")
+    def section(title: str, columns: Sequence[Column], rows: list[list[str]]) -> None:
+        out.append("\n" + fill(title, width))
+        out.append(render_table(columns, rows, width=width) if rows else "(none)\n")
 
     section(
         "Calls by action and outcome",
-        ("ACTION", "SUCCESS", "FAILURE", "TOTAL"),
+        _BY_ACTION,
         [
             [row["action"], str(row["success"]), str(row["failure"]), str(row["total"])]
             for row in report["by_action"]
@@ -234,12 +259,12 @@ def render_report(report: Mapping[str, Any]) -> str:
     )
     section(
         "Failures by error class",
-        ("ERROR", "COUNT"),
+        _BY_ERROR,
         [[row["error"], str(row["count"])] for row in report["failures_by_error"]],
     )
     section(
         f"Webhook authentication failures (top {report['top']} by source IP and reason)",
-        ("SOURCE_IP", "REASON", "COUNT"),
+        _WEBHOOK_FAILURES,
         [
             [row["source_ip"], row["reason"], str(row["count"])]
             for row in report["webhook_auth_failures"]
@@ -247,12 +272,12 @@ def render_report(report: Mapping[str, Any]) -> str:
     )
     section(
         f"Busiest targets (top {report['top']})",
-        ("TARGET", "COUNT"),
+        _BUSIEST_TARGETS,
         [[describe_target(row["target"]), str(row["count"])] for row in report["busiest_targets"]],
     )
     section(
         f"Busiest actors (top {report['top']})",
-        ("ACTOR", "COUNT"),
+        _BUSIEST_ACTORS,
         [
             [f"{row['actor_type']}:{row['actor_id']}", str(row["count"])]
             for row in report["busiest_actors"]
@@ -260,7 +285,7 @@ def render_report(report: Mapping[str, Any]) -> str:
     )
     section(
         f"Slowest actions (top {report['top']} by p95 duration)",
-        ("ACTION", "CALLS", "P50_MS", "P95_MS", "MAX_MS"),
+        _SLOWEST,
         [
             [
                 row["action"],
@@ -275,7 +300,14 @@ def render_report(report: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
-TRACE_COLUMNS: Final = ("OFFSET_S", "ACTION", "TARGET", "OUTCOME", "MS", "ERROR")
+TRACE_TABLE: Final = (
+    Column("OFFSET_S", 0),
+    Column("ACTION", 1, wrap=True, max_width=40),
+    Column("TARGET", 3, wrap=True, min_width=16),
+    Column("OUTCOME", 2),
+    Column("MS", 4, right=True),
+    Column("ERROR", 5, wrap=True, min_width=16, max_width=80),
+)
 
 
 def trace_summary(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -300,8 +332,12 @@ def trace_summary(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def render_trace(correlation_id: str, entries: Sequence[Mapping[str, Any]]) -> str:
+def render_trace(
+    correlation_id: str, entries: Sequence[Mapping[str, Any]], *, width: int | None = None
+) -> str:
     """The timeline of one correlation id: offsets from the first entry, then a summary.
+
+    The table fits ``width`` when given (see ``_table``).
 
     .. versionadded:: 0.1.0
     """
@@ -326,11 +362,12 @@ def render_trace(correlation_id: str, entries: Sequence[Mapping[str, Any]]) -> s
     summary = trace_summary(entries)
     failures = summary["failures"]
     first = keys[0] if keys and keys[0] else "-"
-    head = f"trace {escape_terminal(correlation_id)}: first entry at {first}\n"
-    table = render_table(TRACE_COLUMNS, rows, max_widths={"TARGET": 60, "ERROR": 80})
-    tail = (
+    head = fill(f"trace {escape_terminal(correlation_id)}: first entry at {first}", width)
+    table = render_table(TRACE_TABLE, rows, width=width)
+    tail = fill(
         f"{summary['calls']} calls, {failures} {'failure' if failures == 1 else 'failures'}, "
         f"{summary['span_s']:.3f} s from first to last entry, "
-        f"{summary['in_calls_s']:.3f} s in calls\n"
+        f"{summary['in_calls_s']:.3f} s in calls",
+        width,
     )
     return head + table + tail

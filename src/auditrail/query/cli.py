@@ -18,19 +18,25 @@ count is printed on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import functools
 import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
 import orjson
 
+from auditrail._event import ActorType, ErrorClass, Outcome
+from auditrail._help import examples, help_command
 from auditrail.exceptions import InputError
 from auditrail.query._filters import EntryFilter, Matcher
-from auditrail.query._format import CsvWriter, StreamTable, render_csv, render_query_table
+from auditrail.query._format import CsvWriter, query_row, render_csv
+from auditrail.query._progress import Progress
 from auditrail.query._reader import (
     ScanStats,
     TrailFile,
@@ -39,8 +45,9 @@ from auditrail.query._reader import (
     search,
 )
 from auditrail.query._report import DEFAULT_TOP, ReportBuilder, render_report, render_trace
+from auditrail.query._table import QUERY_TABLE, QUERY_TYPICAL, StreamTable, render_query_table
 from auditrail.query._tail import Follower
-from auditrail.query._timeparse import parse_time
+from auditrail.query._timeparse import canonical, parse_time
 
 ENV_PATH: Final = "AUDIT_LOG_FILE_PATH"
 EXIT_MATCH: Final = 0
@@ -49,11 +56,15 @@ EXIT_ERROR: Final = 2
 EXIT_INTERRUPTED: Final = 130
 _WRITE_BATCH: Final = 10_000
 
-_EPILOG: Final = (
+_NOTES: Final = (
     "Inputs: files (with their rotated backups, .N and .N.gz), directories or globs; "
-    f"default ${ENV_PATH} and its backups. "
+    f"default ${ENV_PATH} and its backups. Output: a table on a terminal, JSON lines "
+    "(each entry as stored) when piped; --format always wins. "
     "Exit codes: 0 matches, 1 no match, 2 error (bad arguments, no input, unreadable file)."
 )
+_OUTCOMES: Final = tuple(outcome.value for outcome in Outcome)
+_ERRORS: Final = tuple(error.value for error in ErrorClass)
+_ACTOR_TYPES: Final = tuple(actor_type.value for actor_type in ActorType)
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -105,6 +116,30 @@ def _seconds_arg(text: str) -> float:
     return value
 
 
+def closest(word: str, choices: Sequence[str]) -> str | None:
+    """The choice a mistyped word most likely meant: a unique prefix, else the nearest."""
+    starting = [choice for choice in choices if choice.startswith(word)]
+    if word and len(starting) == 1:
+        return starting[0]
+    near = difflib.get_close_matches(word.replace("-", "_"), choices, n=1, cutoff=0.6)
+    return near[0] if near else None
+
+
+def _vocabulary(kind: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    # A value outside a fixed vocabulary can match nothing: refuse it, with a hint.
+    def parse(text: str) -> str:
+        word = text.strip().lower()
+        if word in choices:
+            return word
+        guess = closest(word, choices)
+        hint = f"did you mean {guess}? " if guess else ""
+        raise argparse.ArgumentTypeError(
+            f"unknown {kind} {text!r}; {hint}use one of: {', '.join(choices)}"
+        )
+
+    return parse
+
+
 def _filter_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("filters (all given must hold)")
@@ -121,7 +156,9 @@ def _filter_parent() -> argparse.ArgumentParser:
         metavar="GLOB",
         help="action glob such as 'gitlab.api.*'; repeat for any of several",
     )
-    group.add_argument("--actor-type", metavar="TYPE", help="webhook_event, poll_cycle, ...")
+    group.add_argument(
+        "--actor-type", metavar="TYPE", help=f"{', '.join(_ACTOR_TYPES)}, or your own"
+    )
     group.add_argument("--actor-id", metavar="ID")
     group.add_argument(
         "--target",
@@ -131,9 +168,20 @@ def _filter_parent() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="target field, e.g. project_id=123, mr_iid=45, issue_key=ABC-1; repeatable",
     )
-    group.add_argument("--outcome", choices=("success", "failure"))
-    group.add_argument("--error", metavar="CLASS", help="error class, e.g. rate_limit")
-    group.add_argument("--correlation-id", metavar="ID")
+    group.add_argument(
+        "--outcome",
+        type=_vocabulary("outcome", _OUTCOMES),
+        metavar="OUTCOME",
+        help=" or ".join(_OUTCOMES),
+    )
+    group.add_argument(
+        "--error",
+        type=_vocabulary("error class", _ERRORS),
+        metavar="CLASS",
+        help=f"error class: {', '.join(_ERRORS)}",
+    )
+    group.add_argument("--correlation-id", metavar="ID", help="any letter case")
+    group.add_argument("--event-id", metavar="ID", help="one entry's event_id, any letter case")
     group.add_argument("--service", metavar="NAME")
     return parent
 
@@ -155,6 +203,20 @@ def _input_parent() -> argparse.ArgumentParser:
 
 
 def _entry_filter(args: argparse.Namespace) -> EntryFilter:
+    """The filters given, after a warning on stderr for those that can match nothing."""
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        _warn(
+            f"the time window is empty: --since is {canonical(args.since)}, not before --until "
+            f"{canonical(args.until)}, so nothing can match (a duration counts back from now: "
+            "--since 2h --until 1h is the hour before the last)"
+        )
+    if args.actor_type is not None and args.actor_type not in _ACTOR_TYPES:
+        guess = closest(args.actor_type.lower(), _ACTOR_TYPES)
+        hint = f"; did you mean {guess}?" if guess else ""
+        _warn(
+            f"actor type {args.actor_type!r} is none of the standard ones "
+            f"({', '.join(_ACTOR_TYPES)}){hint} (matched exactly as given)"
+        )
     return EntryFilter(
         since=args.since,
         until=args.until,
@@ -166,6 +228,7 @@ def _entry_filter(args: argparse.Namespace) -> EntryFilter:
         error=args.error,
         correlation_id=args.correlation_id,
         service=args.service,
+        event_id=args.event_id,
     )
 
 
@@ -260,15 +323,52 @@ def _write_entries(out: _BytesOut, lines: Sequence[bytes], fmt: str) -> None:
         _write_lines(out, lines)
         return
     entries = [orjson.loads(line) for line in lines]
-    text = render_query_table(entries) if fmt == "table" else render_csv(entries)
+    if fmt == "table":
+        text = render_query_table(entries, width=_table_width())
+    else:
+        text = render_csv(entries)
     out.write(text.encode())
     out.flush()
 
 
-def _auto_format(requested: str | None) -> str:
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except ValueError:  # closed
+        return False
+
+
+def output_format(requested: str | None) -> str:
+    """The one rule of all four commands: ``--format`` wins; else a table on a terminal, JSON."""
     if requested:
         return requested
-    return "table" if sys.stdout.isatty() else "json"
+    return "table" if _is_terminal(sys.stdout) else "json"
+
+
+def _table_width() -> int | None:
+    """The width a table must fit: the terminal's (``COLUMNS`` first), None off a terminal."""
+    if not _is_terminal(sys.stdout):
+        return None
+    # shutil.get_terminal_size's rule, applied to the stream the table goes to.
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and 0 < int(columns) < 10_000:
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns or 80
+    except (OSError, ValueError):
+        return 80
+
+
+@contextlib.contextmanager
+def _scanning() -> Iterator[Progress | None]:
+    """A progress line on stderr while a scan runs, only if stderr is a terminal."""
+    progress = Progress(sys.stderr) if _is_terminal(sys.stderr) else None
+    try:
+        yield progress
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 # -- commands ----------------------------------------------------------------
@@ -279,10 +379,12 @@ def run_query(args: argparse.Namespace) -> int:
     """``auditrail query``: print the matching entries in time order."""
     files = _files(args)
     stats = ScanStats()
-    found = search(files, _entry_filter(args), stats, prune=not args.scan_all)
+    wanted = _entry_filter(args)
+    with _scanning() as progress:
+        found = search(files, wanted, stats, prune=not args.scan_all, progress=progress)
     if args.limit is not None:
         del found[args.limit :]
-    _write_entries(_stdout(), [line for _, _, line in found], _auto_format(args.format))
+    _write_entries(_stdout(), [line for _, _, line in found], output_format(args.format))
     return _finish(stats, bool(found))
 
 
@@ -292,17 +394,19 @@ def run_trace(args: argparse.Namespace) -> int:
     files = _files(args)
     stats = ScanStats()
     wanted = EntryFilter(correlation_id=args.correlation_id)
-    lines = [line for _, _, line in search(files, wanted, stats, prune=not args.scan_all)]
+    with _scanning() as progress:
+        found = search(files, wanted, stats, prune=not args.scan_all, progress=progress)
+    lines = [line for _, _, line in found]
     out = _stdout()
-    if args.format == "table":
-        if lines:
-            entries = [orjson.loads(line) for line in lines]
-            out.write(render_trace(args.correlation_id, entries).encode())
-            out.flush()
-        else:
-            _warn(f"no entries with correlation id {args.correlation_id!r}")
+    fmt = output_format(args.format)
+    if not lines:
+        _warn(f"no entries with correlation id {args.correlation_id!r}")
+    elif fmt == "table":
+        entries = [orjson.loads(line) for line in lines]
+        out.write(render_trace(args.correlation_id, entries, width=_table_width()).encode())
+        out.flush()
     else:
-        _write_entries(out, lines, args.format)
+        _write_entries(out, lines, fmt)
     return _finish(stats, bool(lines))
 
 
@@ -312,13 +416,15 @@ def run_report(args: argparse.Namespace) -> int:
     files = _files(args)
     stats = ScanStats()
     factory = functools.partial(ReportBuilder, top=args.top)
-    builder = scan(files, _entry_filter(args), factory, stats, prune=not args.scan_all)
+    wanted = _entry_filter(args)
+    with _scanning() as progress:
+        builder = scan(files, wanted, factory, stats, prune=not args.scan_all, progress=progress)
     report = builder.result()
     out = _stdout()
-    if args.format == "json":
-        out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    if output_format(args.format) == "json":
+        out.write(orjson.dumps(report) + b"\n")  # one JSON document, on one line
     else:
-        out.write(render_report(report).encode())
+        out.write(render_report(report, width=_table_width()).encode())
     out.flush()
     return _finish(stats, builder.entries > 0)
 
@@ -329,6 +435,11 @@ def _tail_path(args: argparse.Namespace) -> str:
         raise InputError(f"no input: give the live file or set {ENV_PATH}")
     if not os.path.isfile(path):
         raise InputError(f"no such file: {path}")
+    if TrailFile.open_stat(Path(path)).compressed:
+        raise InputError(
+            f"cannot follow {path}: it is gzip-compressed, a rotated backup that no longer "
+            f"grows; read it with: auditrail query {path}"
+        )
     return str(path)
 
 
@@ -354,14 +465,18 @@ class _TailWriter:
         self._out = out
         self._fmt = fmt
         self._text = _LineBuffer()
-        self._table = StreamTable(self._text) if fmt == "table" else None
+        self._table = (
+            StreamTable(self._text, QUERY_TABLE, QUERY_TYPICAL, width=_table_width())
+            if fmt == "table"
+            else None
+        )
         self._csv = CsvWriter(self._text) if fmt == "csv" else None
 
     def write(self, line: bytes, entry: dict[str, Any]) -> None:
         if self._fmt == "json":
             self._out.write(line + b"\n")
         elif self._table is not None:
-            self._table.write(entry)
+            self._table.write(query_row(entry))
         elif self._csv is not None:
             self._csv.write(entry)
         pending = self._text.take()
@@ -394,7 +509,7 @@ def run_tail(args: argparse.Namespace) -> int:
     matcher = _entry_filter(args).compile()
     stats = ScanStats()
     follower = Follower(path, poll_interval_s=args.poll_interval_s)
-    writer = _TailWriter(_stdout(), _auto_format(args.format))
+    writer = _TailWriter(_stdout(), output_format(args.format))
     printed = 0
     try:
         existing = follower.poll()
@@ -438,19 +553,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """
     filters = _filter_parent()
     inputs = _input_parent()
+    formats = "default: table on a terminal, else json"
 
     query = subparsers.add_parser(
         "query",
         parents=[filters, inputs],
         help="find entries: filters, time order, table/json/csv",
         description="Print the entries that match every filter given, in time order.",
-        epilog=_EPILOG,
+        **examples(
+            "auditrail query --since 24h --action 'gitlab.api.*' --outcome failure",
+            "auditrail query /var/log/agent/audit.jsonl --target project_id=123 --limit 20",
+            "auditrail query --since 7d --error rate_limit --format csv > throttled.csv",
+            notes=_NOTES,
+        ),
     )
     query.add_argument("paths", nargs="*", metavar="PATH")
     query.add_argument(
         "--format",
         choices=("table", "json", "csv"),
-        help="default: table on a terminal, else json (each entry exactly as stored)",
+        help=f"{formats} (each entry exactly as stored)",
     )
     query.add_argument("--limit", type=_positive_int, metavar="N", help="the first N matches")
     query.set_defaults(func=run_query)
@@ -460,11 +581,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parents=[inputs],
         help="the timeline of one webhook or poll cycle (one correlation id)",
         description="Every entry of one correlation id, as a timeline with a summary.",
-        epilog=_EPILOG,
+        **examples(
+            "auditrail trace 01a22057-2735-729e-bb1e-512c3d4713a0",
+            "auditrail trace 01a22057-2735-729e-bb1e-512c3d4713a0 --format json | jq .action",
+            notes=_NOTES,
+        ),
     )
-    trace.add_argument("correlation_id", metavar="CORRELATION_ID")
+    trace.add_argument("correlation_id", metavar="CORRELATION_ID", help="any letter case")
     trace.add_argument("paths", nargs="*", metavar="PATH")
-    trace.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    trace.add_argument("--format", choices=("table", "json", "csv"), help=formats)
     trace.set_defaults(func=run_trace)
 
     report = subparsers.add_parser(
@@ -476,10 +601,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "failures by source IP and reason, the busiest targets and actors, and the "
             "slowest actions (p50/p95 duration)."
         ),
-        epilog=_EPILOG,
+        **examples(
+            "auditrail report --since 7d --action 'webhook.*'",
+            "auditrail report --since yesterday --until today --top 3",
+            "auditrail report --since 24h --format json | jq .failures_by_error",
+            notes=_NOTES,
+        ),
     )
     report.add_argument("paths", nargs="*", metavar="PATH")
-    report.add_argument("--format", choices=("table", "json"), default="table")
+    report.add_argument(
+        "--format", choices=("table", "json"), help=f"{formats} (one document, one line)"
+    )
     report.add_argument(
         "--top", type=_positive_int, default=DEFAULT_TOP, metavar="N", help="rows per ranking"
     )
@@ -493,14 +625,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Print the last matching entries of the live file, then each new matching entry "
             "as it is written, across rotations, in the order written."
         ),
-        epilog=f"Default file: ${ENV_PATH}. Exit codes: 0 printed entries, 1 none, 2 error.",
+        **examples(
+            "auditrail tail --action 'webhook.*'",
+            "auditrail tail /var/log/agent/audit.jsonl --outcome failure -n 50",
+            notes=(
+                f"Default file: ${ENV_PATH}. A gzip-compressed backup does not grow: read it "
+                "with 'auditrail query'. Exit codes: 0 printed entries, 1 none, 2 error."
+            ),
+        ),
     )
     tail.add_argument("path", nargs="?", metavar="PATH", help="the live file")
-    tail.add_argument(
-        "--format",
-        choices=("table", "json", "csv"),
-        help="default: table on a terminal, else json",
-    )
+    tail.add_argument("--format", choices=("table", "json", "csv"), help=formats)
     tail.add_argument(
         "-n",
         "--lines",
@@ -528,9 +663,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def build_parser() -> argparse.ArgumentParser:
     """A parser with only the query commands."""
     parser = argparse.ArgumentParser(
-        prog="auditrail", description="Query the audit trail written by the file sink."
+        prog="auditrail",
+        description="Query the audit trail written by the file sink.",
+        **examples("auditrail query --since 24h --outcome failure"),
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.set_defaults(func=help_command(parser))
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     register(subparsers)
     return parser
 

@@ -64,8 +64,6 @@ import errno
 import fcntl
 import gzip
 import os
-import pathlib
-import re
 import shutil
 import signal
 import sys
@@ -79,11 +77,18 @@ from typing import Any, ClassVar, Final, TypeAlias
 
 import orjson
 
+from auditrail._rotation import GZ_SUFFIX as _GZ
+from auditrail._rotation import backups, rotation_family
 from auditrail.typing import SinkResult
 
 __all__ = ["RETENTIONS", "FileSink", "RotatedOut", "install_sighup_reopen", "rotated_files"]
 
-_GZ = ".gz"
+rotated_files = rotation_family
+"""The live file and its backups that exist, oldest first, one per number (``auditrail._rotation``).
+
+.. versionadded:: 0.1.0
+"""
+
 RETENTIONS: Final = ("keep", "delete")
 """What rotation does once ``backups`` files exist: keep them all, or delete the oldest."""
 _SUMMARY_BLOCK: Final = 1 << 20
@@ -360,41 +365,9 @@ class FileSink:
                 os.close(lock_fd)
 
 
-def rotated_files(path: str | os.PathLike[str]) -> list[pathlib.Path]:
-    """List the live file and its backups that exist, oldest first.
-
-    Backups are ``path.<n>`` and ``path.<n>.gz``, highest ``n`` first. The live
-    file comes last. Names that external tools choose, such as logrotate's
-    ``dateext``, are not included.
-
-    .. versionadded:: 0.1.0
-    """
-    live = pathlib.Path(path)
-    pattern = re.compile(re.escape(live.name) + r"\.([1-9][0-9]*)(\.gz)?")
-    backups: list[tuple[int, bool, pathlib.Path]] = []
-    with contextlib.suppress(FileNotFoundError), os.scandir(live.parent) as entries:
-        for entry in entries:
-            match = pattern.fullmatch(entry.name)
-            if match and entry.is_file():
-                backups.append((int(match[1]), match[2] is None, pathlib.Path(entry.path)))
-    backups.sort(key=lambda backup: (-backup[0], backup[1]))
-    files = [backup[2] for backup in backups]
-    if live.is_file():
-        files.append(live)
-    return files
-
-
 def _backup_names(base: str) -> list[tuple[int, str]]:
     """(number, "" or ".gz") of every backup of ``base`` that exists."""
-    live = pathlib.Path(base)
-    pattern = re.compile(re.escape(live.name) + r"\.([1-9][0-9]*)(\.gz)?")
-    found: list[tuple[int, str]] = []
-    with contextlib.suppress(FileNotFoundError), os.scandir(live.parent) as entries:
-        for entry in entries:
-            match = pattern.fullmatch(entry.name)
-            if match and entry.is_file():
-                found.append((int(match[1]), match[2] or ""))
-    return found
+    return [(number, suffix) for number, suffix, _ in backups(base)]
 
 
 def _summarize(path: str, backups: int) -> RotatedOut:

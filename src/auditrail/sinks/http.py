@@ -235,6 +235,24 @@ class HttpSink:
             f"headers={self._header_names!r})"
         )
 
+    def describe(self) -> str:
+        """Where and how batches go, for ``auditrail check-config``: never a header's value.
+
+        .. versionadded:: 0.1.0
+        """
+        if isinstance(self._verify, str):
+            tls = f"verified with {self._verify}"
+        else:
+            tls = "verified with the system's CAs" if self._verify else "NOT verified"
+        parts = [f"format {self.format}", "gzip" if self.gzip else "uncompressed"]
+        if self.index is not None:
+            parts.append(f"index {self.index}")
+        if self.endpoint.startswith("https:"):
+            parts.append(f"TLS {tls}")
+        headers = ", ".join(self._header_names) or "none"
+        parts.append(f"headers: {headers} (values not shown)")
+        return f"POST {_safe_url(self.endpoint)} ({'; '.join(parts)})"
+
     # -- Sink protocol ------------------------------------------------------------
 
     def write_batch(self, lines: Sequence[bytes]) -> SinkResult:

@@ -82,6 +82,7 @@ import os
 import re
 import socket
 import ssl
+import stat
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -275,6 +276,7 @@ class SyslogSink:
         )
         self._timeout_s = float(timeout_s)
         self._tls: ssl.SSLContext | None = _tls_context(tls_ca_file, tls_verify) if is_tls else None
+        self._tls_ca_file = tls_ca_file
         self._octet_counted = self._address.scheme in ("tcp", "tls")
         self._nul_terminated = False  # set when a unix path turns out to be a stream socket
         # Serialises batches: frames from two threads must never interleave.
@@ -288,6 +290,63 @@ class SyslogSink:
             f"SyslogSink(address={self._address_text!r}, app_name={self._app_name!r}, "
             f"facility={self._facility})"
         )
+
+    def describe(self) -> str:
+        """The address and what its transport guarantees, for ``auditrail check-config``.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._tls is not None and self._tls.verify_mode == ssl.CERT_NONE:
+            trust = "certificate NOT verified"
+        else:
+            trust = f"CAs from {self._tls_ca_file}" if self._tls_ca_file else "the system's CAs"
+        transport = {
+            "unix": "unix socket: the local daemon",
+            "udp": "UDP datagrams: NO delivery guarantee",
+            "tcp": "TCP, octet-counted frames (RFC 6587)",
+            "tls": f"TLS (RFC 5425), {trust}",
+        }[self._address.scheme]
+        return (
+            f"{self._address_text} ({transport}; facility {self._facility}, "
+            f"app-name {self._app_name})"
+        )
+
+    def preflight(self) -> list[tuple[bool, str]]:
+        """What ``auditrail check-config`` must say before rollout: ``(fatal, message)`` pairs.
+
+        A unix socket that does not exist or that nothing listens on is fatal
+        there: a service would start, but every entry would wait in the spool
+        until a daemon appears. ``udp://`` is a warning: it works, without a
+        delivery guarantee. TCP and TLS daemons are not contacted (the network
+        seen from where ``check-config`` runs may not be the service's).
+
+        .. versionadded:: 0.1.0
+        """
+        address = self._address
+        if address.scheme == "udp":
+            return [
+                (
+                    False,
+                    f"{ENV_ADDRESS}={self._address_text}: UDP gives no delivery guarantee (a "
+                    "datagram lost on the way cannot be known, let alone retried); use tcp://, "
+                    "tls:// or the local unix socket for an audit trail",
+                )
+            ]
+        if address.scheme != "unix":
+            return []
+        fix = f"start the syslog daemon, or set {ENV_ADDRESS}"
+        try:
+            mode = os.stat(address.path).st_mode
+        except OSError as exc:
+            return [(True, f"{ENV_ADDRESS}: {address.path} {_stat_problem(exc)}; {fix}")]
+        if not stat.S_ISSOCK(mode):
+            return [(True, f"{ENV_ADDRESS}: {address.path} is not a socket; {fix}")]
+        try:
+            self._connect_unix(address.path).close()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            return [(True, f"{ENV_ADDRESS}: nothing listens on {address.path} ({reason}); {fix}")]
+        return []
 
     def write_batch(self, lines: Sequence[bytes]) -> SinkResult:
         if self._closed:
@@ -423,6 +482,12 @@ class SyslogSink:
                 sock.unwrap()
         with contextlib.suppress(OSError):
             sock.close()
+
+
+def _stat_problem(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "does not exist: no syslog daemon listens there"
+    return f"cannot be examined ({exc.strerror or type(exc).__name__})"
 
 
 def _peer_closed(sock: socket.socket) -> bool:

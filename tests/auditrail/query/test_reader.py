@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from auditrail.query import EntryFilter, InputError, ScanStats, discover_files, search
+from auditrail.query import (
+    EntryFilter,
+    InputError,
+    ScanStats,
+    discover_files,
+    rotation_family,
+    search,
+)
 from auditrail.query import _reader as reader
 from auditrail.query._reader import (
     MatchCollector,
@@ -21,7 +28,6 @@ from auditrail.query._reader import (
     _Piece,
     _scan_piece,
     line_ranges,
-    rotation_family,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -222,8 +222,10 @@ class TestReport:
     def test_table_report_shows_each_section(
         self, capsysbinary: pytest.CaptureFixture[bytes], small_trail: Path
     ) -> None:
-        """The default table report prints every section with aligned columns."""
-        code, out, _ = run(capsysbinary, "report", str(small_trail), "--top", "2")
+        """The table report prints every section with aligned columns."""
+        code, out, _ = run(
+            capsysbinary, "report", str(small_trail), "--top", "2", "--format", "table"
+        )
         assert code == 0
         assert out == (
             "8 entries, 4 failures, "
@@ -296,7 +298,7 @@ class TestTrace:
         self, capsysbinary: pytest.CaptureFixture[bytes], small_trail: Path
     ) -> None:
         """Offsets from the first entry, action, target, outcome, duration, error; a summary."""
-        code, out, _ = run(capsysbinary, "trace", CID_A, str(small_trail))
+        code, out, _ = run(capsysbinary, "trace", CID_A, str(small_trail), "--format", "table")
         assert code == 0
         assert out == (
             f"trace {CID_A}: first entry at 2026-11-20T08:00:00.000000Z\n"
