@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 INVALID = "gitlab-copilot-agent: invalid configuration: "
 
 
-def _load() -> tuple[Settings, AuditConfig] | None:
-    """Both configurations, or None after printing the one line that says what is wrong."""
+def _load(*, read_only: bool = False) -> tuple[Settings, AuditConfig] | None:
+    """Both configurations, or None after printing the one line that says what is wrong.
+
+    ``read_only`` (check-config) judges paths by their permissions and creates nothing.
+    """
     from auditrail.config import AuditConfig
     from gitlab_copilot_agent.settings import SERVICE_NAME, Settings, SettingsError
 
@@ -35,7 +38,7 @@ def _load() -> tuple[Settings, AuditConfig] | None:
     except SettingsError as exc:
         problems.append(str(exc))
     try:
-        audit = AuditConfig.from_env(service=SERVICE_NAME)
+        audit = AuditConfig.from_env(service=SERVICE_NAME, read_only=read_only)
     except ConfigError as exc:
         problems.append(str(exc))
     if settings is None or audit is None:
@@ -80,7 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    loaded = _load()
+    loaded = _load(read_only=True)
     if loaded is None:
         return 2
     settings, audit = loaded

@@ -3,7 +3,9 @@ bound, with one plain line naming the variable; ``check-config`` prints what it 
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -211,3 +213,32 @@ class TestCheckConfig:
         result = run(tmp_path, {**VALID, "AUDIT_LOG_ENABLED": "false"}, "check-config")
         assert result.returncode == 0
         assert "audit logging is disabled (AUDIT_LOG_ENABLED=false)" in result.stdout
+
+
+def test_check_config_creates_nothing(tmp_path: Path) -> None:
+    """check-config judges the audit file by its permissions: a relative path is left uncreated."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AUDIT_LOG_", "GITLAB_", "LLM_"))
+    }
+    env.update(
+        GITLAB_URL="https://gitlab.example.com",
+        GITLAB_TOKEN="glpat-checkconfig-0123456789",
+        GITLAB_WEBHOOK_SECRET="s3cret-checkconfig",
+        AUDIT_LOG_DESTINATION="file",
+        AUDIT_LOG_FILE_PATH="audit.jsonl",
+        AUDIT_LOG_SPOOL_DIR=str(tmp_path / "spool"),
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from gitlab_copilot_agent.cli import main; raise SystemExit(main())",
+            "check-config",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert list(tmp_path.iterdir()) == []
