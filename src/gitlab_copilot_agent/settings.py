@@ -765,3 +765,35 @@ def _describe(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, s
         else:  # a type the validators above do not produce; still no pydantic wording
             found.append((variable or "settings", "has an invalid value"))
     return found
+
+
+def task_environment(settings: Settings | TaskSettings) -> dict[str, str]:
+    """The task sections of ``settings`` as the variables a task process reads back.
+
+    The agent's settings may come from a mapping (tests, the demo), not from
+    its own environment, so the task process gets them re-encoded from the
+    validated values, secrets included; ``TaskSettings.from_env`` checks them
+    again there. Unset optional values are left out.
+    """
+    env: dict[str, str] = {}
+    for name in _TASK_SECTIONS:
+        section = getattr(settings, name)
+        for field_name, info in type(section).model_fields.items():
+            value = getattr(section, field_name)
+            variable = str(info.validation_alias)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                env[variable] = value.get_secret_value()
+            elif isinstance(value, bool):
+                env[variable] = "true" if value else "false"
+            elif variable == "CODING_CHECK_COMMAND":
+                env[variable] = shlex.join(value)
+            elif variable == "CODING_PROTECTED_PATHS":
+                env[variable] = ",".join(value) if value else "none"
+            elif isinstance(value, tuple):
+                if value:
+                    env[variable] = ",".join(value)
+            else:
+                env[variable] = str(value)
+    return env

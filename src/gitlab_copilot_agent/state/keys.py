@@ -5,6 +5,7 @@ key                                 value                                  lives
 ==================================  =====================================  ==================
 ``copilot:approval:<task>``         the pending approval (the task)        expiry + 1 h
 ``copilot:decision:<task>``         the gate's decision for the task       7 days
+``copilot:pushed:<task>``           the approval was used by a push        7 days
 ``copilot:result:<task>``           the task's result                      7 days
 ``copilot:lock:mr:<project>:<mr>``  who holds the MR (one task at a time)  renewed while held
 ``copilot:dedup:note:<p>:<note>``   a command note already handled         1 day
@@ -31,6 +32,10 @@ def approval(task_id: str) -> str:
 
 def decision(task_id: str) -> str:
     return f"{PREFIX}decision:{task_id}"
+
+
+def push_marker(task_id: str) -> str:
+    return f"{PREFIX}pushed:{task_id}"
 
 
 def result(task_id: str) -> str:
