@@ -118,7 +118,9 @@ class Standin:
     def __init__(self, *, prefix: str = "") -> None:
         self.faults = FaultScript(prefix=prefix)
         self._lock = threading.Lock()
-        self._injector = FaultInjector(self._asgi, self.faults, self.render_error)
+        self._injector = FaultInjector(
+            self._asgi, self.faults, self.render_error, record_headers=self.recorded_headers
+        )
 
     # -- for tests, benchmarks and the demo -------------------------------------
 
@@ -157,6 +159,10 @@ class Standin:
     def render_error(self, fault: Fault) -> Rendered:
         """The API's real error answer for an ``http`` fault."""
         raise NotImplementedError
+
+    def recorded_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """The headers kept in ``requests`` (all of them unless a stand-in says otherwise)."""
+        return headers
 
     # -- plumbing ----------------------------------------------------------------
 

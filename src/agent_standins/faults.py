@@ -220,14 +220,23 @@ class FaultInjector:
         app: the stand-in's own API.
         script: the fault rules.
         render: turns an ``http`` fault into the API's real error answer.
+        record_headers: what of the request's headers is kept in the record
+            (default: all); a stand-in that must not hold a credential in
+            memory replaces it here (``echo_header`` still sees the real value).
     """
 
     def __init__(
-        self, app: ASGIApp, script: FaultScript, render: Callable[[Fault], Rendered]
+        self,
+        app: ASGIApp,
+        script: FaultScript,
+        render: Callable[[Fault], Rendered],
+        *,
+        record_headers: Callable[[dict[str, str]], dict[str, str]] | None = None,
     ) -> None:
         self.app = app
         self.script = script
         self.render = render
+        self.record_headers = record_headers
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
 
@@ -255,7 +264,7 @@ class FaultInjector:
                     method=scope["method"],
                     path=path,
                     query=scope.get("query_string", b"").decode("latin-1"),
-                    headers=headers,
+                    headers=self.record_headers(headers) if self.record_headers else headers,
                     body=body,
                     fault=fault.kind if fault else None,
                     received_at=time.monotonic(),
