@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from auditrail import ErrorClass, Outcome
+from auditrail import Actor, ErrorClass, Outcome
 from auditrail.context import correlation_scope, get_actor, get_correlation_id
 from auditrail.logger import AuditLogger
 from gitlab_copilot_agent.approval.policy import ApprovalPolicy, ApproverCheck
@@ -100,12 +100,18 @@ def iso(timestamp: float) -> str:
 
 @contextlib.contextmanager
 def task_scope(task: CodingTask) -> Iterator[str | None]:
-    """The task's correlation scope (actor: whoever caused the work now), yielding the id of
-    the webhook that caused it (None when it is the task's own)."""
-    trigger = get_correlation_id()
+    """Enter the task's correlation scope (the actor stays whoever caused the work now) and
+    yield the id of the scope it was entered from when that is another one: the webhook
+    that caused this step (``details.trigger_correlation_id``), None when it is the task's own.
+    """
+    outer = get_correlation_id()
     actor = get_actor() or task.actor
     with correlation_scope(actor, task.correlation_id):
-        yield trigger if trigger != task.correlation_id else None
+        yield outer if outer != task.correlation_id else None
+
+
+def _in_task(task: CodingTask) -> contextlib.AbstractContextManager[str]:
+    return correlation_scope(get_actor() or task.actor, task.correlation_id)
 
 
 class ApprovalGate:
@@ -204,20 +210,30 @@ class ApprovalGate:
         taken = await self._store.take(keys.approval(task.task_id))
         if taken is None:
             raise StateStoreError("the pending task vanished before its policy decision")
-        return await self._decide(task, "approve", "approval_not_required", None, None, None)
+        return await self._decide(task, "approve", "approval_not_required", None, None, None, None)
 
     async def approve(
-        self, task: CodingTask, *, approver: str | None, approver_id: int | None
+        self,
+        task: CodingTask,
+        *,
+        approver: str | None,
+        approver_id: int | None,
+        trigger: str | None,
     ) -> Decision | Refusal:
-        """Check and consume one approval; run in the task's scope (``task_scope``)."""
+        """Check and consume one approval. Call it in the task's scope (``task_scope``), so the
+        members API and MR reads it makes are on the task's trail too."""
         if self.now() >= task.expires_at:
-            refusal = self._refuse(task, "expired", approver, approver_id, "the request expired")
-            await self.expire(task)
+            refusal = self._refuse(
+                task, "expired", approver, approver_id, "the request expired", trigger=trigger
+            )
+            await self.expire(task, trigger=trigger)
             return refusal
         check = await self.policy.check(task, approver, approver_id, action="approve")
         if not check.allowed:
             assert check.reason is not None
-            return self._refuse(task, check.reason, approver, approver_id, check.detail, check)
+            return self._refuse(
+                task, check.reason, approver, approver_id, check.detail, check, trigger=trigger
+            )
         try:
             mr = await self._mrs.get_mr_details(task.project_id, task.mr_iid)
         except GitLabError as exc:
@@ -228,6 +244,7 @@ class ApprovalGate:
                 approver_id,
                 f"the MR head could not be read: {exc.audit_error_class}",
                 check,
+                trigger=trigger,
             )
         head = mr.get("sha") if isinstance(mr.get("sha"), str) else None
         if head != task.head_sha:
@@ -239,15 +256,35 @@ class ApprovalGate:
                 "the MR head moved since the request",
                 check,
                 current_head_sha=head,
+                trigger=trigger,
             )
-            await self._void(task, "head_changed", approver, approver_id, current_head_sha=head)
-            return Refusal("head_changed", refusal.detail, task, head)
+            taken = await self._store.take(keys.approval(task.task_id))
+            if taken is not None:
+                await self._decide(
+                    task,
+                    "reject",
+                    "head_changed",
+                    approver,
+                    approver_id,
+                    None,
+                    trigger,
+                    current_head_sha=head,
+                )
+            return refusal
         taken = await self._store.take(keys.approval(task.task_id))
         if taken is None:
             return self._refuse(
-                task, "unknown_task", approver, approver_id, "already decided", check
+                task,
+                "unknown_task",
+                approver,
+                approver_id,
+                "already decided",
+                check,
+                trigger=trigger,
             )
-        return await self._decide(task, "approve", "approved", approver, approver_id, check)
+        return await self._decide(
+            task, "approve", "approved", approver, approver_id, check, trigger
+        )
 
     async def reject(
         self,
@@ -255,38 +292,32 @@ class ApprovalGate:
         *,
         by: str | None,
         by_id: int | None,
+        trigger: str | None,
         reason: str = "rejected",
         note: str | None = None,
     ) -> Decision | Refusal:
         """Reject (or cancel) a pending task: its requester or an approver may."""
+        action = "cancel" if reason == "cancelled" else "reject"
         check = await self.policy.check(task, by, by_id, action="reject")
         if not check.allowed:
             assert check.reason is not None
-            return self._refuse(task, check.reason, by, by_id, check.detail, check, action="reject")
+            return self._refuse(
+                task, check.reason, by, by_id, check.detail, check, action=action, trigger=trigger
+            )
         taken = await self._store.take(keys.approval(task.task_id))
         if taken is None:
-            return self._refuse(task, "unknown_task", by, by_id, "already decided", check)
-        return await self._decide(task, "reject", reason, by, by_id, check, note=note)
+            return self._refuse(
+                task, "unknown_task", by, by_id, "already decided", check, action=action,
+                trigger=trigger,
+            )  # fmt: skip
+        return await self._decide(task, "reject", reason, by, by_id, check, trigger, note=note)
 
-    async def expire(self, task: CodingTask) -> Decision | None:
+    async def expire(self, task: CodingTask, *, trigger: str | None = None) -> Decision | None:
         """Close a request nobody decided in time: ``reject``/``expired`` (None if decided)."""
         taken = await self._store.take(keys.approval(task.task_id))
         if taken is None:
             return None
-        return await self._decide(task, "reject", "expired", None, None, None)
-
-    async def _void(
-        self,
-        task: CodingTask,
-        reason: str,
-        approver: str | None,
-        approver_id: int | None,
-        **extra: Any,
-    ) -> Decision | None:
-        taken = await self._store.take(keys.approval(task.task_id))
-        if taken is None:
-            return None
-        return await self._decide(task, "reject", reason, approver, approver_id, None, **extra)
+        return await self._decide(task, "reject", "expired", None, None, None, trigger)
 
     async def _decide(
         self,
@@ -296,11 +327,12 @@ class ApprovalGate:
         approver: str | None,
         approver_id: int | None,
         check: ApproverCheck | None,
+        trigger: str | None,
         *,
         note: str | None = None,
         **extra: Any,
     ) -> Decision:
-        with task_scope(task) as trigger:
+        with _in_task(task):
             key = keys.decision(task.task_id)
             details: dict[str, Any] = {
                 "task_id": task.task_id,
@@ -349,6 +381,8 @@ class ApprovalGate:
         action: str = "approve",
         current_head_sha: str | None = None,
         asked_task_id: str | None = None,
+        trigger: str | None = None,
+        correlation_id: str | None = None,
     ) -> Refusal:
         detail = detail or reason
         details: dict[str, Any] = {
@@ -361,9 +395,16 @@ class ApprovalGate:
         if asked_task_id is not None:
             details["task_id"] = asked_task_id[:64]
         target: dict[str, Any] = {"resource_type": "coding_task"}
-        scope: contextlib.AbstractContextManager[str | None] = contextlib.nullcontext(None)
+        scope: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if correlation_id is not None and task is None:
+            outer = get_correlation_id()
+            trigger = outer if outer != correlation_id else None
+            details["trigger_correlation_id"] = trigger
+            scope = correlation_scope(
+                get_actor() or Actor("system", "approval-gate"), correlation_id
+            )
         if task is not None:
-            scope = task_scope(task)
+            scope = _in_task(task)
             target = task.target()
             details.update(
                 task_id=task.task_id,
@@ -373,7 +414,7 @@ class ApprovalGate:
             )
         if current_head_sha is not None:
             details["current_head_sha"] = current_head_sha
-        with scope as trigger:
+        with scope:
             if task is not None:
                 details["trigger_correlation_id"] = trigger
             self._audit.emit(
@@ -395,10 +436,19 @@ class ApprovalGate:
         action: str = "approve",
         reason: str = "unknown_task",
         detail: str = "no task waits for a decision on this merge request",
+        task_correlation_id: str | None = None,
     ) -> Refusal:
-        """A refusal with no pending task to link: in the caller's (the webhook's) scope."""
+        """A refusal with no pending task: in the caller's (the webhook's) scope, or in the
+        scope of the task it names when that is known (a task that expired and was closed)."""
         return self._refuse(
-            None, reason, approver, approver_id, detail, action=action, asked_task_id=task_id
+            None,
+            reason,
+            approver,
+            approver_id,
+            detail,
+            action=action,
+            asked_task_id=task_id,
+            correlation_id=task_correlation_id,
         )
 
     # -- the push step -----------------------------------------------------------

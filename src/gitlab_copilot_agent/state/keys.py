@@ -8,6 +8,7 @@ key                                 value                                  lives
 ``copilot:pushed:<task>``           the approval was used by a push        7 days
 ``copilot:result:<task>``           the task's result                      7 days
 ``copilot:lock:mr:<project>:<mr>``  who holds the MR (one task at a time)  renewed while held
+``copilot:lastresult:mr:<p>:<mr>``  the MR's last task result (a copy)        7 days
 ``copilot:dedup:note:<p>:<note>``   a command note already handled         1 day
 ==================================  =====================================  ==================
 """
@@ -48,3 +49,7 @@ def mr_lock(project_id: int, mr_iid: int) -> str:
 
 def note_seen(project_id: int, note_id: int) -> str:
     return f"{PREFIX}dedup:note:{project_id}:{note_id}"
+
+
+def mr_last_result(project_id: int, mr_iid: int) -> str:
+    return f"{PREFIX}lastresult:mr:{project_id}:{mr_iid}"
