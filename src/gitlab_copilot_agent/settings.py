@@ -227,6 +227,18 @@ def _signing_token(value: object) -> SecretStr:
     return secret
 
 
+def _coding_script(value: object) -> Path:
+    # One reader for the file (the offline provider's), so start and use agree on what is valid.
+    from gitlab_copilot_agent.llm.offline_coding import load_coding_script
+
+    path = Path(_text(value))
+    try:
+        load_coding_script(path)
+    except ValueError as exc:
+        raise _problem(scrub(str(exc))) from None
+    return path
+
+
 Text = Annotated[str, BeforeValidator(_text)]
 Secret = Annotated[SecretStr, BeforeValidator(_secret)]
 
@@ -307,11 +319,18 @@ class LLMSettings(_Section):
     github_token: Annotated[SecretStr | None, BeforeValidator(_secret)] = Field(
         default=None, validation_alias="GITHUB_TOKEN"
     )
+    offline_coding_script: Annotated[Path | None, BeforeValidator(_coding_script)] = Field(
+        default=None, validation_alias="OFFLINE_LLM_CODING_SCRIPT"
+    )
 
     @model_validator(mode="after")
     def _provider_needs(self) -> LLMSettings:
         if self.provider == "openai" and not self.base_url:
             raise _problem("required when LLM_PROVIDER=openai", "LLM_BASE_URL")
+        if self.offline_coding_script is not None and self.provider != "offline":
+            raise _problem(
+                "is only used when LLM_PROVIDER=offline; unset it", "OFFLINE_LLM_CODING_SCRIPT"
+            )
         if self.provider == "copilot":
             if self.copilot_cli_path is not None:
                 _check_executable(self.copilot_cli_path)
@@ -660,6 +679,10 @@ class Settings(BaseModel):
         ]
         if llm.base_url is not None:
             lines.append(f"  base url:     {without_userinfo(llm.base_url)}")
+        if llm.provider == "offline":
+            script = llm.offline_coding_script
+            coding = f"scripted by {script}" if script is not None else "default diffs"
+            lines.append(f"  coding:       {coding}")
         if llm.provider != "offline":
             lines.append(f"  api key:      {_set(llm.api_key)}")
         if llm.provider == "copilot":

@@ -49,6 +49,7 @@ __all__ = [
     "apply_patch",
     "patch_stats",
     "validate_patch",
+    "working_tree_patch",
 ]
 
 DEFAULT_PROTECTED_PATHS: Final = (
@@ -166,6 +167,37 @@ async def apply_patch(repo: Path, patch: str) -> None:
         done = await _git(Path(repo), ["apply", "--whitespace=nowarn"], data, home)
     if done.returncode != 0:
         raise GitError(GIT_ERROR, process.short(f"git apply failed: {done.stderr}"))
+
+
+async def working_tree_patch(repo: Path, *, timeout_s: float = GIT_APPLY_TIMEOUT_S) -> str:
+    """Every change in ``repo``'s working tree (new files included) as one diff against HEAD.
+
+    Stages everything in ``repo``'s index: meant for a scratch copy (the
+    Copilot SDK backend's), not for the task's clone. Binary-safe (``--binary``);
+    text that is not UTF-8 survives as surrogate escapes, which validation
+    then refuses.
+
+    Raises:
+        GitError: ``repo`` is not a git working tree, or git failed.
+
+    .. versionadded:: 0.1.0
+    """
+    with tempfile.TemporaryDirectory(prefix="agent-patch-home-") as scratch:
+        home = process.make_home(Path(scratch))
+        for args in (
+            ["add", "--all"],
+            ["diff", "--cached", "--binary", "--no-color", "--no-ext-diff", "--no-renames"],
+        ):
+            done = await process.run(
+                [process.git_binary(), *args],
+                cwd=Path(repo),
+                env=process.git_env(home),
+                timeout_s=timeout_s,
+                what=f"git {args[0]}",
+            )
+            if done.returncode != 0:
+                raise GitError(GIT_ERROR, process.short(f"git {args[0]} failed: {done.stderr}"))
+    return done.stdout.decode("utf-8", "surrogateescape")
 
 
 # -- the checks -------------------------------------------------------------------

@@ -12,9 +12,11 @@ Three layers:
 - ``LLMProvider``: what workflows use. ``build_provider`` in ``llm.factory``
   always returns an ``AuditedProvider``, so no call path can skip the trail.
 
-Coding requests need a backend that can edit files (``supports_coding``);
-the others raise ``NotImplementedError`` before anything is sent, and nothing
-is audited because nothing left the process.
+Coding requests are answered by every backend with a unified diff
+(``CodingResult.patch``, see ``llm.coding``); no backend writes to the clone,
+the task validates and applies the diff itself. A backend that declares
+``supports_coding = False`` gets ``NotImplementedError`` before anything is
+sent, and nothing is audited because nothing left the process.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ DEFAULT_REVIEW_SYSTEM_PROMPT: Final = (
 )
 DEFAULT_CODING_SYSTEM_PROMPT: Final = (
     "You are a careful software engineer. Make the smallest change that does what "
-    "is asked, inside the working directory only, and summarise what you changed."
+    "is asked, inside the repository only. Answer with a short summary of the change, "
+    "then the whole change as one unified diff in git's format (paths relative to the "
+    "repository root with a/ and b/ prefixes, exact hunk line counts) in a single "
+    "```diff fenced block. Do not touch CI configuration or CODEOWNERS."
 )
 
 
@@ -140,7 +145,13 @@ class ReviewResult(LLMResult):
 
 @dataclass(frozen=True, slots=True)
 class CodingResult(LLMResult):
-    """The model's summary of the changes it made in the working directory."""
+    """The model's answer (``text``) and the change it proposes as a unified diff (``patch``).
+
+    ``patch`` is "" when the answer holds no diff. It has not been validated:
+    ``gitlab_copilot_agent.git.patches.validate_patch`` decides whether it may apply.
+    """
+
+    patch: str = ""
 
 
 # -- errors ------------------------------------------------------------------
@@ -221,8 +232,9 @@ class LLMSessionError(LLMError):
 class LLMProvider(Protocol):
     """What workflows call. Every implementation handed out is audited.
 
-    ``code`` raises ``NotImplementedError`` when the provider cannot edit files
-    (offline, OpenAI-compatible); see ``supports_coding``.
+    ``code`` returns the proposed change as a diff (``CodingResult.patch``);
+    it raises ``NotImplementedError`` only for a backend that declares
+    ``supports_coding = False`` (none of the built-in ones).
 
     .. versionadded:: 0.1.0
     """
@@ -284,7 +296,8 @@ class AuditedProvider:
       duration, the HTTP status when there was one, and details ``model,
       prompt_tokens, completion_tokens, total_tokens, response_chars,
       response_sha256, finish_reason, model_calls, llm_call_id`` plus the
-      backend's ``extra``.
+      backend's ``extra``; a coding answer adds ``patch_bytes`` and
+      ``patch_sha256`` (the diff it proposes, never its text).
 
     .. versionadded:: 0.1.0
     """
@@ -323,8 +336,7 @@ class AuditedProvider:
     async def code(self, request: CodingRequest) -> CodingResult:
         if not self._backend.supports_coding:
             raise NotImplementedError(
-                f"the {self._backend.provider_name} provider cannot edit files; "
-                "use LLM_PROVIDER=copilot for coding tasks"
+                f"the {self._backend.provider_name} provider does not answer coding requests"
             )
         target = _target(request.project_id, request.mr_iid)
         if request.issue_key:
@@ -406,9 +418,17 @@ class AuditedProvider:
                     "response_sha256": text_digest(result.text),
                     "finish_reason": result.finish_reason,
                     "model_calls": result.model_calls,
+                    **_patch_details(result),
                 },
             )
             return result
+
+
+def _patch_details(result: LLMResult) -> dict[str, Any]:
+    if not isinstance(result, CodingResult):
+        return {}
+    raw = result.patch.encode("utf-8", "surrogatepass")
+    return {"patch_bytes": len(raw), "patch_sha256": hashlib.sha256(raw).hexdigest()}
 
 
 def _target(project_id: int | None, mr_iid: int | None) -> dict[str, Any]:

@@ -13,8 +13,11 @@ Isolation: the CLI gets a minimal environment (``PATH``, ``HOME``, locale, proxy
 and CA settings, ``COPILOT_SKIP_CLI_DOWNLOAD=1``) and never the agent's GitLab,
 Jira or LLM secrets; the GitHub token reaches it through the SDK's own
 ``github_token`` option. Review sessions run in an empty scratch directory and
-every tool permission is refused; coding sessions may read and write inside
-their working directory and nothing else (no shell, no URLs, no MCP).
+every tool permission is refused. Coding sessions run in a scratch copy of the
+clone and may read and write inside it, never in its ``.git`` and nothing
+else (no shell, no URLs, no MCP); the answer's patch is the copy's working
+tree diff (or, when the session changed no file, the diff in its answer), so
+the clone itself only changes through the task's validated ``apply_patch``.
 
 The SDK is imported lazily, on the first request: the agent starts (and the
 other providers work) without the extra installed. Tests replace the client
@@ -34,16 +37,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from gitlab_copilot_agent.git.errors import GitError
+from gitlab_copilot_agent.git.patches import working_tree_patch
 from gitlab_copilot_agent.llm.base import (
     CodingRequest,
     CodingResult,
     LLMError,
+    LLMResponseError,
     LLMResult,
     LLMSessionError,
     LLMTimeoutError,
     ReviewRequest,
     ReviewResult,
 )
+from gitlab_copilot_agent.llm.coding import extract_patch
 
 SDK_DISTRIBUTION: Final = "github-copilot-sdk"
 SDK_VERSION: Final = "1.0.27"
@@ -240,7 +247,7 @@ def _review_permissions(request: Any, invocation: Any) -> Any:
 
 
 def _coding_permissions(workdir: Path) -> Callable[[Any, Any], Any]:
-    """Coding sessions may read and write files inside ``workdir``; nothing else."""
+    """Coding sessions may read and write inside ``workdir`` (not its ``.git``); nothing else."""
     root = workdir.resolve()
 
     def decide(request: Any, invocation: Any) -> Any:
@@ -249,7 +256,8 @@ def _coding_permissions(workdir: Path) -> Callable[[Any, Any], Any]:
             name = getattr(request, "file_name", None) or getattr(request, "path", None)
             if isinstance(name, str):
                 target = (root / name).resolve()
-                if target == root or root in target.parents:
+                inside = target == root or root in target.parents
+                if inside and ".git" not in target.relative_to(root).parts:
                     return _decisions().PermissionDecisionApproveOnce()
         return _reject(f"{kind} is not allowed: only file reads/writes in the working directory")
 
@@ -304,15 +312,26 @@ class CopilotSDKBackend:
         return ReviewResult(**fields)
 
     async def code(self, request: CodingRequest) -> CodingResult:
-        workdir = Path(request.working_directory)
-        fields = await self._run(
-            request.prompt,
-            model=request.model or self.model,
-            system_prompt=request.system_prompt,
-            working_directory=str(workdir),
-            permissions=_coding_permissions(workdir),
-        )
-        return CodingResult(**fields)
+        source = Path(request.working_directory)
+        scratch = Path(tempfile.mkdtemp(prefix="copilot-coding-"))
+        copy = scratch / "repo"
+        try:
+            await asyncio.to_thread(shutil.copytree, source, copy, symlinks=True)
+            fields = await self._run(
+                request.prompt,
+                model=request.model or self.model,
+                system_prompt=request.system_prompt,
+                working_directory=str(copy),
+                permissions=_coding_permissions(copy),
+            )
+            try:
+                patch = await working_tree_patch(copy)
+            except GitError as exc:
+                raise LLMResponseError(f"cannot read the session's changes: {exc.reason}") from None
+            fields["extra"]["patch_source"] = "working_tree" if patch else "answer"
+            return CodingResult(**fields, patch=patch or extract_patch(fields["text"]))
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

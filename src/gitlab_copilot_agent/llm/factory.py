@@ -15,6 +15,7 @@ from gitlab_copilot_agent.llm.copilot_sdk import (
     sdk_client_factory,
 )
 from gitlab_copilot_agent.llm.offline import OfflineBackend
+from gitlab_copilot_agent.llm.offline_coding import load_coding_script
 from gitlab_copilot_agent.llm.openai_compat import OpenAICompatBackend
 from gitlab_copilot_agent.settings import LLMSettings
 
@@ -31,7 +32,8 @@ def build_backend(settings: LLMSettings) -> LLMBackend:
     """
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     if settings.provider == "offline":
-        return OfflineBackend()
+        script = settings.offline_coding_script
+        return OfflineBackend(coding_script=load_coding_script(script) if script else None)
     if settings.provider == "openai":
         if not settings.base_url:
             raise ValueError("LLM_PROVIDER=openai needs LLM_BASE_URL")

@@ -1,20 +1,27 @@
-"""A deterministic, network-free reviewer for demos and tests.
+"""A deterministic, network-free reviewer and coder for demos and tests.
 
-It reads the structured diff of a ``ReviewRequest`` and flags added lines with
-a handful of rules (leftover TODO markers, over-long lines, debug prints,
-``shell=True``, ``eval``, hard-coded credentials). Same input, same review,
-byte for byte. Token counts are estimates (4 characters per token) and say so
-in the audit entry.
+Reviews: it reads the structured diff of a ``ReviewRequest`` and flags added
+lines with a handful of rules (leftover TODO markers, over-long lines, debug
+prints, ``shell=True``, ``eval``, hard-coded credentials). Same input, same
+review, byte for byte.
+
+Coding: the answer is a scripted diff (``coding_script``, or the JSON file of
+``OFFLINE_LLM_CODING_SCRIPT``) or a small default one; see ``offline_coding``.
+
+Token counts are estimates (4 characters per token) and say so in the audit entry.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from gitlab_copilot_agent.llm.base import CodingRequest, CodingResult, ReviewRequest, ReviewResult
 from gitlab_copilot_agent.llm.diff import iter_diff_lines
+from gitlab_copilot_agent.llm.offline_coding import default_patch, scripted_patch
 
 OFFLINE_MODEL: Final = "offline-rules-1"
 MAX_LINE_CHARS: Final = 120
@@ -95,17 +102,25 @@ def _estimate_tokens(*texts: str) -> int:
 
 
 class OfflineBackend:
-    """Reviews diffs with fixed rules; cannot edit files (``code`` raises).
+    """Reviews diffs with fixed rules; answers coding requests with scripted or default diffs.
+
+    Args:
+        model: the model name the audit entries show.
+        coding_script: instruction substring → patch text (first match wins,
+            ``""`` matches everything); see ``offline_coding``.
 
     .. versionadded:: 0.1.0
     """
 
     provider_name = "offline"
-    supports_coding = False
+    supports_coding = True
     timeout_s: float | None = None
 
-    def __init__(self, model: str = OFFLINE_MODEL) -> None:
+    def __init__(
+        self, model: str = OFFLINE_MODEL, *, coding_script: Mapping[str, str] | None = None
+    ) -> None:
         self.model = model
+        self._script = dict(coding_script or {})
 
     def __repr__(self) -> str:
         return f"OfflineBackend(model={self.model!r})"
@@ -124,7 +139,22 @@ class OfflineBackend:
         )
 
     async def code(self, request: CodingRequest) -> CodingResult:
-        raise NotImplementedError("the offline provider cannot edit files")
+        patch = scripted_patch(self._script, request.prompt)
+        source = "scripted"
+        if patch is None:
+            patch = default_patch(Path(request.working_directory), request.prompt)
+            source = "default"
+        text = f"Offline coding answer ({source}).\n\n```diff\n{patch}```\n"
+        return CodingResult(
+            text=text,
+            model=self.model,
+            prompt_tokens=_estimate_tokens(request.system_prompt, request.prompt),
+            completion_tokens=_estimate_tokens(text),
+            finish_reason="stop",
+            model_calls=1,
+            extra={"token_counts": "estimated", "answer": source},
+            patch=patch,
+        )
 
     async def aclose(self) -> None:
         return None

@@ -7,6 +7,11 @@ the audit wrapper records ``auth_failure``, ``rate_limit``, ``server_error``,
 ``timeout`` or ``network_error``. Their messages hold the endpoint's error
 text with the API key scrubbed out, never the request.
 
+Coding requests are chat completions too: the prompt gets the repository's
+file list and the text of the files the instruction names
+(``llm.coding.repository_context``), and the diff is taken from the answer
+(``extract_patch``); the endpoint never touches the clone.
+
 No retries here: a review is cheap to re-trigger (``/copilot review``) and a
 silent retry would hide rate limits from the trail. The API key is kept in a
 holder whose ``repr`` is redacted and is set per request, not on the client.
@@ -15,6 +20,7 @@ holder whose ``repr`` is redacted and is set per request, not on the client.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -30,6 +36,7 @@ from gitlab_copilot_agent.llm.base import (
     ReviewRequest,
     ReviewResult,
 )
+from gitlab_copilot_agent.llm.coding import extract_patch, repository_context
 from gitlab_copilot_agent.scrub import scrub_then_cut, without_userinfo
 
 _MAX_ERROR_CHARS: Final = 300
@@ -67,7 +74,7 @@ class OpenAICompatBackend:
     """
 
     provider_name = "openai"
-    supports_coding = False
+    supports_coding = True
 
     def __init__(
         self,
@@ -104,9 +111,18 @@ class OpenAICompatBackend:
         return ReviewResult(**_parse_completion(body, request.model or self.model))
 
     async def code(self, request: CodingRequest) -> CodingResult:
-        raise NotImplementedError(
-            "an OpenAI-compatible chat endpoint returns text only; it cannot edit files"
+        model = request.model or self.model
+        context = repository_context(Path(request.working_directory), request.prompt)
+        body = await self._complete(
+            model, request.system_prompt, f"{request.prompt}\n\n{context.text}"
         )
+        fields = _parse_completion(body, model)
+        fields["extra"].update(
+            context_files_listed=context.files_listed,
+            context_files_included=context.files_included,
+            context_chars=len(context.text),
+        )
+        return CodingResult(**fields, patch=extract_patch(fields["text"]))
 
     async def aclose(self) -> None:
         await self._client.aclose()
