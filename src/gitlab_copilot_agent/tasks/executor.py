@@ -11,8 +11,10 @@ run-task``), the entry point a Kubernetes Job will run next:
   the file sink takes several processes), the correlation scope and actor
   (``auditrail.subprocess_env``), the task settings re-encoded from the
   agent's validated ones (GitLab URL and token, LLM, ``CODING_*``, ``GIT_*``),
-  ``OFFLINE_LLM_*``, and ``HOME``/``TMPDIR`` set to the task's own directory.
-  Never the webhook secrets, never ``REDIS_URL``;
+  and ``HOME``/``TMPDIR`` set to the task's own directory (with
+  ``XDG_STATE_HOME`` kept at the agent's, so a task's audit spool is the
+  agent's and survives the task's directory). Never the webhook secrets,
+  never ``REDIS_URL``;
 - its own session (process group), so a kill reaches git and the check
   command too;
 - the channel (``tasks.channel``) on an inherited descriptor, through which
@@ -49,7 +51,7 @@ __all__ = ["Executor", "LocalExecutor", "PushVerifier"]
 _log = get_logger(__name__)
 
 PASSTHROUGH: Final = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
-PASSTHROUGH_PREFIXES: Final = ("AUDIT_LOG_", "OFFLINE_LLM_")
+PASSTHROUGH_PREFIXES: Final = ("AUDIT_LOG_",)
 KILL_GRACE_S: Final = 5.0
 
 PushVerifier = Callable[[str, str, str], Awaitable[None]]
@@ -118,6 +120,12 @@ class LocalExecutor:
             k: v for k, v in base.items() if k in PASSTHROUGH or k.startswith(PASSTHROUGH_PREFIXES)
         }
         env.update(task_environment(self._settings))
+        # The task's HOME is its own directory, removed after it: keep the audit spool's
+        # default where the agent's is, so anything the task spooled is adopted, not lost.
+        state = base.get("XDG_STATE_HOME") or os.path.join(
+            os.path.expanduser("~"), ".local", "state"
+        )
+        env["XDG_STATE_HOME"] = state
         env.update(
             {
                 "HOME": str(home),
