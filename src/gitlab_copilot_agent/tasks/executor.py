@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -176,10 +177,11 @@ class LocalExecutor:
                     reason="deadline",
                     detail=f"no result within TASK_TIMEOUT_S={self._executor.timeout_s:g} s",
                     exit_code=proc.returncode,
+                    pid=proc.pid,
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(served), 5)
-            return self._outcome(spec, code, channel.result)
+            return dataclasses.replace(self._outcome(spec, code, channel.result), pid=proc.pid)
         except asyncio.CancelledError:
             if proc is not None and proc.returncode is None:
                 _kill_group(proc)

@@ -110,6 +110,7 @@ class TaskOutcome:
             failure class, ``exit_code``…), None on success.
         detail: a short, scrubbed sentence for people.
         exit_code: the task process's exit code (negative: killed by that signal).
+        pid: the task process's id (local executor).
         facts: what the task process reported (patch stats, branch…).
     """
 
@@ -119,6 +120,7 @@ class TaskOutcome:
     detail: str | None = None
     exit_code: int | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
 
     @property
     def succeeded(self) -> bool:

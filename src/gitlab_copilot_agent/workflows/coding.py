@@ -378,6 +378,7 @@ class CodingWorkflow:
                             reason="cancelled",
                             detail=f"cancelled by @{running.cancelled_by}",
                             exit_code=outcome.exit_code,
+                            pid=outcome.pid,
                         )
                     await self._finish(task, decision, outcome, started, trigger)
                 self._running.pop(task.task_id, None)
@@ -459,6 +460,7 @@ class CodingWorkflow:
                     "reason": outcome.reason,
                     "commit_sha": outcome.commit_sha,
                     "exit_code": outcome.exit_code,
+                    "pid": outcome.pid,
                     "executor": self._executor.name,
                     "trigger_correlation_id": trigger,
                 },
@@ -552,14 +554,18 @@ class CodingWorkflow:
             context.mr_iid,
         ):
             return task
-        if prior is not None and prior.get("decision_reason") == "expired":
+        if prior is not None:
+            # A task that was decided already: the late attempt goes on the task's own trail.
+            expired = prior.get("decision_reason") == "expired"
             refusal = self.gate.refuse_unknown(
                 task_id=task_id,
                 approver=context.initiator,
                 approver_id=context.initiator_id,
                 action=action,
-                reason="expired",
-                detail="the request expired",
+                reason="expired" if expired else "unknown_task",
+                detail="the request expired"
+                if expired
+                else f"already decided: {prior.get('decision')} ({prior.get('decision_reason')})",
                 task_correlation_id=text(prior.get("correlation_id")),
             )
         else:

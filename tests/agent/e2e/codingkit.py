@@ -7,7 +7,6 @@ Test modules import this with their own directory put on ``sys.path``.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,7 +23,7 @@ from prometheus_client import CollectorRegistry
 import gitlab_copilot_agent
 from agent_standins.git_server import GitServer
 from agent_standins.gitlab import GitLabStandin, diff_file
-from agent_standins.servers import run_in_thread
+from agent_standins.servers import ServerHandle, run_in_thread
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.sinks.file import FileSink
@@ -46,6 +45,7 @@ FILES = {
 }
 DEV = {"id": 5, "username": "jdoe", "name": "Jane Doe"}
 MAINTAINER = {"id": 6, "username": "mia", "name": "Mia Maintainer"}
+OWNER = {"id": 7, "username": "max", "name": "Max Owner"}
 OUTSIDER = {"id": 8, "username": "eve", "name": "Eve Outsider"}
 REPORTER = {"id": 9, "username": "rex", "name": "Rex Reporter"}
 
@@ -86,10 +86,18 @@ class World:
     client: httpx.Client
     tmp: Path
     settings: Settings
+    agent: ServerHandle
 
-    def note(
-        self, text: str, user: Mapping[str, Any] = DEV, note_id: int | None = None
-    ) -> str:
+    def restart(self) -> None:
+        """Stop the agent (its lifespan closes everything) and start a new one: same settings,
+        same stand-ins, same Redis."""
+        self.client.close()
+        self.agent.stop()
+        app = create_app(self.settings, audit=self.audit, registry=CollectorRegistry())
+        self.agent = run_in_thread(app)
+        self.client = httpx.Client(base_url=self.agent.url, timeout=30)
+
+    def note(self, text: str, user: Mapping[str, Any] = DEV, note_id: int | None = None) -> str:
         """Post a Note Hook on the MR; return the delivery's correlation id."""
         payload = {
             "object_kind": "note",
@@ -157,7 +165,9 @@ class World:
         return [n["body"] for n in self.gitlab.posted_notes(PROJECT, MR)]
 
     def pushes(self) -> list[Any]:
-        return [r for r in self.git.requests if r.service == "git-receive-pack" and r.method == "POST"]
+        return [
+            r for r in self.git.requests if r.service == "git-receive-pack" and r.method == "POST"
+        ]
 
     def head(self) -> str:
         return self.git.head(REPO, BRANCH)
@@ -217,6 +227,7 @@ def coding_world(
         head=lambda: git.head(REPO, BRANCH),
     )
     gitlab.add_member(PROJECT, MAINTAINER["id"], MAINTAINER["username"], 40)
+    gitlab.add_member(PROJECT, OWNER["id"], OWNER["username"], 50)
     gitlab.add_member(PROJECT, REPORTER["id"], REPORTER["username"], 20)
     audit = AuditLogger(
         FileSink(trail, max_bytes=0),
@@ -245,11 +256,16 @@ def coding_world(
         with gitlab.serve() as gitlab_server:
             settings = Settings.from_env({"GITLAB_URL": gitlab_server.url, **values})
             app = create_app(settings, audit=audit, registry=CollectorRegistry())
-            with (
-                run_in_thread(app) as agent,
-                httpx.Client(base_url=agent.url, timeout=30) as client,
-            ):
-                yield World(gitlab, git, audit, trail, client, tmp, settings)
+            agent = run_in_thread(app)
+            world = World(
+                gitlab, git, audit, trail, httpx.Client(base_url=agent.url, timeout=30), tmp,
+                settings, agent,
+            )  # fmt: skip
+            try:
+                yield world
+            finally:
+                world.client.close()
+                world.agent.stop()
     finally:
         audit.close()
         git.stop()
