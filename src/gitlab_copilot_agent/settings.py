@@ -681,8 +681,8 @@ class Settings(BaseModel):
             lines.append(f"  base url:     {without_userinfo(llm.base_url)}")
         if llm.provider == "offline":
             script = llm.offline_coding_script
-            coding = f"scripted by {script}" if script is not None else "default diffs"
-            lines.append(f"  coding:       {coding}")
+            answers = f"scripted by {script}" if script is not None else "default diffs"
+            lines.append(f"  coding:       {answers}")
         if llm.provider != "offline":
             lines.append(f"  api key:      {_set(llm.api_key)}")
         if llm.provider == "copilot":

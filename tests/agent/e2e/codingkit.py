@@ -43,11 +43,12 @@ FILES = {
     "src/app.py": "def greet(name):\n    return 'hi ' + name\n",
     ".gitlab-ci.yml": "test:\n  script: [pytest]\n",
 }
-DEV = {"id": 5, "username": "jdoe", "name": "Jane Doe"}
-MAINTAINER = {"id": 6, "username": "mia", "name": "Mia Maintainer"}
-OWNER = {"id": 7, "username": "max", "name": "Max Owner"}
-OUTSIDER = {"id": 8, "username": "eve", "name": "Eve Outsider"}
-REPORTER = {"id": 9, "username": "rex", "name": "Rex Reporter"}
+User = dict[str, Any]
+DEV: User = {"id": 5, "username": "jdoe", "name": "Jane Doe"}
+MAINTAINER: User = {"id": 6, "username": "mia", "name": "Mia Maintainer"}
+OWNER: User = {"id": 7, "username": "max", "name": "Max Owner"}
+OUTSIDER: User = {"id": 8, "username": "eve", "name": "Eve Outsider"}
+REPORTER: User = {"id": 9, "username": "rex", "name": "Rex Reporter"}
 
 US3 = (
     "copilot.command.received",
