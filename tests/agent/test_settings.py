@@ -30,6 +30,7 @@ VARIABLES = [
     "LLM_MODEL",
     "LLM_TIMEOUT_S",
     "GITHUB_TOKEN",
+    "OFFLINE_LLM_CODING_SCRIPT",
     "HOST",
     "PORT",
     "LOG_FORMAT",

@@ -112,11 +112,12 @@ async def validate_patch(
     """Check ``patch`` against the clone at ``repo`` without changing it.
 
     Raises:
-        GitError: git itself could not run (not installed, timed out on
-            ``git apply``); a refusal is a verdict, not an exception.
+        GitError: ``repo`` is not the root of a clone, or git itself could not
+            run (not installed, timed out); a refusal is a verdict, not an exception.
 
     .. versionadded:: 0.1.0
     """
+    _require_clone(Path(repo))
     stats = patch_stats(patch)
     parsed = parse_patch(patch)
     paths = parsed.paths
@@ -157,6 +158,7 @@ async def apply_patch(repo: Path, patch: str) -> None:
 
     .. versionadded:: 0.1.0
     """
+    _require_clone(Path(repo))
     data = _encoded_or_error(patch)
     with tempfile.TemporaryDirectory(prefix="agent-patch-home-") as scratch:
         home = process.make_home(Path(scratch))
@@ -191,7 +193,7 @@ async def working_tree_patch(repo: Path, *, timeout_s: float = GIT_APPLY_TIMEOUT
             done = await process.run(
                 [process.git_binary(), *args],
                 cwd=Path(repo),
-                env=process.git_env(home),
+                env=process.git_env(home, repo=Path(repo)),
                 timeout_s=timeout_s,
                 what=f"git {args[0]}",
             )
@@ -308,7 +310,7 @@ async def _git(cwd: Path, args: list[str], stdin: bytes | None, home: Path) -> p
     return await process.run(
         [process.git_binary(), *args],
         cwd=cwd,
-        env=process.git_env(home),
+        env=process.git_env(home, repo=cwd),
         timeout_s=GIT_APPLY_TIMEOUT_S,
         what=f"git {args[0]}",
         stdin=stdin,
@@ -360,6 +362,11 @@ def _glob(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(text[i]))
             i += 1
     return re.compile("".join(out) + r"\Z")
+
+
+def _require_clone(repo: Path) -> None:
+    if not (repo / ".git").exists():
+        raise GitError(VALIDATION_ERROR, "the patch's target is not the root of a git clone")
 
 
 def _encoded(patch: str) -> bytes:

@@ -66,11 +66,11 @@ _PASSTHROUGH: Final = (
     "no_proxy",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
-    "GIT_SSL_CAINFO",
-    "GIT_SSL_CAPATH",
     "TMPDIR",
     "TZ",
 )
+# The host's CA settings for git itself (not for a check command).
+_GIT_PASSTHROUGH: Final = ("GIT_SSL_CAINFO", "GIT_SSL_CAPATH")
 
 
 @dataclass(frozen=True)
@@ -112,14 +112,21 @@ def git_env(
     *,
     config: Sequence[tuple[str, str]] = (),
     extra: Mapping[str, str] | None = None,
+    repo: Path | None = None,
 ) -> dict[str, str]:
     """A git child's whole environment: ``plain_env`` plus git's own safety settings.
 
     ``config`` pairs are added after ``BASE_CONFIG`` as ``GIT_CONFIG_KEY_n`` /
     ``GIT_CONFIG_VALUE_n``: the only way a credential reaches git (an
     environment is readable only by the same user; argv is readable by all).
+    With ``repo``, git may not look above it for a repository
+    (``GIT_CEILING_DIRECTORIES``): a directory that is not a clone is an
+    error, never some enclosing repository.
     """
     env = plain_env(home)
+    if repo is not None:
+        env["GIT_CEILING_DIRECTORIES"] = str(Path(repo).absolute().parent)
+    env.update({k: os.environ[k] for k in _GIT_PASSTHROUGH if os.environ.get(k)})
     env.update(
         GIT_TERMINAL_PROMPT="0",
         GIT_CONFIG_NOSYSTEM="1",

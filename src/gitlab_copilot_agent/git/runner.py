@@ -18,7 +18,8 @@ process redactor and scrubbed from everything git prints before it is used.
 
 Audit: ``gitlab.api.clone_repo`` and ``gitlab.api.push_branch`` (target
 ``resource_type=repository, repo, branch, commit_sha`` plus the caller's
-target), one entry per call, failures with ``details.failure_class``. A push
+target), one entry per call, failures with ``details.failure_class``, and
+``details.git_commands`` listing the git subcommands the step ran. A push
 first awaits ``authorization.verify()``: when it raises, the entry is a
 failure with ``error=auth_failure``, ``details.reason=not_approved``, and no
 git process is started. Commits are local and leave no entry of their own;
@@ -34,6 +35,7 @@ import tempfile
 import urllib.parse
 import weakref
 from collections.abc import Collection, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
@@ -200,7 +202,7 @@ class GitRunner:
         entry_target = {**target, "resource_type": "repository", "branch": branch}
         details: dict[str, Any] = {"url": scrub_then_cut(without_userinfo(url), 500)}
         audited = self._audit.audited(CLONE_REPO, target=entry_target, details=details)
-        with audited as call, _failures_noted(call):
+        with audited as call, _Step(call):
             remote = self._remote(url)
             call.target["repo"] = remote.repo
             call.details.update(url=remote.url, depth=CLONE_DEPTH)
@@ -266,7 +268,7 @@ class GitRunner:
         task_id = getattr(authorization, "task_id", None)
         details: dict[str, Any] = {"task_id": task_id, "expected_remote_sha": expected_remote_sha}
         audited = self._audit.audited(PUSH_BRANCH, target=entry_target, details=details)
-        with audited as call, _failures_noted(call):
+        with audited as call, _Step(call):
             await _authorize(authorization, call)
             validate_branch(branch)
             validate_sha(expected_remote_sha, "expected_remote_sha")
@@ -329,7 +331,13 @@ class GitRunner:
             raise GitError(GIT_ERROR, "the clone's remote is not the URL that was validated")
 
     async def _origin(self, workdir: Path, known: Remote | None) -> Remote:
-        got = await self._git(["remote", "get-url", "origin"], workdir, what="git remote")
+        got = await self._git(
+            ["remote", "get-url", "origin"], workdir, what="git remote", check=False
+        )
+        if got.returncode != 0:
+            # transfer.credentialsInUrl=die refuses a remote with userinfo right here.
+            reason = process.short(process.failure_lines(got.stderr), 200)
+            raise refuse(f"the clone's remote is unusable: {reason}")
         remote = self._remote(got.stdout.decode("utf-8", "replace").strip())
         if known is not None and remote.url != known.url:
             raise refuse("the clone's remote changed since it was cloned")
@@ -393,7 +401,10 @@ class GitRunner:
         stdin: bytes | None = None,
         check: bool = True,
     ) -> process.Completed:
-        env = process.git_env(self._home, config=config or (), extra=extra)
+        env = process.git_env(self._home, config=config or (), extra=extra, repo=cwd)
+        step = _step_commands.get()
+        if step is not None:
+            step.append(args[0])
         done = await process.run(
             [process.git_binary(), *args],
             cwd=cwd,
@@ -409,16 +420,28 @@ class GitRunner:
         return done
 
 
-class _failures_noted:
-    """Inside an audited block: a ``GitError`` adds its fine class to the entry, then propagates."""
+_step_commands: ContextVar[list[str] | None] = ContextVar("git_step_commands", default=None)
+
+
+class _Step:
+    """One audited git step: lists the git commands it runs, notes a ``GitError``'s class.
+
+    ``details.git_commands`` names every git subcommand the step started, in
+    order, so each git process can be matched to the entry that covers it.
+    """
 
     def __init__(self, call: AuditCall) -> None:
         self._call = call
+        self._token: Token[list[str] | None] | None = None
 
     def __enter__(self) -> None:
-        return None
+        commands: list[str] = []
+        self._call.details["git_commands"] = commands
+        self._token = _step_commands.set(commands)
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if self._token is not None:
+            _step_commands.reset(self._token)
         if isinstance(exc, GitError):
             self._call.details["failure_class"] = exc.error_class
             self._call.fail(exc.audit_error_class, f"{exc.error_class}: {exc.reason}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -43,13 +44,16 @@ def load_coding_script(path: Path) -> dict[str, str]:
             JSON, or not an object of strings.
     """
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-    if size > MAX_SCRIPT_BYTES:
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    if info.st_size > MAX_SCRIPT_BYTES:
         raise ValueError(f"{path} is larger than {MAX_SCRIPT_BYTES} bytes")
     try:
-        loaded = orjson.loads(path.read_bytes())
+        with path.open("rb") as fh:
+            loaded = orjson.loads(fh.read(MAX_SCRIPT_BYTES + 1))
     except (OSError, orjson.JSONDecodeError):
         raise ValueError(f"{path} is not a JSON file") from None
     if not isinstance(loaded, dict) or not all(

@@ -1,4 +1,4 @@
-"""Shared pieces of the git-layer tests: the token, a real trail, argv capture, leak search.
+"""Shared pieces of the git-layer tests: fixtures, the token, a real trail, argv capture, leaks.
 
 Test modules import this with their own directory put on ``sys.path``.
 
@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
+from agent_standins.git_server import GitServer
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import SecretRedactor
@@ -180,3 +182,34 @@ def make_runner(
 
 def argv_text(spawns: Sequence[Spawn]) -> str:
     return "\n".join(" ".join(s.argv) for s in spawns)
+
+
+# -- fixtures (conftest.py loads them) --------------------------------------------
+
+
+@pytest.fixture
+def trail(tmp_path: Path) -> Iterator[Trail]:
+    found = Trail(tmp_path)
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[GitServer]:
+    """A started git server holding ``group/app`` with branches ``main`` and ``feature``."""
+    with GitServer(tmp_path / "server", token=TOKEN, username=USERNAME) as git_server:
+        git_server.create_repo(PROJECT, FILES)
+        git_server.create_branch(PROJECT, "feature")
+        git_server.reset()
+        yield git_server
+
+
+@pytest.fixture
+def runner(trail: Trail, server: GitServer) -> Iterator[GitRunner]:
+    found = make_runner(trail, server.url)
+    try:
+        yield found
+    finally:
+        found.close()

@@ -63,7 +63,8 @@ class TestRoundTrip:
                 )
             return dest, base, new, pushed
 
-        dest, base, new, pushed = asyncio.run(main())
+        with popen_log() as log:
+            dest, base, new, pushed = asyncio.run(main())
         assert base == server.head(PROJECT, "main")
         assert (dest / "src" / "app.py").read_text() == "print('hi')\n"
         assert pushed == new == server.head(PROJECT, "feature")
@@ -95,6 +96,16 @@ class TestRoundTrip:
         assert push["details"]["approval_verified"] is True
         assert clone["details"]["url"] == server.repo_url(PROJECT)
         assert clone["duration_ms"] >= 0
+        # Every git process of a step is named by its entry, in order (commit has no entry).
+        assert clone["details"]["git_commands"] == ["clone", "config", "remote", "rev-parse"]
+        assert push["details"]["git_commands"] == ["remote", "rev-parse", "merge-base", "push"]
+        client = [s.argv[1] for s in log.git() if s.argv[1] != "http-backend"]
+        commit_step = ["add", "diff", "commit", "rev-parse"]
+        assert client == [
+            *clone["details"]["git_commands"],
+            *commit_step,
+            *push["details"]["git_commands"],
+        ]
 
     def test_commit_is_by_the_agent_and_runs_no_hook(
         self, runner: GitRunner, server: GitServer, tmp_path: Path
@@ -255,6 +266,29 @@ class TestPushFailures:
         assert [r for r in server.requests if r.service == "git-receive-pack"] == []
         assert base == server.head(PROJECT, "feature")
 
+    @pytest.mark.parametrize(
+        "remote",
+        ["http://127.0.0.1:1/group/other.git", "http://oauth2:stolen-token-99@127.0.0.1:1/g/a.git"],
+        ids=["another-repo", "userinfo"],
+    )
+    def test_a_remote_changed_after_the_clone_is_refused_before_any_request(
+        self, runner: GitRunner, server: GitServer, trail: Trail, tmp_path: Path, remote: str
+    ) -> None:
+        """The push goes to the URL that was validated at clone time, or nowhere."""
+        dest, base, _ = asyncio.run(clone_and_change(runner, server, tmp_path))
+        subprocess.run(["git", "remote", "set-url", "origin", remote], cwd=dest, check=True)
+        server.reset()
+        with pytest.raises(GitError) as raised:
+            asyncio.run(
+                runner.push(
+                    dest, "feature", expected_remote_sha=base, target={}, authorization=Approval()
+                )
+            )
+        assert raised.value.error_class == "validation_error"
+        assert server.requests == []
+        assert "stolen-token-99" not in str(raised.value)
+        assert b"stolen-token-99" not in trail.raw()
+
 
 class TestPushAuthorization:
     def test_a_refused_approval_starts_no_git_process(
@@ -283,6 +317,7 @@ class TestPushAuthorization:
         assert push["outcome"] == "failure"
         assert push["error"] == "auth_failure"
         assert push["details"]["reason"] == "not_approved"
+        assert push["details"]["git_commands"] == []
         assert push["details"]["task_id"] == "task-9"
         assert push["target"]["repo"] == PROJECT
         assert "no approve decision recorded for task task-9" in push["error_message"]

@@ -14,7 +14,9 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import socket
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from gitlab_copilot_agent.llm import (
     REVIEW_REQUEST,
     AuditedProvider,
     CodingRequest,
+    CodingResult,
     DiffFile,
     LLMConnectionError,
     LLMHTTPError,
@@ -88,6 +91,25 @@ def review_request(files: tuple[DiffFile, ...] | None = None) -> ReviewRequest:
 
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def init_repo(path: Path) -> Path:
+    """A committed git repository with one file (coding sessions work on a copy of one)."""
+    path.mkdir(parents=True)
+    (path / "README.md").write_text("# App\n")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(path.parent),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    for args in (["init", "-q"], ["add", "--all"], ["commit", "-qm", "init"]):
+        subprocess.run(["git", *args], cwd=path, env=env, check=True, capture_output=True)
+    return path
 
 
 @pytest.fixture
@@ -210,14 +232,18 @@ class TestAuditedProvider:
         )
         assert resp["error_message"].startswith("CancelledError")
 
-    def test_coding_without_file_editing_raises_before_any_entry(
+    def test_a_backend_without_coding_raises_before_any_entry(
         self, captured: tuple[AuditLogger, InMemorySink]
     ) -> None:
-        """Offline and OpenAI-compatible providers cannot edit files: nothing is sent or logged."""
+        """A backend that declares ``supports_coding = False``: nothing is sent or logged."""
         audit, sink = captured
-        provider = AuditedProvider(OfflineBackend(), audit)
+
+        class ReviewOnly(OfflineBackend):
+            supports_coding = False
+
+        provider = AuditedProvider(ReviewOnly(), audit)
         assert provider.supports_coding is False
-        with pytest.raises(NotImplementedError, match="cannot edit files"):
+        with pytest.raises(NotImplementedError, match="does not answer coding requests"):
             asyncio.run(provider.code(CodingRequest(prompt="fix", working_directory=".")))
         assert entries_of(audit, sink) == []
 
@@ -485,14 +511,6 @@ class TestOpenAICompatBackend:
             assert resp["details"]["total_tokens"] is None
             assert resp["details"]["model"] == "llama3"
 
-    def test_coding_is_not_supported(self) -> None:
-        """A chat endpoint cannot edit files."""
-        backend = OpenAICompatBackend("http://llm.test/v1", API_KEY, "m")
-        assert backend.supports_coding is False
-        with pytest.raises(NotImplementedError):
-            asyncio.run(backend.code(CodingRequest(prompt="x", working_directory=".")))
-        asyncio.run(backend.aclose())
-
 
 async def _review_and_close(provider: AuditedProvider, request: ReviewRequest) -> ReviewResult:
     try:
@@ -567,6 +585,8 @@ class FakeSession:
     timeouts: list[float] = field(default_factory=list)
     aborted: bool = False
     disconnected: bool = False
+    edit: Callable[[Path], None] | None = None  # what the CLI would change in its directory
+    workdir: Path | None = None
 
     def on(self, handler: Callable[[Any], None]) -> Callable[[], None]:
         self.handlers.append(handler)
@@ -575,6 +595,8 @@ class FakeSession:
     async def send_and_wait(self, prompt: str, *, timeout: float = 60.0) -> Any:
         self.prompts.append(prompt)
         self.timeouts.append(timeout)
+        if self.edit is not None and self.workdir is not None:
+            self.edit(self.workdir)
         final = None
         for event in self.script:
             for handler in list(self.handlers):
@@ -620,7 +642,9 @@ class FakeClient:
 
     async def create_session(self, **options: Any) -> FakeSession:
         self.session_options.append(options)
-        return self.sessions.pop(0)
+        session = self.sessions.pop(0)
+        session.workdir = Path(options["working_directory"])
+        return session
 
 
 def copilot_provider(
@@ -839,28 +863,36 @@ class TestCopilotSDKBackend:
         )
         assert (client.started, client.stopped) == (1, 1)
 
-    def test_coding_request_runs_in_the_working_directory(
+    def test_coding_runs_in_a_scratch_copy_and_returns_its_diff(
         self, captured: tuple[AuditLogger, InMemorySink], tmp_path: Path
     ) -> None:
-        """A coding request is audited as ``coding_request`` with its issue key."""
+        """The session edits a copy of the clone; the clone is untouched; the patch is the edit."""
         audit, sink = captured
-        session = FakeSession("s", [usage("gpt-5", 50, 20), message("Changed src/app.py")])
+        clone = init_repo(tmp_path / "clone")
+
+        def edit(workdir: Path) -> None:
+            (workdir / "src").mkdir()
+            (workdir / "src" / "fix.py").write_text("FIXED = True\n")
+
+        session = FakeSession("s", [usage("gpt-5", 50, 20), message("Added src/fix.py")], edit=edit)
         client = FakeClient([session])
         provider = copilot_provider(audit, client)
         request = CodingRequest(
             prompt=f"{PROMPT_CANARY} fix the null check",
-            working_directory=str(tmp_path),
+            working_directory=str(clone),
             project_id=42,
             mr_iid=7,
             issue_key="PROJ-12",
         )
 
-        async def main() -> None:
-            await provider.code(request)
-            await provider.aclose()
+        async def main() -> CodingResult:
+            try:
+                return await provider.code(request)
+            finally:
+                await provider.aclose()
 
-        asyncio.run(main())
-        req, _ = assert_audited_pair(
+        result = asyncio.run(main())
+        req, resp = assert_audited_pair(
             audit, sink, CODING_REQUEST, prompt=request.prompt, outcome="success"
         )
         assert req["target"] == {
@@ -869,7 +901,32 @@ class TestCopilotSDKBackend:
             "mr_iid": 7,
             "issue_key": "PROJ-12",
         }
-        assert client.session_options[0]["working_directory"] == str(tmp_path)
+        used = Path(client.session_options[0]["working_directory"])
+        assert used != clone
+        assert not used.exists()  # the scratch copy is gone
+        assert not (clone / "src").exists()
+        assert "+++ b/src/fix.py" in result.patch
+        assert "+FIXED = True" in result.patch
+        assert resp["details"]["patch_source"] == "working_tree"
+        assert resp["details"]["patch_sha256"] == sha256(result.patch)
+
+    def test_a_session_that_only_answers_gives_the_diff_in_its_answer(
+        self, captured: tuple[AuditLogger, InMemorySink], tmp_path: Path
+    ) -> None:
+        audit, _ = captured
+        clone = init_repo(tmp_path / "clone")
+        diff = "diff --git a/x.txt b/x.txt\nnew file mode 100644\n--- /dev/null\n+++ b/x.txt\n"
+        diff += "@@ -0,0 +1 @@\n+x\n"
+        session = FakeSession("s", [message(f"Here:\n```diff\n{diff}```\n")])
+        provider = copilot_provider(audit, FakeClient([session]))
+
+        async def main() -> CodingResult:
+            try:
+                return await provider.code(CodingRequest("add x", working_directory=str(clone)))
+            finally:
+                await provider.aclose()
+
+        assert asyncio.run(main()).patch == diff
 
     def test_cli_environment_is_an_allow_list(self) -> None:
         """The CLI never inherits GitLab, Jira or LLM secrets."""
@@ -934,7 +991,8 @@ class TestCopilotSDKContract:
 
         async def main() -> None:
             await provider.review(review_request())
-            await provider.code(CodingRequest(prompt="x", working_directory=str(tmp_path)))
+            clone = init_repo(tmp_path / "clone")
+            await provider.code(CodingRequest(prompt="x", working_directory=str(clone)))
             await provider.aclose()
 
         asyncio.run(main())
