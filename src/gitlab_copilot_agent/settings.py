@@ -569,6 +569,9 @@ class ExecutorSettings(_Section):
     max_concurrent: Annotated[int, BeforeValidator(_integer(1, 64))] = Field(
         default=2, validation_alias="TASK_MAX_CONCURRENT"
     )
+    keep_work_dirs: Annotated[bool, BeforeValidator(_boolean)] = Field(
+        default=False, validation_alias="TASK_KEEP_WORK_DIRS"
+    )
 
 
 class CodingSettings(_Section):

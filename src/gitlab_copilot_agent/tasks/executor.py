@@ -85,6 +85,10 @@ class LocalExecutor:
         executor: deadline and work directory (``TASK_*``).
         base_environ: where ``PATH``, ``AUDIT_LOG_*``… come from (default ``os.environ``).
         python: the interpreter that runs the task (default: this one).
+
+    Each task gets a directory of its own (0700) under ``TASK_WORK_DIR``: its
+    ``HOME``, its clone. It is removed when the task ends, unless
+    ``TASK_KEEP_WORK_DIRS=true`` (for inspection: the no-secret test searches it).
     """
 
     name = "local"
@@ -96,13 +100,12 @@ class LocalExecutor:
         executor: ExecutorSettings | None = None,
         base_environ: Mapping[str, str] | None = None,
         python: str = sys.executable,
-        keep_work_dirs: bool = False,
     ) -> None:
         self._settings = settings
         self._executor = executor or settings.executor
         self._base = base_environ
         self._python = python
-        self._keep = keep_work_dirs
+        self._keep = self._executor.keep_work_dirs
         self._running: dict[str, asyncio.subprocess.Process] = {}
         self._cancelled: set[str] = set()
         root = self._executor.work_dir or os.path.join(
