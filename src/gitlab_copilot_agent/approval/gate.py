@@ -28,7 +28,9 @@ the store after (with the entry's ``event_id``), so a record the push step
 accepts always has its entry on the trail. A pending approval is consumed
 with the store's atomic ``take``: of two concurrent approvals, one decides and
 the other is refused (``unknown_task``). An approval is single-use: the push
-step marks it used, so a second push for the task is refused.
+step marks it used, so a second push for the task is refused. With
+``AUDIT_LOG_ENABLED=false`` (no trail at all, which the agent warns about at
+start) the gate still records and checks every decision in the store.
 """
 
 from __future__ import annotations
@@ -365,6 +367,8 @@ class ApprovalGate:
                 "instruction_sha256": task.instruction_sha256,
                 "decided_at": self.now(),
                 "event_id": event_id,
+                # With AUDIT_LOG_ENABLED=false there is no entry (and no id) to point at.
+                "audited": self._audit.enabled,
             }
             await self._store.put(key, record, ttl_s=keys.DECISION_TTL_S)
             return Decision(task, decision, reason, approver, event_id)
@@ -469,8 +473,8 @@ class ApprovalGate:
                 raise PermissionError(f"task {task_id} was decided {record.get('decision')!r}")
             if (
                 record.get("task_id") != task_id
-                or not record.get("event_id")
                 or not record.get("correlation_id")
+                or (record.get("audited", True) and not record.get("event_id"))
             ):
                 raise PermissionError(f"the decision record of task {task_id} is not its own")
             if record.get("head_sha") != head_sha:
