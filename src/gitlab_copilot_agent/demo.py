@@ -65,9 +65,9 @@ REPO_FILES = {
     "src/app.py": "ROUTES = {}\n",
     ".gitlab-ci.yml": "test:\n  script: [pytest]\n",
 }
-DEVELOPER = {"id": 5, "name": "Jane Doe", "username": "jdoe"}
-MAINTAINER = {"id": 6, "name": "Mia Maintainer", "username": "mia"}
-OUTSIDER = {"id": 8, "name": "Eve Outsider", "username": "eve"}
+DEVELOPER: dict[str, Any] = {"id": 5, "name": "Jane Doe", "username": "jdoe"}
+MAINTAINER: dict[str, Any] = {"id": 6, "name": "Mia Maintainer", "username": "mia"}
+OUTSIDER: dict[str, Any] = {"id": 8, "name": "Eve Outsider", "username": "eve"}
 
 
 def _merge_request_event(gitlab: GitLabStandin) -> dict[str, Any]:
