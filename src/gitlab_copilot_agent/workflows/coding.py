@@ -774,3 +774,14 @@ def install(parts: Parts) -> None:
         "cancel", workflow.cancel, summary="withdraw or stop the coding task on this merge request"
     )
     parts.start_background("approval-expiry", workflow.sweep_forever)
+    approval = parts.settings.approval
+    if not approval.required:
+        _log.warning(
+            "APPROVAL_REQUIRED=false: coding tasks push without anyone's approval "
+            "(the policy decision is still recorded for each task)"
+        )
+    elif approval.exempt_projects:
+        _log.warning(
+            "coding tasks push without approval on these projects (APPROVAL_EXEMPT_PROJECTS)",
+            projects=sorted(approval.exempt_projects),
+        )
