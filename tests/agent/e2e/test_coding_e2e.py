@@ -391,6 +391,42 @@ class TestOneTaskPerMergeRequest:
         world.note("/copilot status", MAINTAINER)
         world.wait(lambda _: "waits for approval" in world.notes()[-1])
 
+    def test_the_lock_is_renewed_while_the_task_runs_then_released(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+    ) -> None:
+        """With a 0.6 s lock TTL and a task of 2+ s, a second command during the run is told the
+        task is running (renewal kept the lock); after it, status shows the result."""
+        from gitlab_copilot_agent.workflows import coding
+
+        monkeypatch.setattr(coding, "RUN_LOCK_TTL_S", 0.6)
+        extra = {**EXEMPT, "CODING_CHECK_COMMAND": "sleep 2"}
+        with coding_world(tmp_path, monkeypatch, redis_url=redis_url, extra=extra) as world:
+            cid = world.note("/copilot fix add a line about search to the README")
+            world.wait_for("copilot.patch.generated", cid)
+            time.sleep(0.8)  # past one TTL: only renewal keeps the lock
+            second = world.note("/copilot fix something else")
+            world.wait_for("copilot.command.ignored", second, reason="task_in_progress")
+            assert "is running on this merge request" in world.notes()[-1]
+            finished = world.wait_for("task.finished", cid)
+            world.note("/copilot status")
+            world.wait(lambda _: "Last task" in world.notes()[-1])
+            status = world.notes()[-1]
+            assert status.startswith("No coding task holds this merge request.")
+            assert f"{finished['details']['task_id']}`: pushed" in status
+            assert f"auditrail trace {cid}" in status
+
+    def test_cancel_withdraws_a_pending_task(self, world: World) -> None:
+        cid = world.note("/copilot fix tweak the README")
+        world.requested_task(cid)
+        world.note("/copilot cancel", DEV)
+        decision = world.wait_for("approval_gate.decision", cid)
+        assert (decision["details"]["decision"], decision["details"]["decision_reason"]) == (
+            "reject",
+            "cancelled",
+        )
+        assert "was cancelled" in world.notes()[-1]
+        assert world.pushes() == []
+
     def test_a_redelivered_note_is_not_a_second_command(self, world: World) -> None:
         world.note("/copilot fix tweak the README", note_id=3001)
         again = world.note("/copilot fix tweak the README", note_id=3001)

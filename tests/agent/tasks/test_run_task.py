@@ -144,6 +144,28 @@ class TestBadInput:
         assert done.stderr.decode().strip().count("\n") == 0
         assert "invalid task spec" in done.stderr.decode()
 
+    def test_the_spec_may_come_in_a_file(self, tmp_path: Path, git: GitServer) -> None:
+        """``--task-file``: the same task, read from a file (stdin unused)."""
+        path = tmp_path / "task.json"
+        path.write_bytes(spec_for(git).to_json())
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gitlab_copilot_agent.cli",
+                "run-task",
+                "--task-file",
+                str(path),
+            ],
+            stdin=subprocess.DEVNULL,
+            env=task_env(tmp_path, git),
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert b"result: push_failed" in done.stderr  # no agent, so no approval to verify
+
     def test_a_bad_setting_names_the_variable(self, tmp_path: Path, git: GitServer) -> None:
         env = {**task_env(tmp_path, git), "GIT_TIMEOUT_S": "soon"}
         done = run_task(env, spec_for(git).to_json())
