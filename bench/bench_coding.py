@@ -66,9 +66,10 @@ def serve_standins(workdir: Path) -> None:
     git.stop()
 
 
-def worker(gitlab_url: str, pairs: int, workdir: Path) -> dict[str, Any]:
+def worker(gitlab_url: str, pairs: int, workdir: Path, flip: bool) -> dict[str, Any]:
     """Two agents in this process, one audited and one not, on their own MRs; the tasks
-    alternate between them, so each pair runs under the same load."""
+    alternate between them, so each pair runs under the same load. ``flip`` swaps which
+    agent gets which MR and which is built first (odd rounds), so neither carries a bias."""
     import contextlib
 
     import httpx
@@ -104,6 +105,7 @@ def worker(gitlab_url: str, pairs: int, workdir: Path) -> dict[str, Any]:
             "LLM_PROVIDER": "offline",
         }
     )
+    mrs = {audited: MRS[audited != flip] for audited in (True, False)}
     audits = {
         audited: AuditLogger(
             FileSink(trail, max_bytes=0),
@@ -112,8 +114,23 @@ def worker(gitlab_url: str, pairs: int, workdir: Path) -> dict[str, Any]:
             metrics=AuditMetrics(CollectorRegistry()),
             enabled=audited,
         )
-        for audited in (True, False)
+        for audited in ((False, True) if flip else (True, False))
     }
+    # The agent-side cost of the trail itself: time inside emit() (the caller's part; the
+    # task process runs the same code).
+    emit_ns = [0, 0]
+    audited_logger = audits[True]
+    real_emit = audited_logger.emit
+
+    def timed_emit(*args: Any, **kwargs: Any) -> str:
+        started = time.perf_counter_ns()
+        try:
+            return real_emit(*args, **kwargs)
+        finally:
+            emit_ns[0] += time.perf_counter_ns() - started
+            emit_ns[1] += 1
+
+    audited_logger.emit = timed_emit  # type: ignore[method-assign]
     gitlab = httpx.Client(base_url=gitlab_url, headers={"PRIVATE-TOKEN": TOKEN})
 
     def results(iid: int) -> int:
@@ -135,7 +152,7 @@ def worker(gitlab_url: str, pairs: int, workdir: Path) -> dict[str, Any]:
             clients[audited] = stack.enter_context(httpx.Client(base_url=agent.url))
         for i in range(pairs + 1):  # the first pair is a warm-up
             for audited in (True, False) if i % 2 == 0 else (False, True):
-                iid, _ = MRS[audited]
+                iid, _ = mrs[audited]
                 os.environ["AUDIT_LOG_ENABLED"] = "true" if audited else "false"
                 seen = results(iid)
                 payload = {
@@ -178,7 +195,12 @@ def worker(gitlab_url: str, pairs: int, workdir: Path) -> dict[str, Any]:
     gitlab.close()
     entries = [json.loads(line) for line in read_trail(trail)]
     counts = [sum(e["correlation_id"] == cid for e in entries) for cid in cids]
-    return {"audited_ms": times[True], "disabled_ms": times[False], "entries": counts}
+    return {
+        "audited_ms": times[True],
+        "disabled_ms": times[False],
+        "entries": counts,
+        "agent_emit_us_mean": emit_ns[0] / max(1, emit_ns[1]) / 1000,
+    }
 
 
 def main() -> None:
@@ -189,13 +211,14 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true")
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--url")
+    parser.add_argument("--flip", action="store_true")
     parser.add_argument("workdir", nargs="?")
     args = parser.parse_args()
     if args.serve:
         serve_standins(Path(args.workdir))
         return
     if args.worker:
-        print(json.dumps(worker(args.url, args.pairs, Path(args.workdir))))
+        print(json.dumps(worker(args.url, args.pairs, Path(args.workdir), args.flip)))
         return
 
     rounds = 1 if args.quick else args.rounds
@@ -204,6 +227,7 @@ def main() -> None:
     on: list[float] = []
     off: list[float] = []
     entries: list[int] = []
+    emits: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-coding-") as workdir:
         standins = subprocess.Popen(
             [sys.executable, __file__, "--serve", workdir],
@@ -217,7 +241,7 @@ def main() -> None:
             for r in range(rounds):
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", "--url", url,
-                     "--pairs", str(pairs), workdir],
+                     "--pairs", str(pairs), *(["--flip"] if r % 2 else []), workdir],
                     capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=True,
                 )  # fmt: skip
                 found = json.loads(out.stdout.strip().splitlines()[-1])
@@ -231,12 +255,14 @@ def main() -> None:
                     "disabled_ms_p50": round(statistics.median(found["disabled_ms"]), 1),
                     "paired_difference_ms_p50": round(statistics.median(pair), 1),
                     "entries_per_task": found["entries"],
+                    "agent_emit_us_mean": round(found["agent_emit_us_mean"], 1),
                 }
                 print(json.dumps(row), flush=True)
                 differences += pair
                 on += found["audited_ms"]
                 off += found["disabled_ms"]
                 entries += found["entries"]
+                emits.append(found["agent_emit_us_mean"])
         finally:
             assert standins.stdin is not None
             standins.stdin.close()
@@ -261,6 +287,7 @@ def main() -> None:
                 "audited_operations_per_task": per_task,
                 "added_ms_per_operation": round(per_operation, 3),
                 "added_ms_per_operation_95ci": [round(low, 3), round(high, 3)],
+                "agent_emit_us_mean": round(statistics.mean(emits), 1),
                 "target_le_5ms_per_operation": per_operation <= 5.0,
                 "target_le_5ms_at_95ci_high": high <= 5.0,
             }

@@ -53,7 +53,7 @@ from redisproc import RedisServer, free_port
 
 from agent_standins.git_server import GitServer
 from agent_standins.gitlab import GitLabStandin, diff_file
-from agent_standins.llm import LLMStandin, Messages, deterministic_review
+from agent_standins.llm import LLMStandin
 from auditrail.testing import read_trail, validate_entries
 
 HOOK = r"""
@@ -83,20 +83,6 @@ STEP_ACTIONS = ("gitlab.api.clone_repo", "copilot.patch.validated", "gitlab.api.
 def _random(prefix: str, length: int) -> str:
     alphabet = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789"
     return prefix + "".join(secrets.choice(alphabet) for _ in range(length - len(prefix)))
-
-
-def coding_responder(messages: Messages) -> str:
-    """Review prompts get the stand-in's review; coding prompts a fenced diff for README.md."""
-    system = next((m["content"] for m in messages if m.get("role") == "system"), "")
-    if "unified diff" not in system:
-        return deterministic_review(messages)
-    old = FILES["README.md"].splitlines()
-    hunk = "".join(f" {line}\n" for line in old)
-    diff = (
-        "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n"
-        f"@@ -1,{len(old)} +1,{len(old) + 1} @@\n{hunk}+Search: GET /search?q=term\n"
-    )
-    return f"Adds a line about search.\n\n```diff\n{diff}```\n"
 
 
 @dataclass
@@ -196,7 +182,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         head=lambda: git.head(REPO, BRANCH),
     )
     gitlab.add_member(PROJECT, MAINTAINER["id"], MAINTAINER["username"], 40)
-    llm = LLMStandin(llm_key, responder=coding_responder)
+    llm = LLMStandin(llm_key)  # reviews, and a diff for coding requests
     port = free_port()
     stdout, stderr = tmp / "agent.stdout", tmp / "agent.stderr"
     cids: dict[str, str] = {}
