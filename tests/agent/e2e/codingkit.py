@@ -162,6 +162,15 @@ class World:
         task_id: str = self.wait_for("approval_gate.requested", cid)["details"]["task_id"]
         return task_id
 
+    def wait_note(self, text: str, timeout_s: float = 30) -> str:
+        """The last note the agent posted once one contains ``text`` (replies follow entries)."""
+        deadline = time.monotonic() + timeout_s
+        while not any(text in n for n in self.notes()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no note with {text!r}; last: {self.notes()[-1:]}")
+            time.sleep(0.02)
+        return next(n for n in reversed(self.notes()) if text in n)
+
     def notes(self) -> list[str]:
         return [n["body"] for n in self.gitlab.posted_notes(PROJECT, MR)]
 

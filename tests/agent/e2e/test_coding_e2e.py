@@ -260,7 +260,7 @@ class TestRefusedApprovals:
         assert refused["details"]["approver"] == DEV["username"]
         assert refused["details"]["trigger_correlation_id"] == trigger
         assert refused["details"]["task_id"] == task_id
-        assert "someone else must approve" in world.notes()[-1]
+        world.wait_note("someone else must approve")
         self._no_push(world, before)
 
     @pytest.mark.parametrize(
@@ -306,7 +306,7 @@ class TestRefusedApprovals:
                 "expired",
             )
             assert decision["actor"] == {"type": "system", "id": "approval-expiry"}
-            assert any("expired without an approval" in n for n in world.notes())
+            world.wait_note("expired without an approval")
             world.note(f"/copilot approve {task_id}", MAINTAINER)
             refused = self._refusal(world, cid, "expired")
             assert refused["outcome"] == "failure"
@@ -333,7 +333,7 @@ class TestRefusedApprovals:
         cid = world.note("/copilot approve 0123456789abcdef", MAINTAINER)
         refused = self._refusal(world, cid, "unknown_task")
         assert refused["details"]["task_id"] == "0123456789abcdef"
-        assert "waits for a decision" in world.notes()[-1]
+        world.wait_note("waits for a decision")
 
     def test_two_concurrent_approvals_run_the_task_once(self, world: World) -> None:
         """Two maintainers approve at the same moment: one decision, one refusal
@@ -386,10 +386,11 @@ class TestOneTaskPerMergeRequest:
         second = world.note("/copilot fix something else")
         ignored = world.wait_for("copilot.command.ignored", second, reason="task_in_progress")
         assert ignored["details"]["running_task_id"] == task_id
-        assert f"Coding task `{task_id}`" in world.notes()[-1]
+        world.wait_note(f"Coding task `{task_id}` (asked by @jdoe) waits for approval")
         assert "approval_gate.requested" not in actions(world.entries(second))
         world.note("/copilot status", MAINTAINER)
-        world.wait(lambda _: "waits for approval" in world.notes()[-1])
+        busy = "waits for approval on this merge request"
+        world.wait(lambda _: sum(busy in n for n in world.notes()) == 2)  # the reply, the status
 
     def test_the_lock_is_renewed_while_the_task_runs_then_released(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
@@ -406,11 +407,10 @@ class TestOneTaskPerMergeRequest:
             time.sleep(0.8)  # past one TTL: only renewal keeps the lock
             second = world.note("/copilot fix something else")
             world.wait_for("copilot.command.ignored", second, reason="task_in_progress")
-            assert "is running on this merge request" in world.notes()[-1]
+            world.wait_note("is running on this merge request")
             finished = world.wait_for("task.finished", cid)
             world.note("/copilot status")
-            world.wait(lambda _: "Last task" in world.notes()[-1])
-            status = world.notes()[-1]
+            status = world.wait_note("Last task")
             assert status.startswith("No coding task holds this merge request.")
             assert f"{finished['details']['task_id']}`: pushed" in status
             assert f"auditrail trace {cid}" in status
@@ -424,7 +424,7 @@ class TestOneTaskPerMergeRequest:
             "reject",
             "cancelled",
         )
-        assert "was cancelled" in world.notes()[-1]
+        world.wait_note("was cancelled")
         assert world.pushes() == []
 
     def test_a_redelivered_note_is_not_a_second_command(self, world: World) -> None:
@@ -629,7 +629,7 @@ class TestStateStore:
             approve = world.note("/copilot approve 0123456789abcdef", MAINTAINER)
             refused = world.wait_for("approval_gate.approval_refused", approve)
             assert refused["details"]["reason"] == "state_store_unavailable"
-            assert "state store is unavailable" in world.notes()[-1]
+            world.wait_note("state store is unavailable")
             body = orjson.dumps(
                 {
                     "object_kind": "merge_request",
