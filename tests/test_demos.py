@@ -34,12 +34,44 @@ class TestDemos:
         assert "replayed" in result.stdout
         entries = validate_entries(read_trail(tmp_path / "out" / "audit.jsonl"))
         rejected = sorted(
-            e["details"]["rejection_reason"] for e in entries if e["outcome"] == "failure"
+            e["details"]["rejection_reason"]
+            for e in entries
+            if e["action"] == "webhook.auth.rejected"
         )
         assert rejected == ["missing_signature", "replayed"]
-        review = [e for e in entries if e["action"] == "gitlab.api.post_mr_note"]
+        review = [
+            e
+            for e in entries
+            if e["action"] == "gitlab.api.post_mr_note" and e["target"]["comment_type"] == "review"
+        ]
         assert len(review) == 1
         assert f"auditrail trace {review[0]['correlation_id']}" in result.stdout
+
+    def test_agent_demo_runs_the_coding_task_behind_the_approval_gate(self, tmp_path: Path) -> None:
+        """The coding scenario: fix by a developer, their own approval and a non-member's
+        refused, a maintainer's approval, the task in its own process, a real push to the
+        git server, the result note, and ``auditrail trace`` of the task's correlation id."""
+        result = run("gitlab_copilot_agent.cli", "demo", "--dir", "out", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "state store: redis at redis://127.0.0.1:" in out
+        assert "someone else must approve it" in out
+        assert "@eve may not approve task" in out
+        assert "pushed `" in out
+        assert "Audit-Correlation-Id: " in out
+        entries = validate_entries(read_trail(tmp_path / "out" / "audit.jsonl"))
+        refused = [e["details"]["reason"] for e in entries if e["action"].endswith("refused")]
+        assert refused == ["self_approval", "not_an_approver"]
+        (push,) = [e for e in entries if e["action"] == "gitlab.api.push_branch"]
+        assert push["outcome"] == "success"
+        task_cid = push["correlation_id"]
+        assert f"auditrail trace {task_cid}" in out
+        assert f"Audit-Correlation-Id: {task_cid}" in out
+        task = [e for e in entries if e["correlation_id"] == task_cid]
+        for action in ("approval_gate.decision", "task.started", "task.finished"):
+            assert action in [e["action"] for e in task]
+        finished = next(e for e in task if e["action"] == "task.finished")
+        assert finished["outcome"] == "success"
 
     def test_library_demo_writes_and_queries_its_burst(self, tmp_path: Path) -> None:
         """`auditrail demo` writes every entry it reports and queries them back."""

@@ -12,6 +12,15 @@ matched on the raw path, so an unencoded ``group/app`` gives 404 as on GitLab):
 - ``GET|POST /projects/:id/repository/commits/:sha/discussions`` — list and create
   (201 + discussion); a ``position`` must name a changed file and a line of its diff,
   else 400 ``line_code can't be blank`` as on GitLab.
+- ``GET /projects/:id/members/all/:user_id`` — a member (direct or inherited) with
+  its ``access_level`` (10 guest … 50 owner); 404 ``{"message":"404 Not found"}``
+  for anyone else, as GitLab answers.
+
+A merge request can live on a real git server (``agent_standins.git_server``):
+``add_project(..., http_url_to_repo=server.repo_url(path))`` and
+``add_merge_request(..., head=lambda: server.head(path, branch))`` make the MR's
+``sha`` and ``diff_refs.head_sha`` the branch's real head at every request, so a
+push to (or a move of) the branch is what GitLab reports next.
 
 Authentication: ``PRIVATE-TOKEN`` (or ``Authorization: Bearer``) must equal
 the configured token; a missing or wrong one gives 401
@@ -48,7 +57,7 @@ import itertools
 import re
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from email.utils import formatdate
 from http import HTTPStatus
@@ -233,7 +242,10 @@ class GitLabStandin(Standin):
         self._diffs: dict[tuple[int, int], list[dict[str, Any]]] = {}
         self._notes: dict[tuple[int, int], list[dict[str, Any]]] = {}
         self._discussions: list[dict[str, Any]] = []
+        self._members: dict[tuple[int, int], dict[str, Any]] = {}
+        self._heads: dict[tuple[int, int], Callable[[], str]] = {}
         self._routes = [
+            route("GET", "/projects/{id}/members/all/{user_id}", self._get_member),
             route("GET", "/user", self._get_user),
             route("GET", "/projects/{id}", self._get_project),
             route("GET", "/projects/{id}/merge_requests/{iid}", self._get_mr),
@@ -297,9 +309,42 @@ class GitLabStandin(Standin):
         )
         self.add_note(DEFAULT_PROJECT_ID, DEFAULT_MR_IID, "added 1 commit", system=True)
         self.add_note(DEFAULT_PROJECT_ID, DEFAULT_MR_IID, "Please take a look.", author_id=5)
+        self.add_member(DEFAULT_PROJECT_ID, 5, "jdoe", 30, name="Jane Doe")
+
+    def add_member(
+        self,
+        project_id: int,
+        user_id: int,
+        username: str,
+        access_level: int,
+        *,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Make ``username`` a member of the project (10 guest, 20 reporter, 30 developer,
+        40 maintainer, 50 owner); the members API then reports it."""
+        member = {
+            "id": user_id,
+            "username": username,
+            "name": name or username,
+            "state": "active",
+            "avatar_url": None,
+            "web_url": f"http://gitlab.standin/{username}",
+            "access_level": access_level,
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "expires_at": None,
+            "membership_state": "active",
+        }
+        with self._lock:
+            self._members[(project_id, user_id)] = member
+        return member
 
     def add_project(
-        self, project_id: int, path_with_namespace: str, *, default_branch: str = "main"
+        self,
+        project_id: int,
+        path_with_namespace: str,
+        *,
+        default_branch: str = "main",
+        http_url_to_repo: str | None = None,
     ) -> dict[str, Any]:
         web_url = f"http://gitlab.standin/{path_with_namespace}"
         project = {
@@ -311,7 +356,7 @@ class GitLabStandin(Standin):
             "default_branch": default_branch,
             "visibility": "private",
             "web_url": web_url,
-            "http_url_to_repo": f"{web_url}.git",
+            "http_url_to_repo": http_url_to_repo or f"{web_url}.git",
             "ssh_url_to_repo": f"git@gitlab.standin:{path_with_namespace}.git",
             "created_at": "2026-01-01T00:00:00.000Z",
             "last_activity_at": "2026-05-01T10:00:00.000Z",
@@ -335,14 +380,19 @@ class GitLabStandin(Standin):
         source_branch: str = "feature",
         target_branch: str = "main",
         head_sha: str | None = None,
+        head: Callable[[], str] | None = None,
     ) -> dict[str, Any]:
         """Add an MR whose diff is ``files`` (``diff_file(...)`` entries).
 
         Its ``sha`` (= ``diff_refs.head_sha``) is ``head_sha`` or derived from
-        the project and iid; commit discussions are accepted on its refs.
+        the project and iid; with ``head`` (the source branch's head on a git
+        server) it is asked at each request. Commit discussions are accepted
+        on its refs.
         """
         project = self._projects[project_id]
-        head = head_sha or _sha(project_id, iid, "head")
+        head_now = head() if head is not None else None
+        head_sha = head_sha or head_now
+        head_ref = head_sha or _sha(project_id, iid, "head")
         base = _sha(project_id, iid, "base")
         mr = {
             "id": project_id * 1000 + iid,
@@ -362,7 +412,7 @@ class GitLabStandin(Standin):
             "work_in_progress": False,
             "merge_status": "can_be_merged",
             "detailed_merge_status": "mergeable",
-            "sha": head,
+            "sha": head_ref,
             "merge_commit_sha": None,
             "squash_commit_sha": None,
             "user_notes_count": 0,
@@ -372,12 +422,16 @@ class GitLabStandin(Standin):
                 "full": f"{project['path_with_namespace']}!{iid}",
             },
             "web_url": f"{project['web_url']}/-/merge_requests/{iid}",
-            "diff_refs": {"base_sha": base, "head_sha": head, "start_sha": base},
+            "diff_refs": {"base_sha": base, "head_sha": head_ref, "start_sha": base},
             "changes_count": str(len(files)),
             "prepared_at": "2026-05-01T10:00:01.000Z",
         }
         with self._lock:
             self._mrs[(project_id, iid)] = mr
+            if head is not None:
+                self._heads[(project_id, iid)] = head
+            else:
+                self._heads.pop((project_id, iid), None)
             self._diffs[(project_id, iid)] = [dict(f) for f in files]
             self._notes.setdefault((project_id, iid), [])
         return mr
@@ -396,7 +450,9 @@ class GitLabStandin(Standin):
     def merge_request(self, project_id: int, iid: int) -> dict[str, Any]:
         """The MR as ``GET .../merge_requests/:iid`` returns it (``sha``, ``diff_refs``, …)."""
         with self._lock:
-            return dict(self._mrs[(project_id, iid)])
+            mr = dict(self._mrs[(project_id, iid)])
+            head = self._heads.get((project_id, iid))
+        return _with_head(mr, head)
 
     def posted_notes(self, project_id: int, iid: int) -> list[dict[str, Any]]:
         """Notes created through the API on this MR, oldest first."""
@@ -468,7 +524,18 @@ class GitLabStandin(Standin):
             user_notes = sum(
                 1 for n in self._notes[(mr["project_id"], mr["iid"])] if not n["system"]
             )
-        return JSONResponse({**mr, "user_notes_count": user_notes})
+            head = self._heads.get((mr["project_id"], mr["iid"]))
+        return JSONResponse(_with_head({**mr, "user_notes_count": user_notes}, head))
+
+    async def _get_member(self, request: Request, id: str, user_id: str) -> Response:
+        project = self._project(id)
+        if project is None:
+            return _message(404, "404 Project Not Found")
+        with self._lock:
+            member = self._members.get((project["id"], int(user_id))) if user_id.isdigit() else None
+        if member is None:
+            return _message(404, "404 Not found")
+        return JSONResponse(member)
 
     async def _get_diffs(self, request: Request, id: str, iid: str) -> Response:
         mr = self._mr(id, iid)
@@ -587,6 +654,14 @@ class GitLabStandin(Standin):
         with self._lock:
             self._discussions.append({**discussion, "project_id": project["id"], "commit_sha": sha})
         return JSONResponse(discussion, status_code=201)
+
+
+def _with_head(mr: dict[str, Any], head: Callable[[], str] | None) -> dict[str, Any]:
+    """The MR with its source branch's live head (a git server's), when it has one."""
+    if head is None:
+        return mr
+    sha = head()
+    return {**mr, "sha": sha, "diff_refs": {**mr["diff_refs"], "head_sha": sha}}
 
 
 def _public(note: dict[str, Any]) -> dict[str, Any]:

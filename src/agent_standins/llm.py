@@ -1,4 +1,4 @@
-"""A local OpenAI-compatible chat-completions stand-in that writes deterministic reviews.
+"""A local OpenAI-compatible chat-completions stand-in that writes deterministic reviews and diffs.
 
 Endpoints: ``POST /v1/chat/completions`` (also ``/chat/completions``, for base
 URLs that already end in ``/v1``) and ``GET /v1/models``. Authentication is
@@ -23,6 +23,13 @@ the prompt: the file comes from the nearest preceding ``diff --git a/x b/y``,
 and the line number from the ``@@ -a,b +c,d @@`` header. Without a hunk the
 review has no comments. ``workflows.review.parse_review`` reads this JSON
 shape; ``responder`` replaces the logic entirely (e.g. to answer markdown).
+
+A coding request (a system prompt asking for a unified diff, as the agent's
+coding requests do) is answered with a summary and a ```diff block that
+appends one line to the first file whose text the prompt shows (``File
+`README.md`:`` and a fenced copy, as the OpenAI-compatible provider sends its
+repository context), or creates ``NOTES-BY-AGENT.md`` when it shows none
+(``deterministic_change``).
 
 Token usage is estimated as one token per four characters. Misbehaviour is
 scripted as for the GitLab stand-in (``faults.add(path, Fault...)``) and
@@ -49,7 +56,14 @@ from starlette.responses import JSONResponse, Response
 from agent_standins.base import Standin, as_response
 from agent_standins.faults import Fault, Rendered
 
-__all__ = ["DEFAULT_API_KEY", "LLMStandin", "deterministic_review", "render_openai_error"]
+__all__ = [
+    "DEFAULT_API_KEY",
+    "LLMStandin",
+    "deterministic_answer",
+    "deterministic_change",
+    "deterministic_review",
+    "render_openai_error",
+]
 
 DEFAULT_API_KEY = "sk-standin-0123456789abcdef"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -190,13 +204,46 @@ def deterministic_review(messages: Messages) -> str:
     return orjson.dumps({"summary": summary, "comments": comments}).decode()
 
 
+_SHOWN_FILE = re.compile(r"^File `(?P<path>[^`\n]+)`:\n```\n(?P<body>.*?)\n```$", re.M | re.S)
+
+
+def deterministic_change(messages: Messages) -> str:
+    """A summary and a ```diff block: one line appended to the first file the prompt shows."""
+    prompt = _text_of(messages)
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    line = f"Changed by the model as asked (answer {digest})."
+    shown = _SHOWN_FILE.search(prompt)
+    if shown is None:
+        path = "NOTES-BY-AGENT.md"
+        diff = (
+            f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
+            f"@@ -0,0 +1 @@\n+{line}\n"
+        )
+    else:
+        path, old = shown.group("path"), shown.group("body").split("\n")
+        context = "".join(f" {text}\n" for text in old)
+        diff = (
+            f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n"
+            f"@@ -1,{len(old)} +1,{len(old) + 1} @@\n{context}+{line}\n"
+        )
+    return f"Appended one line to `{path}`.\n\n```diff\n{diff}```\n"
+
+
+def deterministic_answer(messages: Messages) -> str:
+    """``deterministic_change`` for coding requests, ``deterministic_review`` otherwise."""
+    system = " ".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
+    if "unified diff" in system:
+        return deterministic_change(messages)
+    return deterministic_review(messages)
+
+
 class LLMStandin(Standin):
     """An OpenAI-compatible chat-completions server with deterministic answers.
 
     Args:
         api_key: the accepted Bearer key.
         responder: builds the assistant's content from the request's messages
-            (default: ``deterministic_review``).
+            (default: ``deterministic_answer``: a review, or a diff for a coding request).
         basic_auth: also accept HTTP Basic with this user and password.
     """
 
@@ -204,7 +251,7 @@ class LLMStandin(Standin):
         self,
         api_key: str = DEFAULT_API_KEY,
         *,
-        responder: Callable[[Messages], str] = deterministic_review,
+        responder: Callable[[Messages], str] = deterministic_answer,
         basic_auth: tuple[str, str] | None = None,
     ) -> None:
         super().__init__()

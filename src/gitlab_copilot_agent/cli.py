@@ -1,4 +1,5 @@
-"""``gitlab-copilot-agent``: ``serve`` the agent, ``check-config``, or run the one-command ``demo``.
+"""``gitlab-copilot-agent``: ``serve`` the agent, ``check-config``, ``run-task`` (one coding task,
+started by the agent), or run the one-command ``demo``.
 
 A bad setting stops ``serve`` and ``check-config`` before anything starts,
 with one plain line on stderr naming the variable (exit code 2); the lines
@@ -94,6 +95,12 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_task(args: argparse.Namespace) -> int:
+    from gitlab_copilot_agent.tasks.main import run_task_command
+
+    return run_task_command(args.task_file)
+
+
 def _demo(args: argparse.Namespace) -> int:
     # The only command that needs the stand-ins; imported here, never by the service.
     from gitlab_copilot_agent.demo import run_demo
@@ -115,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the settings (the agent's and AUDIT_LOG_*) and print what they resolve to",
     )
     check.set_defaults(func=_check_config)
+    task = sub.add_parser(
+        "run-task",
+        help="run one coding task (the agent starts this; the spec comes on stdin, "
+        "secrets in the environment)",
+    )
+    task.add_argument("--task-file", help="read the task spec from this file instead of stdin")
+    task.set_defaults(func=_run_task)
     demo = sub.add_parser(
         "demo",
         help="run the agent against local GitLab and LLM stand-ins and show its audit trail",

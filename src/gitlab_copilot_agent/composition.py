@@ -18,14 +18,18 @@
 
 Everything that needs closing is pushed on the ``contextlib.AsyncExitStack``
 as it is built, so shutdown closes in reverse order of construction and one
-failure does not skip the rest. The next parts (executor, Redis, pollers,
-Jira) are built here the same way, and their workflows are plugins.
+failure does not skip the rest. The state store (Redis or memory) and the
+task executor are parts like the clients, built when the coding workflow
+first asks; a plugin's background loops (the approval expiry sweep) are
+cancelled before the store they use is closed. The next parts (Kubernetes,
+pollers, Jira) are built here the same way, and their workflows are plugins.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cached_property
 from typing import Final
 
@@ -46,12 +50,15 @@ from gitlab_copilot_agent.llm.factory import build_provider
 from gitlab_copilot_agent.logs import get_logger
 from gitlab_copilot_agent.plugins import Plugin
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
-from gitlab_copilot_agent.workflows import review
+from gitlab_copilot_agent.state.base import StateStore, build_store
+from gitlab_copilot_agent.tasks.executor import Executor, LocalExecutor
+from gitlab_copilot_agent.workflows import coding, review
 
 __all__ = ["DEFAULT_PLUGINS", "DRAIN_TIMEOUT_S", "compose"]
 
-DEFAULT_PLUGINS: Final[tuple[Plugin, ...]] = (builtin.install, review.install)
-"""What the service runs: ``/copilot`` commands (help and placeholders), then the review."""
+DEFAULT_PLUGINS: Final[tuple[Plugin, ...]] = (builtin.install, review.install, coding.install)
+"""What the service runs: ``/copilot`` commands (help and placeholders), the review, then the
+coding tasks and their approval gate (``fix``, ``approve``, ``reject``, ``status``, ``cancel``)."""
 
 DRAIN_TIMEOUT_S: Final = 30.0
 """How long shutdown waits for deliveries in flight (uvicorn's graceful shutdown is 30 s)."""
@@ -97,10 +104,45 @@ class _Parts:
     def commands(self) -> CommandRouter:
         return CommandRouter(self.audit, self.gitlab, self.identity)
 
+    @cached_property
+    def store(self) -> StateStore:
+        store = build_store(self.settings.redis)
+        self._stack.push_async_callback(store.aclose)
+        if store.kind == "memory":
+            _log.warning(
+                "REDIS_URL is not set: pending approvals, task locks and results are kept in "
+                "this process's memory only (single process: another replica does not see "
+                "them, a restart forgets them)"
+            )
+        return store
+
+    @cached_property
+    def executor(self) -> Executor:
+        return LocalExecutor(self.settings)
+
+    def start_background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.get_running_loop().create_task(_background(name, run), name=name)
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._stack.push_async_callback(stop)
+
     def command_names(self) -> list[str]:
         """The registered commands, without building the router (and GitLab) if no plugin did."""
         router = vars(self).get("commands")  # where cached_property keeps a built value
         return router.names if isinstance(router, CommandRouter) else []
+
+
+async def _background(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await run()
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - a background loop's crash is logged, not silent
+        _log.exception("background task failed", task=name)
 
 
 async def compose(

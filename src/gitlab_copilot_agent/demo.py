@@ -3,11 +3,21 @@
 The one module of the agent that imports ``agent_standins`` (the command
 imports it only when it runs).
 
-It starts a GitLab stand-in and an OpenAI-compatible LLM stand-in on loopback,
-the agent itself on a real socket, then sends real webhooks: a signed
-"merge request opened" (reviewed end to end), a delivery with a wrong token
-and a replay of the signed one (both refused). Then it prints the audit trail
-of the review with ``auditrail trace`` and a short ``auditrail report``.
+It starts a GitLab stand-in, an OpenAI-compatible LLM stand-in and a git
+server (``git http-backend``, the real smart-HTTP protocol) on loopback, a
+real Redis when ``redis-server`` is installed (else the in-memory store), the
+agent itself on a real socket, then sends real webhooks:
+
+1. the review: a signed "merge request opened" (reviewed end to end), a
+   delivery with a wrong token and a replay of the signed one (both refused);
+2. the coding task: ``/copilot fix …`` by a developer (approval requested),
+   the developer approving their own request (refused), a non-member trying
+   (refused), a maintainer approving; the task runs in its own process
+   (``gitlab-copilot-agent run-task``), pushes to the git server, and the
+   agent posts the result.
+
+Then it prints the trail of each with ``auditrail trace`` and a short
+``auditrail report``.
 
 ``AUDIT_LOG_*`` settings are honoured; without them the trail goes to
 ``<dir>/audit.jsonl``.
@@ -15,21 +25,29 @@ of the review with ``auditrail trace`` and a short ``auditrail report``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
+import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from agent_standins.git_server import GitServer
 from agent_standins.gitlab import (
     DEFAULT_MR_IID,
     DEFAULT_PROJECT_ID,
+    DEFAULT_PROJECT_PATH,
     DEFAULT_TOKEN,
     GitLabStandin,
+    diff_file,
 )
 from agent_standins.llm import DEFAULT_API_KEY, LLMStandin
 from agent_standins.servers import run_in_thread
@@ -42,6 +60,16 @@ from gitlab_copilot_agent.webhook_auth import expected_signature, signing_key
 # Demo-only credentials for the stand-ins; registered with the redactor like real ones.
 WEBHOOK_SECRET = "demo-webhook-secret-4f1c"  # noqa: S105
 SIGNING_TOKEN = "whsec_ZGVtby1zaWduaW5nLWtleS0zMi1ieXRlcy1sb25nISE="  # noqa: S105
+CODING_MR = 8
+CODING_BRANCH = "feature/search-docs"
+REPO_FILES = {
+    "README.md": "# App\n\nA small web app.\n",
+    "src/app.py": "ROUTES = {}\n",
+    ".gitlab-ci.yml": "test:\n  script: [pytest]\n",
+}
+DEVELOPER: dict[str, Any] = {"id": 5, "name": "Jane Doe", "username": "jdoe"}
+MAINTAINER: dict[str, Any] = {"id": 6, "name": "Mia Maintainer", "username": "mia"}
+OUTSIDER: dict[str, Any] = {"id": 8, "name": "Eve Outsider", "username": "eve"}
 
 
 def _merge_request_event(gitlab: GitLabStandin) -> dict[str, Any]:
@@ -79,6 +107,110 @@ def _signed(body: bytes) -> dict[str, str]:
     }
 
 
+def _note_event(user: dict[str, Any], text: str) -> dict[str, Any]:
+    return {
+        "object_kind": "note",
+        "event_type": "note",
+        "user": user,
+        "project_id": DEFAULT_PROJECT_ID,
+        "project": {"id": DEFAULT_PROJECT_ID, "path_with_namespace": DEFAULT_PROJECT_PATH},
+        "object_attributes": {
+            "id": uuid.uuid4().int % 10**9,
+            "note": text,
+            "noteable_type": "MergeRequest",
+            "author_id": user["id"],
+            "system": False,
+            "action": "create",
+        },
+        "merge_request": {"iid": CODING_MR, "state": "opened", "source_branch": CODING_BRANCH},
+    }
+
+
+def _token_headers(event: str) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "x-gitlab-event": event,
+        "x-gitlab-token": WEBHOOK_SECRET,
+        "x-gitlab-event-uuid": str(uuid.uuid4()),
+    }
+
+
+@contextlib.contextmanager
+def _redis(root: Path) -> Iterator[str | None]:
+    """A private redis-server on a free loopback port, when one is installed."""
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+    if binary is None:
+        yield None
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    log = (root / "redis.log").open("w")
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0" if server.poll() is None else None
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()
+
+
+def _wait_for_note(gitlab: GitLabStandin, iid: int, count: int, timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        notes = gitlab.posted_notes(DEFAULT_PROJECT_ID, iid)
+        if len(notes) >= count:
+            return str(notes[count - 1]["body"])
+        time.sleep(0.05)
+    return "(no reply within the deadline)"
+
+
+def _coding_scenario(http: httpx.Client, gitlab: GitLabStandin, git: GitServer) -> str:
+    """The US-3 story; returns the task's correlation id."""
+    before = git.head(DEFAULT_PROJECT_PATH, CODING_BRANCH)
+    print(f"\n== coding task on group/app!{CODING_MR} (branch {CODING_BRANCH} at {before[:12]})")
+    steps = [
+        (DEVELOPER, "/copilot fix document the search endpoint in `README.md`", "developer"),
+        (DEVELOPER, "/copilot approve {task}", "developer, their own request"),
+        (OUTSIDER, "/copilot approve {task}", "not a project member"),
+        (MAINTAINER, "/copilot approve {task}", "maintainer"),
+    ]
+    task_cid, task_id = "", ""
+    for replies, (user, text, who) in enumerate(steps, start=1):
+        command = text.format(task=task_id)
+        answer = http.post(
+            "/webhook",
+            content=orjson.dumps(_note_event(user, command)),
+            headers=_token_headers("Note Hook"),
+        )
+        print(f"-> @{user['username']} ({who}): {command!r} -> {answer.status_code}")
+        if not task_cid:
+            task_cid = answer.json().get("correlation_id", "")
+        reply = _wait_for_note(gitlab, CODING_MR, replies)
+        print("   agent: " + reply.splitlines()[0][:150])
+        if not task_id:
+            task_id = reply.split("`")[1] if "`" in reply else ""
+    after = git.head(DEFAULT_PROJECT_PATH, CODING_BRANCH)
+    print(f"\n== the git server: {CODING_BRANCH} moved {before[:12]} -> {after[:12]}")
+    for line in git.commit_message(DEFAULT_PROJECT_PATH, CODING_BRANCH).splitlines():
+        if line.strip():
+            print(f"   {line}")
+    return task_cid
+
+
 def _audit_environment(root: Path) -> dict[str, str]:
     if os.environ.get("AUDIT_LOG_DESTINATION"):
         return dict(os.environ)
@@ -102,10 +234,35 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
     except FileExistsError as exc:
         print(f"gitlab-copilot-agent demo: {exc}", file=sys.stderr)
         return 2
-    audit_config = AuditConfig.from_env(_audit_environment(root), service=SERVICE_NAME)
+    environment = _audit_environment(root)
+    audit_config = AuditConfig.from_env(environment, service=SERVICE_NAME)
+    # The task processes read AUDIT_LOG_* from the agent's environment: the same trail.
+    os.environ.update({k: v for k, v in environment.items() if k.startswith("AUDIT_LOG_")})
     audit = audit_config.build()
     gitlab, llm = GitLabStandin(), LLMStandin()
-    with run_in_thread(gitlab.app) as gitlab_server, run_in_thread(llm.app) as llm_server:
+    git = GitServer(root / "git", token=DEFAULT_TOKEN)
+    with (
+        run_in_thread(gitlab.app) as gitlab_server,
+        run_in_thread(llm.app) as llm_server,
+        git,
+        _redis(root) as redis_url,
+    ):
+        git.create_repo(DEFAULT_PROJECT_PATH, REPO_FILES)
+        git.create_branch(DEFAULT_PROJECT_PATH, CODING_BRANCH)
+        gitlab.add_project(
+            DEFAULT_PROJECT_ID,
+            DEFAULT_PROJECT_PATH,
+            http_url_to_repo=git.repo_url(DEFAULT_PROJECT_PATH),
+        )
+        gitlab.add_merge_request(
+            DEFAULT_PROJECT_ID,
+            CODING_MR,
+            title="Document search",
+            source_branch=CODING_BRANCH,
+            files=[diff_file("README.md", ["A small web app."], start_line=3)],
+            head=lambda: git.head(DEFAULT_PROJECT_PATH, CODING_BRANCH),
+        )
+        gitlab.add_member(DEFAULT_PROJECT_ID, MAINTAINER["id"], MAINTAINER["username"], 40)
         settings = Settings.from_env(
             {
                 "GITLAB_URL": gitlab_server.url,
@@ -118,7 +275,14 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
                 "GITLAB_MAX_RETRIES": "2",
                 # The demo's own client plays a reverse proxy on loopback.
                 "TRUSTED_PROXIES": "127.0.0.1/32",
+                # The loopback git server speaks plain http; only it may.
+                "GIT_ALLOWED_HTTP_HOSTS": "127.0.0.1",
+                "TASK_WORK_DIR": str(root / "tasks"),
+                **({"REDIS_URL": redis_url} if redis_url else {}),
             }
+        )
+        print(
+            f"state store: {'redis at ' + redis_url if redis_url else 'memory (no redis-server)'}"
         )
         app = create_app(settings, audit=audit)
         with run_in_thread(app) as agent, httpx.Client(base_url=agent.url, timeout=10) as http:
@@ -151,6 +315,8 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
                 time.sleep(0.05)
             else:
                 print("!! the review did not arrive within 30 s")
+            task_cid = _coding_scenario(http, gitlab, git)
+            pushed = "Copilot-Task-Id" in git.commit_message(DEFAULT_PROJECT_PATH, CODING_BRANCH)
         review_cid = opened.json().get("correlation_id", "")
     audit.close()
 
@@ -162,19 +328,22 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
     )
     if reviews:
         print("   " + reviews[-1]["body"].splitlines()[0][:100])
+    ok = bool(reviews) and pushed
     if audit_config.file_path is None or "file" not in audit_config.destinations:
         print("\n(the trail went to the configured AUDIT_LOG_DESTINATION, not a file)")
-        return 0 if reviews else 1
+        return 0 if ok else 1
     from auditrail.query.cli import main as auditrail_main
 
     trail = str(audit_config.file_path)
     print(f"\n== audit trail: {trail}")
-    print(f"\n== auditrail trace {review_cid}")
+    print(f"\n== auditrail trace {review_cid}   (the review)")
     auditrail_main(["trace", review_cid, trail, "--format", "table"])
+    print(f"\n== auditrail trace {task_cid}   (the coding task, from the comment to the push)")
+    auditrail_main(["trace", task_cid, trail, "--format", "table"])
     print("\n== auditrail report")
     auditrail_main(["report", trail, "--format", "table"])
     print("\n== auditrail query --action 'webhook.auth.*' --outcome failure")
     auditrail_main(
         ["query", trail, "--action", "webhook.auth.*", "--outcome", "failure", "--format", "table"]
     )
-    return 0 if reviews else 1
+    return 0 if ok else 1

@@ -9,7 +9,7 @@ and closed at shutdown, and the ones no plugin touches are never built.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from gitlab_copilot_agent.identity import AgentIdentity
     from gitlab_copilot_agent.llm.base import LLMProvider
     from gitlab_copilot_agent.settings import Settings
+    from gitlab_copilot_agent.state.base import StateStore
+    from gitlab_copilot_agent.tasks.executor import Executor
 
 
 class Parts(Protocol):
@@ -45,6 +47,20 @@ class Parts(Protocol):
 
     @property
     def identity(self) -> AgentIdentity: ...
+
+    @property
+    def store(self) -> StateStore:
+        """The state store (Redis with ``REDIS_URL``, else this process's memory)."""
+        ...
+
+    @property
+    def executor(self) -> Executor:
+        """Where coding tasks run (``TASK_EXECUTOR``)."""
+        ...
+
+    def start_background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run()`` as a task for the app's lifetime; cancelled at shutdown."""
+        ...
 
 
 Plugin = Callable[[Parts], None]

@@ -10,9 +10,12 @@ Sections, one model each: ``gitlab`` (``GITLAB_URL``, ``GITLAB_TOKEN``, …),
 deliveries are authenticated and bounded, docs/ingress.md), ``llm``
 (``LLM_*``, ``COPILOT_CLI_PATH``, ``GITHUB_TOKEN``), ``server`` (``HOST``,
 ``PORT``, ``METRICS_PORT``, ``METRICS_TOKEN``, ``API_DOCS_ENABLED``), ``logs``
-(``LOG_FORMAT``, ``LOG_LEVEL``). The parts still to come
-(executor, Redis, approval, Jira) each add a section model here and a field
-on ``Settings``; the loader and the error wording need no change.
+(``LOG_FORMAT``, ``LOG_LEVEL``), ``redis`` (``REDIS_*``), ``approval``
+(``APPROVAL_*``), ``executor`` (``TASK_*``) and ``coding`` (``CODING_*``,
+``GIT_*``). The parts still to come (Kubernetes, Jira) each add a section
+model here and a field on ``Settings``; the loader and the error wording need
+no change. ``TaskSettings`` is the subset a task process reads (it never gets
+the webhook secrets).
 
 Rules every value follows:
 
@@ -38,6 +41,8 @@ import importlib.util
 import ipaddress
 import os
 import re
+import shlex
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -468,13 +473,262 @@ class LogSettings(_Section):
     ] = Field(default="info", validation_alias="LOG_LEVEL")
 
 
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise _problem(f"must be true or false, got {_shown(text)}")
+
+
+def _redis_url(value: object) -> str:
+    text = _text(value)
+    shown = _shown(without_userinfo(text))
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        raise _problem(f"must start with redis://, rediss:// or unix://, got {shown}")
+    if any(c.isspace() for c in text):
+        raise _problem(f"must not contain spaces, got {shown}")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        _ = parts.port
+    except ValueError:
+        raise _problem(f"is not a valid URL, got {shown}") from None
+    if scheme != "unix" and not parts.hostname:
+        raise _problem(f"has no host name, got {shown}")
+    return text
+
+
+ACCESS_LEVELS: Final = {
+    "guest": 10,
+    "planner": 15,
+    "reporter": 20,
+    "developer": 30,
+    "maintainer": 40,
+    "owner": 50,
+}
+"""GitLab's access levels by name (the members API reports the number)."""
+
+
+def _access_level(value: object) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    text = _text(value).lower()
+    if text == "none":
+        return None
+    if text in ACCESS_LEVELS:
+        return ACCESS_LEVELS[text]
+    if text.isdigit() and len(text) <= 3 and int(text) in ACCESS_LEVELS.values():
+        return int(text)
+    names = ", ".join(f"{name} ({level})" for name, level in ACCESS_LEVELS.items())
+    raise _problem(f"must be one of {names} or none, got {_shown(text)}")
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if isinstance(value, tuple):
+        return value
+    items = [item.strip() for item in _text(value).split(",") if item.strip()]
+    for item in items:
+        if not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}", item):
+            raise _problem(f"{_shown(item)} is not a GitLab username")
+    return tuple(items)
+
+
+def _project_ids(value: object) -> frozenset[int]:
+    if isinstance(value, frozenset):
+        return value
+    found: set[int] = set()
+    for item in (i.strip() for i in _text(value).split(",")):
+        if not item:
+            continue
+        if not item.isdigit() or len(item) > 18 or int(item) < 1:
+            raise _problem(f"{_shown(item)} is not a project id (a positive whole number)")
+        found.add(int(item))
+    return frozenset(found)
+
+
+def _hosts(value: object) -> tuple[str, ...]:
+    if isinstance(value, tuple):
+        return value
+    items = [item.strip().lower() for item in _text(value).split(",") if item.strip()]
+    for item in items:
+        if not _HOST.fullmatch(item):
+            raise _problem(f"{_shown(item)} is not a host or host:port")
+    return tuple(items)
+
+
+def _command(value: object) -> tuple[str, ...]:
+    if isinstance(value, tuple):
+        return value
+    text = _text(value)
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise _problem(f"cannot be split into arguments ({exc})") from None
+    if not argv:
+        raise _problem("is set but empty; give it a value or unset it")
+    return tuple(argv)
+
+
+def _paths(value: object) -> tuple[str, ...]:
+    if isinstance(value, tuple):
+        return value
+    text = _text(value)
+    if text.lower() == "none":
+        return ()
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    for item in items:
+        if item.startswith("/") or ".." in item.split("/"):
+            raise _problem(f"{_shown(item)} must be a path inside the repository (no / or ..)")
+    return items
+
+
+def _directory(value: object) -> str:
+    text = _text(value)
+    path = Path(text)
+    if not path.is_absolute():
+        raise _problem(f"must be an absolute path, got {_shown(text)}")
+    if path.exists() and not path.is_dir():
+        raise _problem(f"{_shown(text)} is not a directory")
+    return text
+
+
+class RedisSettings(_Section):
+    """Where tasks, approvals, locks and results live (``REDIS_URL``; memory when unset)."""
+
+    url: Annotated[str | None, BeforeValidator(_redis_url)] = Field(
+        default=None, validation_alias="REDIS_URL"
+    )
+    timeout_s: Annotated[float, BeforeValidator(_seconds(60))] = Field(
+        default=5.0, validation_alias="REDIS_TIMEOUT_S"
+    )
+
+
+class ApprovalSettings(_Section):
+    """The approval gate's policy: who may approve a coding task, and for how long."""
+
+    required: Annotated[bool, BeforeValidator(_boolean)] = Field(
+        default=True, validation_alias="APPROVAL_REQUIRED"
+    )
+    exempt_projects: Annotated[frozenset[int], BeforeValidator(_project_ids)] = Field(
+        default=frozenset(), validation_alias="APPROVAL_EXEMPT_PROJECTS"
+    )
+    approvers: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field(
+        default=(), validation_alias="APPROVAL_APPROVERS"
+    )
+    min_access_level: Annotated[int | None, BeforeValidator(_access_level)] = Field(
+        default=ACCESS_LEVELS["maintainer"], validation_alias="APPROVAL_MIN_ACCESS_LEVEL"
+    )
+    allow_self_approval: Annotated[bool, BeforeValidator(_boolean)] = Field(
+        default=False, validation_alias="APPROVAL_ALLOW_SELF"
+    )
+    timeout_s: Annotated[int, BeforeValidator(_integer(1, 7 * 86_400))] = Field(
+        default=3600, validation_alias="APPROVAL_TIMEOUT_S"
+    )
+
+    @model_validator(mode="after")
+    def _someone_can_approve(self) -> ApprovalSettings:
+        if self.min_access_level is None and not self.approvers:
+            raise _problem(
+                "is none and APPROVAL_APPROVERS is not set: nobody could approve a task; "
+                "name approvers or a minimum access level",
+                "APPROVAL_MIN_ACCESS_LEVEL",
+            )
+        return self
+
+    def required_for(self, project_id: int) -> bool:
+        """Whether a coding task on ``project_id`` waits for an approval (fail-closed default)."""
+        return self.required and project_id not in self.exempt_projects
+
+
+def _executor(value: object) -> str:
+    text = _text(value).lower()
+    if text == "kubernetes":
+        raise _problem("kubernetes is not built yet (next release); use local")
+    return _choice("local")(text)
+
+
+class ExecutorSettings(_Section):
+    """How coding tasks run: each in its own process (``local``), with a deadline."""
+
+    kind: Annotated[Literal["local"], BeforeValidator(_executor)] = Field(
+        default="local", validation_alias="TASK_EXECUTOR"
+    )
+    timeout_s: Annotated[float, BeforeValidator(_seconds(86_400))] = Field(
+        default=1800.0, validation_alias="TASK_TIMEOUT_S"
+    )
+    work_dir: Annotated[str | None, BeforeValidator(_directory)] = Field(
+        default=None, validation_alias="TASK_WORK_DIR"
+    )
+    max_concurrent: Annotated[int, BeforeValidator(_integer(1, 64))] = Field(
+        default=2, validation_alias="TASK_MAX_CONCURRENT"
+    )
+    keep_work_dirs: Annotated[bool, BeforeValidator(_boolean)] = Field(
+        default=False, validation_alias="TASK_KEEP_WORK_DIRS"
+    )
+
+
+class CodingSettings(_Section):
+    """What a coding task may change and how it talks to git."""
+
+    max_patch_bytes: Annotated[int, BeforeValidator(_integer(1, 64 * 1024 * 1024))] = Field(
+        default=1_048_576, validation_alias="CODING_MAX_PATCH_BYTES"
+    )
+    protected_paths: Annotated[tuple[str, ...] | None, BeforeValidator(_paths)] = Field(
+        default=None, validation_alias="CODING_PROTECTED_PATHS"
+    )
+    check_command: Annotated[tuple[str, ...] | None, BeforeValidator(_command)] = Field(
+        default=None, validation_alias="CODING_CHECK_COMMAND"
+    )
+    check_timeout_s: Annotated[float, BeforeValidator(_seconds(3600))] = Field(
+        default=300.0, validation_alias="CODING_CHECK_TIMEOUT_S"
+    )
+    git_timeout_s: Annotated[float, BeforeValidator(_seconds(3600))] = Field(
+        default=120.0, validation_alias="GIT_TIMEOUT_S"
+    )
+    git_http_hosts: Annotated[tuple[str, ...], BeforeValidator(_hosts)] = Field(
+        default=(), validation_alias="GIT_ALLOWED_HTTP_HOSTS"
+    )
+    git_author_name: Text = Field(
+        default="gitlab-copilot-agent", validation_alias="GIT_AUTHOR_NAME"
+    )
+    git_author_email: Text = Field(default="agent@localhost", validation_alias="GIT_AUTHOR_EMAIL")
+
+
 _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "gitlab": GitLabSettings,
     "webhook": WebhookSettings,
     "llm": LLMSettings,
     "server": ServerSettings,
     "logs": LogSettings,
+    "redis": RedisSettings,
+    "approval": ApprovalSettings,
+    "executor": ExecutorSettings,
+    "coding": CodingSettings,
 }
+_TASK_SECTIONS: Final = ("gitlab", "llm", "logs", "coding")
+
+
+def _load(env: Mapping[str, str], names: tuple[str, ...]) -> dict[str, BaseModel]:
+    """Validate the sections ``names`` from ``env``; every problem of every section at once."""
+    problems: dict[str, str] = {}
+    sections: dict[str, BaseModel] = {}
+    for name in names:
+        model = _SECTIONS[name]
+        # Only this section's variables: nothing else of the environment is carried.
+        variables = [str(f.validation_alias) for f in model.model_fields.values()]
+        values = {variable: env[variable] for variable in variables if variable in env}
+        try:
+            sections[name] = model.model_validate(values)
+        except ValidationError as exc:
+            for variable, text in _describe(model, exc):
+                problems.setdefault(variable, text)
+    if problems:
+        raise SettingsError(problems)
+    return sections
 
 
 class Settings(BaseModel):
@@ -490,6 +744,10 @@ class Settings(BaseModel):
     llm: LLMSettings
     server: ServerSettings = ServerSettings()
     logs: LogSettings = LogSettings()
+    redis: RedisSettings = RedisSettings()
+    approval: ApprovalSettings = ApprovalSettings()
+    executor: ExecutorSettings = ExecutorSettings()
+    coding: CodingSettings = CodingSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -499,20 +757,7 @@ class Settings(BaseModel):
             SettingsError: naming each invalid variable (all of them, in one line).
         """
         env = os.environ if environ is None else environ
-        problems: dict[str, str] = {}
-        sections: dict[str, BaseModel] = {}
-        for name, model in _SECTIONS.items():
-            # Only this section's variables: nothing else of the environment is carried.
-            names = [str(f.validation_alias) for f in model.model_fields.values()]
-            values = {variable: env[variable] for variable in names if variable in env}
-            try:
-                sections[name] = model.model_validate(values)
-            except ValidationError as exc:
-                for variable, text in _describe(model, exc):
-                    problems.setdefault(variable, text)
-        if problems:
-            raise SettingsError(problems)
-        return cls.model_validate(sections)
+        return cls.model_validate(_load(env, tuple(_SECTIONS)))
 
     def summary(self) -> str:
         """What the settings resolve to, for ``check-config``; secrets only as "set (N chars)"."""
@@ -544,14 +789,24 @@ class Settings(BaseModel):
             lines.append(f"  base url:     {without_userinfo(llm.base_url)}")
         if llm.provider == "offline":
             script = llm.offline_coding_script
-            coding = f"scripted by {script}" if script is not None else "default diffs"
-            lines.append(f"  coding:       {coding}")
+            answers = f"scripted by {script}" if script is not None else "default diffs"
+            lines.append(f"  coding:       {answers}")
         if llm.provider != "offline":
             lines.append(f"  api key:      {_set(llm.api_key)}")
         if llm.provider == "copilot":
             lines.append(f"  copilot cli:  {llm.copilot_cli_path or 'the SDK bundled CLI'}")
             lines.append(f"  github token: {_set(llm.github_token)}")
         server = self.server
+        approval, executor, coding = self.approval, self.executor, self.coding
+        who = [f"@{name}" for name in approval.approvers]
+        if approval.min_access_level is not None:
+            who.append(f"members with access level >= {approval.min_access_level}")
+        exempt = ", ".join(str(p) for p in sorted(approval.exempt_projects)) or "none"
+        redis = without_userinfo(self.redis.url) if self.redis.url else "not set (memory)"
+        protected = (
+            ", ".join(coding.protected_paths) if coding.protected_paths is not None else "default"
+        )
+        check = shlex.join(coding.check_command) if coding.check_command else "none"
         lines += [
             f"server:         {server.host}:{server.port}",
             f"  metrics:      /metrics and /healthz on "
@@ -559,6 +814,16 @@ class Settings(BaseModel):
             f"token {_set(server.metrics_token)}",
             f"  api docs:     {'on' if server.api_docs_enabled else 'off'}",
             f"logs:           {self.logs.format}, level {self.logs.level} (stderr)",
+            f"state store:    {redis}",
+            "approval:",
+            f"  required:     {'yes' if approval.required else 'NO'}, except projects {exempt}",
+            f"  approvers:    {' or '.join(who)}; self-approval "
+            f"{'allowed' if approval.allow_self_approval else 'refused'}",
+            f"  expires:      after {approval.timeout_s} s",
+            f"tasks:          {executor.kind} executor, timeout {executor.timeout_s:g} s, "
+            f"at most {executor.max_concurrent} at once",
+            f"  patches:      at most {coding.max_patch_bytes} bytes; protected {protected}",
+            f"  check:        {check}",
         ]
         return "\n".join(lines)
 
@@ -576,7 +841,44 @@ class Settings(BaseModel):
         if self.webhook.signing_token is not None:
             raw.append(self.webhook.signing_token.get_secret_value().removeprefix("whsec_"))
         raw += userinfo_secrets(self.gitlab.url) + userinfo_secrets(self.llm.base_url)
+        raw += userinfo_secrets(self.redis.url)
         return sorted({form for value in raw for form in secret_forms(value)})
+
+
+class TaskSettings(BaseModel):
+    """What a task process (``gitlab-copilot-agent run-task``) reads: no webhook secrets.
+
+    The parent passes only these sections' variables (and ``AUDIT_LOG_*``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    gitlab: GitLabSettings
+    llm: LLMSettings
+    logs: LogSettings = LogSettings()
+    coding: CodingSettings = CodingSettings()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskSettings:
+        """Read and check the task's sections (see ``Settings.from_env``)."""
+        env = os.environ if environ is None else environ
+        return cls.model_validate(_load(env, _TASK_SECTIONS))
+
+    def secrets(self) -> list[str]:
+        """The task's secrets in each form text may show them, for the redactor."""
+        values = [self.gitlab.token, self.llm.api_key, self.llm.github_token]
+        raw = [v.get_secret_value() for v in values if v is not None]
+        raw += userinfo_secrets(self.gitlab.url) + userinfo_secrets(self.llm.base_url)
+        return sorted({form for value in raw for form in secret_forms(value)})
+
+
+def task_variables() -> tuple[str, ...]:
+    """The variables a task process reads (the parent passes these, and nothing else of its own)."""
+    return tuple(
+        str(f.validation_alias)
+        for name in _TASK_SECTIONS
+        for f in _SECTIONS[name].model_fields.values()
+    )
 
 
 def _set(secret: SecretStr | None) -> str:
@@ -617,3 +919,35 @@ def _describe(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, s
         else:  # a type the validators above do not produce; still no pydantic wording
             found.append((variable or "settings", "has an invalid value"))
     return found
+
+
+def task_environment(settings: Settings | TaskSettings) -> dict[str, str]:
+    """The task sections of ``settings`` as the variables a task process reads back.
+
+    The agent's settings may come from a mapping (tests, the demo), not from
+    its own environment, so the task process gets them re-encoded from the
+    validated values, secrets included; ``TaskSettings.from_env`` checks them
+    again there. Unset optional values are left out.
+    """
+    env: dict[str, str] = {}
+    for name in _TASK_SECTIONS:
+        section = getattr(settings, name)
+        for field_name, info in type(section).model_fields.items():
+            value = getattr(section, field_name)
+            variable = str(info.validation_alias)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                env[variable] = value.get_secret_value()
+            elif isinstance(value, bool):
+                env[variable] = "true" if value else "false"
+            elif variable == "CODING_CHECK_COMMAND":
+                env[variable] = shlex.join(value)
+            elif variable == "CODING_PROTECTED_PATHS":
+                env[variable] = ",".join(value) if value else "none"
+            elif isinstance(value, tuple):
+                if value:
+                    env[variable] = ",".join(value)
+            else:
+                env[variable] = str(value)
+    return env

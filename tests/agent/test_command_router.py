@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from agent_standins.gitlab import DEFAULT_MR_IID, DEFAULT_PROJECT_ID
+from gitlab_copilot_agent.commands import builtin
 from gitlab_copilot_agent.commands.builtin import COMING_LATER
+from gitlab_copilot_agent.workflows import review
 
 sys.path.insert(0, str(Path(__file__).parent))
 from routerkit import Agent, actions, has_action, note_hook, running_agent
@@ -22,6 +24,13 @@ MR_TARGET = {"resource_type": "merge_request", "project_id": DEFAULT_PROJECT_ID,
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     with running_agent(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def agent_without_coding(tmp_path: Path) -> Iterator[Agent]:
+    """The placeholders' own behaviour: the agent without the coding workflow."""
+    with running_agent(tmp_path, plugins=[builtin.install, review.install]) as running:
         yield running
 
 
@@ -54,10 +63,12 @@ class TestReceivedFirst:
 class TestKnownCommands:
     @pytest.mark.parametrize("name", sorted(COMING_LATER))
     def test_a_command_not_built_yet_gets_a_reply_and_an_entry_saying_why(
-        self, agent: Agent, name: str
+        self, agent_without_coding: Agent, name: str
     ) -> None:
-        """fix, code, approve, reject, status, cancel: ``copilot.command.unavailable`` with
-        ``reason: not_implemented``, then a reply note; nothing else happens."""
+        """Without the coding workflow, fix, code, approve, reject, status, cancel get
+        ``copilot.command.unavailable`` with ``reason: not_implemented``, then a reply note;
+        nothing else happens."""
+        agent = agent_without_coding
         cid = agent.note(f"/copilot {name} please", note_id=1500)
         entries = agent.wait(cid, has_action("gitlab.api.post_mr_note"))
         assert actions(entries) == [
@@ -79,8 +90,11 @@ class TestKnownCommands:
         assert reply["body"].startswith(f"`/copilot {name}` cannot run yet: ")
         assert COMING_LATER[name][1] in reply["body"]
 
-    def test_help_runs_and_lists_what_works_and_what_does_not_yet(self, agent: Agent) -> None:
+    def test_help_runs_and_lists_what_works_and_what_does_not_yet(
+        self, agent_without_coding: Agent
+    ) -> None:
         """``/copilot help``: a reply with every command; no "unavailable" entry."""
+        agent = agent_without_coding
         cid = agent.note("/copilot help")
         entries = agent.wait(cid, has_action("gitlab.api.post_mr_note"))
         assert "copilot.command.unavailable" not in actions(entries)
@@ -90,6 +104,15 @@ class TestKnownCommands:
         assert "`/copilot review`" in ready
         assert "`/copilot help`" in ready
         assert all(f"`/copilot {name}`" in later for name in COMING_LATER)
+
+    def test_with_the_coding_workflow_every_command_is_ready(self, agent: Agent) -> None:
+        """The default plugins replace every placeholder: help lists them all as working."""
+        cid = agent.note("/copilot help")
+        agent.wait(cid, has_action("gitlab.api.post_mr_note"))
+        (reply,) = agent.gitlab.posted_notes(DEFAULT_PROJECT_ID, DEFAULT_MR_IID)
+        assert "Not available yet" not in reply["body"]
+        for name in [*COMING_LATER, "review", "help"]:
+            assert f"- `/copilot {name}` — " in reply["body"]
 
     def test_review_runs(self, agent: Agent) -> None:
         """``/copilot review`` is the one coding-free command that acts: a review is posted."""

@@ -49,6 +49,27 @@ VARIABLES = [
     "METRICS_TOKEN",
     "METRICS_PORT",
     "API_DOCS_ENABLED",
+    "REDIS_URL",
+    "REDIS_TIMEOUT_S",
+    "APPROVAL_REQUIRED",
+    "APPROVAL_EXEMPT_PROJECTS",
+    "APPROVAL_APPROVERS",
+    "APPROVAL_MIN_ACCESS_LEVEL",
+    "APPROVAL_ALLOW_SELF",
+    "APPROVAL_TIMEOUT_S",
+    "TASK_EXECUTOR",
+    "TASK_TIMEOUT_S",
+    "TASK_WORK_DIR",
+    "TASK_MAX_CONCURRENT",
+    "TASK_KEEP_WORK_DIRS",
+    "CODING_MAX_PATCH_BYTES",
+    "CODING_PROTECTED_PATHS",
+    "CODING_CHECK_COMMAND",
+    "CODING_CHECK_TIMEOUT_S",
+    "GIT_TIMEOUT_S",
+    "GIT_ALLOWED_HTTP_HOSTS",
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
 ]
 
 
@@ -256,3 +277,79 @@ def _load(env: dict[str, str]) -> SettingsError | None:
     except SettingsError as exc:
         return exc
     return None
+
+
+class TestCodingSections:
+    def test_defaults_fail_closed(self) -> None:
+        """Approval required, maintainers approve, no self-approval, one hour; memory store;
+        local tasks with a 30-minute deadline."""
+        loaded = Settings.from_env(VALID)
+        approval = loaded.approval
+        assert (approval.required, approval.min_access_level, approval.allow_self_approval) == (
+            True,
+            40,
+            False,
+        )
+        assert (approval.timeout_s, approval.approvers, approval.exempt_projects) == (
+            3600,
+            (),
+            frozenset(),
+        )
+        assert approval.required_for(42)
+        assert loaded.redis.url is None
+        assert (loaded.executor.kind, loaded.executor.timeout_s) == ("local", 1800.0)
+        assert loaded.coding.protected_paths is None  # the default list (git.patches)
+        assert loaded.coding.check_command is None
+
+    def test_policy_values(self) -> None:
+        loaded = Settings.from_env(
+            {
+                **VALID,
+                "APPROVAL_EXEMPT_PROJECTS": "7, 42",
+                "APPROVAL_APPROVERS": "ann, bob.smith",
+                "APPROVAL_MIN_ACCESS_LEVEL": "none",
+                "APPROVAL_ALLOW_SELF": "yes",
+                "CODING_CHECK_COMMAND": "make 'unit tests'",
+                "CODING_PROTECTED_PATHS": "none",
+                "GIT_ALLOWED_HTTP_HOSTS": "127.0.0.1, LocalHost:8080",
+            }
+        )
+        assert not loaded.approval.required_for(42)
+        assert loaded.approval.required_for(43)
+        assert loaded.approval.approvers == ("ann", "bob.smith")
+        assert loaded.approval.min_access_level is None
+        assert loaded.approval.allow_self_approval is True
+        assert loaded.coding.check_command == ("make", "unit tests")
+        assert loaded.coding.protected_paths == ()
+        assert loaded.coding.git_http_hosts == ("127.0.0.1", "localhost:8080")
+
+    @pytest.mark.parametrize(
+        ("variable", "value", "words"),
+        [
+            ("REDIS_URL", "http://cache:6379", "must start with redis://"),
+            ("APPROVAL_MIN_ACCESS_LEVEL", "boss", "must be one of guest (10)"),
+            ("APPROVAL_EXEMPT_PROJECTS", "group/app", "is not a project id"),
+            ("APPROVAL_REQUIRED", "maybe", "must be true or false"),
+            ("APPROVAL_TIMEOUT_S", "0", "must be from 1 to 604800"),
+            ("TASK_EXECUTOR", "kubernetes", "not built yet"),
+            ("TASK_WORK_DIR", "relative/dir", "must be an absolute path"),
+            ("CODING_PROTECTED_PATHS", "../etc", "must be a path inside the repository"),
+            ("CODING_CHECK_COMMAND", "make 'unit", "cannot be split into arguments"),
+        ],
+    )
+    def test_bad_values_name_their_variable(self, variable: str, value: str, words: str) -> None:
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({**VALID, variable: value})
+        assert list(raised.value.problems) == [variable]
+        assert words in raised.value.problems[variable]
+
+    def test_nobody_could_approve_is_refused(self) -> None:
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({**VALID, "APPROVAL_MIN_ACCESS_LEVEL": "none"})
+        assert "nobody could approve" in raised.value.problems["APPROVAL_MIN_ACCESS_LEVEL"]
+
+    def test_the_redis_password_is_a_secret_and_never_shown(self) -> None:
+        loaded = Settings.from_env({**VALID, "REDIS_URL": "redis://:pw-redis-0123456@cache:6379/1"})
+        assert "pw-redis-0123456" in loaded.secrets()
+        assert "pw-redis-0123456" not in loaded.summary()
+        assert "redis://cache:6379/1" in loaded.summary()

@@ -13,6 +13,7 @@ method                             audit action / target
 ``post_commit_discussion``         ``gitlab.api.post_commit_discussion`` commit
 ``get_project_info``               ``gitlab.api.get_project_info`` project
 ``get_current_user``               ``gitlab.api.get_current_user`` user
+``get_project_member``             ``gitlab.api.get_project_member`` project_member
 =================================  ==============================================
 
 Targets carry ``project_id`` (an integer, or the ``group/sub/project`` path),
@@ -87,6 +88,12 @@ GITLAB_ROUTES: Final = (
     Route("POST", _COMMIT_DISCUSSIONS, "gitlab.api.post_commit_discussion", "commit"),
     Route("GET", "/projects/{project_id}", "gitlab.api.get_project_info", "project"),
     Route("GET", "/user", "gitlab.api.get_current_user", "user"),
+    Route(
+        "GET",
+        "/projects/{project_id}/members/all/{user_id}",
+        "gitlab.api.get_project_member",
+        "project_member",
+    ),
 )
 """The audited GitLab endpoints (paths relative to the API prefix)."""
 
@@ -300,6 +307,17 @@ class GitLabClient:
     async def get_current_user(self) -> dict[str, Any]:
         """The token's user (``id``, ``username``, ``bot``); used to skip the agent's own notes."""
         return _object(await self._get("/user"))
+
+    async def get_project_member(self, project_id: ProjectRef, user_id: int) -> dict[str, Any]:
+        """The user's membership of the project, inherited ones included (``access_level``).
+
+        ``GET /projects/:id/members/all/:user_id``; a user who is not a member
+        gets 404 (``GitLabError`` with ``status_code`` 404). The approval gate
+        asks this before it lets anyone approve a coding task.
+        """
+        if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
+            raise ValueError(f"user_id must be a positive integer, not {user_id!r}")
+        return _object(await self._get(f"/projects/{_project(project_id)}/members/all/{user_id}"))
 
     # -- plumbing --------------------------------------------------------------
 

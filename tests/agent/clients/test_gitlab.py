@@ -159,6 +159,11 @@ CALLS: dict[str, tuple[ArgsFor, str, dict[str, Any]]] = {
         "gitlab.api.get_current_user",
         {"resource_type": "user"},
     ),
+    "get_project_member": (
+        lambda s: ((PROJECT, 5), {}),
+        "gitlab.api.get_project_member",
+        {"resource_type": "project_member", "project_id": PROJECT, "user_id": 5},
+    ),
 }
 NOT_API_CALLS = {"aclose"}  # public coroutines that send nothing
 
@@ -893,3 +898,49 @@ class TestGitLabStandin:
             f"{server.url}/api/v4/projects/group/app", headers={"PRIVATE-TOKEN": TOKEN}
         )
         assert response.status_code == 404
+
+    def test_members_api_reports_the_access_level_and_404_for_others(
+        self, standin: GitLabStandin, server: ServerHandle
+    ) -> None:
+        """``members/all/:user_id``: the member with ``access_level``; a non-member gets 404,
+        which the client raises as ``GitLabError`` (and audits as ``not_found``)."""
+        standin.add_member(PROJECT, 6, "mia", 40)
+        with capture_events() as (logger, sink):
+
+            async def ask(client: GitLabClient) -> Any:
+                found = await client.get_project_member(PROJECT, 6)
+                with pytest.raises(GitLabError) as missing:
+                    await client.get_project_member(PROJECT, 77)
+                return found, missing.value
+
+            found, missing = call(make_client(server.url, logger), ask)
+            logged = entries(logger, sink)
+        assert (found["username"], found["access_level"]) == ("mia", 40)
+        assert missing.status_code == 404
+        assert [(e["action"], e["outcome"], e.get("error")) for e in logged] == [
+            ("gitlab.api.get_project_member", "success", None),
+            ("gitlab.api.get_project_member", "failure", "not_found"),
+        ]
+        assert logged[1]["target"] == {
+            "resource_type": "project_member",
+            "project_id": PROJECT,
+            "user_id": 77,
+        }
+
+    def test_an_mr_on_a_git_server_reports_the_live_head(
+        self, standin: GitLabStandin, server: ServerHandle
+    ) -> None:
+        """With ``head=``, ``sha`` and ``diff_refs.head_sha`` are asked at each request."""
+        heads = iter(["a" * 40, "b" * 40])
+        current = {"sha": next(heads)}
+        standin.add_project(43, "group/lib", http_url_to_repo="http://127.0.0.1:1/group/lib.git")
+        standin.add_merge_request(43, 1, files=[], head=lambda: current["sha"])
+        url = f"{server.url}/api/v4/projects/43/merge_requests/1"
+        first = httpx.get(url, headers={"PRIVATE-TOKEN": TOKEN}).json()
+        current["sha"] = next(heads)
+        second = httpx.get(url, headers={"PRIVATE-TOKEN": TOKEN}).json()
+        project = httpx.get(f"{server.url}/api/v4/projects/43", headers={"PRIVATE-TOKEN": TOKEN})
+        assert (first["sha"], first["diff_refs"]["head_sha"]) == ("a" * 40, "a" * 40)
+        assert (second["sha"], second["diff_refs"]["head_sha"]) == ("b" * 40, "b" * 40)
+        assert standin.merge_request(43, 1)["sha"] == "b" * 40
+        assert project.json()["http_url_to_repo"] == "http://127.0.0.1:1/group/lib.git"

@@ -164,6 +164,11 @@ class RouterParts:
     llm: LLMProvider
     identity: AgentIdentity
     settings: Any = None
+    store: Any = None
+    executor: Any = None
+
+    def start_background(self, name: str, run: Any) -> None:
+        raise AssertionError("the review workflow starts no background task")
 
 
 def deliver(

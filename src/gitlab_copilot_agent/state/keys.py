@@ -1,0 +1,55 @@
+"""Every key the agent writes to its state store, in one place.
+
+==================================  =====================================  ==================
+key                                 value                                  lives
+==================================  =====================================  ==================
+``copilot:approval:<task>``         the pending approval (the task)        expiry + 1 h
+``copilot:decision:<task>``         the gate's decision for the task       7 days
+``copilot:pushed:<task>``           the approval was used by a push        7 days
+``copilot:result:<task>``           the task's result                      7 days
+``copilot:lock:mr:<project>:<mr>``  who holds the MR (one task at a time)  renewed while held
+``copilot:lastresult:mr:<p>:<mr>``  the MR's last task result (a copy)        7 days
+``copilot:dedup:note:<p>:<note>``   a command note already handled         1 day
+==================================  =====================================  ==================
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "copilot:"
+APPROVAL_PREFIX: Final = f"{PREFIX}approval:"
+DECISION_TTL_S: Final = 7 * 86_400
+RESULT_TTL_S: Final = 7 * 86_400
+DEDUP_TTL_S: Final = 86_400
+APPROVAL_GRACE_S: Final = 3600
+"""A pending approval outlives its expiry by this much, so a late approve is told
+``expired`` (not ``unknown_task``) and the sweeper can still close it."""
+
+
+def approval(task_id: str) -> str:
+    return f"{APPROVAL_PREFIX}{task_id}"
+
+
+def decision(task_id: str) -> str:
+    return f"{PREFIX}decision:{task_id}"
+
+
+def push_marker(task_id: str) -> str:
+    return f"{PREFIX}pushed:{task_id}"
+
+
+def result(task_id: str) -> str:
+    return f"{PREFIX}result:{task_id}"
+
+
+def mr_lock(project_id: int, mr_iid: int) -> str:
+    return f"{PREFIX}lock:mr:{project_id}:{mr_iid}"
+
+
+def note_seen(project_id: int, note_id: int) -> str:
+    return f"{PREFIX}dedup:note:{project_id}:{note_id}"
+
+
+def mr_last_result(project_id: int, mr_iid: int) -> str:
+    return f"{PREFIX}lastresult:mr:{project_id}:{mr_iid}"

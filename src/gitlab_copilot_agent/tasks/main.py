@@ -1,0 +1,117 @@
+"""``gitlab-copilot-agent run-task``: the task process's entry point (local and Kubernetes).
+
+Reads the task spec from stdin (or ``--task-file``), its settings from the
+environment (``TaskSettings``: GitLab, LLM, ``CODING_*``, ``GIT_*``; never the
+webhook secrets), ``AUDIT_LOG_*`` for its own audit logger (same destination
+as the agent's), and re-opens the agent's correlation scope
+(``AUDIT_CORRELATION_ID``, ``AUDIT_ACTOR_*``). Its result goes back over the
+channel (``COPILOT_TASK_CHANNEL_FD``). If the agent goes away the task stops.
+
+Exit codes: 0 a result was produced (pushed, no change, refused, failed);
+2 a bad configuration or spec (one line on stderr); 3 the agent went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from auditrail import Actor
+from auditrail.config import AuditConfig
+from auditrail.context import correlation_scope, scope_from_env
+from auditrail.exceptions import ConfigError
+from auditrail.redact import register_secret
+from gitlab_copilot_agent.logs import configure_logging, get_logger
+from gitlab_copilot_agent.settings import SERVICE_NAME, SettingsError, TaskSettings
+from gitlab_copilot_agent.tasks.channel import ChannelClient
+from gitlab_copilot_agent.tasks.spec import MAX_SPEC_BYTES, TaskSpec
+
+__all__ = ["run_task_command"]
+
+PREFIX = "gitlab-copilot-agent run-task: "
+EXIT_BAD_INPUT = 2
+EXIT_AGENT_GONE = 3
+
+_log = get_logger(__name__)
+
+
+def run_task_command(task_file: str | None) -> int:
+    """Run one task process; return its exit code."""
+    try:
+        settings = TaskSettings.from_env()
+    except SettingsError as exc:
+        print(f"{PREFIX}invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    register_secret(*settings.secrets())
+    try:
+        audit_config = AuditConfig.from_env(service=SERVICE_NAME)
+    except ConfigError as exc:
+        print(f"{PREFIX}invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        raw = (
+            Path(task_file).read_bytes() if task_file else sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
+        )
+        spec = TaskSpec.from_json(raw)
+    except (OSError, ValueError) as exc:
+        print(f"{PREFIX}invalid task spec: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    configure_logging(settings.logs)
+    audit = audit_config.build()
+    try:
+        return asyncio.run(_main(spec, settings, audit))
+    finally:
+        audit.close(audit.exit_timeout_s)
+
+
+async def _main(spec: TaskSpec, settings: TaskSettings, audit: object) -> int:
+    from auditrail.logger import AuditLogger
+    from gitlab_copilot_agent.llm.factory import build_provider
+    from gitlab_copilot_agent.tasks.runner import run_task
+
+    assert isinstance(audit, AuditLogger)
+    channel = ChannelClient.from_env()
+    inherited = scope_from_env()
+    scope: contextlib.AbstractContextManager[object] = inherited
+    if not os.environ.get("AUDIT_CORRELATION_ID"):
+        _log.warning("no AUDIT_CORRELATION_ID: the task's entries get the task's own id")
+        scope = correlation_scope(Actor("system", "run-task"))
+    with scope:
+        provider = build_provider(settings.llm, audit)
+        try:
+            work = Path(os.environ.get("HOME") or os.getcwd())
+            job = asyncio.create_task(
+                run_task(
+                    spec,
+                    settings=settings,
+                    audit=audit,
+                    provider=provider,
+                    channel=channel,
+                    workdir=work,
+                )
+            )
+            if channel is not None:
+                await channel.start()
+                gone = asyncio.create_task(channel.closed.wait())
+                done, _ = await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if job not in done:
+                    job.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await job
+                    _log.warning("the agent went away; the task stopped", task_id=spec.task_id)
+                    return EXIT_AGENT_GONE
+                gone.cancel()
+            result = await job
+            if channel is not None:
+                with contextlib.suppress(ConnectionError, OSError):
+                    await channel.request("result", result=result)
+            else:
+                sys.stderr.write(f"{PREFIX}result: {result['status']}\n")
+            return 0
+        finally:
+            await provider.aclose()
+            if channel is not None:
+                await channel.aclose()
