@@ -49,7 +49,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_spool_status(args: argparse.Namespace) -> int:
-    from auditrail.spool_status import spool_status
+    from auditrail.delivery.status import spool_status
 
     config = _config_or_none()
     if config is None:
@@ -71,7 +71,7 @@ def _cmd_spool_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_spool_redeliver(args: argparse.Namespace) -> int:
-    from auditrail.redeliver import dead_letter_path, redeliver_dead_letters
+    from auditrail.delivery.redeliver import dead_letter_path, redeliver_dead_letters
 
     config = _config_or_none()
     if config is None:

@@ -19,7 +19,7 @@ from typing import Final
 from auditrail._disk import FreeSpaceThreshold, threshold_from_env
 from auditrail._env import check_unknown_variables, env_bool, env_int, env_seconds, shown
 from auditrail._names import service_name_problem
-from auditrail._pipeline import Durability
+from auditrail.delivery.pipeline import Durability
 from auditrail.exceptions import ConfigError
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics

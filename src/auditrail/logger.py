@@ -38,14 +38,14 @@ from auditrail._event import (
 )
 from auditrail._ids import new_event_id_and_timestamp
 from auditrail._names import service_name_problem
-from auditrail._pipeline import DeliveryPipeline, Durability
+from auditrail.delivery.pipeline import DeliveryPipeline, Durability
 from auditrail.context import _actor, _correlation_id
 from auditrail.errors import classify_exception, classify_http_status, status_of
 from auditrail.exceptions import InvalidEntryError, LoggerClosedError
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import REDACTED, SecretRedactor, default_redactor
 from auditrail.sinks.stdout import StderrSink, StdoutSink
-from auditrail.spool import Spool, SpoolClaim, claim_spool_dir
+from auditrail.delivery.spool import Spool, SpoolClaim, claim_spool_dir
 from auditrail.typing import Sink
 
 P = ParamSpec("P")

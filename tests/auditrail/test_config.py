@@ -13,7 +13,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from auditrail._pipeline import Durability
+from auditrail.delivery.pipeline import Durability
 from auditrail.config import AuditConfig
 from auditrail.exceptions import ConfigError
 from auditrail.metrics import AuditMetrics

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auditrail.spool import HEADER_BYTES, Spool, SpoolWriteError
+from auditrail.delivery.spool import HEADER_BYTES, Spool, SpoolWriteError
 
 
 class DiskFaults:

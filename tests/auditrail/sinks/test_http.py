@@ -30,7 +30,7 @@ from auditrail.exceptions import ConfigError
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import SecretRedactor, default_redactor
-from auditrail.redeliver import dead_letter_path, redeliver_dead_letters
+from auditrail.delivery.redeliver import dead_letter_path, redeliver_dead_letters
 from auditrail.sinks.file import FileSink
 from auditrail.sinks.http import HttpSink, http_sink_from_env, parse_retry_after
 from auditrail.testing import read_trail, validate_entries

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from auditrail.metrics import AuditMetrics
-from auditrail.spool import Spool, SpoolSyncError, SpoolWriteError, adopt_orphans
+from auditrail.delivery.spool import Spool, SpoolSyncError, SpoolWriteError, adopt_orphans
 from auditrail.typing import Sink, SinkResult
 
 _MAX_RETRY_AFTER_S = 300.0

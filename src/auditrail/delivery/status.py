@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from auditrail.spool import scan_segment
+from auditrail.delivery.spool import scan_segment
 
 
 def _locked(slot: Path) -> bool:
