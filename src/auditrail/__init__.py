@@ -27,7 +27,7 @@ from auditrail.context import (
 )
 from auditrail.errors import classify_exception, classify_http_status
 from auditrail.redact import SecretRedactor, register_secret
-from auditrail.typing import Sink, SinkResult
+from auditrail.typing import Sink, SinkResult, SinkStatus
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,7 @@ __all__ = [
     "SecretRedactor",
     "Sink",
     "SinkResult",
+    "SinkStatus",
     "bind_correlation",
     "classify_exception",
     "classify_http_status",

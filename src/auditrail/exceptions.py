@@ -6,6 +6,7 @@
     ├── ConfigError          invalid AUDIT_LOG_* setting (names the variable)
     ├── InvalidEntryError    emit()/audited() called with an invalid action, outcome
     │                        or error class (also a ValueError)
+    ├── InvalidOptionError   a DeliveryOptions value out of range (also a ValueError)
     ├── LoggerClosedError    emit() after close()
     └── SpoolError
         └── SpoolLockedError another live process owns the spool directory
@@ -40,6 +41,15 @@ class InvalidEntryError(AuditError, ValueError):
     ``http_status``) is recorded, cut or replaced instead, and the entry is
     flagged ``truncated`` / ``coerced``. The message never repeats a credential.
     """
+
+
+class InvalidOptionError(AuditError, ValueError):
+    """A ``DeliveryOptions`` value is out of range; ``option`` names the field."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+        self.message = message
 
 
 class LoggerClosedError(AuditError):

@@ -23,7 +23,6 @@ from auditrail.logger import AuditLogger, hurry_closing_loggers
 
 _current: AuditLogger | None = None
 _lock = threading.Lock()
-SHUTDOWN_TIMEOUT_S = 5.0
 
 
 def configure(
@@ -42,7 +41,7 @@ def configure(
     with _lock:
         previous, _current = _current, logger
     if previous is not None:
-        previous.close(SHUTDOWN_TIMEOUT_S)
+        previous.close()  # its own shutdown_timeout_s
     if handle_sigterm:
         install_sigterm_handler()
     return logger

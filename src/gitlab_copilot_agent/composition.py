@@ -141,7 +141,7 @@ async def compose(
     register_secret(*settings.secrets())
     if audit is None:
         audit = AuditConfig.from_env(service=SERVICE_NAME).build()
-        stack.push_async_callback(audit.aclose, audit.exit_timeout_s)
+        stack.push_async_callback(audit.aclose)  # within its shutdown_timeout_s
     else:
         stack.push_async_callback(audit.aflush)
     if not audit.enabled:

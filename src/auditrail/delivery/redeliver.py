@@ -1,10 +1,5 @@
 """Send dead letters again once the destination has been fixed (``auditrail spool redeliver``).
 
-A destination that refuses a batch for good (an HTTP 400, 401, 403 or 413, say) gets
-it dead-lettered by the pipeline: the entries are appended to
-``<spool base>/dead-letters/<destination>.jsonl``, one per line. Once the cause is fixed,
-``redeliver_dead_letters`` sends that file through a sink of the same name.
-
 Safety with a live writer: the pipeline of a running process may dead-letter more
 entries at any moment, appending to the same file. So the file is first renamed to
 ``<destination>.jsonl.inflight`` (an atomic step; the pipeline's next append creates a
@@ -20,34 +15,56 @@ exclude each other with a lock file.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from auditrail.typing import Sink, SinkResult
+from auditrail.delivery import dead_letters
+from auditrail.delivery._files import locked
+from auditrail.typing import Sink, SinkResult, SinkStatus
 
-__all__ = ["dead_letter_path", "redeliver_dead_letters"]
+__all__ = ["Redelivery", "redeliver_dead_letters"]
 
 
-def dead_letter_path(spool_base: str | os.PathLike[str], destination: str) -> Path:
-    """Where the pipeline keeps the entries ``destination`` refused for good.
+@dataclass(frozen=True, slots=True)
+class Redelivery:
+    """What one redelivery did, and why entries are left.
 
     .. versionadded:: 0.1.0
     """
-    return Path(spool_base) / "dead-letters" / f"{destination}.jsonl"
+
+    destination: str
+    delivered: int
+    """Entries the destination took."""
+    remaining: int
+    """Entries still dead-lettered afterwards."""
+    refused: str | None = None
+    """The destination's reason for the last batch it refused for good."""
+    unavailable: str | None = None
+    """Why the run stopped early: the destination asked to try later, or could not be reached."""
+
+    @property
+    def why(self) -> str | None:
+        """Why entries remain, in a few words (None when none remain or no reason is known)."""
+        if not self.remaining:
+            return None
+        parts = []
+        if self.refused is not None:
+            parts.append(f"refused: {self.refused}")
+        if self.unavailable is not None:
+            parts.append(f"unavailable, try again later: {self.unavailable}")
+        return "; ".join(parts) or None
 
 
 def redeliver_dead_letters(
     spool_base: str | os.PathLike[str], sink: Sink, *, max_batch_events: int = 512
-) -> int:
-    """Send the dead letters of ``sink.name`` through ``sink``; return how many were delivered.
+) -> Redelivery:
+    """Send the dead letters of ``sink.name`` through ``sink``.
 
     Each batch gets one attempt. Delivered entries leave the file; refused ones
     (``FAILURE``) stay in it; at the first ``RETRY`` the rest of the file stays as it is.
     The file is removed when everything was delivered. The caller owns ``sink`` (it is
-    not closed here).
+    not closed here). Creates nothing when there are no dead letters.
 
     Raises:
         ValueError: ``max_batch_events`` is not positive.
@@ -57,12 +74,12 @@ def redeliver_dead_letters(
     """
     if max_batch_events <= 0:
         raise ValueError("max_batch_events must be positive")
-    live = dead_letter_path(spool_base, sink.name)
+    live = dead_letters.dead_letter_path(spool_base, sink.name)
     if not live.parent.is_dir():
-        return 0
+        return Redelivery(sink.name, 0, 0)
     inflight = live.with_name(live.name + ".inflight")
-    delivered = 0
-    with _locked(live.with_name(live.name + ".lock")):
+    run = _Run(sink, live, max_batch_events)
+    with locked(live.with_name(live.name + ".lock")):
         # A leftover from an interrupted run first, then the live file (once: what we put
         # back into it during this run is not taken up again).
         for take_live in (False, True):
@@ -73,58 +90,47 @@ def redeliver_dead_letters(
                     break
             elif not inflight.exists():
                 continue
-            sent, unavailable = _redeliver_file(inflight, live, sink, max_batch_events)
-            delivered += sent
-            if unavailable:
+            run.send(inflight)
+            if run.unavailable is not None:
                 break
-    return delivered
+        remaining = dead_letters.count_entries(live)
+    return Redelivery(sink.name, run.delivered, remaining, run.refused, run.unavailable)
 
 
-def _redeliver_file(
-    inflight: Path, live: Path, sink: Sink, max_batch_events: int
-) -> tuple[int, bool]:
-    lines = [line for line in inflight.read_bytes().split(b"\n") if line.strip()]
-    delivered = 0
-    keep: list[bytes] = []
-    unavailable = False
-    for start in range(0, len(lines), max_batch_events):
-        batch = lines[start : start + max_batch_events]
-        if unavailable:
+class _Run:
+    def __init__(self, sink: Sink, live: Path, max_batch_events: int) -> None:
+        self.sink, self.live, self.batch = sink, live, max_batch_events
+        self.delivered = 0
+        self.refused: str | None = None
+        self.unavailable: str | None = None
+
+    def send(self, inflight: Path) -> None:
+        lines = [line for line in inflight.read_bytes().split(b"\n") if line.strip()]
+        keep: list[bytes] = []
+        for start in range(0, len(lines), self.batch):
+            batch = lines[start : start + self.batch]
+            if self.unavailable is not None:
+                keep += batch
+                continue
+            result = self._attempt(batch)
+            if result.status is SinkStatus.SUCCESS:
+                self.delivered += len(batch)
+                continue
             keep += batch
-            continue
+            reason = result.reason or "no reason given"
+            if result.status is SinkStatus.FAILURE:
+                self.refused = reason
+            else:
+                self.unavailable = reason
+        if keep:
+            dead_letters.keep(self.live, keep)
+        inflight.unlink()
+
+    def _attempt(self, batch: list[bytes]) -> SinkResult:
         try:
-            result = sink.write_batch(batch)
-        except Exception:  # noqa: BLE001 - treated like the pipeline does: try later
-            result = SinkResult.RETRY
-        if result is SinkResult.SUCCESS:
-            delivered += len(batch)
-        elif result is SinkResult.FAILURE:
-            keep += batch
-        else:
-            unavailable = True
-            keep += batch
-    if keep:
-        _append_durably(live, keep)
-    inflight.unlink()
-    return delivered, unavailable
-
-
-def _append_durably(path: Path, lines: Sequence[bytes]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        data = memoryview(b"".join(line + b"\n" for line in lines))
-        while data:
-            data = data[os.write(fd, data) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+            result = self.sink.write_batch(batch)
+        except Exception as exc:  # noqa: BLE001 - treated like the pipeline does: try later
+            return SinkResult.retry(f"{type(exc).__name__} in {self.sink.name}")
+        if not isinstance(result, SinkResult):
+            return SinkResult.retry(f"{self.sink.name} answered {type(result).__name__}")
+        return result
