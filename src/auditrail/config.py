@@ -130,14 +130,14 @@ def _delivery_from_env(env: Mapping[str, str]) -> DeliveryOptions:
     buffer_size = env_int(
         env, "AUDIT_LOG_BUFFER_SIZE", DEFAULTS.max_buffer_events, minimum=1, maximum=MAX_BUFFER
     )
-    default_batch = min(DEFAULTS.max_batch_events, buffer_size)
+    batch_size = None  # unset: DeliveryOptions' rule (512, or the buffer if smaller)
+    if (env.get("AUDIT_LOG_BATCH_SIZE") or "").strip():
+        batch_size = env_int(env, "AUDIT_LOG_BATCH_SIZE", 0, minimum=1, maximum=MAX_BATCH)
     try:
         return DeliveryOptions(
             durability=parse_durability(env.get("AUDIT_LOG_DURABILITY") or DEFAULTS.durability),
             max_buffer_events=buffer_size,
-            max_batch_events=env_int(
-                env, "AUDIT_LOG_BATCH_SIZE", default_batch, minimum=1, maximum=MAX_BATCH
-            ),
+            max_batch_events=batch_size,
             flush_interval_s=env_seconds(
                 env,
                 "AUDIT_LOG_FLUSH_INTERVAL_S",
@@ -322,7 +322,7 @@ class AuditConfig:
         lines += [
             f"durability:   {self.delivery.durability.value}",
             f"buffer:       {self.delivery.max_buffer_events} entries,"
-            f" batches of {self.delivery.max_batch_events}",
+            f" batches of {self.delivery.batch_events}",
             f"spool:        {self.spool_dir}",
             f"disk warning: below {self.disk_warn_free} free",
         ]

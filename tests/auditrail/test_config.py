@@ -282,7 +282,7 @@ class TestValidConfiguration:
     def test_small_buffer_lowers_the_default_batch(self, tmp_path: Path) -> None:
         """A buffer smaller than the default batch makes the batch default to the buffer size."""
         config = AuditConfig.from_env({**_base(tmp_path), "AUDIT_LOG_BUFFER_SIZE": "100"})
-        assert (config.delivery.max_buffer_events, config.delivery.max_batch_events) == (100, 100)
+        assert (config.delivery.max_buffer_events, config.delivery.batch_events) == (100, 100)
 
     def test_file_config_builds_a_logger_that_writes_the_file(self, tmp_path: Path) -> None:
         """destination=file builds a logger whose entries end up in AUDIT_LOG_FILE_PATH."""

@@ -18,6 +18,8 @@ from typing import Final, TypedDict
 
 from auditrail.exceptions import InvalidOptionError
 
+_BATCH: Final = 512  # the default batch, unless the buffer is smaller
+
 
 class Durability(enum.StrEnum):
     """How far an entry has gone when ``emit`` returns.
@@ -56,8 +58,9 @@ class DeliveryOptions:
     """See ``Durability``; a plain string (``"spool"``) is accepted too."""
     max_buffer_events: int = 1000
     """Entries held in memory per destination before the caller spills to the spool."""
-    max_batch_events: int = 512
-    """The largest batch handed to a sink; at most ``max_buffer_events``."""
+    max_batch_events: int | None = None
+    """The largest batch handed to a sink, at most ``max_buffer_events`` (None: the
+    smaller of 512 and ``max_buffer_events``; ``batch_events`` is the value in force)."""
     max_held_events: int | None = None
     """Entries kept in memory while the spool refuses writes (None: ``max_buffer_events``);
     beyond it they go to the fallback and are counted as dropped."""
@@ -79,13 +82,14 @@ class DeliveryOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "durability", parse_durability(self.durability))
         _positive("max_buffer_events", self.max_buffer_events)
-        _positive("max_batch_events", self.max_batch_events)
-        if self.max_batch_events > self.max_buffer_events:
-            raise InvalidOptionError(
-                "max_batch_events",
-                f"{self.max_batch_events} is larger than max_buffer_events"
-                f" ({self.max_buffer_events}); lower it",
-            )
+        if self.max_batch_events is not None:
+            _positive("max_batch_events", self.max_batch_events)
+            if self.max_batch_events > self.max_buffer_events:
+                raise InvalidOptionError(
+                    "max_batch_events",
+                    f"{self.max_batch_events} is larger than max_buffer_events"
+                    f" ({self.max_buffer_events}); lower it",
+                )
         if self.max_held_events is not None:
             _count("max_held_events", self.max_held_events, minimum=0)
         for name in ("flush_interval_s", "retry_initial_s", "fsync_interval_s"):
@@ -96,6 +100,12 @@ class DeliveryOptions:
         _seconds("shutdown_timeout_s", self.shutdown_timeout_s, zero=True)
         _positive("spool_segment_bytes", self.spool_segment_bytes)
         _positive("spool_max_bytes", self.spool_max_bytes)
+
+    @property
+    def batch_events(self) -> int:
+        """``max_batch_events``, resolved."""
+        batch = self.max_batch_events
+        return min(_BATCH, self.max_buffer_events) if batch is None else batch
 
     @property
     def held_bound(self) -> int:
@@ -130,7 +140,7 @@ class DeliverySettings(TypedDict, total=False):
 
     durability: Durability | str
     max_buffer_events: int
-    max_batch_events: int
+    max_batch_events: int | None
     max_held_events: int | None
     flush_interval_s: float
     retry_initial_s: float

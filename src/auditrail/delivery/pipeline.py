@@ -90,7 +90,7 @@ class DeliveryPipeline:
         self.metrics = metrics
         self.durability = opts.durability
         self.max_buffer_events = opts.max_buffer_events
-        self.max_batch_events = opts.max_batch_events
+        self.max_batch_events = opts.batch_events
         self.flush_interval_s = opts.flush_interval_s
         self._reporter = Reporter()
         self._fallback = Fallback(
@@ -120,7 +120,7 @@ class DeliveryPipeline:
         )
 
         self._buffer: deque[bytes] = deque()
-        self._wake_at = max(1, opts.max_batch_events // 2)
+        self._wake_at = max(1, opts.batch_events // 2)
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._close_lock = threading.Lock()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from auditrail.delivery import dead_letters
 from auditrail.delivery._files import locked
+from auditrail.delivery.options import DEFAULTS
 from auditrail.typing import Sink, SinkResult, SinkStatus
 
 __all__ = ["Redelivery", "redeliver_dead_letters"]
@@ -57,7 +58,10 @@ class Redelivery:
 
 
 def redeliver_dead_letters(
-    spool_base: str | os.PathLike[str], sink: Sink, *, max_batch_events: int = 512
+    spool_base: str | os.PathLike[str],
+    sink: Sink,
+    *,
+    max_batch_events: int = DEFAULTS.batch_events,
 ) -> Redelivery:
     """Send the dead letters of ``sink.name`` through ``sink``.
 
