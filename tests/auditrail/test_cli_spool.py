@@ -62,25 +62,7 @@ class TestSpoolCommands:
     def test_status_reports_pending_entries_of_a_dead_process(self, tmp_path: Path) -> None:
         """Entries spooled by a logger that could not deliver show up as pending, slot free."""
         spool = tmp_path / "spool"
-
-        class Down(InMemorySink):
-            name = "file"
-
-            def write_batch(self, lines):  # type: ignore[no-untyped-def]
-                from auditrail.typing import SinkResult
-
-                return SinkResult.RETRY
-
-        logger = AuditLogger(
-            Down(),
-            service="svc",
-            spool_dir=spool,
-            metrics=AuditMetrics(CollectorRegistry()),
-            fallback=InMemorySink(),
-        )
-        for _ in range(7):
-            logger.emit("gitlab.api.get_mr_details")
-        assert logger.close(0.2) is False
+        spool_with_backlog(spool, pending=7)
         result = run_cli(
             "spool", "status", "--format", "json", env={"AUDIT_LOG_SPOOL_DIR": str(spool)}
         )

@@ -80,6 +80,17 @@ def logger_for(sink: Any, spool: Path, **settings: Any) -> AuditLogger:
     )
 
 
+def deliver(sink: Any, spool: Path, entries: int = 1) -> list[str]:
+    """Emit ``entries`` through ``sink``, wait until all are delivered, close; their ids."""
+    logger = logger_for(sink, spool)
+    try:
+        ids = [logger.emit("test.contract") for _ in range(entries)]
+        assert logger.flush(10)
+    finally:
+        logger.close(5)
+    return ids
+
+
 class TestSinkResult:
     def test_the_plain_answers_and_the_detailed_ones(self) -> None:
         """SUCCESS/RETRY/FAILURE are answers without detail; retry() and failure() add it."""
@@ -108,25 +119,14 @@ class TestThePipelineReadsOnlyTheResult:
     def test_nothing_but_the_contract_is_looked_up_on_a_sink(self, tmp_path: Path) -> None:
         """Retries, a refusal and a success: the pipeline touches name and the three methods."""
         sink = Scripted(SinkResult.retry("busy", after_s=0.01), SinkResult.failure("bad"))
-        logger = logger_for(sink, tmp_path)
-        try:
-            logger.emit("test.contract")
-            logger.emit("test.contract")
-            assert logger.flush(10)
-        finally:
-            logger.close(5)
+        deliver(sink, tmp_path, entries=2)
         assert sink.looked_up <= CONTRACT, sink.looked_up - CONTRACT
 
     def test_the_pause_asked_for_in_the_result_is_kept(self, tmp_path: Path) -> None:
         """retry(after_s=0.5): the next attempt waits 0.5 s, far above the backoff (10 ms),
         even when flush() asks for an attempt now."""
         sink = Scripted(SinkResult.retry("HTTP 429 Too Many Requests", after_s=0.5))
-        logger = logger_for(sink, tmp_path)
-        try:
-            event_id = logger.emit("test.contract")
-            assert logger.flush(10)
-        finally:
-            logger.close(5)
+        [event_id] = deliver(sink, tmp_path)
         first, second = sink.attempts[:2]
         assert second - first >= 0.45
         assert [orjson.loads(line)["event_id"] for line in sink.delivered] == [event_id]
@@ -135,13 +135,7 @@ class TestThePipelineReadsOnlyTheResult:
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
         """failure("quota exceeded"): dead-lettered, and the warning says why."""
-        sink = Scripted(SinkResult.failure("quota exceeded for tenant 7"))
-        logger = logger_for(sink, tmp_path)
-        try:
-            logger.emit("test.contract")
-            assert logger.flush(10)
-        finally:
-            logger.close(5)
+        deliver(Scripted(SinkResult.failure("quota exceeded for tenant 7")), tmp_path)
         [warning] = [r for r in caplog.records if r.name == "auditrail.delivery"]
         assert warning.levelno == logging.WARNING
         assert "permanently refused 1 entries (quota exceeded for tenant 7)" in warning.getMessage()
@@ -151,12 +145,7 @@ class TestThePipelineReadsOnlyTheResult:
     ) -> None:
         """A sink that returns None (a bug): retried like a failure, reported, nothing lost."""
         sink = Scripted(None, "yes")
-        logger = logger_for(sink, tmp_path)
-        try:
-            event_id = logger.emit("test.contract")
-            assert logger.flush(10)
-        finally:
-            logger.close(5)
+        [event_id] = deliver(sink, tmp_path)
         assert [orjson.loads(line)["event_id"] for line in sink.delivered] == [event_id]
         messages = [r.getMessage() for r in caplog.records if r.name == "auditrail.delivery"]
         assert any("scripted answered NoneType, not a SinkResult" in m for m in messages)

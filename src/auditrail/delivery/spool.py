@@ -356,14 +356,7 @@ class Spool:
             with self._lock:
                 target, fd = self._next_id - 1, self._fd
                 retired, self._retired = self._retired, []
-            failure: OSError | None = None
-            for old in retired:
-                try:
-                    os.fsync(old)
-                except OSError as exc:
-                    failure = failure or exc
-                finally:
-                    os.close(old)
+            failure = _fsync_and_close(retired)
             os.fsync(fd)
             if failure is not None:
                 raise failure
@@ -639,16 +632,22 @@ class Spool:
             self._closed = True
             fd = self._fd
             retired, self._retired = self._retired, []
-        failure: OSError | None = None
-        for descriptor in (*retired, fd):
-            try:
-                os.fsync(descriptor)
-            except OSError as exc:
-                failure = failure or exc
-            finally:
-                os.close(descriptor)
+        failure = _fsync_and_close([*retired, fd])
         self._write_acks()
         if self._sizes.get(self._active) == 0:
             self._unlink(self._active)
         if failure is not None:
             raise failure
+
+
+def _fsync_and_close(descriptors: Sequence[int]) -> OSError | None:
+    """fsync and close each descriptor, all of them; the first fsync error, if any."""
+    failure: OSError | None = None
+    for descriptor in descriptors:
+        try:
+            os.fsync(descriptor)
+        except OSError as exc:
+            failure = failure or exc
+        finally:
+            os.close(descriptor)
+    return failure
