@@ -125,8 +125,11 @@ class TestSpoolStatus:
         assert row[:4] == ["slot-0", "free", "file", "7"]
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row[4])
         assert int(row[5]) > 0
-        assert lines[3].startswith("7 entries pending; slot-0 free: the next start")
-        assert lines[4:] == [
+        assert lines[3:5] == [
+            "7 entries pending",
+            "slot-0 is free: replayed by the next start, or by a live process within 30 s",
+        ]
+        assert lines[5:] == [
             "dead letters (refused for good; `auditrail spool redeliver` re-sends them):",
             f"  http: 2 entries in {letters}",
         ]

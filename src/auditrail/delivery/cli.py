@@ -159,13 +159,11 @@ def render_status(report: SpoolStatus) -> str:
         free = [
             s.slot for s in report.slots if not s.locked and any(d.pending for d in s.destinations)
         ]
-        summary = f"{pending} entries pending"
-        if free:
-            summary += (
-                f"; {', '.join(free)} free: the next start of the service (or a running"
-                " one within 30 s) delivers them"
-            )
-        lines.append(summary)
+        lines.append(f"{pending} entries pending")
+        lines += [
+            f"{slot} is free: replayed by the next start, or by a live process within 30 s"
+            for slot in free
+        ]
     if report.dead_letters:
         lines.append("dead letters (refused for good; `auditrail spool redeliver` re-sends them):")
         for dead in report.dead_letters:

@@ -41,23 +41,33 @@ class FanOut:
         base = Path(spool_dir)
         self._claim = claim_spool_dir(base)
         shared = fallback if fallback is not None else default_fallback(sinks)
-        self.pipelines = tuple(
-            DeliveryPipeline(
-                sink,
-                Spool(
+        built: list[DeliveryPipeline] = []
+        try:
+            for sink in sinks:
+                spool = Spool(
                     self._claim.spool_dir(sink.name),
                     [sink.name],
                     max_segment_bytes=options.spool_segment_bytes,
                     max_bytes=options.spool_max_bytes,
-                ),
-                fallback=shared,
-                metrics=metrics,
-                options=options,
-                orphan_base=base,
-                dead_letter_file=dead_letter_path(base, sink.name),
-            )
-            for sink in sinks
-        )
+                )
+                built.append(
+                    DeliveryPipeline(
+                        sink,
+                        spool,
+                        fallback=shared,
+                        metrics=metrics,
+                        options=options,
+                        orphan_base=base,
+                        dead_letter_file=dead_letter_path(base, sink.name),
+                    )
+                )
+        except BaseException:
+            # A spool that cannot be opened: stop what started and free the slot.
+            for pipeline in built:
+                pipeline.close(0)
+            self._claim.release()
+            raise
+        self.pipelines = tuple(built)
         self.submit: Callable[[bytes], None]
         """Hand one encoded entry to every destination (the emit path's one call)."""
         if len(self.pipelines) == 1:
