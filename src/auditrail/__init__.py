@@ -30,7 +30,6 @@ from auditrail._event import (
     load_schema,
 )
 from auditrail._ids import new_correlation_id, new_event_id
-from auditrail._pipeline import Durability
 from auditrail._retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 from auditrail.config import AuditConfig
 from auditrail.context import (
@@ -45,6 +44,7 @@ from auditrail.context import (
     scope_from_env,
     subprocess_env,
 )
+from auditrail.delivery.options import DeliveryOptions, Durability
 from auditrail.exceptions import (
     AlreadyConfiguredError,
     AuditError,
@@ -71,7 +71,7 @@ from auditrail.sinks import (
     SyslogSink,
     install_sighup_reopen,
 )
-from auditrail.typing import Sink, SinkResult
+from auditrail.typing import Sink, SinkResult, SinkStatus
 
 __version__ = "0.1.0"
 
@@ -90,6 +90,7 @@ __all__ = [
     "Audited",
     "ConfigError",
     "ContextThreadPoolExecutor",
+    "DeliveryOptions",
     "Durability",
     "ErrorClass",
     "FileSink",
@@ -103,6 +104,7 @@ __all__ = [
     "SecretRedactor",
     "Sink",
     "SinkResult",
+    "SinkStatus",
     "SpoolError",
     "SpoolFullError",
     "SpoolLockedError",

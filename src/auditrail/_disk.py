@@ -1,8 +1,9 @@
 """Free disk space where the audit file and the spool live, and a warning before it runs out.
 
 This is the first rung of the disk-space ladder (docs/retention.md): a gauge of
-free space, and a loud line on stderr each time free space falls below
-``AUDIT_LOG_DISK_WARN_FREE`` (and one when it is back above). The next rungs,
+free space, and a loud warning each time free space falls below
+``AUDIT_LOG_DISK_WARN_FREE`` (and one when it is back above), logged by the
+``auditrail.disk`` logger: on stderr when the application configured no logging. The next rungs,
 a full disk, are the pipeline's: entries go to the fallback and are counted,
 and delivery resumes by itself when space returns (docs/delivery.md).
 
@@ -14,10 +15,9 @@ unprivileged writer can still use (``f_bavail``), not the root reserve.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 import os
-import sys
 import threading
 import weakref
 from collections.abc import Mapping
@@ -32,6 +32,7 @@ CHECK_INTERVAL_S: Final = 5.0
 WARN_VARIABLE: Final = "AUDIT_LOG_DISK_WARN_FREE"
 MAX_WARN_BYTES: Final = 1 << 60
 _WHERE: Final = {"file": "the audit file", "spool": "the spool"}
+_log: Final = logging.getLogger("auditrail.disk")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,7 @@ class DiskWatch:
             _monitor(self)
 
     def check(self) -> list[DiskReading]:
-        """Read free space now; print one line on stderr for each threshold crossing."""
+        """Read free space now; log one warning for each threshold crossing."""
         readings: list[DiskReading] = []
         with self._lock:
             for key, threshold in list(self._watched.items()):
@@ -166,8 +167,7 @@ def _announce(
         )
     else:
         line = f"auditrail: disk space where {where} lives is above {WARN_VARIABLE} again: {amount}"
-    with contextlib.suppress(OSError, ValueError):  # stderr closed: the gauge still says it
-        print(line, file=sys.stderr, flush=True)
+    _log.warning("%s", line)
 
 
 _monitored: weakref.WeakSet[DiskWatch] = weakref.WeakSet()
@@ -193,7 +193,7 @@ def _run_monitor() -> None:
             try:
                 watch.check()
             except Exception as exc:  # noqa: BLE001 - the monitor must outlive any surprise
-                print(f"auditrail: disk watch error: {exc!r}", file=sys.stderr)
+                _log.warning("auditrail: disk watch error: %r", exc)
 
 
 def _forget_monitor_in_child() -> None:

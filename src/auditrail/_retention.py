@@ -10,7 +10,7 @@ buffer, so it cannot wait on the worker itself.
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -21,6 +21,7 @@ from auditrail.metrics import AuditMetrics
 from auditrail.sinks.file import RotatedOut
 
 ROTATED_OUT_ACTION: Final = "auditrail.file.rotated_out"
+_log: Final = logging.getLogger("auditrail.retention")
 
 
 def rotated_out_recorder(
@@ -49,12 +50,14 @@ def rotated_out_recorder(
         except LoggerClosedError:
             # The last batches of close() can still rotate; the entry cannot be
             # emitted any more, so the deletion is told where an operator looks.
-            print(
-                f"auditrail: retention=delete deleted {info.file!r} during shutdown: "
-                f"{info.bytes} bytes, {info.entries} entries, "
-                f"{info.first_timestamp} .. {info.last_timestamp}",
-                file=sys.stderr,
-                flush=True,
+            _log.warning(
+                "auditrail: retention=delete deleted %r during shutdown: %s bytes, %s entries,"
+                " %s .. %s",
+                info.file,
+                info.bytes,
+                info.entries,
+                info.first_timestamp,
+                info.last_timestamp,
             )
 
     return record

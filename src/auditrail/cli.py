@@ -62,51 +62,6 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_spool_status(args: argparse.Namespace) -> int:
-    from auditrail.spool_status import spool_status
-
-    config = _config_or_none()
-    if config is None:
-        return 2
-    report = spool_status(args.spool_dir or config.spool_dir)
-    if args.format == "json":
-        sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
-    else:
-        for slot in report["slots"]:
-            state = "in use" if slot["locked"] else "free (replayed by the next start)"
-            print(f"{slot['slot']}: {state}")
-            for name, dest in slot["destinations"].items():
-                print(
-                    f"  {name}: {dest['pending']} pending, {dest['bytes']} bytes "
-                    f"in {dest['segments']} segments"
-                )
-        print(f"dead letters: {report['dead_letters']}")
-    return 0
-
-
-def _cmd_spool_redeliver(args: argparse.Namespace) -> int:
-    from auditrail.redeliver import dead_letter_path, redeliver_dead_letters
-
-    config = _config_or_none()
-    if config is None:
-        return 2
-    sinks = [s for s in config.build_sinks() if args.destination in (None, s.name)]
-    if not sinks:
-        print(f"auditrail: no configured destination named {args.destination!r}", file=sys.stderr)
-        return 2
-    left = 0
-    for sink in sinks:
-        try:
-            sent = redeliver_dead_letters(config.spool_dir, sink)
-        finally:
-            sink.close(5.0)
-        remaining = dead_letter_path(config.spool_dir, sink.name)
-        still = sum(1 for _ in remaining.open("rb")) if remaining.exists() else 0
-        left += still
-        print(f"{sink.name}: redelivered {sent}, still dead-lettered {still}")
-    return 0 if left == 0 else 1
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from auditrail.demo import run_demo
 
@@ -157,28 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_check_config)
 
-    p = sub.add_parser(
-        "spool",
-        help="inspect the durable spool",
-        **examples("auditrail spool status", "auditrail spool redeliver --destination http"),
-    )
-    p.set_defaults(func=help_command(p))
-    spool_sub = p.add_subparsers(dest="spool_command", metavar="ACTION")
-    status = spool_sub.add_parser(
-        "status",
-        help="what is waiting in the spool",
-        **examples("auditrail spool status", "auditrail spool status --format json"),
-    )
-    status.add_argument("--spool-dir", help="default: AUDIT_LOG_SPOOL_DIR or its default")
-    status.add_argument("--format", choices=("table", "json"), default="table")
-    status.set_defaults(func=_cmd_spool_status)
-    redeliver = spool_sub.add_parser(
-        "redeliver",
-        help="re-send dead-lettered entries to the configured destinations",
-        **examples("auditrail spool redeliver", "auditrail spool redeliver --destination http"),
-    )
-    redeliver.add_argument("--destination", help="only this destination (e.g. http)")
-    redeliver.set_defaults(func=_cmd_spool_redeliver)
+    from auditrail.delivery.cli import register as register_spool
+
+    register_spool(sub)
 
     p = sub.add_parser(
         "demo",

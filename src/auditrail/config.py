@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Final
 from auditrail._disk import FreeSpaceThreshold, threshold_from_env
 from auditrail._env import check_unknown_variables, env_bool, env_int, env_seconds, shown
 from auditrail._names import service_name_problem
-from auditrail._pipeline import Durability
-from auditrail.exceptions import ConfigError
+from auditrail.delivery.options import DEFAULTS, DeliveryOptions, parse_durability
+from auditrail.exceptions import ConfigError, InvalidOptionError
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import SecretRedactor
@@ -52,6 +52,15 @@ MAX_FLUSH_INTERVAL_S: Final = 60.0
 MAX_SHUTDOWN_TIMEOUT_S: Final = 3600.0
 MAX_ENTRY_BYTES: Final = 1 << 20
 MAX_FIELD_CHARS: Final = 1 << 20
+
+# The variable behind each DeliveryOptions field it sets, to name it in an error.
+_DELIVERY_VARIABLES: Final = {
+    "durability": "AUDIT_LOG_DURABILITY",
+    "max_buffer_events": "AUDIT_LOG_BUFFER_SIZE",
+    "max_batch_events": "AUDIT_LOG_BATCH_SIZE",
+    "flush_interval_s": "AUDIT_LOG_FLUSH_INTERVAL_S",
+    "shutdown_timeout_s": "AUDIT_LOG_SHUTDOWN_TIMEOUT_S",
+}
 
 
 def _default_spool_dir(env: Mapping[str, str], service: str) -> Path:
@@ -159,6 +168,53 @@ def _look_writable_dir(variable: str, directory: Path) -> None:
         )
 
 
+def spool_dir_from_env(environ: Mapping[str, str], *, service: str | None = None) -> Path:
+    """The spool base ``from_env`` would use, without probing or creating anything.
+
+    For read-only tools (``auditrail spool status``).
+
+    Raises:
+        ConfigError: ``AUDIT_LOG_SERVICE_NAME`` (or ``service``) is no valid service name.
+    """
+    raw_spool = (environ.get("AUDIT_LOG_SPOOL_DIR") or "").strip()
+    if raw_spool:
+        return Path(raw_spool)
+    return _default_spool_dir(environ, _service_name(environ, service))
+
+
+def _delivery_from_env(env: Mapping[str, str]) -> DeliveryOptions:
+    """Translate the delivery variables; ``DeliveryOptions`` does the checking."""
+    buffer_size = env_int(
+        env, "AUDIT_LOG_BUFFER_SIZE", DEFAULTS.max_buffer_events, minimum=1, maximum=MAX_BUFFER
+    )
+    batch_size = None  # unset: DeliveryOptions' rule (512, or the buffer if smaller)
+    if (env.get("AUDIT_LOG_BATCH_SIZE") or "").strip():
+        batch_size = env_int(env, "AUDIT_LOG_BATCH_SIZE", 0, minimum=1, maximum=MAX_BATCH)
+    try:
+        return DeliveryOptions(
+            durability=parse_durability(env.get("AUDIT_LOG_DURABILITY") or DEFAULTS.durability),
+            max_buffer_events=buffer_size,
+            max_batch_events=batch_size,
+            flush_interval_s=env_seconds(
+                env,
+                "AUDIT_LOG_FLUSH_INTERVAL_S",
+                DEFAULTS.flush_interval_s,
+                maximum=MAX_FLUSH_INTERVAL_S,
+            ),
+            shutdown_timeout_s=env_seconds(
+                env,
+                "AUDIT_LOG_SHUTDOWN_TIMEOUT_S",
+                DEFAULTS.shutdown_timeout_s,
+                maximum=MAX_SHUTDOWN_TIMEOUT_S,
+            ),
+        )
+    except InvalidOptionError as exc:
+        message = exc.message
+        for option, variable in _DELIVERY_VARIABLES.items():
+            message = message.replace(option, variable)
+        raise ConfigError(_DELIVERY_VARIABLES[exc.option], message) from None
+
+
 def _service_name(env: Mapping[str, str], default: str | None) -> str:
     raw = env.get("AUDIT_LOG_SERVICE_NAME")
     if raw is not None:
@@ -202,15 +258,13 @@ class AuditConfig:
     file_max_bytes: int = 100 * 1024 * 1024
     file_backups: int = 10
     file_compress: bool = False
-    buffer_size: int = 1000
-    batch_size: int = 512
-    flush_interval_s: float = 0.2
+    delivery: DeliveryOptions = DEFAULTS
+    """Durability, buffer, batches, flush interval, shutdown deadline (``AUDIT_LOG_DURABILITY``,
+    ``_BUFFER_SIZE``, ``_BATCH_SIZE``, ``_FLUSH_INTERVAL_S``, ``_SHUTDOWN_TIMEOUT_S``)."""
     spool_dir: Path = field(default_factory=lambda: _default_spool_dir(os.environ, "auditrail"))
-    durability: Durability = Durability.MEMORY
     service: str = "auditrail"
     max_entry_bytes: int = 16 * 1024
     max_field_chars: int = 4096
-    shutdown_timeout_s: float = 5.0
     file_retention: str = "keep"
     disk_warn_free: FreeSpaceThreshold = field(default_factory=FreeSpaceThreshold)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -261,26 +315,8 @@ class AuditConfig:
                 "AUDIT_LOG_FILE_PATH",
                 "required when AUDIT_LOG_DESTINATION=file; set it to the audit log file",
             )
-        buffer_size = env_int(env, "AUDIT_LOG_BUFFER_SIZE", 1000, minimum=1, maximum=MAX_BUFFER)
-        batch_size = env_int(
-            env, "AUDIT_LOG_BATCH_SIZE", min(512, buffer_size), minimum=1, maximum=MAX_BATCH
-        )
-        if batch_size > buffer_size:
-            raise ConfigError(
-                "AUDIT_LOG_BATCH_SIZE",
-                f"{batch_size} is larger than AUDIT_LOG_BUFFER_SIZE={buffer_size}; lower it",
-            )
-        raw_durability = (env.get("AUDIT_LOG_DURABILITY") or "memory").strip().lower()
-        try:
-            durability = Durability(raw_durability)
-        except ValueError:
-            raise ConfigError(
-                "AUDIT_LOG_DURABILITY",
-                f"unknown level {raw_durability!r}; use one of: "
-                + ", ".join(d.value for d in Durability),
-            ) from None
-        raw_spool = (env.get("AUDIT_LOG_SPOOL_DIR") or "").strip()
-        spool_dir = Path(raw_spool) if raw_spool else _default_spool_dir(env, name)
+        delivery = _delivery_from_env(env)
+        spool_dir = spool_dir_from_env(env, service=name)
         raw_retention = (env.get("AUDIT_LOG_FILE_RETENTION") or "").strip().lower() or "keep"
         if raw_retention not in RETENTIONS:
             raise ConfigError(
@@ -295,22 +331,14 @@ class AuditConfig:
             file_max_bytes=_file_max_bytes(env),
             file_backups=env_int(env, "AUDIT_LOG_FILE_BACKUPS", 10, minimum=1, maximum=MAX_BACKUPS),
             file_compress=env_bool(env, "AUDIT_LOG_FILE_COMPRESS", False),
-            buffer_size=buffer_size,
-            batch_size=batch_size,
-            flush_interval_s=env_seconds(
-                env, "AUDIT_LOG_FLUSH_INTERVAL_S", 0.2, maximum=MAX_FLUSH_INTERVAL_S
-            ),
+            delivery=delivery,
             spool_dir=spool_dir,
-            durability=durability,
             service=name,
             max_entry_bytes=env_int(
                 env, "AUDIT_LOG_MAX_ENTRY_BYTES", 16 * 1024, minimum=1024, maximum=MAX_ENTRY_BYTES
             ),
             max_field_chars=env_int(
                 env, "AUDIT_LOG_MAX_FIELD_CHARS", 4096, minimum=64, maximum=MAX_FIELD_CHARS
-            ),
-            shutdown_timeout_s=env_seconds(
-                env, "AUDIT_LOG_SHUTDOWN_TIMEOUT_S", 5.0, maximum=MAX_SHUTDOWN_TIMEOUT_S
             ),
             file_retention=raw_retention,
             disk_warn_free=threshold_from_env(env),
@@ -374,8 +402,9 @@ class AuditConfig:
         for sink in network.values():
             sink.close(0)
         lines += [
-            f"durability:   {self.durability.value}",
-            f"buffer:       {self.buffer_size} entries, batches of {self.batch_size}",
+            f"durability:   {self.delivery.durability.value}",
+            f"buffer:       {self.delivery.max_buffer_events} entries,"
+            f" batches of {self.delivery.batch_events}",
             f"spool:        {_shown_path(self.spool_dir)}",
             f"disk warning: below {self.disk_warn_free} free",
         ]
@@ -461,6 +490,7 @@ class AuditConfig:
                 StdoutSink(),
                 service=self.service,
                 spool_dir=self.spool_dir,
+                delivery=self.delivery,
                 enabled=False,
                 metrics=metrics,
                 redactor=redactor,
@@ -475,14 +505,10 @@ class AuditConfig:
             sinks,
             service=self.service,
             spool_dir=self.spool_dir,
-            durability=self.durability,
-            max_buffer_events=self.buffer_size,
-            max_batch_events=self.batch_size,
-            flush_interval_s=self.flush_interval_s,
+            delivery=self.delivery,
             metrics=metrics,
             redactor=redactor,
             max_entry_bytes=self.max_entry_bytes,
-            exit_timeout_s=self.shutdown_timeout_s,
         )
         record = rotated_out_recorder(logger, metrics)
         for sink in sinks:

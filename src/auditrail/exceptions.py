@@ -4,6 +4,7 @@
 
     AuditError
     ├── ConfigError              invalid AUDIT_LOG_* setting (names the variable)
+    ├── InvalidOptionError       a DeliveryOptions value out of range (also a ValueError)
     ├── AlreadyConfiguredError   configure() while the process logger is open
     ├── MissingDependencyError   an optional dependency is not installed (names the
     │                            extra to install; also an ImportError)
@@ -72,6 +73,15 @@ class InvalidEntryError(AuditError, ValueError):
     ``http_status``) is recorded, cut or replaced instead, and the entry is
     flagged ``truncated`` / ``coerced``. The message never repeats a credential.
     """
+
+
+class InvalidOptionError(AuditError, ValueError):
+    """A ``DeliveryOptions`` value is out of range; ``option`` names the field."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+        self.message = message
 
 
 class LoggerClosedError(AuditError):

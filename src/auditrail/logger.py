@@ -14,13 +14,11 @@ import contextlib
 import functools
 import inspect
 import re
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, ParamSpec, TypeVar, cast
+from typing import Any, Final, ParamSpec, TypeVar, Unpack, cast
 
 import orjson
 
@@ -44,13 +42,13 @@ from auditrail._event import OUTCOMES as _OUTCOMES
 from auditrail._event import lookup as _lookup
 from auditrail._ids import new_event_id_and_timestamp
 from auditrail._names import service_name_problem
-from auditrail._pipeline import DeliveryPipeline, Durability
 from auditrail.context import _actor, _correlation_id
+from auditrail.delivery.fanout import FanOut
+from auditrail.delivery.options import DeliveryOptions, DeliverySettings, resolve
+from auditrail.delivery.pipeline import DeliveryPipeline
 from auditrail.exceptions import InvalidEntryError, LoggerClosedError
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import REDACTED, SecretRedactor, default_redactor
-from auditrail.sinks.stdout import StderrSink, StdoutSink
-from auditrail.spool import Spool, SpoolClaim, claim_spool_dir
 from auditrail.typing import Sink
 
 P = ParamSpec("P")
@@ -60,7 +58,6 @@ DEFAULT_MAX_ENTRY_BYTES: Final = 16 * 1024
 _MAX_DEPTH: Final = 6
 _TargetArg = Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None
 
-EXIT_TIMEOUT_S: Final = 5.0
 _ACTION: Final = re.compile(ACTION_PATTERN.removeprefix("^").removesuffix("$"))
 _NO_TARGET: Final = {"resource_type": "none"}
 # The caches hold cleaned strings that repeat (mapping keys, actors, action
@@ -97,7 +94,8 @@ class AuditLogger:
     ``AUDIT_LOG_*``; ``auditrail.get_logger()`` returns it), or explicitly
     (tests, libraries)::
 
-        logger = AuditLogger(FileSink("audit.jsonl"), service="svc", spool_dir="spool")
+        logger = AuditLogger(FileSink("audit.jsonl"), service="svc", spool_dir="spool",
+                             delivery=DeliveryOptions(durability=Durability.SPOOL))
         logger.emit("gitlab.api.get_mr_details",
                     target={"resource_type": "merge_request", "project_id": 1, "mr_iid": 2})
         logger.close()
@@ -107,10 +105,9 @@ class AuditLogger:
         service: the ``service`` field of every entry.
         spool_dir: base directory of the durable spool; each process claims
             its own ``slot-N`` under it, and replays what a dead one left.
-        durability: see ``Durability``.
-        max_buffer_events: entries held in memory before spilling to the spool.
-        max_batch_events: the largest batch handed to the sink.
-        flush_interval_s: how long a quiet worker waits before delivering.
+        delivery: how entries travel (``DeliveryOptions``: durability, buffer,
+            batches, retries, the shutdown deadline...). Its fields may also
+            be given as keywords (``max_buffer_events=200``), over ``delivery``.
         fallback: where entries also go while the sink fails (stdout, or
             stderr when the sink is stdout itself).
         redactor: scrubs strings (default: the process-wide redactor).
@@ -118,8 +115,10 @@ class AuditLogger:
         max_entry_bytes: the largest encoded entry (at least 1,024); bulkier
             entries are cut down, never written whole.
         enabled: False makes ``emit`` a no-op costing one attribute check.
-        exit_timeout_s: how long the ``atexit`` close (also reached from
-            SIGTERM, see ``auditrail.runtime``) may deliver before spooling.
+
+    Raises:
+        InvalidOptionError: a delivery setting out of range (also a ``ValueError``).
+        SpoolLockedError: every spool slot is held by a live process.
 
     .. versionadded:: 0.1.0
     """
@@ -130,18 +129,13 @@ class AuditLogger:
         *,
         service: str,
         spool_dir: str | Path,
-        durability: Durability | str = Durability.MEMORY,
-        max_buffer_events: int = 1000,
-        max_batch_events: int = 512,
-        flush_interval_s: float = 0.2,
-        retry_initial_s: float = 0.05,
-        retry_max_s: float = 30.0,
+        delivery: DeliveryOptions | None = None,
         fallback: Sink | None = None,
         redactor: SecretRedactor | None = None,
         metrics: AuditMetrics | None = None,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         enabled: bool = True,
-        exit_timeout_s: float = EXIT_TIMEOUT_S,
+        **settings: Unpack[DeliverySettings],
     ) -> None:
         problem = service_name_problem(service)
         if problem is not None:
@@ -150,7 +144,8 @@ class AuditLogger:
             raise ValueError("max_entry_bytes must be at least 1024")
         self.service = service
         self.enabled = enabled
-        self.exit_timeout_s = exit_timeout_s
+        self.delivery = resolve(delivery, settings)
+        """The delivery settings in force."""
         sinks: list[Sink] = list(sink) if isinstance(sink, Sequence) else [sink]
         names = [s.name for s in sinks]
         if not sinks or len(set(names)) != len(names):
@@ -167,48 +162,22 @@ class AuditLogger:
         self._actions: set[str] = set()
         self._generation = self._redactor.generation
         self._count = self._metrics.count_entry
-        self._claim: SpoolClaim | None = None
-        self._pipelines: tuple[DeliveryPipeline, ...] = ()
+        self._fanout: FanOut | None = None
         self._submit: Callable[[bytes], None] = _discard
         if not enabled:
             return
-        base = Path(spool_dir)
-        self._claim = claim_spool_dir(base)
-        if fallback is None:
-            to_stdout = any(isinstance(s, StdoutSink) for s in sinks)
-            fallback = StderrSink() if to_stdout else StdoutSink()
-        # One pipeline per destination, each with its own buffer and spool, so
-        # a slow or dead destination never holds back or duplicates into another.
-        self._pipelines = tuple(
-            DeliveryPipeline(
-                s,
-                Spool(self._claim.directory / s.name, [s.name]),
-                fallback=fallback,
-                metrics=self._metrics,
-                durability=Durability(durability),
-                max_buffer_events=max_buffer_events,
-                max_batch_events=max_batch_events,
-                flush_interval_s=flush_interval_s,
-                retry_initial_s=retry_initial_s,
-                retry_max_s=retry_max_s,
-                orphan_base=base,
-            )
-            for s in sinks
+        self._fanout = FanOut(
+            sinks,
+            spool_dir=spool_dir,
+            options=self.delivery,
+            metrics=self._metrics,
+            fallback=fallback,
         )
-        if len(self._pipelines) == 1:
-            self._submit = self._pipelines[0].submit
-        else:
-            submits = [p.submit for p in self._pipelines]
-
-            def fan_out(line: bytes) -> None:
-                for submit in submits:
-                    submit(line)
-
-            self._submit = fan_out
+        self._submit = self._fanout.submit
         _live_loggers.add(self)
 
     def __repr__(self) -> str:
-        return f"AuditLogger(service={self.service!r}, pipelines={list(self._pipelines)!r})"
+        return f"AuditLogger(service={self.service!r}, pipelines={list(self.pipelines)!r})"
 
     @property
     def closed(self) -> bool:
@@ -218,12 +187,17 @@ class AuditLogger:
     @property
     def pipeline(self) -> DeliveryPipeline | None:
         """The first destination's delivery pipeline (None when disabled)."""
-        return self._pipelines[0] if self._pipelines else None
+        return self.pipelines[0] if self.pipelines else None
 
     @property
     def pipelines(self) -> tuple[DeliveryPipeline, ...]:
         """One delivery pipeline per destination (empty when disabled)."""
-        return self._pipelines
+        return self._fanout.pipelines if self._fanout is not None else ()
+
+    @property
+    def shutdown_timeout_s(self) -> float:
+        """How long ``close()`` delivers by default (at exit and SIGTERM too) before spooling."""
+        return self.delivery.shutdown_timeout_s
 
     # -- emitting -----------------------------------------------------------
 
@@ -798,63 +772,34 @@ class AuditLogger:
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until everything emitted so far reached the sink; False at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        results = [p.flush(max(0.0, deadline - time.monotonic())) for p in self._pipelines]
-        return all(results)
+        return self._fanout.flush(timeout_s) if self._fanout is not None else True
 
-    def close(self, timeout_s: float = 5.0) -> bool:
+    def close(self, timeout_s: float | None = None) -> bool:
         """Stop accepting entries, deliver until the deadline, keep the rest in the spool.
 
-        Idempotent. Returns True when everything reached the sink (False means
-        the remainder is safe in the spool and will be replayed on next start).
+        The deadline defaults to ``shutdown_timeout_s``. A second SIGTERM (or
+        any exception) during the wait cuts it short; the exception is
+        re-raised once every entry is delivered or spooled. Idempotent.
+        Returns True when everything reached the sink (False means the
+        remainder is safe in the spool and will be replayed on next start).
         """
         self._closed = True
         _live_loggers.discard(self)
-        deadline = time.monotonic() + timeout_s
-        for pipeline in self._pipelines:
-            pipeline.begin_close(deadline)
-        # The hand-over to the spool runs on its own thread: Python runs signal
-        # handlers only on the main thread, so a second SIGTERM (or any handler
-        # that raises) can interrupt this wait but never the hand-over itself.
-        # An interruption cuts the deadline short; the exception is re-raised
-        # once every entry is delivered or spooled.
-        results: list[bool] = []
-        done = threading.Event()
-
-        def hand_over() -> None:
-            try:
-                results.extend(p.finish_close() for p in self._pipelines)
-            finally:
-                done.set()
-
-        interrupted: BaseException | None = None
+        if self._fanout is None:
+            return True
         _closing.add(self)
         try:
-            threading.Thread(target=hand_over, name="auditrail-close").start()
-            # Not Thread.join: on 3.11 an exception raised inside join() marks
-            # the still-running thread as finished (bpo-45274's fix), and the
-            # interpreter would exit under it.
-            while not done.is_set():
-                try:
-                    done.wait(0.05)
-                except BaseException as exc:  # noqa: BLE001 - re-raised below
-                    interrupted = interrupted or exc
-                    self.hurry()
+            return self._fanout.close(self.shutdown_timeout_s if timeout_s is None else timeout_s)
         finally:
             _closing.discard(self)
-        if self._claim is not None:
-            self._claim.release()
-        if interrupted is not None:
-            raise interrupted
-        return len(results) == len(self._pipelines) and all(results)
 
     def hurry(self) -> None:
         """During ``close``: stop delivering now and hand what is left to the spool.
 
         What a second SIGTERM during shutdown does (see ``auditrail.runtime``).
         """
-        for pipeline in self._pipelines:
-            pipeline.hurry()
+        if self._fanout is not None:
+            self._fanout.hurry()
 
     async def aflush(self, timeout_s: float = 5.0) -> bool:
         """``flush`` without blocking the event loop."""
@@ -862,7 +807,7 @@ class AuditLogger:
 
         return await asyncio.to_thread(self.flush, timeout_s)
 
-    async def aclose(self, timeout_s: float = 5.0) -> bool:
+    async def aclose(self, timeout_s: float | None = None) -> bool:
         """``close`` without blocking the event loop."""
         import asyncio
 
@@ -954,7 +899,7 @@ def _close_at_exit() -> None:
     for logger in list(_live_loggers):
         # One logger's interrupted close must not leave the next one unclosed.
         with contextlib.suppress(BaseException):
-            logger.close(logger.exit_timeout_s)
+            logger.close()
 
 
 class Audited:

@@ -169,7 +169,7 @@ async def compose(
     if audit is None:
         # uvicorn owns SIGTERM and the lifespan closes the logger (the stack below).
         audit = auditrail.configure(service=SERVICE_NAME, handle_sigterm=False)
-        stack.push_async_callback(audit.aclose, audit.exit_timeout_s)
+        stack.push_async_callback(audit.aclose)  # within its shutdown_timeout_s
     else:
         stack.push_async_callback(audit.aflush)
     if not audit.enabled:

@@ -47,7 +47,7 @@ def main(argv: list[str]) -> None:
         max_buffer_events=1000,
         max_batch_events=100,
         metrics=AuditMetrics(CollectorRegistry()),
-        exit_timeout_s=0.5,
+        shutdown_timeout_s=0.5,
     )
     assert install_sigterm_handler()
     out = sys.stdout.fileno()

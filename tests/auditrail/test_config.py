@@ -13,8 +13,8 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from auditrail._pipeline import Durability
 from auditrail.config import AuditConfig
+from auditrail.delivery import DeliveryOptions, Durability
 from auditrail.exceptions import ConfigError
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import SecretRedactor
@@ -219,7 +219,11 @@ class TestValidConfiguration:
         """Unset: stdout, memory durability, a 1000-entry buffer, the spool under XDG state."""
         config = AuditConfig.from_env({"XDG_STATE_HOME": str(tmp_path / "state")})
         spool = tmp_path / "state" / "auditrail" / "auditrail" / "spool"
-        assert (config.destinations, config.durability, config.buffer_size) == (
+        assert (
+            config.destinations,
+            config.delivery.durability,
+            config.delivery.max_buffer_events,
+        ) == (
             ("stdout",),
             Durability.MEMORY,
             1000,
@@ -264,11 +268,13 @@ class TestValidConfiguration:
             file_max_bytes=0,
             file_backups=3,
             file_compress=True,
-            buffer_size=50,
-            batch_size=50,
-            flush_interval_s=0.5,
+            delivery=DeliveryOptions(
+                max_buffer_events=50,
+                max_batch_events=50,
+                flush_interval_s=0.5,
+                durability=Durability.FSYNC,
+            ),
             spool_dir=tmp_path / "spool",
-            durability=Durability.FSYNC,
             service="agent",
             max_entry_bytes=4096,
             max_field_chars=512,
@@ -277,7 +283,7 @@ class TestValidConfiguration:
     def test_small_buffer_lowers_the_default_batch(self, tmp_path: Path) -> None:
         """A buffer smaller than the default batch makes the batch default to the buffer size."""
         config = AuditConfig.from_env({**_base(tmp_path), "AUDIT_LOG_BUFFER_SIZE": "100"})
-        assert (config.buffer_size, config.batch_size) == (100, 100)
+        assert (config.delivery.max_buffer_events, config.delivery.batch_events) == (100, 100)
 
     def test_file_config_builds_a_logger_that_writes_the_file(self, tmp_path: Path) -> None:
         """destination=file builds a logger whose entries end up in AUDIT_LOG_FILE_PATH."""
@@ -397,7 +403,7 @@ class TestShutdownTimeout:
         }
         logger = AuditConfig.from_env(env).build(metrics=AuditMetrics(CollectorRegistry()))
         try:
-            assert logger.exit_timeout_s == 2.5
+            assert logger.shutdown_timeout_s == 2.5
         finally:
             logger.close()
         with pytest.raises(ConfigError) as info:

@@ -185,7 +185,7 @@ class TestNumbers:
             sink,
             service=config.service,
             spool_dir=config.spool_dir,
-            flush_interval_s=config.flush_interval_s,
+            flush_interval_s=config.delivery.flush_interval_s,
             metrics=AuditMetrics(CollectorRegistry()),
             redactor=SecretRedactor(),
         )

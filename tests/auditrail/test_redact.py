@@ -20,11 +20,11 @@ from jsonschema import Draft202012Validator, FormatChecker
 from prometheus_client import CollectorRegistry
 
 from auditrail import Actor, ErrorClass, load_schema
+from auditrail.delivery.spool import scan_segment
 from auditrail.logger import DEFAULT_MAX_ENTRY_BYTES, AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import DEFAULT_MAX_FIELD_CHARS, MIN_SECRET_CHARS, REDACTED, SecretRedactor
 from auditrail.sinks.file import FileSink
-from auditrail.spool import scan_segment
 
 VALIDATOR = Draft202012Validator(load_schema(), format_checker=FormatChecker())
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"

@@ -156,7 +156,7 @@ def _plain(path: Path) -> bytes:
 
 class TestDelete:
     def test_every_deletion_is_an_entry_and_a_metric(
-        self, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
         """retention=delete: lines present + entries deleted == lines written, each recorded."""
         env = _file_env(tmp_path, AUDIT_LOG_FILE_RETENTION="delete")
@@ -165,8 +165,8 @@ class TestDelete:
         trail = tmp_path / "trail"
         files = metrics.registry.get_sample_value("audit_log_rotation_deleted_files_total") or 0
         deleted = metrics.registry.get_sample_value("audit_log_rotation_deleted_entries_total") or 0
-        # A deletion during close() cannot be an entry any more; it is told on stderr.
-        untold = capfd.readouterr().err.count("during shutdown")
+        # A deletion during close() cannot be an entry any more; it is logged instead.
+        untold = sum("during shutdown" in r.getMessage() for r in caplog.records)
         entries = _query(trail / "audit.jsonl")
         records = [e for e in entries if e["action"] == ROTATED_OUT_ACTION]
         written = len(ids) + files - untold  # the test's entries plus the deletion records
@@ -192,10 +192,10 @@ class TestDelete:
             assert details["first_timestamp"] <= details["last_timestamp"]
             uuid.UUID(record["event_id"])
 
-    def test_without_a_callback_each_deletion_is_printed(
-        self, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    def test_without_a_callback_each_deletion_is_logged(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A bare FileSink with retention=delete names every deleted file on stderr."""
+        """A bare FileSink with retention=delete names every deleted file in a warning."""
         path = tmp_path / "audit.log"
         sink = FileSink(path, max_bytes=1024, backups=1, retention="delete")
         for i in range(40):
@@ -205,7 +205,8 @@ class TestDelete:
                 [orjson.dumps({"timestamp": t, "i": i, "pad": "z" * 300}) for t in (ts, later)]
             )
         sink.close(1.0)
-        lines = capfd.readouterr().err.splitlines()
+        lines = [r.getMessage() for r in caplog.records if r.name == "auditrail.sinks.file"]
+        assert {r.levelname for r in caplog.records} == {"WARNING"}
         present = sum(len(_plain(f).splitlines()) for f in rotated_files(path))
         assert all(
             line.startswith(f"auditrail: retention=delete deleted {str(path) + '.2'!r}: ")
@@ -238,9 +239,9 @@ class TestDiskSpace:
         )
 
     def test_crossing_the_threshold_warns_once_and_flips_the_gauge(
-        self, small_fs: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+        self, small_fs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """Below AUDIT_LOG_DISK_WARN_FREE: one stderr warning, gauge 1; back above: one line, 0."""
+        """Below AUDIT_LOG_DISK_WARN_FREE: one warning, gauge 1; back above: one line, 0."""
         env = {
             "AUDIT_LOG_DESTINATION": "file",
             "AUDIT_LOG_FILE_PATH": str(small_fs / "audit.jsonl"),
@@ -254,16 +255,21 @@ class TestDiskSpace:
         def low() -> float | None:
             return metrics.registry.get_sample_value("audit_log_disk_space_low", {"path": "file"})
 
+        def logged() -> list[str]:
+            lines = [r.getMessage() for r in caplog.records if r.name == "auditrail.disk"]
+            caplog.clear()
+            return lines
+
         try:
-            assert (low(), capfd.readouterr().err) == (0, "")
+            assert (low(), logged()) == (0, [])
             (small_fs / "filler").write_bytes(b"f" * 300_000)
             assert [low(), low(), low()] == [1, 1, 1]
-            warned = capfd.readouterr().err.splitlines()
+            warned = logged()
             event_id = logger.emit("test.disk.low")  # the caller is unharmed
             assert logger.flush(10)
             (small_fs / "filler").unlink()
             assert [low(), low()] == [0, 0]
-            recovered = capfd.readouterr().err.splitlines()
+            recovered = logged()
         finally:
             logger.close(10)
         assert len(warned) == 1

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditrail import MAX_RETRY_AFTER_S, HttpSink, SinkResult, parse_retry_after
+from auditrail import MAX_RETRY_AFTER_S, HttpSink, SinkResult, SinkStatus, parse_retry_after
 
 NOW = 1_700_000_000.0
 DAY = MAX_RETRY_AFTER_S
@@ -92,8 +92,8 @@ def test_every_delay_in_whole_seconds_is_read(seconds: int) -> None:
 
 def sink_hint(sink: HttpSink, result: SinkResult) -> float | None:
     """The pause the sink asks the pipeline for after a RETRY."""
-    assert result is SinkResult.RETRY
-    return sink.retry_after_s
+    assert result.status is SinkStatus.RETRY
+    return result.retry_after_s
 
 
 @pytest.mark.parametrize(("value", "expected"), CASES, ids=[repr(c[0])[:30] for c in CASES])

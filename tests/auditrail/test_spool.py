@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from auditrail.delivery.slots import adopt_orphans, claim_spool_dir
+from auditrail.delivery.spool import HEADER_BYTES, Spool
 from auditrail.exceptions import SpoolError, SpoolFullError
-from auditrail.spool import (
-    HEADER_BYTES,
-    Spool,
-    adopt_orphans,
-    claim_spool_dir,
-)
 
 
 def payloads(n: int, prefix: str = "e") -> list[bytes]:
@@ -148,7 +144,7 @@ class TestSlots:
         """A second claimant (another process) gets the next slot while the first is held."""
         first = claim_spool_dir(tmp_path)
         code = (
-            "import sys; from auditrail.spool import claim_spool_dir;"
+            "import sys; from auditrail.delivery.slots import claim_spool_dir;"
             f"print(claim_spool_dir({str(tmp_path)!r}).directory.name)"
         )
         other = subprocess.run(
@@ -160,7 +156,7 @@ class TestSlots:
     def test_orphaned_slot_is_adopted_by_a_live_spool(self, tmp_path: Path) -> None:
         """Records left in a dead process's slot are moved into the live spool, none lost."""
         code = (
-            "from auditrail.spool import Spool, claim_spool_dir;"
+            "from auditrail.delivery import Spool, claim_spool_dir;"
             f"c = claim_spool_dir({str(tmp_path)!r}); s = Spool(c.directory / 'file', ['file']);"
             "s.append([b'orphan-%d' % i for i in range(100)])"
         )

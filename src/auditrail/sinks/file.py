@@ -39,7 +39,8 @@ What happens once there are ``backups`` rotated files is the ``retention``:
   sink reports each deletion (name, size, entries, first and last timestamp)
   to ``on_rotated_out`` (the logger built by ``auditrail.config`` records it as
   an ``auditrail.file.rotated_out`` entry and counts it) or, without a
-  callback, on stderr. Deletion is never silent. To count its entries, the
+  callback, as a warning of the ``auditrail.sinks.file`` logger (on stderr
+  when the application configured no logging). Deletion is never silent. To count its entries, the
   file is read once, under the lock, before it is deleted.
 
 External logrotate is supported in its ``create`` mode (rename the file, then
@@ -61,12 +62,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import gzip
+import logging
 import os
 import shutil
 import signal
-import sys
 import threading
 import weakref
 import zlib
@@ -79,6 +79,7 @@ import orjson
 
 from auditrail._rotation import GZ_SUFFIX as _GZ
 from auditrail._rotation import backups, rotation_family
+from auditrail.delivery._files import held
 from auditrail.typing import SinkResult
 
 __all__ = ["RETENTIONS", "FileSink", "RotatedOut", "install_sighup_reopen", "rotated_files"]
@@ -93,6 +94,7 @@ RETENTIONS: Final = ("keep", "delete")
 """What rotation does once ``backups`` files exist: keep them all, or delete the oldest."""
 _SUMMARY_BLOCK: Final = 1 << 20
 _EDGE_BYTES: Final = 64 * 1024
+_log: Final = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +135,8 @@ class FileSink:
             (delete those numbered above ``backups``); see the module docs.
         on_rotated_out: Called with a ``RotatedOut`` for every file
             ``retention="delete"`` deleted, in the writing thread, after the
-            batch and with no lock held. Without it, each deletion is printed
-            on stderr. Also settable later as the attribute of that name.
+            batch and with no lock held. Without it, each deletion is logged
+            as a warning. Also settable later as the attribute of that name.
 
     Raises:
         ValueError: An argument is out of range, or the combination is impossible.
@@ -211,21 +213,21 @@ class FileSink:
 
     def write_batch(self, lines: Sequence[bytes]) -> SinkResult:
         if self._closed:
-            return SinkResult.RETRY
+            return SinkResult.retry("sink closed")
         if not lines:
             return SinkResult.SUCCESS
         data = b"\n".join(lines) + b"\n"
         result = SinkResult.SUCCESS
         with self._lock:
             if self._closed:
-                return SinkResult.RETRY
+                return SinkResult.retry("sink closed")
             try:
                 self._append(data)
-            except OSError:
+            except OSError as exc:
                 # The file may have been replaced or its disk may have filled:
                 # start again from fresh descriptors on the next batch.
                 self._close_fds()
-                result = SinkResult.RETRY
+                result = SinkResult.retry(f"cannot write {self._path}: {exc.strerror or exc}")
             finally:
                 if self._closed:
                     # close() timed out waiting for this batch and left the closing to us.
@@ -247,13 +249,15 @@ class FileSink:
                 why = f" (on_rotated_out failed: {exc.__class__.__name__})"
         else:
             why = ""
-        with contextlib.suppress(OSError, ValueError):
-            print(
-                f"auditrail: retention=delete deleted {info.file!r}: {info.bytes} bytes, "
-                f"{info.entries} entries, {info.first_timestamp} .. {info.last_timestamp}{why}",
-                file=sys.stderr,
-                flush=True,
-            )
+        _log.warning(
+            "auditrail: retention=delete deleted %r: %s bytes, %s entries, %s .. %s%s",
+            info.file,
+            info.bytes,
+            info.entries,
+            info.first_timestamp,
+            info.last_timestamp,
+            why,
+        )
 
     def flush(self, timeout_s: float) -> bool:
         # os.write keeps nothing in user space; fsync=True already syncs every batch.
@@ -299,9 +303,7 @@ class FileSink:
             self._pid = os.getpid()
         if self._lock_fd is None:
             self._lock_fd = _open_private(self._lock_path, os.O_WRONLY, self._file_mode)
-        lock_fd = self._lock_fd
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        try:
+        with held(self._lock_fd):
             fd = self._current_fd()
             size = os.fstat(fd).st_size
             if self._max_bytes and size and size + len(data) > self._max_bytes:
@@ -310,8 +312,6 @@ class FileSink:
             _write_all(fd, data, size)
             if self._fsync:
                 os.fsync(fd)
-        finally:
-            fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
     def _current_fd(self) -> int:
         fd = self._fd

@@ -4,8 +4,8 @@
 Retry decision (written down as STYLE.md §3 asks): this sink makes **one attempt per
 ``write_batch``** and says what happened; it never sleeps, loops or keeps a batch. The
 delivery pipeline owns retries: it keeps a refused batch in the spool and tries again with
-capped exponential backoff and full jitter, and it honours ``retry_after_s`` when the
-destination asked for a pause. Audit data is retried on any transient error, as the
+capped exponential backoff and full jitter, and it honours the result's ``retry_after_s``
+when the destination asked for a pause. Audit data is retried on any transient error, as the
 Kubernetes audit webhook argues, because an outage must lose nothing; only an answer that
 can never change (a 4xx other than 408 and 429) ends the attempts, and then the batch is
 dead-lettered, not dropped. The classification:
@@ -31,9 +31,10 @@ first one that does not succeed decides the batch result, so after a partial suc
 whole batch is sent again: delivery is at-least-once, and receivers deduplicate by
 ``event_id`` (Elasticsearch does it by itself).
 
-Credentials travel only in request headers. Their values never appear in ``repr``,
-``last_error`` or exceptions: every error text is cut short, scrubbed of the configured
-header values and passed through the secret redactor.
+Every answer carries its ``reason`` (the status and a short text, e.g. the SIEM's own
+error) in the ``SinkResult``. Credentials travel only in request headers. Their values
+never appear in ``repr``, a ``reason`` or exceptions: every error text is cut short,
+scrubbed of the configured header values and passed through the secret redactor.
 
 httpx is imported when the first sink is built, so ``import auditrail`` never needs it
 (install the ``http`` extra; without it, building the sink raises
@@ -189,10 +190,6 @@ class HttpSink:
             host=host,
             loki_labels=dict(loki_labels) if loki_labels else {"job": "auditrail"},
         )
-        self.retry_after_s: float | None = None
-        """After ``RETRY``: the pause the destination asked for (``Retry-After``), or None."""
-        self.last_error: str | None = None
-        """After ``RETRY``/``FAILURE``: the status and a short, redacted reason."""
         self._closed = False
         self._lock = threading.Lock()
 
@@ -256,21 +253,17 @@ class HttpSink:
     # -- Sink protocol ------------------------------------------------------------
 
     def write_batch(self, lines: Sequence[bytes]) -> SinkResult:
-        self.retry_after_s = None
-        self.last_error = None
         if self._closed:
-            self.last_error = "sink closed"
-            return SinkResult.RETRY
+            return SinkResult.retry("sink closed")
         if not lines:
             return SinkResult.SUCCESS
         try:
             for body in self.bodies(lines):
                 result = self._post(body)
-                if result is not SinkResult.SUCCESS:
+                if not result.ok:
                     return result
         except Exception as exc:  # noqa: BLE001 - a sink never raises into the worker
-            self.last_error = self._scrub(f"{type(exc).__name__}: {exc}")
-            return SinkResult.RETRY
+            return SinkResult.retry(self._scrub(f"{type(exc).__name__}: {exc}"))
         return SinkResult.SUCCESS
 
     def flush(self, timeout_s: float) -> bool:
@@ -318,14 +311,12 @@ class HttpSink:
         try:
             response = self._client.post(self.endpoint, content=body, headers=headers)
         except httpx.TimeoutException as exc:
-            self.last_error = f"timeout ({type(exc).__name__}) talking to {self._where()}"
-            return SinkResult.RETRY
+            return SinkResult.retry(f"timeout ({type(exc).__name__}) talking to {self._where()}")
         except httpx.HTTPError as exc:
-            self.last_error = self._scrub(f"{type(exc).__name__} talking to {self._where()}: {exc}")
-            return SinkResult.RETRY
+            where = self._where()
+            return SinkResult.retry(self._scrub(f"{type(exc).__name__} talking to {where}: {exc}"))
         except RuntimeError as exc:  # the client was closed under a hanging request
-            self.last_error = self._scrub(f"{type(exc).__name__}: {exc}")
-            return SinkResult.RETRY
+            return SinkResult.retry(self._scrub(f"{type(exc).__name__}: {exc}"))
         return self._classify(response)
 
     def _classify(self, response: httpx.Response) -> SinkResult:
@@ -339,15 +330,13 @@ class HttpSink:
         if reason:
             text += f": {reason}"
         if status in _RETRY_STATUSES or status >= 500:
-            self.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
-            self.last_error = text
-            return SinkResult.RETRY
+            after = parse_retry_after(response.headers.get("Retry-After"))
+            return SinkResult.retry(text, after_s=after)
         if 300 <= status < 400:
             text += "; redirects are not followed: set AUDIT_LOG_HTTP_ENDPOINT to the final URL"
         elif status in _HINTS:
             text += f"; {_HINTS[status]}"
-        self.last_error = text
-        return SinkResult.FAILURE
+        return SinkResult.failure(text)
 
     def _bulk_result(self, response: httpx.Response) -> SinkResult:
         try:
@@ -358,8 +347,7 @@ class HttpSink:
             return SinkResult.SUCCESS
         items = answer.get("items")
         if not isinstance(items, list):
-            self.last_error = "_bulk answered errors=true without items"
-            return SinkResult.RETRY
+            return SinkResult.retry("_bulk answered errors=true without items")
         retry: list[tuple[int, str]] = []
         refused: list[tuple[int, str]] = []
         for item in items:
@@ -378,13 +366,13 @@ class HttpSink:
             return SinkResult.SUCCESS
         worst = retry or refused
         status, kind = worst[0]
-        self.last_error = self._scrub(
+        text = self._scrub(
             f"_bulk refused {len(retry) + len(refused)} of {len(items)} items: HTTP {status} {kind}"
         )
         if retry:
-            self.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
-            return SinkResult.RETRY
-        return SinkResult.FAILURE
+            after = parse_retry_after(response.headers.get("Retry-After"))
+            return SinkResult.retry(text, after_s=after)
+        return SinkResult.failure(text)
 
     def _reason(self, response: httpx.Response) -> str:
         try:

@@ -32,9 +32,9 @@ class StdoutSink:
             while data:
                 written = os.write(self._fd, data)
                 data = data[written:]
-        except OSError:
+        except OSError as exc:
             # A pipe that closed or filled a disk: retry later from the spool.
-            return SinkResult.RETRY
+            return SinkResult.retry(f"cannot write to {self!r}: {exc.strerror or exc}")
         return SinkResult.SUCCESS
 
     def flush(self, timeout_s: float) -> bool:

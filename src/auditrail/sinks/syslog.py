@@ -350,25 +350,33 @@ class SyslogSink:
 
     def write_batch(self, lines: Sequence[bytes]) -> SinkResult:
         if self._closed:
-            return SinkResult.RETRY
+            return SinkResult.retry("sink closed")
         if not lines:
             return SinkResult.SUCCESS
         procid = str(os.getpid())
         messages = [self._message(line, procid) for line in lines]
         if self._address.scheme == "udp" and any(len(m) > MAX_UDP_MESSAGE_BYTES for m in messages):
-            return SinkResult.FAILURE  # can never be sent as one datagram
+            # Can never be sent as one datagram.
+            return SinkResult.failure(
+                f"an entry is larger than {MAX_UDP_MESSAGE_BYTES} bytes, the largest UDP"
+                " syslog message; use a tcp:// or tls:// address"
+            )
         with self._lock:
             if self._closed:
-                return SinkResult.RETRY
+                return SinkResult.retry("sink closed")
             try:
                 self._send(messages)
             except Exception as exc:  # noqa: BLE001 - a sink reports trouble, never raises
                 # The daemon restarted, went away or stalled: start from a fresh
                 # connection on the next batch, which the pipeline retries.
                 self._disconnect()
-                if getattr(exc, "errno", None) == errno.EMSGSIZE:
-                    return SinkResult.FAILURE
-                return SinkResult.RETRY
+                code = getattr(exc, "errno", None)
+                reason = f"{type(exc).__name__} sending to {self._address_text}"
+                if isinstance(code, int) and code in errno.errorcode:
+                    reason += f" ({errno.errorcode[code]})"
+                if code == errno.EMSGSIZE:
+                    return SinkResult.failure(reason)
+                return SinkResult.retry(reason)
             finally:
                 if self._closed:
                     # close() timed out waiting for this batch and left the closing to us.

@@ -64,7 +64,7 @@ def run_task_command(task_file: str | None) -> int:
     try:
         return asyncio.run(_main(spec, settings, audit))
     finally:
-        audit.close(audit.exit_timeout_s)
+        audit.close()  # within its shutdown_timeout_s
 
 
 async def _main(spec: TaskSpec, settings: TaskSettings, audit: object) -> int:

@@ -25,12 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from auditrail._pipeline import DeliveryPipeline, Durability
+from auditrail.delivery import DeliveryPipeline, Durability, Spool
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.sinks.file import FileSink
 from auditrail.sinks.memory import InMemorySink
-from auditrail.spool import Spool
 from auditrail.testing import read_trail, validate_entries
 from auditrail.typing import SinkResult
 

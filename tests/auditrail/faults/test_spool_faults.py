@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from auditrail.delivery.spool import HEADER_BYTES, Spool
 from auditrail.exceptions import SpoolWriteError
-from auditrail.spool import HEADER_BYTES, Spool
 
 
 class DiskFaults:

@@ -146,7 +146,7 @@ def write_with_sink(
     try:
         for start in range(0, len(lines), batch):
             result = sink.write_batch(lines[start : start + batch])
-            assert result.value == "success"
+            assert result.ok
     finally:
         sink.close(1.0)
 

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
         retry_max_s=0.5,
         fallback=StderrSink(),
         metrics=AuditMetrics(CollectorRegistry()),
-        exit_timeout_s=0.5,
+        shutdown_timeout_s=0.5,
     )
     assert install_sigterm_handler()
     out = sys.stdout.fileno()

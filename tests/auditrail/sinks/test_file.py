@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from auditrail import Sink, SinkResult
+from auditrail import Sink, SinkResult, SinkStatus
 from auditrail.sinks.file import FileSink, install_sighup_reopen, rotated_files
 
 # Writes 10-line batches until stdin closes. Each "mark" on stdin is answered with
@@ -84,7 +84,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
 sink = FileSink(sys.argv[1], max_bytes=0)
 first = sink.write_batch([b"a" * 599])
 second = sink.write_batch([b"b" * 599])
-print(first.value, second.value)
+print(first.status.value, second.status.value)
 """
 
 
@@ -489,8 +489,8 @@ class TestErrors:
         sink.write_batch([b"1"])
         path.unlink()
         path.mkdir()
-        assert sink.write_batch([b"2"]) is SinkResult.RETRY
-        assert sink.write_batch([b"2"]) is SinkResult.RETRY
+        assert sink.write_batch([b"2"]).status is SinkStatus.RETRY
+        assert sink.write_batch([b"2"]).status is SinkStatus.RETRY
         path.rmdir()
         assert sink.write_batch([b"2"]) is SinkResult.SUCCESS
         sink.close(1.0)
@@ -504,7 +504,7 @@ class TestErrors:
         for file in directory.iterdir():
             file.unlink()
         directory.rmdir()
-        assert sink.write_batch([b"1"]) is SinkResult.RETRY
+        assert sink.write_batch([b"1"]).status is SinkStatus.RETRY
         sink.close(1.0)
 
     def test_partial_batch_is_cut_before_retry(self, path: Path) -> None:
@@ -528,8 +528,8 @@ class TestClose:
         sink.close(1.0)
         assert _open_fds() == fds
         sink.close(1.0)
-        assert sink.write_batch([b"2"]) is SinkResult.RETRY
-        assert sink.write_batch([]) is SinkResult.RETRY
+        assert sink.write_batch([b"2"]).status is SinkStatus.RETRY
+        assert sink.write_batch([]).status is SinkStatus.RETRY
         assert sink.flush(1.0) is True
         sink.reopen()
         assert path.read_bytes() == b"1\n"

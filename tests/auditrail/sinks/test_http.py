@@ -27,15 +27,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from auditrail import parse_retry_after
+from auditrail.delivery import dead_letter_path, redeliver_dead_letters
 from auditrail.exceptions import ConfigError
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
 from auditrail.redact import SecretRedactor, default_redactor
-from auditrail.redeliver import dead_letter_path, redeliver_dead_letters
 from auditrail.sinks.file import FileSink
 from auditrail.sinks.http import HttpSink, http_sink_from_env
 from auditrail.testing import read_trail, validate_entries
-from auditrail.typing import SinkResult
+from auditrail.typing import SinkResult, SinkStatus
 
 sys.path.insert(0, str(Path(__file__).parent))
 from http_receivers import Receiver, Reply, make_tls_pair, receiver
@@ -220,9 +220,10 @@ class TestOutages:
         make_logger: Any,
         spool: Path,
         registry: CollectorRegistry,
-        capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """A 400 dead-letters the batch (file, metric, stderr); redelivery works once fixed."""
+        """A 400 dead-letters the batch (file, metric, a warning with the reason); redelivery
+        works once fixed."""
         with receiver("ndjson") as rx:
             rx.fail_status = 400
             sink = HttpSink(rx.url)
@@ -234,14 +235,15 @@ class TestOutages:
             kept = [orjson.loads(line)["event_id"] for line in letters.read_bytes().splitlines()]
             assert sorted(kept) == sorted(ids)
             assert sample(registry, "audit_log_dead_letters_total", destination="http") == 120
-            assert str(sink.last_error).startswith("HTTP 400")
-            assert "permanently refused" in capfd.readouterr().err
+            warnings = [r.getMessage() for r in caplog.records if r.name == "auditrail.delivery"]
+            assert any("permanently refused" in w and "(HTTP 400" in w for w in warnings)
             assert rx.received == {}
 
             rx.fail_status = None  # the receiver is fixed
             fixed = HttpSink(rx.url)
             try:
-                assert redeliver_dead_letters(spool, fixed, max_batch_events=50) == 120
+                done = redeliver_dead_letters(spool, fixed, max_batch_events=50)
+                assert (done.delivered, done.remaining, done.why) == (120, 0, None)
             finally:
                 fixed.close(1)
             assert not letters.exists()
@@ -361,9 +363,11 @@ class TestRedelivery:
             rx.fail_status = 400
             sink = HttpSink(rx.url)
             try:
-                assert redeliver_dead_letters(spool, sink, max_batch_events=10) == 0
+                done = redeliver_dead_letters(spool, sink, max_batch_events=10)
             finally:
                 sink.close(1)
+        assert (done.delivered, done.remaining, done.unavailable) == (0, 30, None)
+        assert str(done.why).startswith("refused: HTTP 400 Bad Request")
         kept = [orjson.loads(line)["event_id"] for line in path.read_bytes().splitlines()]
         assert kept == ids
 
@@ -375,9 +379,11 @@ class TestRedelivery:
             rx.script(Reply(200), Reply(503))
             sink = HttpSink(rx.url)
             try:
-                assert redeliver_dead_letters(spool, sink, max_batch_events=10) == 10
+                done = redeliver_dead_letters(spool, sink, max_batch_events=10)
             finally:
                 sink.close(1)
+        assert (done.delivered, done.remaining, done.refused) == (10, 20, None)
+        assert str(done.why).startswith("unavailable, try again later: HTTP 503")
         kept = [orjson.loads(line)["event_id"] for line in path.read_bytes().splitlines()]
         assert kept == ids[10:]
         assert rx.distinct() == set(ids[:10])
@@ -393,7 +399,7 @@ class TestRedelivery:
         with receiver("ndjson") as rx:
             sink = HttpSink(rx.url)
             try:
-                assert redeliver_dead_letters(spool, sink) == 12
+                assert redeliver_dead_letters(spool, sink).delivered == 12
             finally:
                 sink.close(1)
             assert rx.distinct() == set(old + new)
@@ -403,7 +409,7 @@ class TestRedelivery:
         """No dead-letter directory: nothing is sent and nothing is created."""
         sink = HttpSink("http://127.0.0.1:9")
         try:
-            assert redeliver_dead_letters(spool, sink) == 0
+            assert redeliver_dead_letters(spool, sink).delivered == 0
         finally:
             sink.close(1)
         assert not spool.exists()
@@ -423,7 +429,11 @@ def entry(event_id: str) -> dict[str, Any]:
 
 class TestPresets:
     def test_splunk_hec_with_gzip_and_a_token_that_never_leaks(
-        self, make_logger: Any, capfd: pytest.CaptureFixture[str], spool: Path
+        self,
+        make_logger: Any,
+        capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture,
+        spool: Path,
     ) -> None:
         """HEC + gzip, 'Splunk <token>' on the wire; never in an entry, log line, repr or error."""
         redactor = SecretRedactor()
@@ -452,11 +462,18 @@ class TestPresets:
             assert all(r.headers["authorization"] == f"Splunk {TOKEN}" for r in rx.answered())
             assert all(r.headers["content-encoding"] == "gzip" for r in rx.answered())
             rx.fail_status = 403
-            sink.write_batch([orjson.dumps(entry("00000000-0000-7000-8000-000000000001"))])
+            result = sink.write_batch([orjson.dumps(entry("00000000-0000-7000-8000-000000000001"))])
             captured = capfd.readouterr()
-            leaked = [repr(sink), repr(logger), str(sink.last_error), captured.out, captured.err]
+            leaked = [
+                repr(sink),
+                repr(logger),
+                str(result),
+                captured.out,
+                captured.err,
+                caplog.text,
+            ]
             assert all(TOKEN not in text for text in leaked)
-            assert str(sink.last_error).startswith("HTTP 403")
+            assert str(result.reason).startswith("HTTP 403")
         for path in spool.rglob("*"):
             if path.is_file():
                 assert TOKEN.encode() not in path.read_bytes()
@@ -485,7 +502,11 @@ class TestPresets:
         assert sink.endpoint == "https://splunk.example:8088/services/collector/event"
 
     def test_elasticsearch_bulk_is_idempotent_and_reads_item_errors(
-        self, make_logger: Any, spool: Path, registry: CollectorRegistry
+        self,
+        make_logger: Any,
+        spool: Path,
+        registry: CollectorRegistry,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         """_bulk create with _id=event_id: 409 is delivered, item 429 retried, 400 dead-lettered."""
         with receiver(
@@ -526,7 +547,7 @@ class TestPresets:
             bad = logger.emit("siem.unmappable", target=TARGET)
             good = emit_n(logger, 5)
             assert logger.flush(10) is True
-            assert "mapper_parsing_exception" in str(sink.last_error)
+            assert "mapper_parsing_exception" in caplog.text  # the dead-letter warning's reason
             letters = dead_letter_path(spool, "http").read_bytes().splitlines()
             assert bad in {orjson.loads(line)["event_id"] for line in letters}
             assert bad not in rx.es_store
@@ -582,8 +603,9 @@ class TestPresets:
         with receiver("ndjson", tls=(cert, key)) as rx:
             untrusted = HttpSink(rx.url)
             try:
-                assert untrusted.write_batch([orjson.dumps(entry("e1"))]) is SinkResult.RETRY
-                assert "CERTIFICATE_VERIFY_FAILED" in str(untrusted.last_error)
+                result = untrusted.write_batch([orjson.dumps(entry("e1"))])
+                assert result.status is SinkStatus.RETRY
+                assert "CERTIFICATE_VERIFY_FAILED" in str(result.reason)
             finally:
                 untrusted.close(1)
             logger = make_logger(HttpSink(rx.url, verify=str(ca)))
@@ -606,33 +628,35 @@ class TestClassification:
     @pytest.mark.parametrize(
         ("status", "expected"),
         [
-            (200, SinkResult.SUCCESS),
-            (201, SinkResult.SUCCESS),
-            (204, SinkResult.SUCCESS),
-            (408, SinkResult.RETRY),
-            (429, SinkResult.RETRY),
-            (500, SinkResult.RETRY),
-            (502, SinkResult.RETRY),
-            (503, SinkResult.RETRY),
-            (504, SinkResult.RETRY),
-            (301, SinkResult.FAILURE),
-            (400, SinkResult.FAILURE),
-            (401, SinkResult.FAILURE),
-            (403, SinkResult.FAILURE),
-            (404, SinkResult.FAILURE),
-            (413, SinkResult.FAILURE),
-            (422, SinkResult.FAILURE),
+            (200, SinkStatus.SUCCESS),
+            (201, SinkStatus.SUCCESS),
+            (204, SinkStatus.SUCCESS),
+            (408, SinkStatus.RETRY),
+            (429, SinkStatus.RETRY),
+            (500, SinkStatus.RETRY),
+            (502, SinkStatus.RETRY),
+            (503, SinkStatus.RETRY),
+            (504, SinkStatus.RETRY),
+            (301, SinkStatus.FAILURE),
+            (400, SinkStatus.FAILURE),
+            (401, SinkStatus.FAILURE),
+            (403, SinkStatus.FAILURE),
+            (404, SinkStatus.FAILURE),
+            (413, SinkStatus.FAILURE),
+            (422, SinkStatus.FAILURE),
         ],
     )
-    def test_status_decides_the_result(self, status: int, expected: SinkResult) -> None:
-        """2xx succeeds; 408, 429 and 5xx are retried; every other answer is permanent."""
+    def test_status_decides_the_result(self, status: int, expected: SinkStatus) -> None:
+        """2xx succeeds; 408, 429 and 5xx are retried; every other answer is permanent, and
+        each refusal says why in the result."""
         sink = mock_sink(lambda request: httpx.Response(status, text="nope"))
         try:
-            assert sink.write_batch(LINES) is expected
-            if expected is SinkResult.SUCCESS:
-                assert sink.last_error is None
+            result = sink.write_batch(LINES)
+            assert result.status is expected
+            if expected is SinkStatus.SUCCESS:
+                assert result.reason is None
             else:
-                assert str(sink.last_error).startswith(f"HTTP {status}")
+                assert str(result.reason).startswith(f"HTTP {status}")
         finally:
             sink.close(1)
 
@@ -654,9 +678,10 @@ class TestClassification:
 
         sink = mock_sink(handler)
         try:
-            assert sink.write_batch(LINES) is SinkResult.RETRY
-            assert sink.last_error is not None
-            assert sink.retry_after_s is None
+            result = sink.write_batch(LINES)
+            assert result.status is SinkStatus.RETRY
+            assert result.reason is not None
+            assert result.retry_after_s is None
         finally:
             sink.close(1)
 
@@ -668,8 +693,7 @@ class TestClassification:
 
         sink = mock_sink(handler)
         try:
-            assert sink.write_batch(LINES) is SinkResult.RETRY
-            assert sink.last_error == "ZeroDivisionError: boom"
+            assert sink.write_batch(LINES) == SinkResult.retry("ZeroDivisionError: boom")
         finally:
             sink.close(1)
 
@@ -678,12 +702,13 @@ class TestClassification:
         [("7", 7.0), ("0", 0.0), ("1.5", 1.5), ("soon", None), ("-3", None), (None, None)],
     )
     def test_retry_after_seconds(self, header: str | None, expected: float | None) -> None:
-        """Retry-After in seconds becomes retry_after_s; junk is ignored."""
+        """Retry-After in seconds becomes the result's retry_after_s; junk is ignored."""
         headers = {"Retry-After": header} if header is not None else {}
         sink = mock_sink(lambda request: httpx.Response(429, headers=headers))
         try:
-            assert sink.write_batch(LINES) is SinkResult.RETRY
-            assert sink.retry_after_s == expected
+            result = sink.write_batch(LINES)
+            assert result.status is SinkStatus.RETRY
+            assert result.retry_after_s == expected
         finally:
             sink.close(1)
 
@@ -701,10 +726,8 @@ class TestClassification:
         answers = iter([httpx.Response(429, headers={"Retry-After": "9"}), httpx.Response(503)])
         sink = mock_sink(lambda request: next(answers))
         try:
-            sink.write_batch(LINES)
-            assert sink.retry_after_s == 9.0
-            sink.write_batch(LINES)
-            assert sink.retry_after_s is None
+            assert sink.write_batch(LINES).retry_after_s == 9.0
+            assert sink.write_batch(LINES).retry_after_s is None
         finally:
             sink.close(1)
 
@@ -716,8 +739,9 @@ class TestClassification:
             lambda request: httpx.Response(401, text=body), headers={"X-Api-Key": secret}
         )
         try:
-            assert sink.write_batch(LINES) is SinkResult.FAILURE
-            error = str(sink.last_error)
+            result = sink.write_batch(LINES)
+            assert result.status is SinkStatus.FAILURE
+            error = str(result.reason)
             assert secret not in error
             assert len(error) <= 300
             assert error.startswith("HTTP 401 Unauthorized: bad key [REDACTED]")
@@ -739,8 +763,9 @@ class TestClassification:
             lambda request: httpx.Response(200, json=answer), format="elasticsearch_bulk"
         )
         try:
-            assert sink.write_batch(LINES) is SinkResult.RETRY
-            assert "es_rejected_execution_exception" in str(sink.last_error)
+            result = sink.write_batch(LINES)
+            assert result.status is SinkStatus.RETRY
+            assert "es_rejected_execution_exception" in str(result.reason)
         finally:
             sink.close(1)
 
@@ -755,7 +780,7 @@ class TestClassification:
         lines = [orjson.dumps({**entry(f"e{i}"), "pad": "x" * 600}) for i in range(6)]
         sink = mock_sink(handler, max_body_bytes=1500)
         try:
-            assert sink.write_batch(lines) is SinkResult.RETRY
+            assert sink.write_batch(lines).status is SinkStatus.RETRY
             assert len(seen) == 2
             assert len(list(sink.bodies(lines))) == 3
         finally:
@@ -785,7 +810,7 @@ class TestClassification:
         sink = mock_sink(lambda request: httpx.Response(200))
         sink.close(1)
         sink.close(1)
-        assert sink.write_batch(LINES) is SinkResult.RETRY
+        assert sink.write_batch(LINES) == SinkResult.retry("sink closed")
 
     def test_repr_shows_no_secret(self) -> None:
         """repr names headers but never their values, nor URL credentials."""

@@ -20,7 +20,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from auditrail import SinkResult
+from auditrail import SinkResult, SinkStatus
 from auditrail.exceptions import ConfigError
 from auditrail.logger import AuditLogger
 from auditrail.metrics import AuditMetrics
@@ -256,7 +256,9 @@ class TestWireFormat:
             sink = closing(
                 SyslogSink(f"udp://127.0.0.1:{rx.getsockname()[1]}", app_name="svc", hostname=HOST)
             )
-            assert sink.write_batch([entry_line(), big]) is SinkResult.FAILURE
+            refused = sink.write_batch([entry_line(), big])
+            assert refused.status is SinkStatus.FAILURE
+            assert f"larger than {MAX_UDP_MESSAGE_BYTES} bytes" in str(refused.reason)
             assert sink.write_batch([entry_line("next")]) is SinkResult.SUCCESS
             received = rx.recv(65536)
             sink.close(1)
@@ -271,7 +273,7 @@ class TestWireFormat:
             port = rx.getsockname()[1]
         sink = closing(SyslogSink(f"udp://127.0.0.1:{port}", app_name="svc", hostname=HOST))
         assert sink.write_batch([entry_line()]) is SinkResult.SUCCESS
-        assert sink.write_batch([entry_line()]) is SinkResult.RETRY
+        assert sink.write_batch([entry_line()]).status is SinkStatus.RETRY
         sink.close(1)
 
     def test_returns_retry_when_nothing_listens(self, tmp_path: Path, closing: Closing) -> None:
@@ -280,7 +282,7 @@ class TestWireFormat:
             port = listener.getsockname()[1]
         for address in (f"tcp://127.0.0.1:{port}", f"unix://{tmp_path}/none.sock"):
             sink = closing(SyslogSink(address, app_name="svc", timeout_s=1))
-            assert sink.write_batch([entry_line()]) is SinkResult.RETRY
+            assert sink.write_batch([entry_line()]).status is SinkStatus.RETRY
             sink.close(1)
 
     def test_close_is_idempotent_and_later_writes_retry(self, closing: Closing) -> None:
@@ -291,7 +293,7 @@ class TestWireFormat:
             assert sink.write_batch([entry_line()]) is SinkResult.SUCCESS
             sink.close(1)
             sink.close(1)
-            assert sink.write_batch([entry_line()]) is SinkResult.RETRY
+            assert sink.write_batch([entry_line()]).status is SinkStatus.RETRY
         assert repr(sink) == f"SyslogSink(address={address!r}, app_name='svc', facility=4)"
 
 
@@ -496,8 +498,8 @@ class TestReconnect:
         private_rsyslog.wait_for(app, 1)
 
         private_rsyslog.stop()
-        assert sink.write_batch([during]) is SinkResult.RETRY
-        assert sink.write_batch([during]) is SinkResult.RETRY
+        assert sink.write_batch([during]).status is SinkStatus.RETRY
+        assert sink.write_batch([during]).status is SinkStatus.RETRY
 
         private_rsyslog.start()
         assert sink.write_batch([after]) is SinkResult.SUCCESS

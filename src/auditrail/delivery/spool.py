@@ -5,20 +5,11 @@ batches a sink refused, what is left at shutdown, and, at the ``spool`` and
 ``fsync`` durability levels, every entry before ``emit`` returns) and gives it
 back in order until each consumer (destination) has acknowledged it.
 
-Layout under the spool base directory (``AUDIT_LOG_SPOOL_DIR``)::
-
-    slot-N/lock                       flock()ed by the owning process for its life
-    slot-N/<destination>/00000000000000000001.seg   segments, named by first record id
-    slot-N/<destination>/<destination>.ack          last id the destination acknowledged
-    dead-letters/<destination>.jsonl  entries a destination refused for good
-
-Each process claims a free slot (``claim_spool_dir``); each destination has
-its own ``Spool`` in it, so a dead destination never holds back, or
-duplicates into, another.
-
-A record is a 28-byte little-endian header followed by the payload::
-
-    magic b"\\xa7U" | flags u16 | length u32 | crc32 u32 | id u64 | appended_ms u64
+A ``Spool`` is one directory of segment files (the record format is in
+``_records.py``, the layout of slots and destinations in ``_files.py`` and
+``slots.py``): each process claims a slot, and each destination has its own
+``Spool`` in it, so a dead destination never holds back, or duplicates into,
+another.
 
 Invariants:
 
@@ -59,46 +50,44 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
-from auditrail.exceptions import (
-    SpoolError,
-    SpoolFullError,
-    SpoolLockedError,
-    SpoolSyncError,
-    SpoolWriteError,
+from auditrail.delivery._files import ACK_SUFFIX, SEGMENT_SUFFIX, open_append, read_ack, write_ack
+from auditrail.delivery._records import (
+    HEADER,
+    HEADER_BYTES,
+    MAGIC,
+    MAX_RECORD_BYTES,
+    SpoolRecord,
+    decode_at,
+    encode,
+    resync,
+    scan_segment,
+    segment_name,
 )
+from auditrail.delivery.options import DEFAULTS
+from auditrail.exceptions import SpoolError, SpoolFullError, SpoolSyncError, SpoolWriteError
 
-_HEADER: Final = struct.Struct("<2sHIIQQ")
-_CRC_FIELDS: Final = struct.Struct("<QQ")
-_MAGIC: Final = b"\xa7U"
-HEADER_BYTES: Final = _HEADER.size
-MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
-_SEGMENT_SUFFIX: Final = ".seg"
-_ACK_SUFFIX: Final = ".ack"
-_MAX_SLOTS: Final = 64
+__all__ = [
+    "HEADER_BYTES",
+    "MAX_RECORD_BYTES",
+    "Spool",
+    "SpoolFullError",
+    "SpoolRecord",
+    "SpoolStats",
+    "SpoolSyncError",
+    "SpoolWriteError",
+    "scan_segment",
+]
 
 
 def _reason(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, "OSError")
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolRecord:
-    """One record read back from the spool."""
-
-    id: int
-    appended_ms: int
-    payload: bytes
 
 
 @dataclass(slots=True)
@@ -119,55 +108,6 @@ class SpoolStats:
     corrupt_records: int
 
 
-def _segment_name(first_id: int) -> str:
-    return f"{first_id:020d}{_SEGMENT_SUFFIX}"
-
-
-def _encode(record_id: int, appended_ms: int, payload: bytes) -> bytes:
-    crc = zlib.crc32(payload, zlib.crc32(_CRC_FIELDS.pack(record_id, appended_ms)))
-    return _HEADER.pack(_MAGIC, 0, len(payload), crc, record_id, appended_ms) + payload
-
-
-def _decode_at(data: bytes | memoryview, offset: int) -> tuple[SpoolRecord, int] | None:
-    """Decode the record at ``offset``; None if there is no valid record there."""
-    end = offset + HEADER_BYTES
-    if end > len(data):
-        return None
-    magic, _flags, length, crc, record_id, appended_ms = _HEADER.unpack_from(data, offset)
-    if magic != _MAGIC or length > MAX_RECORD_BYTES or end + length > len(data):
-        return None
-    payload = bytes(data[end : end + length])
-    if zlib.crc32(payload, zlib.crc32(_CRC_FIELDS.pack(record_id, appended_ms))) != crc:
-        return None
-    return SpoolRecord(record_id, appended_ms, payload), end + length
-
-
-def scan_segment(data: bytes) -> Iterator[tuple[int, SpoolRecord | None]]:
-    """Yield ``(offset, record)`` for each record, and ``(offset, None)`` per corrupt stretch.
-
-    After a corrupt stretch the scan resumes at the next offset holding a valid record.
-    """
-    offset = 0
-    while offset < len(data):
-        decoded = _decode_at(data, offset)
-        if decoded is not None:
-            record, nxt = decoded
-            yield offset, record
-            offset = nxt
-            continue
-        yield offset, None
-        offset = _resync(data, offset + 1)
-
-
-def _resync(data: bytes, start: int) -> int:
-    pos = data.find(_MAGIC, start)
-    while pos != -1:
-        if _decode_at(data, pos) is not None:
-            return pos
-        pos = data.find(_MAGIC, pos + 1)
-    return len(data)
-
-
 class Spool:
     """A write-ahead log in one directory, shared by several named consumers.
 
@@ -182,8 +122,8 @@ class Spool:
         directory: str | os.PathLike[str],
         consumers: Sequence[str],
         *,
-        max_segment_bytes: int = 16 * 1024 * 1024,
-        max_bytes: int = 1024 * 1024 * 1024,
+        max_segment_bytes: int = DEFAULTS.spool_segment_bytes,
+        max_bytes: int = DEFAULTS.spool_max_bytes,
     ) -> None:
         if not consumers:
             raise ValueError("a spool needs at least one consumer")
@@ -207,7 +147,7 @@ class Spool:
         self._closed = False
 
         self._sizes: dict[int, int] = {}
-        for path in sorted(self.directory.glob(f"*{_SEGMENT_SUFFIX}")):
+        for path in sorted(self.directory.glob(f"*{SEGMENT_SUFFIX}")):
             with contextlib.suppress(ValueError):
                 self._sizes[int(path.stem)] = path.stat().st_size
         self._next_id = self._recover_next_id()
@@ -220,7 +160,7 @@ class Spool:
     # -- recovery -----------------------------------------------------------
 
     def _segment_path(self, first_id: int) -> Path:
-        return self.directory / _segment_name(first_id)
+        return self.directory / segment_name(first_id)
 
     def _recover_next_id(self) -> int:
         highest = 0
@@ -234,14 +174,11 @@ class Spool:
         acks = [self._read_ack(c) for c in self.consumers]
         return max([highest, *acks]) + 1
 
+    def _ack_path(self, consumer: str) -> Path:
+        return self.directory / f"{consumer}{ACK_SUFFIX}"
+
     def _read_ack(self, consumer: str) -> int:
-        try:
-            return int((self.directory / f"{consumer}{_ACK_SUFFIX}").read_text().strip() or 0)
-        except FileNotFoundError:
-            return 0
-        except ValueError:
-            # An unreadable ack replays from the start: duplicates, never loss.
-            return 0
+        return read_ack(self._ack_path(consumer))
 
     def _position_after(self, acked_id: int) -> _Position:
         candidates = [s for s in sorted(self._sizes) if s <= acked_id + 1]
@@ -259,8 +196,7 @@ class Spool:
         return _Position(segment, offset, acked_id)
 
     def _open_segment(self, first_id: int) -> int:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        fd = os.open(self._segment_path(first_id), flags, 0o600)
+        fd = open_append(self._segment_path(first_id))
         self._sizes[first_id] = os.fstat(fd).st_size
         return fd
 
@@ -300,7 +236,7 @@ class Spool:
                     f"spool {self.directory}: {exc.strerror or exc}", reason=_reason(exc)
                 ) from exc
             first = self._next_id
-            records = [_encode(first + i, now_ms, payload) for i, payload in enumerate(payloads)]
+            records = [encode(first + i, now_ms, payload) for i, payload in enumerate(payloads)]
             blob = b"".join(records)
             view, done = memoryview(blob), 0
             try:
@@ -372,11 +308,7 @@ class Spool:
             # get its name: skip one id, never written, to get a new file.
             first += 1
         old_fd = self._fd
-        new_fd = os.open(
-            self._segment_path(first),
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-            0o600,
-        )
+        new_fd = open_append(self._segment_path(first))
         self._next_id = self._active = first
         self._fd = new_fd
         self._sizes[self._active] = 0
@@ -393,14 +325,7 @@ class Spool:
             with self._lock:
                 target, fd = self._next_id - 1, self._fd
                 retired, self._retired = self._retired, []
-            failure: OSError | None = None
-            for old in retired:
-                try:
-                    os.fsync(old)
-                except OSError as exc:
-                    failure = failure or exc
-                finally:
-                    os.close(old)
+            failure = _fsync_and_close(retired)
             os.fsync(fd)
             if failure is not None:
                 raise failure
@@ -494,10 +419,10 @@ class Spool:
                 continue
             off = 0
             while off < len(data) and len(records) < max_records and budget > 0:
-                decoded = _decode_at(data, off)
+                decoded = decode_at(data, off)
                 if decoded is None:
                     self._count_corrupt(segment, offset + off)
-                    off = _resync(data, off + 1)
+                    off = resync(data, off + 1)
                     continue
                 record, off = decoded
                 if record.id > start.last_id:
@@ -515,8 +440,8 @@ class Spool:
             data = fh.read(min(available, max(budget, 64 * 1024)))
             whole = pos = 0
             while pos + HEADER_BYTES <= len(data):
-                magic, _f, length, _c, _i, _t = _HEADER.unpack_from(data, pos)
-                if magic != _MAGIC or length > MAX_RECORD_BYTES:
+                magic, _f, length, _c, _i, _t = HEADER.unpack_from(data, pos)
+                if magic != MAGIC or length > MAX_RECORD_BYTES:
                     # Corrupt: give the resync scan the rest of the segment.
                     return data + fh.read(available - len(data))
                 pos += HEADER_BYTES + length
@@ -558,14 +483,9 @@ class Spool:
         """Write the acks not yet on disk; False if the disk refused one (kept for later)."""
         with self._ack_lock:
             for consumer, last_id in list(self._unwritten_acks.items()):
-                ack_path = self.directory / f"{consumer}{_ACK_SUFFIX}"
-                tmp = ack_path.with_name(f"{ack_path.name}.tmp")
                 try:
-                    tmp.write_text(str(last_id))
-                    os.replace(tmp, ack_path)
+                    write_ack(self._ack_path(consumer), last_id)
                 except OSError:
-                    with contextlib.suppress(OSError):
-                        tmp.unlink()
                     return False
                 del self._unwritten_acks[consumer]
         return True
@@ -650,8 +570,28 @@ class Spool:
             return None
         if len(head) < HEADER_BYTES:
             return None
-        magic, _f, _len, _crc, record_id, appended_ms = _HEADER.unpack(head)
-        return SpoolRecord(record_id, appended_ms, b"") if magic == _MAGIC else None
+        magic, _f, _len, _crc, record_id, appended_ms = HEADER.unpack(head)
+        return SpoolRecord(record_id, appended_ms, b"") if magic == MAGIC else None
+
+    def unacknowledged(self, batch: int = 1024) -> Iterator[list[bytes]]:
+        """Every payload some consumer has not acknowledged, oldest first, in batches.
+
+        For moving a dead process's backlog into a live spool (``slots.adopt_orphans``).
+        """
+        floor = min(p.last_id for p in self._positions.values())
+        for first in sorted(self._sizes):
+            data = self._segment_path(first).read_bytes()
+            payloads = [r.payload for _, r in scan_segment(data) if r and r.id > floor]
+            for start in range(0, len(payloads), batch):
+                yield payloads[start : start + batch]
+
+    def remove(self) -> None:
+        """Close the spool and delete its segments and acks (its records live on elsewhere)."""
+        self.close()
+        for path in self.directory.glob(f"*{SEGMENT_SUFFIX}"):
+            path.unlink()
+        for path in self.directory.glob(f"*{ACK_SUFFIX}"):
+            path.unlink()
 
     def close(self) -> None:
         """fsync and close; idempotent. Raises the first fsync error, after closing everything."""
@@ -661,14 +601,7 @@ class Spool:
             self._closed = True
             fd = self._fd
             retired, self._retired = self._retired, []
-        failure: OSError | None = None
-        for descriptor in (*retired, fd):
-            try:
-                os.fsync(descriptor)
-            except OSError as exc:
-                failure = failure or exc
-            finally:
-                os.close(descriptor)
+        failure = _fsync_and_close([*retired, fd])
         self._write_acks()
         if self._sizes.get(self._active) == 0:
             self._unlink(self._active)
@@ -676,86 +609,14 @@ class Spool:
             raise failure
 
 
-class SpoolClaim:
-    """A spool directory slot this process holds the lock on.
-
-    .. versionadded:: 0.1.0
-    """
-
-    def __init__(self, directory: Path, lock_fd: int) -> None:
-        self.directory = directory
-        self._lock_fd = lock_fd
-
-    def release(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-
-
-def _try_lock(directory: Path) -> int | None:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def claim_spool_dir(base: str | os.PathLike[str]) -> SpoolClaim:
-    """Claim the first free ``slot-N`` under ``base`` for this process.
-
-    Several processes of one service (the agent and the task processes it
-    starts) can share ``base``: each gets its own slot, and a slot left behind
-    by a dead process is taken over, and replayed, by the next process that
-    starts or by ``adopt_orphans``.
-
-    Raises:
-        SpoolLockedError: all slots are held by live processes.
-    """
-    root = Path(base)
-    for n in range(_MAX_SLOTS):
-        directory = root / f"slot-{n}"
-        fd = _try_lock(directory)
-        if fd is not None:
-            return SpoolClaim(directory, fd)
-    raise SpoolLockedError(f"all {_MAX_SLOTS} spool slots under {root} are in use")
-
-
-def adopt_orphans(base: str | os.PathLike[str], into: Spool) -> int:
-    """Move the pending records that dead processes left for ``into``'s destination.
-
-    ``into`` lives in ``<base>/slot-K/<destination>``; the same destination's
-    directory in every other slot whose lock is free (its owner died) is
-    drained into ``into``. Returns how many records were moved. They are
-    appended and fsynced before the orphan's segments are deleted, so a crash
-    in between duplicates rather than loses.
-    """
-    moved = 0
-    own_slot, name = into.directory.parent, into.directory.name
-    for slot in sorted(Path(base).glob("slot-*")):
-        directory = slot / name
-        if slot == own_slot or not any(directory.glob(f"*{_SEGMENT_SUFFIX}")):
-            continue
-        fd = _try_lock(slot)
-        if fd is None:
-            continue  # its owner is alive
+def _fsync_and_close(descriptors: Sequence[int]) -> OSError | None:
+    """fsync and close each descriptor, all of them; the first fsync error, if any."""
+    failure: OSError | None = None
+    for descriptor in descriptors:
         try:
-            orphan = Spool(directory, into.consumers)
-            floor = min(orphan._positions[c].last_id for c in orphan.consumers)
-            for first in sorted(orphan._sizes):
-                data = orphan._segment_path(first).read_bytes()
-                payloads = [r.payload for _, r in scan_segment(data) if r and r.id > floor]
-                for start in range(0, len(payloads), 1024):
-                    into.append(payloads[start : start + 1024])
-                moved += len(payloads)
-            into.sync()
-            orphan.close()
-            for path in directory.glob(f"*{_SEGMENT_SUFFIX}"):
-                path.unlink()
-            for path in directory.glob(f"*{_ACK_SUFFIX}"):
-                path.unlink()
+            os.fsync(descriptor)
+        except OSError as exc:
+            failure = failure or exc
         finally:
-            os.close(fd)
-    return moved
+            os.close(descriptor)
+    return failure
