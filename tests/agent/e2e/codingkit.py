@@ -112,6 +112,9 @@ class World:
                 "author_id": user["id"],
                 "system": False,
                 "action": "create",
+                # Distinct per delivery, as GitLab's are: an identical body is a
+                # replay the ingress refuses before any workflow sees it.
+                "updated_at": f"{time.time_ns()}",
             },
             "merge_request": {"id": 42007, "iid": MR, "state": "opened"},
         }

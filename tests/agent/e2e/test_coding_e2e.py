@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -510,8 +511,8 @@ class TestPushFailures:
         [
             ("auth_failure", "auth_failure"),
             ("network_error", "network_error"),
-            ("protected_branch", "git_error"),
-            ("non_fast_forward", "git_error"),
+            ("protected_branch", "protected_branch"),
+            ("non_fast_forward", "non_fast_forward"),
         ],
     )
     def test_each_push_failure_class_from_the_git_server_is_audited(
@@ -644,6 +645,7 @@ class TestStateStore:
                     "content-type": "application/json",
                     "x-gitlab-event": "Merge Request Hook",
                     "x-gitlab-token": "coding-e2e-webhook-secret-41",
+                    "x-gitlab-event-uuid": str(uuid.uuid4()),
                 },
             )
             review_cid = answer.json()["correlation_id"]
