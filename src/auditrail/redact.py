@@ -35,7 +35,7 @@ import functools
 import re
 import threading
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
@@ -557,28 +557,35 @@ def _percent_decoded(text: str, plus: bool) -> tuple[str, list[int]]:
     return "".join(pieces), starts
 
 
-def _replace(text: str, spans: list[tuple[int, int]], horizon: int) -> str:
-    """``text[:horizon]`` with the merged spans replaced (a span crossing the horizon ends it)."""
-    if not spans:
-        return text if horizon >= len(text) else text[:horizon]
+def _merged(spans: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
     spans.sort()
-    out: list[str] = []
-    pos = 0
     start, end = spans[0]
     for s, e in spans[1:]:
-        if s <= end:
-            end = max(end, e)
+        if s > end:
+            yield start, end
+            start = s
+        end = max(end, e)
+    yield start, end
+
+
+def _replace(text: str, spans: list[tuple[int, int]], lo: int, hi: int) -> str:
+    """``text[lo:hi]`` with the spans replaced; a span crossing ``lo`` or ``hi`` is
+    replaced too, so no part of what it covers is kept."""
+    if not spans:
+        return text[lo:hi] if lo or hi < len(text) else text
+    out: list[str] = []
+    pos = lo
+    for start, end in _merged(spans):
+        if end <= lo:
             continue
-        if start >= horizon:
+        if start >= hi:
             break
-        out += (text[pos:start], REDACTED)
-        pos, start, end = end, s, e
-    else:
-        if start < horizon:
-            out += (text[pos:start], REDACTED)
-            pos = end
-    if pos < horizon:
-        out.append(text[pos:horizon])
+        if start > pos:
+            out.append(text[pos:start])
+        out.append(REDACTED)
+        pos = max(pos, end)
+    if pos < hi:
+        out.append(text[pos:hi])
     return "".join(out)
 
 
@@ -657,31 +664,45 @@ class SecretRedactor:
     def redact(self, text: str, *also: str | None) -> str:
         """``text`` whole, with every credential (and each value of ``also``) replaced."""
         secrets = _also_secrets(self._secrets, also) if also else self._secrets
-        return _replace(text, _spans(text, text.lower(), secrets, 0), len(text))
+        return _replace(text, _spans(text, text.lower(), secrets, 0), 0, len(text))
 
-    def _head(self, text: str, keep: int, secrets: _Secrets) -> tuple[str, bool]:
-        """The scrubbed text, or only its first ``keep`` characters' worth when it is
-        longer than the scrubbed window (then True: something was left out)."""
+    def _part(self, text: str, keep: int, secrets: _Secrets, tail: bool) -> tuple[str, bool]:
+        """The scrubbed text; when it is longer than the scrubbed window, only its
+        first (or last) ``keep`` characters' worth, and True: something was left out."""
         window = keep + max(self._margin, secrets.longest)
         if len(text) <= window:
-            return _replace(text, _spans(text, text.lower(), secrets, 0), len(text)), False
-        head = text[:window]
-        return _replace(head, _spans(head, head.lower(), secrets, 0), keep), True
+            return _replace(text, _spans(text, text.lower(), secrets, 0), 0, len(text)), False
+        part = text[-window:] if tail else text[:window]
+        lo, hi = (window - keep, window) if tail else (0, keep)
+        return _replace(part, _spans(part, part.lower(), secrets, 0), lo, hi), True
 
-    def scrub_then_cut(self, text: str, limit: int, *also: str | None, mark: str = "…") -> str:
+    def window(self, limit: int) -> int:
+        """How many characters ``scrub_then_cut(text, limit)`` reads (more are left out).
+
+        A caller that must cut bytes before decoding them keeps at least
+        ``4 * window(limit) + 4`` bytes (at most 4 bytes a character), so that
+        its cut lies beyond the window and cannot split a secret that is kept.
+        """
+        return limit + max(self._margin, self._secrets.longest)
+
+    def scrub_then_cut(
+        self, text: str, limit: int, *also: str | None, mark: str = "…", tail: bool = False
+    ) -> str:
         """Scrub, then shorten to at most ``limit`` characters (ending in ``mark`` when cut).
 
         ``also`` are exact values to redact besides the registered ones (a
-        client's own token), in the same forms. The work is bounded by the
-        window (see the module's docstring), whatever the size of ``text``.
+        client's own token), in the same forms. With ``tail`` the end is kept
+        (and ``mark`` starts the text). The work is bounded by the window (see
+        the module's docstring), whatever the size of ``text``.
         """
         if limit <= len(mark):
             raise ValueError(f"limit must be more than {len(mark)}")
         secrets = _also_secrets(self._secrets, also) if also else self._secrets
-        head, cut = self._head(text, limit, secrets)
-        if cut or len(head) > limit:
-            return head[: limit - len(mark)] + mark
-        return head
+        part, cut = self._part(text, limit, secrets, tail)
+        if not cut and len(part) <= limit:
+            return part
+        keep = limit - len(mark)
+        return mark + part[len(part) - keep :] if tail else part[:keep] + mark
 
     def clean(self, text: str) -> tuple[str, bool]:
         """Redact, neutralise and cut one untrusted string (memoised when short).
@@ -694,7 +715,7 @@ class SecretRedactor:
         if hit is not None:
             return hit
         limit = self.max_field_chars
-        out, cut = self._head(text, limit, self._secrets)
+        out, cut = self._part(text, limit, self._secrets, False)
         out = escape_controls(out)
         # Cut last, so that escaping can never take a field past its limit.
         if cut or len(out) > limit:
