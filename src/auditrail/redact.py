@@ -32,6 +32,7 @@ the window's edge splits starts after the cut and is dropped with the rest
 from __future__ import annotations
 
 import functools
+import json
 import re
 import threading
 import urllib.parse
@@ -403,9 +404,9 @@ RULES: Final[tuple[Rule, ...]] = (
     # after "//" is a URL's user (the userinfo rule's: https://token:x@host).
     Rule(
         "credential-pair",
-        rf"((?<![A-Za-z0-9_.\-])(?<!//)(?P<key>[A-Za-z0-9_.\-]{{1,64}}+)(?=(?:\\?[\"'])?\s*[:=]){_KEY_END}"
-        r"(?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?)"
-        rf"(?!(?:{_SCHEMES})\s)"
+        rf"((?<![A-Za-z0-9_.\-])(?<!//)(?P<key>[A-Za-z0-9_.\-]{{1,64}}+)(?=(?:\\?[\"'])?[ \t]*[:=]){_KEY_END}"
+        r"(?:\\?[\"'])?[ \t]*[:=][ \t]*(?:\\?[\"'])?)"
+        rf"(?!\+?(?:{_SCHEMES})[\s+])"
         r"(?:(?<=\\\")(?:[^\"\\\r\n]|\\[^\"\r\n])+"
         r"|(?<=\")(?:[^\"\\\r\n]|\\.)+"
         r"|(?<=')(?:[^'\\\r\n]|\\.)+"
@@ -468,27 +469,71 @@ def escape_controls(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Secrets:
-    """Registered secret values (in every form), compiled once per change."""
+    """Registered secret values, compiled once per change."""
 
+    raw: frozenset[str]
     pattern: re.Pattern[str] | None
-    lowered: tuple[str, ...]
+    needles: tuple[str, ...]
+    """Lower-cased literals, one of which any spelling of a secret holds (pre-check)."""
+    always: bool
+    """Some secret has no such literal: the pattern always runs."""
     longest: int
+    """A bound of how long a match can be (escapes included), for the scrubbed window."""
 
 
-_NO_SECRETS: Final = _Secrets(None, (), 0)
+_NO_SECRETS: Final = _Secrets(frozenset(), None, (), False, 0)
+_ALNUM: Final = re.compile(r"[A-Za-z0-9]+")
+_CONTROL_ESCAPES: Final = {"\n": "n", "\r": "r", "\t": "t"}
 
 
-def _compile_secrets(forms: Iterable[str]) -> _Secrets:
-    unique = sorted(set(forms), key=len, reverse=True)
-    if not unique:
+def _escapable(secret: str) -> str:
+    """A pattern for ``secret`` escaped any number of times (JSON in JSON, repr of a repr).
+
+    Each character other than a letter or digit may be preceded by backslashes
+    (``\\"``, ``\\\\\\'``, ``\\/``), a backslash may be doubled, and a newline, tab or
+    carriage return may be written as ``\\n``, ``\\t``, ``\\r``.
+    """
+    parts = []
+    for char in secret:
+        if char.isascii() and char.isalnum():
+            parts.append(char)
+        elif char == "\\":
+            parts.append(r"\\+")
+        elif char in _CONTROL_ESCAPES:
+            parts.append(rf"(?:{re.escape(char)}|\\+{_CONTROL_ESCAPES[char]})")
+        else:
+            parts.append(r"\\*" + re.escape(char))
+    return "".join(parts)
+
+
+def _compile_secrets(raw: frozenset[str]) -> _Secrets:
+    if not raw:
         return _NO_SECRETS
+    alternatives = {_escapable(secret) for secret in raw}
+    alternatives |= {re.escape(form) for form in secret_forms(*raw)}
+    needles: set[str] = set()
+    always = False
+    for secret in raw:
+        runs = _ALNUM.findall(secret)
+        longest_run = max(runs, key=len, default="")
+        if len(longest_run) >= 3:
+            needles.add(longest_run.lower())
+        else:
+            always = True
     # Longest first, so a secret that contains another is replaced whole.
-    pattern = re.compile("|".join(re.escape(s) for s in unique), re.IGNORECASE)
-    return _Secrets(pattern, tuple({s.lower() for s in unique}), len(unique[0]))
+    pattern = re.compile("|".join(sorted(alternatives, key=len, reverse=True)), re.IGNORECASE)
+    longest = max(max(len(form) for form in secret_forms(*raw)), 2 * max(map(len, raw)))
+    return _Secrets(raw, pattern, tuple(sorted(needles)), always, longest)
 
 
 def secret_forms(*secrets: str | None) -> set[str]:
-    """Each secret as written, percent-encoded and form-encoded (empty values skipped)."""
+    """Each secret in the spellings text gives it (empty values skipped).
+
+    As written; percent- and form-encoded (also found by decoding, but a
+    literal is cheaper); escaped as inside a JSON string (``\\u00e9``) and as
+    Python's ``repr`` shows it. (Backslash escapes of any depth are matched by
+    the registered pattern itself.)
+    """
     forms: set[str] = set()
     for secret in secrets:
         if secret:
@@ -496,6 +541,8 @@ def secret_forms(*secrets: str | None) -> set[str]:
                 secret,
                 urllib.parse.quote(secret, safe=""),
                 urllib.parse.quote_plus(secret),
+                json.dumps(secret)[1:-1],
+                repr(secret)[1:-1],
             }
     return forms
 
@@ -506,7 +553,7 @@ def _spans(text: str, low: str, secrets: _Secrets, depth: int) -> list[tuple[int
     # Each search resumes inside the previous match, not after it, so matches may
     # overlap: "Bearer Bearer x" must not hide x behind a first match on "Bearer",
     # nor one registered secret hide the tail of another that overlaps it.
-    if secrets.pattern is not None and any(s in low for s in secrets.lowered):
+    if secrets.pattern is not None and (secrets.always or any(n in low for n in secrets.needles)):
         pos = 0
         while (m := secrets.pattern.search(text, pos)) is not None:
             spans.append(m.span())
@@ -591,11 +638,8 @@ def _replace(text: str, spans: list[tuple[int, int]], lo: int, hi: int) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _also_secrets(base: _Secrets, also: tuple[str | None, ...]) -> _Secrets:
-    extra = secret_forms(*also)
-    if not extra:
-        return base
-    forms = extra | set(base.lowered)  # IGNORECASE: lower-cased forms match the same
-    return _compile_secrets(forms)
+    extra = {value for value in also if value}
+    return _compile_secrets(base.raw | extra) if extra - base.raw else base
 
 
 # -- the scrubber --------------------------------------------------------------
@@ -615,7 +659,6 @@ class SecretRedactor:
         if max_field_chars < 64:
             raise ValueError("max_field_chars must be at least 64")
         self.max_field_chars = max_field_chars
-        self._forms: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._secrets = _NO_SECRETS
         self._margin = WINDOW_MARGIN
@@ -629,8 +672,9 @@ class SecretRedactor:
     def register(self, *secrets: str | None) -> None:
         """Add exact secret values (configured tokens) to redact everywhere.
 
-        Their URL-encoded forms are registered too (and percent-encoded text is
-        decoded before matching). Empty values are ignored. Matching ignores case.
+        Their encoded forms are registered too (``secret_forms``: URL, JSON and
+        ``repr`` escaping), and percent-encoded text is decoded before matching.
+        Empty values are ignored. Matching ignores case.
 
         Raises:
             ValueError: if a secret is shorter than ``MIN_SECRET_CHARS``.
@@ -640,10 +684,8 @@ class SecretRedactor:
                 raise ValueError(
                     f"refusing to register a secret shorter than {MIN_SECRET_CHARS} characters"
                 )
-        new = secret_forms(*secrets)
         with self._lock:
-            self._forms = self._forms | new
-            self._secrets = _compile_secrets(self._forms)
+            self._secrets = _compile_secrets(self._secrets.raw | {s for s in secrets if s})
             self._margin = max(WINDOW_MARGIN, self._secrets.longest)
             self._forget()
 

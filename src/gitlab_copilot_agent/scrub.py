@@ -21,14 +21,15 @@ def scrub(text: str, *also: str | None) -> str:
 
 
 def secret_forms(value: str) -> list[str]:
-    """The ways ``value`` can be spelt in text: as is, and escaped as Python shows it.
+    """The ways ``value`` can be spelt in text: as is, stripped, and as a bytes repr.
 
-    An exception that carries a header value shows ``b'tok\\n'`` or ``'tok\\t'``
-    (httpx and h11 do), which the plain value does not match; the escaped
-    forms are registered too. (URL-encoded forms are added by the redactor.)
-    Forms shorter than ``MIN_SECRET_CHARS`` are left out (the redactor refuses them).
+    An exception that carries a header value shows ``b'tok\\n'`` (httpx and
+    h11 do), which the plain value does not match; that form is registered
+    too. (URL, JSON and ``repr`` escaping of each are added by the redactor,
+    ``auditrail.redact.secret_forms``.) Forms shorter than ``MIN_SECRET_CHARS``
+    are left out (the redactor refuses them).
     """
-    forms = {value, value.strip(), repr(value)[1:-1]}
+    forms = {value, value.strip()}
     forms.add(repr(value.encode("utf-8", "backslashreplace"))[2:-1])
     return sorted(f for f in forms if len(f) >= MIN_SECRET_CHARS)
 
