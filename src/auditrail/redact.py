@@ -404,7 +404,8 @@ RULES: Final[tuple[Rule, ...]] = (
     # after "//" is a URL's user (the userinfo rule's: https://token:x@host).
     Rule(
         "credential-pair",
-        rf"((?<![A-Za-z0-9_.\-])(?<!//)(?P<key>[A-Za-z0-9_.\-]{{1,64}}+)(?=(?:\\?[\"'])?[ \t]*[:=]){_KEY_END}"
+        r"((?<![A-Za-z0-9_.\-])(?<!//)(?P<key>[A-Za-z0-9_.\-]{1,64}+)"
+        rf"(?=(?:\\?[\"'])?[ \t]*[:=]){_KEY_END}"
         r"(?:\\?[\"'])?[ \t]*[:=][ \t]*(?:\\?[\"'])?)"
         rf"(?!\+?(?:{_SCHEMES})[\s+])"
         r"(?:(?<=\\\")(?:[^\"\\\r\n]|\\[^\"\r\n])+"
