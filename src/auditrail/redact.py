@@ -491,8 +491,9 @@ def _escapable(secret: str) -> str:
     """A pattern for ``secret`` escaped any number of times (JSON in JSON, repr of a repr).
 
     Each character other than a letter or digit may be preceded by backslashes
-    (``\\"``, ``\\\\\\'``, ``\\/``), a backslash may be doubled, and a newline, tab or
-    carriage return may be written as ``\\n``, ``\\t``, ``\\r``.
+    (``\\"``, ``\\\\\\'``, ``\\/``), a backslash may be doubled, a newline, tab or
+    carriage return may be written as ``\\n``, ``\\t``, ``\\r``, and a character
+    outside ASCII by its code (``\\u00e9``, also with doubled backslashes).
     """
     parts = []
     for char in secret:
@@ -502,9 +503,23 @@ def _escapable(secret: str) -> str:
             parts.append(r"\\+")
         elif char in _CONTROL_ESCAPES:
             parts.append(rf"(?:{re.escape(char)}|\\+{_CONTROL_ESCAPES[char]})")
-        else:
+        elif char.isascii():
             parts.append(r"\\*" + re.escape(char))
+        else:
+            parts.append(f"(?:{re.escape(char)}|{'|'.join(_code_escapes(char))})")
     return "".join(parts)
+
+
+def _code_escapes(char: str) -> list[str]:
+    """Patterns for ``char`` as JSON or ``repr`` write it by code (``\\u00e9``, ``\\U0001f680``)."""
+    code = ord(char)
+    if code > 0xFFFF:  # JSON writes a surrogate pair
+        high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+        return [rf"\\+u{high:04x}\\+u{low:04x}", rf"\\+U{code:08x}"]
+    forms = [rf"\\+u{code:04x}"]
+    if code < 0x100:
+        forms.append(rf"\\+x{code:02x}")
+    return forms
 
 
 def _compile_secrets(raw: frozenset[str]) -> _Secrets:

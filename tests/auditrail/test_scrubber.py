@@ -261,6 +261,26 @@ class TestPercentEncodedGap:
         assert redactor.clean(text) == (f"redirect={REDACTED}&next=1", False)
 
 
+class TestRegisteredSecretFormsGap:
+    @pytest.mark.parametrize(
+        "spell",
+        [
+            lambda s: json.dumps({"note": s}),
+            lambda s: json.dumps(json.dumps({"note": s})),
+            lambda s: repr([s + '"']),
+        ],
+        ids=["json-ascii", "json-in-json", "repr"],
+    )
+    def test_a_registered_secret_escaped_as_json_or_repr(self, spell: Any) -> None:
+        """A registered secret written into JSON (even twice) or a repr is still found."""
+        redactor = SecretRedactor()
+        secret = "pässwörd '1' /x"
+        redactor.register(secret)
+        scrubbed = redactor.redact(f"body {spell(secret)} end")
+        assert REDACTED in scrubbed
+        assert "ssw" not in scrubbed
+
+
 # -- JSON and headers inside text ---------------------------------------------------
 
 
@@ -379,6 +399,19 @@ class TestRuleRecords:
         rows = re.findall(r"^\| `([a-z0-9-]+)` \| `(.*)` \| `(.*)` \|$", DOCS.read_text(), re.M)
         shown = [(r.name, _shown(r.example), _shown(r.redacted)) for r in RULES]
         assert rows == shown
+
+    def test_the_docs_encoding_examples(self) -> None:
+        """Each example of the encodings table in docs/redaction.md loses the secret."""
+        section = DOCS.read_text().split("## Registered secrets and encodings")[1].split("##")[0]
+        table = [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
+        examples = [
+            cell for line in table for cell in re.findall(r"`([^`]+)`", line.split(" | ")[1])
+        ]
+        redactor = SecretRedactor()
+        redactor.register("p@ss w/rd")
+        assert len(examples) >= 9
+        assert [e for e in examples if REDACTED not in redactor.redact(e)] == []
+        assert [e for e in examples if "ss w" in redactor.redact(e)] == []
 
 
 def _shown(text: str) -> str:
