@@ -294,7 +294,7 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule(
         "slack-token",
         rf"((?:{'|'.join(_SLACK_PREFIXES)})-)[0-9A-Za-z\-]{{10,}}",
-        tuple(f"{p}-" for p in _SLACK_PREFIXES),
+        ("xox", "xapp-"),
         "slack xoxb-123456789012-1234567890123-AbCdEfGhIjKl ok",
         f"slack xoxb-{_R} ok",
     ),
@@ -366,7 +366,7 @@ RULES: Final[tuple[Rule, ...]] = (
         "credential-header",
         r"(?=[pxa])(\b(?:private-token|x-gitlab-token|x-api-key|api-key|x-auth-token"
         r"|proxy-authorization)\s*[:=]\s*)[^\s,;]+",
-        ("private-token", "x-gitlab-token", "x-api-key", "api-key", "x-auth-token", "proxy-auth"),
+        ("-token", "api-key", "proxy-auth"),
         "PRIVATE-TOKEN: abcdef123456",
         f"PRIVATE-TOKEN: {_R}",
     ),
@@ -415,9 +415,8 @@ RULES: Final[tuple[Rule, ...]] = (
         (
             "token",
             "secret",
-            "passw",
+            "pass",
             "pwd",
-            "passphrase",
             "key",
             "auth",
             "jwt",
