@@ -43,7 +43,7 @@ from auditrail.context import _actor, _correlation_id
 from auditrail.errors import classify_exception, classify_http_status, status_of
 from auditrail.exceptions import InvalidEntryError, LoggerClosedError
 from auditrail.metrics import AuditMetrics
-from auditrail.redact import SecretRedactor, default_redactor
+from auditrail.redact import NARROW_FLAT, SecretRedactor, default_redactor
 from auditrail.sinks.stdout import StderrSink, StdoutSink
 from auditrail.spool import Spool, SpoolClaim, claim_spool_dir
 from auditrail.typing import Sink
@@ -498,7 +498,11 @@ class AuditLogger:
 
     def _clean_target(self, target: dict[Any, Any]) -> tuple[dict[str, Any], int]:
         out: dict[str, Any] = {"resource_type": "none"}
-        flags, seen = self._redactor.flat(target, out, self._max_entry_bytes)
+        if len(target) <= NARROW_FLAT:
+            flags = self._redactor.fill_flat(target.items(), out)
+            seen = len(target)
+        else:
+            flags, seen = self._redactor.flat_wide(target, out, self._max_entry_bytes)
         # Keys that clean to the same text (a cut, or 1 and "1") keep one value.
         if flags & CHANGED and len(out) < seen + ("resource_type" not in target):
             flags |= COERCED

@@ -67,7 +67,8 @@ MAX_DEPTH: Final = 6
 _CACHEABLE_CHARS: Final = 256
 _CACHE_ENTRIES: Final = 8192
 _KEY_CACHE_ENTRIES: Final = 4096
-_NARROW_TARGET: Final = 32
+NARROW_FLAT: Final = 32
+"""A flat mapping of more items is cleaned in slices (``flat_wide``)."""
 _FLAGS: Final = TRUNCATED | COERCED
 _PERCENT_DEPTH: Final = 2  # %253A (encoded twice) is decoded twice
 
@@ -679,6 +680,7 @@ class SecretRedactor:
         self._margin = WINDOW_MARGIN
         self._cache: dict[str, tuple[str, bool]] = {}
         self._keys: dict[str, tuple[str, bool, int]] = {}
+        self._clean = self.clean
         self.generation = 0
         """Bumped whenever earlier results may no longer hold (callers' caches check it)."""
 
@@ -832,14 +834,12 @@ class SecretRedactor:
 
     # -- structures -----------------------------------------------------------
 
-    def flat(self, mapping: dict[Any, Any], out: dict[str, Any], max_bytes: int) -> tuple[int, int]:
-        """Clean a flat mapping (an entry's ``target``) into ``out``: values stay scalars.
-
-        Returns the flags and how many items were read. Past a lower bound of
-        ``max_bytes`` encoded, the rest is left out (``_dropped_keys``).
-        """
-        if len(mapping) <= _NARROW_TARGET:
-            return self._fill_flat(mapping.items(), out), len(mapping)
+    def flat_wide(
+        self, mapping: dict[Any, Any], out: dict[str, Any], max_bytes: int
+    ) -> tuple[int, int]:
+        """``fill_flat`` for a mapping of many keys: returns the flags and how many
+        items were read. Past a lower bound of ``max_bytes`` encoded, the rest is
+        left out (``_dropped_keys``)."""
         # Many keys (hostile, or a mistake: targets are meant to be small and
         # flat). Cleaned in slices, with a lower bound of the encoded size:
         # past the limit the entry will be shrunk anyway, so the rest is not
@@ -848,8 +848,8 @@ class SecretRedactor:
         room = max_bytes
         flags = seen = counted = 0
         while room >= 0 and seen < len(mapping):
-            chunk = list(islice(items, _NARROW_TARGET))
-            flags |= self._fill_flat(chunk, out)
+            chunk = list(islice(items, NARROW_FLAT))
+            flags |= self.fill_flat(chunk, out)
             seen += len(chunk)
             for k, v in islice(reversed(out.items()), len(out) - counted):
                 room -= len(k) + 5 + (len(v) + 1 if type(v) is str else 0)
@@ -859,8 +859,12 @@ class SecretRedactor:
             flags |= TRUNCATED
         return flags, seen
 
-    def _fill_flat(self, items: Iterable[tuple[Any, Any]], out: dict[str, Any]) -> int:
-        clean = self.clean
+    def fill_flat(self, items: Iterable[tuple[Any, Any]], out: dict[str, Any]) -> int:
+        """Clean flat ``items`` (an entry's ``target``) into ``out``: values stay scalars.
+
+        Up to ``NARROW_FLAT`` items; more go through ``flat_wide``. Returns the flags.
+        """
+        clean = self._clean  # bound once: emit's hot path
         keys = self._keys
         flags = 0
         for key, value in items:
