@@ -224,29 +224,7 @@ _SCHEMES: Final = r"bearer|basic|token|digest|negotiate|ntlm"
 # The words a credential name may end with, for the pair rule: its name is
 # read whole (possessively, so the regex never backtracks into it) and must end
 # in one of them; CREDENTIAL_KEY, which knows the last word, then decides.
-_KEY_ENDS: Final = (
-    "token",
-    "secret",
-    "secrets",
-    "password",
-    "passwords",
-    "passwd",
-    "pwd",
-    "passphrase",
-    "key",
-    "keys",
-    "auth",
-    "authorization",
-    "jwt",
-    "cookie",
-    "cookies",
-    "credential",
-    "credentials",
-    "signature",
-    "sessionid",
-    "session_id",
-    "session-id",
-)
+_KEY_ENDS: Final = (*CREDENTIAL_KEY.suffixes, *CREDENTIAL_KEY.key_words, "session_id", "session-id")
 _KEY_END: Final = "(?:" + "|".join(f"(?<={word})" for word in _KEY_ENDS) + ")"
 _R: Final = REDACTED
 
