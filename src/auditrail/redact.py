@@ -22,8 +22,8 @@ structures together:
 
 Scrub first, then cut, everywhere: a secret cut in half no longer matches. To
 bound the work on a huge text only a window is scrubbed, reaching
-``WINDOW_MARGIN`` characters (or the longest registered secret, if longer)
-past the cut, and only what lies before the cut is kept. A secret that starts
+``WINDOW_MARGIN`` characters past the cut (or, if longer, the longest spelling
+a registered secret can have), and only what lies before the cut is kept. A secret that starts
 before the cut therefore lies wholly inside the window and is matched; one that
 the window's edge splits starts after the cut and is dropped with the rest
 (``scrub_then_cut``; ``clean`` does the same for an entry's strings).
@@ -60,7 +60,9 @@ DEFAULT_MAX_FIELD_CHARS: Final = 4096
 MIN_SECRET_CHARS: Final = 6
 """Registered secrets shorter than this are refused: they would redact ordinary words."""
 WINDOW_MARGIN: Final = 4096
-"""How far past a cut the scrubbed window reaches; longer than any credential shape."""
+"""How far past a cut the scrubbed window reaches at least (a longer registered secret
+widens it). A shape longer than this that the window splits still matches from its
+start (a PEM block to the end of the window)."""
 MAX_DEPTH: Final = 6
 """Structures nested deeper are recorded as ``"[nested too deep]"``."""
 
@@ -564,6 +566,8 @@ def _spans(text: str, low: str, secrets: _Secrets, depth: int) -> list[tuple[int
                 start, end = m.end(1), m.end()
                 if end > start and (not rule.named_key or credential_key(m["key"])):
                     spans.append((start, end))
+                    if end == len(text):
+                        break  # later matches would lie inside this one (a PEM body)
                 pos = max(start, m.start() + 1)
     if depth < _PERCENT_DEPTH and "%" in text and _PERCENT.search(text) is not None:
         # Percent-encoded credentials: scrub the decoded text, and map what it
@@ -720,7 +724,7 @@ class SecretRedactor:
         ``4 * window(limit) + 4`` bytes (at most 4 bytes a character), so that
         its cut lies beyond the window and cannot split a secret that is kept.
         """
-        return limit + max(self._margin, self._secrets.longest)
+        return limit + self._margin
 
     def scrub_then_cut(
         self, text: str, limit: int, *also: str | None, mark: str = "…", tail: bool = False
@@ -771,8 +775,7 @@ class SecretRedactor:
                 text, flags = str.__str__(value), 0
             elif isinstance(value, bytes | bytearray | memoryview):
                 # Decoded far enough past the window that a cut here is the window's.
-                chars = self.max_field_chars + self._margin + 1
-                text, flags = bytes_text(value, chars)
+                text, flags = bytes_text(value, self.window(self.max_field_chars) + 1)
             else:
                 text, flags = safe_str(value, self._repr_cut)
         except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
