@@ -55,6 +55,24 @@ from auditrail._coerce import (
     type_name,
 )
 
+__all__ = [
+    "CREDENTIAL_KEY",
+    "DEFAULT_MAX_FIELD_CHARS",
+    "MAX_DEPTH",
+    "MIN_SECRET_CHARS",
+    "REDACTED",
+    "RULES",
+    "WINDOW_MARGIN",
+    "KeyRule",
+    "Rule",
+    "SecretRedactor",
+    "credential_key",
+    "default_redactor",
+    "register_secret",
+    "scrub_then_cut",
+    "secret_forms",
+]
+
 REDACTED: Final = "[REDACTED]"
 DEFAULT_MAX_FIELD_CHARS: Final = 4096
 MIN_SECRET_CHARS: Final = 6
@@ -440,7 +458,7 @@ def _escape_control(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def escape_controls(text: str) -> str:
+def _escape_controls(text: str) -> str:
     """``text`` with every line-breaking or control character written as ``\\xNN``/``\\uNNNN``."""
     return _CONTROL.sub(_escape_control, text) if _CONTROL.search(text) else text
 
@@ -757,7 +775,7 @@ class SecretRedactor:
             return hit
         limit = self.max_field_chars
         out, cut = self._part(text, limit, self._secrets, False)
-        out = escape_controls(out)
+        out = _escape_controls(out)
         # Cut last, so that escaping can never take a field past its limit.
         if cut or len(out) > limit:
             out, cut = out[: limit - 32] + CUT_MARK, True
