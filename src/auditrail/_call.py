@@ -33,6 +33,7 @@ from auditrail.exceptions import InvalidEntryError
 
 if TYPE_CHECKING:
     from auditrail.logger import AuditLogger
+    from auditrail.redact import SecretRedactor
 
 
 class AuditCall:
@@ -121,7 +122,7 @@ class PendingCall:
             # An error class the block set stays, if it is one.
             error = (lookup(ERROR_CLASSES, error) if error is not None else None) or classified
             if message is None:
-                message = exception_text(exc)
+                message = exception_text(exc, self._logger._redactor)
             if status is None:
                 status = carried
             if not isinstance(exc, Exception):
@@ -167,10 +168,14 @@ def _with_cancelled(details: object) -> object:
     return details
 
 
-def exception_text(exc: BaseException) -> str:
-    """``"<class name>: <str(exc)>"``, never raising (not yet scrubbed: ``emit`` does that)."""
+def exception_text(exc: BaseException, redactor: SecretRedactor) -> str:
+    """``"<class name>: <str(exc)>"``, never raising.
+
+    ``emit`` scrubs the whole message; ``redactor`` scrubs a bounded repr
+    before cutting it, when ``str(exc)`` itself fails.
+    """
     name = _coerce.type_name(exc)
-    text, _ = _coerce.safe_str(exc)
+    text, _ = _coerce.safe_str(exc, redactor.scrub_then_cut)
     return f"{name}: {text}"
 
 

@@ -1,27 +1,32 @@
-"""What a value JSON cannot hold becomes in an entry, and the cuts of last resort.
+"""What a scalar JSON cannot hold becomes in an entry, and the cuts of already-scrubbed text.
 
-``AuditLogger.emit`` cleans the common types inline; the helpers here run only
-for unusual input (a failing ``__str__``, a lone surrogate, an integer beyond
-64 bits, NaN, a measured number out of range), so they favour never raising
-over speed. Every helper reports what it did as flags: ``TRUNCATED`` (something
-was cut or left out) and ``COERCED`` (something was replaced by a stand-in or
-escaped, so the entry no longer holds the value exactly as given).
+The scrubber (``auditrail.redact``) cleans the common types inline; the
+helpers here run only for unusual input (a failing ``__str__``, invalid UTF-8,
+an integer beyond 64 bits, NaN, a measured number out of range), so they favour
+never raising over speed. Every helper reports what it did as flags:
+``TRUNCATED`` (something was cut or left out) and ``COERCED`` (something was
+replaced by a stand-in or escaped, so the entry no longer holds the value
+exactly as given). Nothing here scrubs: ``safe_str`` is handed the scrubber's
+cut, and ``cut`` is only for text the scrubber already cleaned.
 """
 
 from __future__ import annotations
 
 import reprlib
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 TRUNCATED: Final = 1
 COERCED: Final = 2
+CHANGED: Final = 4
+"""A mapping key cleaned to other text: two keys may have become one."""
 
-Cleaner = Callable[[str], tuple[str, bool]]
+ScrubCut = Callable[[str, int], str]
+"""Scrub ``text``, then shorten it to the given length (``SecretRedactor.scrub_then_cut``)."""
 
 # orjson encodes integers in [-2**63, 2**64 - 1] and refuses the rest.
-_INT_MIN: Final = -(2**63)
-_INT_MAX: Final = 2**64 - 1
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**64 - 1
 # Bigger integers are written as decimal text up to this size; Python itself
 # refuses int->str beyond 4,300 digits by default, and such a number is noise.
 _DECIMAL_BITS: Final = 4096
@@ -41,29 +46,35 @@ def type_name(value: object) -> str:
 class _BoundedRepr(reprlib.Repr):
     """reprlib bounds depth and length, so a structure nested 10,000 deep (whose
     str() raises RecursionError) still gets a text; a leaf whose ``__repr__``
-    fails is named by its class (not by its address, as reprlib does)."""
+    fails is named by its class (not by its address, as reprlib does). Its cuts
+    of strings and leaves go through ``scrub_cut``: scrubbed first, then cut
+    (reprlib's own cut keeps both ends of a string, and with them a secret's)."""
+
+    def __init__(self, scrub_cut: ScrubCut) -> None:
+        super().__init__()
+        self.maxlevel = 6
+        self.maxstring = 256
+        self.maxother = 256
+        self._scrub_cut = scrub_cut
+
+    def repr_str(self, x: str, level: int) -> str:
+        return repr(self._scrub_cut(x, self.maxstring))
 
     def repr_instance(self, x: object, level: int) -> str:
         try:
             text = repr(x)
         except Exception:  # noqa: BLE001 - the caller's __repr__ may raise anything
             return f"<unprintable {type_name(x)}>"
-        return text if len(text) <= self.maxother else text[: self.maxother - 3] + "..."
+        return self._scrub_cut(text, self.maxother)
 
 
-_REPR: Final = _BoundedRepr()
-_REPR.maxlevel = 6
-_REPR.maxstring = 256
-_REPR.maxother = 256
-
-
-def safe_str(value: object) -> tuple[str, int]:
+def safe_str(value: object, scrub_cut: ScrubCut) -> tuple[str, int]:
     """``str(value)``; a bounded repr when that raises; a stand-in naming the class last."""
     try:
         text = str(value)
     except Exception:  # noqa: BLE001 - the caller's __str__ may raise anything
         try:
-            text = _REPR.repr(value)
+            text = _BoundedRepr(scrub_cut).repr(value)
         except Exception:  # noqa: BLE001 - and so may its __repr__
             return f"<unprintable {type_name(value)}>", COERCED
         return (text if type(text) is str else str.__str__(text)), COERCED
@@ -71,7 +82,12 @@ def safe_str(value: object) -> tuple[str, int]:
 
 
 def bytes_text(value: bytes | bytearray | memoryview, max_chars: int) -> tuple[str, int]:
-    """Bytes as UTF-8 text, invalid bytes written as ``\\xNN`` (flagged coerced)."""
+    """Bytes as UTF-8 text, invalid bytes written as ``\\xNN`` (flagged coerced).
+
+    Longer values are cut at ``4 * max_chars`` bytes, which decode to at least
+    ``max_chars`` characters: the caller passes more than its scrubbed window,
+    so the scrubber, not this cut, decides what of the text is kept.
+    """
     flags = 0
     limit = 4 * max_chars
     if len(value) > limit:
@@ -134,56 +150,12 @@ def duration_ms(value: object) -> tuple[float | None, int]:
     return (round(number, 3) if number > 0 else 0.0), 0
 
 
-def repair(value: Any, clean: Cleaner) -> tuple[Any, int]:
-    """Make already-cleaned plain data encodable: escape lone surrogates, write big ints as text.
-
-    Runs only after orjson refused an entry, on data made of str, int, float,
-    bool, None, dict (str keys) and list. An escaped string is cleaned again,
-    so it is cut back to the field limit.
-    """
-    kind = type(value)
-    if kind is str:
-        return repair_text(value, clean)
-    if kind is int:
-        if _INT_MIN <= value <= _INT_MAX:
-            return value, 0
-        text, cut = clean(big_int_text(value))
-        return text, COERCED | cut
-    if kind is dict:
-        out: dict[str, Any] = {}
-        flags = 0
-        for key, item in value.items():
-            k, f = repair_text(key, clean) if type(key) is str else safe_str(key)
-            v, g = repair(item, clean)
-            flags |= f | g
-            if k in out:
-                flags |= COERCED
-            out[k] = v
-        return out, flags
-    if kind is list:
-        items = []
-        flags = 0
-        for item in value:
-            v, f = repair(item, clean)
-            items.append(v)
-            flags |= f
-        return items, flags
-    return value, 0
-
-
-def repair_text(text: str, clean: Cleaner) -> tuple[str, int]:
-    """``text`` unchanged when valid UTF-8, else with lone surrogates written as ``\\udcff``."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
-        cleaned, cut = clean(escaped)
-        return cleaned, COERCED | cut
-    return text, 0
-
-
 def cut(text: str, max_chars: int) -> str:
-    """Shorten already-cleaned text to ``max_chars`` (>= 16) with the redactor's marker."""
+    """Shorten text the scrubber already cleaned to ``max_chars`` (>= 16), marked.
+
+    Only for scrubbed text (the shrinker's later cuts): anything else goes
+    through ``SecretRedactor.scrub_then_cut``.
+    """
     if len(text) <= max_chars:
         return text
     return text[: max_chars - len(CUT_MARK)] + CUT_MARK

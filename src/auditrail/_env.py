@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from auditrail.exceptions import ConfigError
+from auditrail.redact import scrub_then_cut
 
 PREFIX: Final = "AUDIT_LOG_"
 
@@ -72,10 +73,15 @@ _PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9_]{1,100}")
 
 
 def shown(raw: str) -> str:
-    """A value as error messages quote it: ``repr`` (one line), cut to a readable length."""
+    """A value as error messages quote it: scrubbed, then cut to a readable length, ``repr``.
+
+    A value given to the wrong variable may be a credential (a token pasted
+    into AUDIT_LOG_HTTP_ENDPOINT): scrubbed before the cut, so no prefix of it shows.
+    """
+    text = scrub_then_cut(raw, _SHOWN_CHARS + 3, mark="...")
     if len(raw) > _SHOWN_CHARS:
-        return f"{raw[:_SHOWN_CHARS]!r}... ({len(raw)} characters)"
-    return repr(raw)
+        return f"{text!r} ({len(raw)} characters)"
+    return repr(text)
 
 
 def _shown_name(name: str) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from auditrail.redact import scrub_then_cut
+
 SERVICE_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SERVICE_NAME_RULE: Final = (
     "1 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -25,5 +27,5 @@ def service_name_problem(name: object) -> str | None:
     if not name.strip():
         return "must not be blank"
     if SERVICE_NAME_PATTERN.fullmatch(name) is None:
-        return f"{name[:80]!r} is not a safe service name ({SERVICE_NAME_RULE})"
+        return f"{scrub_then_cut(name, 80)!r} is not a safe service name ({SERVICE_NAME_RULE})"
     return None

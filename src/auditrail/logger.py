@@ -14,7 +14,7 @@ import contextlib
 import functools
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +25,7 @@ import orjson
 from auditrail import _coerce
 from auditrail._call import AuditCall, PendingCall, exception_text
 from auditrail._classify import classify_http_status
-from auditrail._coerce import COERCED, TRUNCATED
+from auditrail._coerce import CHANGED, COERCED, TRUNCATED
 from auditrail._event import (
     ACTION_MAX_CHARS,
     ACTION_PATTERN,
@@ -48,24 +48,20 @@ from auditrail.delivery.options import DeliveryOptions, DeliverySettings, resolv
 from auditrail.delivery.pipeline import DeliveryPipeline
 from auditrail.exceptions import InvalidEntryError, LoggerClosedError
 from auditrail.metrics import AuditMetrics
-from auditrail.redact import REDACTED, SecretRedactor, default_redactor
+from auditrail.redact import NARROW_FLAT, SecretRedactor, default_redactor
 from auditrail.typing import Sink
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_MAX_ENTRY_BYTES: Final = 16 * 1024
-_MAX_DEPTH: Final = 6
 _TargetArg = Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None
 
 _ACTION: Final = re.compile(ACTION_PATTERN.removeprefix("^").removesuffix("$"))
 _NO_TARGET: Final = {"resource_type": "none"}
-# The caches hold cleaned strings that repeat (mapping keys, actors, action
-# names). Only values up to _CACHEABLE_CHARS are kept, so each cache is bounded
-# in bytes as well as in count: at most _CACHE_LIMIT x (two strings of 256
-# characters + a tuple) ~ 2.5 MB even for 4-byte characters, whatever the input.
-_NARROW_TARGET: Final = 32
-_CHANGED: Final = 4  # a key cleaned to other text: two keys may have become one
+# The caches hold cleaned values that repeat (actors, action names; the
+# scrubber keeps strings and mapping keys). Only values up to _CACHEABLE_CHARS
+# are kept, so each cache is bounded in bytes as well as in count.
 _FLAGS: Final = TRUNCATED | COERCED
 _CACHE_LIMIT: Final = 4096
 _CACHEABLE_CHARS: Final = 256
@@ -76,15 +72,6 @@ _SHRINK_STEPS: Final = ((256, 64), (64, 8))
 # service of 64 ASCII characters (auditrail._names) the core entry stays under
 # the smallest allowed limit, 1,024 bytes (test_minimal_entry_fits_the_smallest_limit).
 _CORE_CHARS: Final = 16
-# A value under a key named like a credential is redacted even when it has no
-# recognisable shape ({"password": "hunter2"}). Whole-key match, so that
-# "completion_tokens" or "auth_method" stay readable while "gitlab_token",
-# "PRIVATE-TOKEN" or "x-api-key" do not.
-_CREDENTIAL_KEY: Final = re.compile(
-    r"(?:[a-z0-9]+[-_])*(?:token|secret|password|passwd|api[-_]?key|authorization"
-    r"|cookie|set-cookie|credentials?|signature|session[-_]?id)",
-    re.IGNORECASE,
-)
 
 
 class AuditLogger:
@@ -110,7 +97,8 @@ class AuditLogger:
             be given as keywords (``max_buffer_events=200``), over ``delivery``.
         fallback: where entries also go while the sink fails (stdout, or
             stderr when the sink is stdout itself).
-        redactor: scrubs strings (default: the process-wide redactor).
+        redactor: the scrubber of every string, key and structure (default:
+            the process-wide one, ``auditrail.redact.default_redactor``).
         metrics: Prometheus metrics (default: on the global registry).
         max_entry_bytes: the largest encoded entry (at least 1,024); bulkier
             entries are cut down, never written whole.
@@ -158,7 +146,6 @@ class AuditLogger:
         self._max_entry_bytes = max_entry_bytes
         # Caches of cleaned values, bounded in count and bytes (_CACHEABLE_CHARS).
         self._actors: dict[int, tuple[Actor, dict[str, str], int]] = {}
-        self._keys: dict[str, tuple[str, bool, int]] = {}
         self._actions: set[str] = set()
         self._generation = self._redactor.generation
         self._count = self._metrics.count_entry
@@ -308,7 +295,7 @@ class AuditLogger:
                             entry["error_message"], cut = self._clean(error_message)
                             flags |= cut
                     else:
-                        entry["error_message"], f = self._text(error_message)
+                        entry["error_message"], f = self._redactor.text(error_message)
                         flags |= f
             if duration_ms is not None:
                 if type(duration_ms) is float and 0.0 < duration_ms < 1e308:
@@ -324,7 +311,7 @@ class AuditLogger:
                 if type(details) is dict:
                     if details:
                         room = [self._max_entry_bytes]
-                        entry["details"], f = self._clean_mapping(
+                        entry["details"], f = self._redactor.mapping(
                             details.items(), len(details), 0, room
                         )
                         flags |= f
@@ -363,7 +350,7 @@ class AuditLogger:
     def _repaired(self, entry: dict[str, Any]) -> bytes:
         """Only a lone surrogate or an integer beyond 64 bits gets orjson to refuse an
         entry (the cleaning made everything else plain JSON data): fix those in place."""
-        fixed, flags = _coerce.repair(entry, self._clean)
+        fixed, flags = self._redactor.repair(entry)
         entry.clear()
         entry.update(fixed)
         entry["coerced"] = True
@@ -416,7 +403,6 @@ class AuditLogger:
         # were cleaned: clean them again.
         self._generation = self._redactor.generation
         self._actors = {}
-        self._keys = {}
         self._actions = set()
 
     def _check_action(self, action: object) -> str:
@@ -453,23 +439,23 @@ class AuditLogger:
     def _describe(self, value: object) -> str:
         """A short, scrubbed rendering of a rejected argument, for an exception message."""
         try:
-            if isinstance(value, str):
-                return repr(_coerce.cut(self._text(value)[0], 80))
-            return f"<{_coerce.type_name(value)}>"
+            text = str.__str__(value) if isinstance(value, str) else None
         except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
-            return f"<{_coerce.type_name(value)}>"
+            text = None
+        if text is None:
+            return self._clean(f"<{_coerce.type_name(value)}>")[0]
+        return repr(self._clean(self._redactor.scrub_then_cut(text, 80))[0])
 
     def _clean_actor(self, actor: object) -> tuple[dict[str, str], int]:
         try:
+            text = self._redactor.text
             if not isinstance(actor, Actor):
-                id_text, flags = self._text(actor)
+                id_text, flags = text(actor)
                 return {"type": "unknown", "id": id_text}, flags | COERCED
             actor_type, actor_id = actor.type, actor.id
             clean = self._clean
-            type_text, flags = (
-                clean(actor_type) if type(actor_type) is str else self._text(actor_type)
-            )
-            id_text, f = clean(actor_id) if type(actor_id) is str else self._text(actor_id)
+            type_text, flags = clean(actor_type) if type(actor_type) is str else text(actor_type)
+            id_text, f = clean(actor_id) if type(actor_id) is str else text(actor_id)
             flags |= f
             if not type_text:
                 type_text = "unknown"
@@ -491,47 +477,15 @@ class AuditLogger:
         except Exception:  # noqa: BLE001 - an Actor subclass may raise anything
             return {"type": "unknown", "id": ""}, COERCED
 
-    def _key(self, key: object) -> tuple[str, bool, int]:
-        """A cleaned mapping key, whether it names a credential, and its flags."""
-        if type(key) is str:
-            text, cut = self._clean(key)
-            flags = (TRUNCATED if cut else 0) | (_CHANGED if text != key else 0)
-            found = (text, _CREDENTIAL_KEY.fullmatch(text) is not None, flags)
-            # Short keys only: a cache of 4,096 keys of any length grew with
-            # the input (30 distinct 10 MB keys kept 224 MB).
-            if len(key) <= _CACHEABLE_CHARS:
-                if len(self._keys) >= _CACHE_LIMIT:
-                    self._keys.clear()
-                self._keys[key] = found
-            return found
-        # Not a str: its string form, never cached (its hash and equality are
-        # the caller's code).
-        text, flags = self._text(key)
-        return text, _CREDENTIAL_KEY.fullmatch(text) is not None, flags | _CHANGED
-
-    def _text(self, value: object) -> tuple[str, int]:
-        """Any value as scrubbed text: its ``str()`` (bytes decoded), or a stand-in."""
-        try:
-            if isinstance(value, str):
-                text, flags = str.__str__(value), 0
-            elif isinstance(value, bytes | bytearray | memoryview):
-                text, flags = _coerce.bytes_text(value, self._redactor.max_field_chars)
-            else:
-                text, flags = _coerce.safe_str(value)
-        except Exception:  # noqa: BLE001 - even isinstance() runs the caller's __class__
-            text, flags = f"<unprintable {_coerce.type_name(value)}>", COERCED
-        cleaned, cut = self._clean(text)
-        return cleaned, flags | cut
-
     def _clean_target(self, target: dict[Any, Any]) -> tuple[dict[str, Any], int]:
         out: dict[str, Any] = {"resource_type": "none"}
-        if len(target) <= _NARROW_TARGET:
-            flags = self._fill_target(target.items(), out)
+        if len(target) <= NARROW_FLAT:
+            flags = self._redactor.fill_flat(target.items(), out)
             seen = len(target)
         else:
-            flags, seen = self._fill_wide_target(target, out)
+            flags, seen = self._redactor.flat_wide(target, out, self._max_entry_bytes)
         # Keys that clean to the same text (a cut, or 1 and "1") keep one value.
-        if flags & _CHANGED and len(out) < seen + ("resource_type" not in target):
+        if flags & CHANGED and len(out) < seen + ("resource_type" not in target):
             flags |= COERCED
         resource_type = out["resource_type"]
         if type(resource_type) is not str or not resource_type:
@@ -541,76 +495,14 @@ class AuditLogger:
             flags |= COERCED
         return out, flags & _FLAGS
 
-    def _fill_target(self, items: Iterable[tuple[Any, Any]], out: dict[str, Any]) -> int:
-        clean = self._clean
-        keys = self._keys
-        flags = 0
-        for key, value in items:
-            found = keys.get(key) if type(key) is str else None
-            if found is None:
-                found = self._key(key)
-            k, secret, f = found
-            flags |= f
-            kind = type(value)
-            if secret and value is not None:
-                out[k] = REDACTED
-            elif kind is str:
-                out[k], cut = clean(value)
-                flags |= cut
-            elif (
-                kind is int
-                or kind is bool
-                or value is None
-                or (kind is float and value - value == 0)
-            ):
-                out[k] = value
-            else:
-                out[k], f = self._odd_target_value(value)
-                flags |= f
-        return flags
-
-    def _fill_wide_target(self, target: dict[Any, Any], out: dict[str, Any]) -> tuple[int, int]:
-        # Many keys (hostile, or a mistake: targets are meant to be small and
-        # flat). Cleaned in slices, with a lower bound of the encoded size:
-        # past the limit the entry will be shrunk anyway, so the rest is not
-        # worth cleaning (5,000 keys of 4,000 characters made a 20 MB entry).
-        items = iter(target.items())
-        room = self._max_entry_bytes
-        flags = seen = counted = 0
-        while room >= 0 and seen < len(target):
-            chunk = list(islice(items, _NARROW_TARGET))
-            flags |= self._fill_target(chunk, out)
-            seen += len(chunk)
-            for k, v in islice(reversed(out.items()), len(out) - counted):
-                room -= len(k) + 5 + (len(v) + 1 if type(v) is str else 0)
-            counted = len(out)
-        if seen < len(target):
-            out["_dropped_keys"] = len(target) - seen
-            flags |= TRUNCATED
-        return flags, seen
-
-    def _odd_target_value(self, value: object) -> tuple[Any, int]:
-        try:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return int.__int__(value), 0  # IntEnum; beyond 64 bits: _coerce.repair
-            if isinstance(value, float):
-                number = float.__float__(value)
-                if number - number == 0.0:
-                    return number, 0
-                return _coerce.nonfinite_text(number), COERCED
-        except Exception:  # noqa: BLE001 - the caller's __class__; _text copes
-            return self._text(value)
-        # Non-scalars too: a target stays flat so that it can be filtered on.
-        return self._text(value)
-
     def _odd_target(self, target: object) -> tuple[dict[str, Any], int]:
         try:
             if isinstance(target, Mapping):
                 pairs = dict(islice(target.items(), self._max_entry_bytes // 5 + 1))
                 return self._clean_target(pairs) if pairs else (_NO_TARGET, 0)
-            text, flags = self._text(target)
+            text, flags = self._redactor.text(target)
         except Exception:  # noqa: BLE001 - a broken mapping is recorded as its text
-            text, flags = self._text(target)
+            text, flags = self._redactor.text(target)
         return {"resource_type": "none", "_value": text}, flags | COERCED
 
     def _odd_details(self, details: object) -> tuple[dict[str, Any], int]:
@@ -618,93 +510,11 @@ class AuditLogger:
         try:
             if isinstance(details, Mapping):
                 pairs = list(islice(details.items(), room[0] // 5 + 1))
-                return self._clean_mapping(pairs, len(pairs), 0, room)
+                return self._redactor.mapping(pairs, len(pairs), 0, room)
         except Exception:  # noqa: BLE001 - a broken mapping is recorded as its text
             room = [self._max_entry_bytes]
-        value, flags = self._clean_value(details, 1, room)
+        value, flags = self._redactor.value(details, 1, room)
         return {"_value": value}, flags | COERCED
-
-    def _clean_mapping(
-        self, items: Iterable[tuple[Any, Any]], count: int, depth: int, room: list[int]
-    ) -> tuple[dict[str, Any], int]:
-        # ``room`` is a lower bound of the bytes still free in the entry,
-        # shared by the whole walk: it bounds the work on huge or cyclic input
-        # (a list holding itself 100 times, 6 levels deep, is 10**12 leaves).
-        keys = self._keys
-        out: dict[str, Any] = {}
-        flags = 0
-        for key, item in items:
-            if room[0] < 0:
-                return out, (flags | TRUNCATED) & _FLAGS
-            found = keys.get(key) if type(key) is str else None
-            if found is None:
-                found = self._key(key)
-            k, secret, f = found
-            flags |= f
-            room[0] -= len(k) + 4  # "k": and a separator
-            if secret and item is not None:
-                out[k] = REDACTED
-            else:
-                out[k], f = self._clean_value(item, depth + 1, room)
-                flags |= f
-        if len(out) < count:
-            flags |= COERCED  # keys that clean to the same text keep one value
-        return out, flags & _FLAGS
-
-    def _clean_value(self, value: Any, depth: int, room: list[int]) -> tuple[Any, int]:
-        kind = type(value)
-        # Charges to ``room`` are lower bounds of the encoded size: a string is
-        # its characters and quotes, a number at least one byte; the container
-        # charges one separator per item.
-        if kind is str:
-            text, cut = self._clean(value)
-            room[0] -= len(text) + 2
-            return text, cut
-        if kind is int or kind is bool or value is None:
-            room[0] -= 1
-            return value, 0
-        if kind is float:
-            room[0] -= 1
-            if value - value == 0.0:
-                return value, 0
-            return _coerce.nonfinite_text(value), COERCED
-        if depth >= _MAX_DEPTH:
-            room[0] -= 19
-            return "[nested too deep]", TRUNCATED
-        if kind is dict:
-            return self._clean_mapping(value.items(), len(value), depth, room)
-        if kind is list or kind is tuple:
-            items = []
-            flags = 0
-            for item in value:
-                if room[0] < 0:
-                    flags |= TRUNCATED
-                    break
-                room[0] -= 1
-                cleaned, f = self._clean_value(item, depth + 1, room)
-                items.append(cleaned)
-                flags |= f
-            return items, flags
-        return self._odd_value(value, depth, room)
-
-    def _odd_value(self, value: object, depth: int, room: list[int]) -> tuple[Any, int]:
-        try:
-            if isinstance(value, str):
-                return self._clean_value(str.__str__(value), depth, room)
-            if isinstance(value, int):
-                return self._clean_value(int.__int__(value), depth, room)
-            if isinstance(value, float):
-                return self._clean_value(float.__float__(value), depth, room)
-            if isinstance(value, Mapping):
-                pairs = list(islice(value.items(), max(room[0], 0) // 5 + 1))
-                return self._clean_mapping(pairs, len(pairs), depth, room)
-            if isinstance(value, list | tuple | set | frozenset):
-                return self._clean_value(list(islice(value, max(room[0], 0) + 1)), depth, room)
-            text, flags = self._text(value)
-        except Exception:  # noqa: BLE001 - a broken container is recorded as its text
-            text, flags = self._text(value)
-        room[0] -= len(text) + 2
-        return text, flags
 
     def _shrink(self, entry: dict[str, Any]) -> bytes:
         """Cut an entry down to ``max_entry_bytes``, re-checking the encoded size at each step.
@@ -964,7 +774,7 @@ class Audited:
             except Exception as exc:  # noqa: BLE001 - the caller's own call comes first
                 # The call itself still runs (and raises its own error, if the
                 # arguments are wrong); the entry says the target was lost.
-                return f"<target callable raised {exception_text(exc)}>"
+                return f"<target callable raised {exception_text(exc, self._logger._redactor)}>"
         return self._target
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:

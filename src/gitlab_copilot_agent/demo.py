@@ -54,6 +54,7 @@ from agent_standins.servers import run_in_thread
 from auditrail.config import AuditConfig
 from auditrail.demo import claim_demo_dir
 from gitlab_copilot_agent.main import create_app
+from gitlab_copilot_agent.scrub import scrub, scrub_then_cut
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
 from gitlab_copilot_agent.webhook_auth import expected_signature, signing_key
 
@@ -327,7 +328,8 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
         f"{len(gitlab.commit_discussions())} inline comment(s) on group/app!{DEFAULT_MR_IID}"
     )
     if reviews:
-        print("   " + reviews[-1]["body"].splitlines()[0][:100])
+        first_line = scrub(reviews[-1]["body"]).splitlines()[0]
+        print("   " + scrub_then_cut(first_line, 100))
     ok = bool(reviews) and pushed
     if audit_config.file_path is None or "file" not in audit_config.destinations:
         print("\n(the trail went to the configured AUDIT_LOG_DESTINATION, not a file)")

@@ -5,12 +5,14 @@ audit trail is for security and goes through ``auditrail``. Both are scrubbed
 by the same redactor (``auditrail.redact.default_redactor``, where the
 service registers its configured secrets at start):
 
-- every string value of every event, keys included, and anything that is not
-  a plain JSON value (an exception object, a URL) after ``str()``, goes
-  through ``default_redactor.clean``, which redacts first and cuts after;
-- exceptions are rendered to text first (``format_exc_info``) and then
-  scrubbed line by line, so no exception message, URL or error body reaches
-  the output unscrubbed;
+- every key and value of every event goes through the same structure
+  scrubber as the audit trail (``default_redactor.scrub``): strings redacted
+  first and cut after, values under credential keys (``token``,
+  ``clientSecret``...) replaced whole, anything that is not a plain JSON value
+  (an exception object, a URL) scrubbed as the text it renders to;
+- exceptions are rendered to text first (``format_exc_info``), scrubbed whole
+  (a PEM key spans lines), and only then cut to their last lines, so no
+  exception message, URL or error body reaches the output unscrubbed;
 - records of other libraries' stdlib loggers (uvicorn, asyncio, httpx) pass
   through the same chain once ``configure_logging`` has installed the handler,
   and so do warnings and uncaught exceptions in any thread.
@@ -29,21 +31,21 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from types import TracebackType
 from typing import IO, Any, Final
 
 import structlog
 
-from auditrail.redact import default_redactor
+from auditrail.redact import REDACTED, default_redactor
 from gitlab_copilot_agent.settings import LogSettings
 
 __all__ = ["configure_logging", "get_logger", "scrub_event"]
 
 MAX_EXCEPTION_LINES: Final = 200
 """A rendered traceback keeps at most its last lines (the end names the error)."""
-_MAX_DEPTH: Final = 6
-_PLAIN: Final = (bool, int, float, type(None))
+MAX_EXCEPTION_CHARS: Final = 256 * 1024
+"""...and at most its last characters, scrubbed before they are cut."""
 _MULTILINE: Final = frozenset({"exception", "stack"})
 _INTERNAL: Final = frozenset({"_record", "_from_structlog"})
 
@@ -52,29 +54,22 @@ def _clean(text: str) -> str:
     return default_redactor.clean(text)[0]
 
 
-def _scrub_value(value: Any, depth: int = 0) -> Any:
-    if isinstance(value, str):
-        return _clean(value)
-    if isinstance(value, _PLAIN):
-        return value
-    if depth < _MAX_DEPTH:
-        if isinstance(value, Mapping):
-            return {_clean(str(k)): _scrub_value(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, list | tuple | set | frozenset):
-            return [_scrub_value(v, depth + 1) for v in value]
-    # Exceptions, URLs, paths, anything with a __str__: scrubbed as the text it renders to.
-    return _clean(str(value))
-
-
 def _scrub_lines(text: str) -> str:
-    # Cleaned line by line so a traceback stays readable on a terminal; each
-    # line is redacted before it is cut, and control characters are escaped.
-    lines = text.splitlines()[-MAX_EXCEPTION_LINES:]
+    # Scrubbed whole before it is cut to its last lines (a credential over
+    # several lines, a PEM key, only matches whole), then cleaned line by line
+    # so a traceback stays readable on a terminal: control characters escaped.
+    tail = default_redactor.scrub_then_cut(text, MAX_EXCEPTION_CHARS, tail=True)
+    lines = tail.splitlines()[-MAX_EXCEPTION_LINES:]
     return "\n".join(_clean(line) for line in lines)
 
 
 def scrub_event(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
-    """structlog processor: every key and value of the event, scrubbed (exceptions too)."""
+    """structlog processor: every key and value of the event, scrubbed (exceptions too).
+
+    Values go through the audit trail's structure scrubber: strings redacted
+    and cut, values under credential keys (``token=...``) replaced whole,
+    anything else (an exception object, a URL) scrubbed as its text.
+    """
     scrubbed: dict[str, Any] = {}
     for key, value in event_dict.items():
         if key in _INTERNAL:
@@ -82,7 +77,10 @@ def scrub_event(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]
         elif key in _MULTILINE and isinstance(value, str):
             scrubbed[key] = _scrub_lines(value)
         else:
-            scrubbed[_clean(str(key))] = _scrub_value(value)
+            name, secret, _ = default_redactor.key(key)
+            scrubbed[name] = (
+                REDACTED if secret and value is not None else default_redactor.scrub(value)
+            )
     return scrubbed
 
 

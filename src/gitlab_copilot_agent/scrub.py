@@ -1,50 +1,35 @@
-"""Scrub first, then cut: how the agent shortens any text that may hold a secret.
+"""Scrub first, then cut: the agent's helpers over the library's one scrubber.
 
-A secret cut in half no longer matches the redactor, so text is always
-scrubbed whole and shortened afterwards. To bound the work on a huge input
-(a 10 MB error page) only a window is scrubbed; the window reaches
-``WINDOW_MARGIN`` characters past the cut, further than any secret is long,
-so a secret split by the window's edge lies wholly beyond the cut and is
-dropped with the rest (the same reasoning as ``SecretRedactor.clean``).
+``scrub`` and ``scrub_then_cut`` are ``auditrail.redact``'s (the process-wide
+redactor, which knows every configured secret, plus exact values a caller
+holds); the helpers below list the forms a configured secret can take in text,
+for registering them at start.
 """
 
 from __future__ import annotations
 
 import base64
 import urllib.parse
-from typing import Final
 
-from auditrail.redact import MIN_SECRET_CHARS, REDACTED, default_redactor
-
-WINDOW_MARGIN: Final = 4096
-"""How far past the cut the scrubbed window reaches; longer than any credential."""
+from auditrail.redact import MIN_SECRET_CHARS, default_redactor
+from auditrail.redact import scrub_then_cut as scrub_then_cut
 
 
 def scrub(text: str, *also: str | None) -> str:
     """``text`` with ``also`` (exact values) and everything the process redactor knows replaced."""
-    for secret in also:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return default_redactor.redact(text)
-
-
-def scrub_then_cut(text: str, limit: int, *also: str | None) -> str:
-    """Scrub, then shorten to ``limit`` characters (the last one an ellipsis when cut)."""
-    if limit < 1:
-        raise ValueError("limit must be >= 1")
-    clean = scrub(text[: limit + WINDOW_MARGIN], *also)
-    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+    return default_redactor.redact(text, *also)
 
 
 def secret_forms(value: str) -> list[str]:
-    """The ways ``value`` can be spelt in text: as is, and escaped as Python shows it.
+    """The ways ``value`` can be spelt in text: as is, stripped, and as a bytes repr.
 
-    An exception that carries a header value shows ``b'tok\\n'`` or ``'tok\\t'``
-    (httpx and h11 do), which the plain value does not match; the escaped
-    forms are registered too. (URL-encoded forms are added by the redactor.)
-    Forms shorter than ``MIN_SECRET_CHARS`` are left out (the redactor refuses them).
+    An exception that carries a header value shows ``b'tok\\n'`` (httpx and
+    h11 do), which the plain value does not match; that form is registered
+    too. (URL, JSON and ``repr`` escaping of each are added by the redactor,
+    ``auditrail.redact.secret_forms``.) Forms shorter than ``MIN_SECRET_CHARS``
+    are left out (the redactor refuses them).
     """
-    forms = {value, value.strip(), repr(value)[1:-1]}
+    forms = {value, value.strip()}
     forms.add(repr(value.encode("utf-8", "backslashreplace"))[2:-1])
     return sorted(f for f in forms if len(f) >= MIN_SECRET_CHARS)
 

@@ -59,7 +59,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from auditrail.redact import MIN_SECRET_CHARS, default_redactor
-from gitlab_copilot_agent.scrub import scrub, secret_forms, userinfo_secrets, without_userinfo
+from gitlab_copilot_agent.scrub import (
+    scrub_then_cut,
+    secret_forms,
+    userinfo_secrets,
+    without_userinfo,
+)
 
 SERVICE_NAME: Final = "gitlab-copilot-agent"
 
@@ -92,9 +97,8 @@ def _problem(message: str, variable: str | None = None) -> PydanticCustomError:
 
 
 def _shown(value: str) -> str:
-    """A rejected non-secret value as a message may show it: scrubbed, escaped, then cut."""
-    text, _ = default_redactor.clean(scrub(value))
-    return repr(text if len(text) <= 60 else text[:59] + "…")
+    """A rejected non-secret value as a message may show it: scrubbed, cut, escaped (repr)."""
+    return repr(scrub_then_cut(value, 60))
 
 
 def _text(value: object) -> str:
@@ -269,7 +273,7 @@ def _coding_script(value: object) -> Path:
     try:
         load_coding_script(path)
     except ValueError as exc:
-        raise _problem(scrub(str(exc))) from None
+        raise _problem(default_redactor.scrub_then_cut(str(exc), 300)) from None
     return path
 
 

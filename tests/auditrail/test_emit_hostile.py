@@ -473,10 +473,14 @@ class TestInlinePath:
         def refuse(*args: object, **kwargs: object) -> Any:
             raise AssertionError("defensive path taken")
 
-        for name in ("_odd_target", "_odd_target_value", "_odd_details", "_odd_value", "_text"):
+        for name in ("_odd_target", "_odd_details"):
             monkeypatch.setattr(AuditLogger, name, refuse)
-        for name in ("repair", "http_status", "duration_ms", "safe_str"):
+        for name in ("_odd_flat_value", "_odd_value", "text", "repair"):
+            monkeypatch.setattr(SecretRedactor, name, refuse)
+        for name in ("http_status", "duration_ms", "safe_str", "bytes_text"):
             monkeypatch.setattr(f"auditrail._coerce.{name}", refuse)
+        for name in ("safe_str", "bytes_text"):
+            monkeypatch.setattr(f"auditrail.redact.{name}", refuse)
         target = {"resource_type": "merge_request", "project_id": 123, "mr_iid": 7, "x": None}
         details = {"tokens": {"prompt": 1830}, "files": ["a.py", ("b", 1.5)], "ok": True}
         entry = _emit_one(

@@ -33,8 +33,8 @@ whole batch is sent again: delivery is at-least-once, and receivers deduplicate 
 
 Every answer carries its ``reason`` (the status and a short text, e.g. the SIEM's own
 error) in the ``SinkResult``. Credentials travel only in request headers. Their values
-never appear in ``repr``, a ``reason`` or exceptions: every error text is cut short,
-scrubbed of the configured header values and passed through the secret redactor.
+never appear in ``repr``, a ``reason`` or exceptions: every error text is scrubbed of
+the configured header values and by the secret redactor, and only then cut short.
 
 httpx is imported when the first sink is built, so ``import auditrail`` never needs it
 (install the ``http`` extra; without it, building the sink raises
@@ -376,19 +376,18 @@ class HttpSink:
 
     def _reason(self, response: httpx.Response) -> str:
         try:
-            text = response.content[: _REASON_CHARS * 2].decode("utf-8", "replace")
+            # Cut beyond the scrubber's window: the scrubber, not this cut,
+            # decides what is kept, so no secret is split before it is scrubbed.
+            size = 4 * default_redactor.window(_REASON_CHARS) + 4
+            text = response.content[:size].decode("utf-8", "replace")
         except Exception:  # noqa: BLE001 - a reason is a courtesy; never fail over it
             return ""
         return self._scrub(text)
 
     def _scrub(self, text: str) -> str:
+        """Scrubbed (configured header values too), then cut to ``_REASON_CHARS``."""
         text = _CONTROL.sub(" ", text).strip()
-        for value in self._scrub_values:
-            text = text.replace(value, REDACTED)
-        text = default_redactor.redact(text)
-        if len(text) > _REASON_CHARS:
-            text = text[: _REASON_CHARS - 1] + "…"
-        return text
+        return default_redactor.scrub_then_cut(text, _REASON_CHARS, *self._scrub_values)
 
     def _where(self) -> str:
         return _safe_url(self.endpoint)

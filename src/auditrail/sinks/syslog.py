@@ -93,6 +93,7 @@ import orjson
 
 from auditrail._env import env_seconds
 from auditrail.exceptions import ConfigError
+from auditrail.redact import default_redactor
 from auditrail.typing import SinkResult
 
 __all__ = ["FACILITIES", "SyslogSink", "syslog_sink_from_env"]
@@ -206,6 +207,8 @@ def _parse_facility(facility: str | int) -> int:
 
 
 def _header_field(value: str, max_chars: int) -> str:
+    # Cut only text known to hold no credential: an action (emit refuses one
+    # that holds a credential) or a value scrubbed first (app name, hostname).
     cleaned = _NOT_PRINTUSASCII.sub("_", value)[:max_chars]
     return cleaned or _NIL
 
@@ -270,9 +273,10 @@ class SyslogSink:
         is_tls = self._address.scheme == "tls"
         if tls_ca_file is not None and not is_tls:
             raise ValueError(f"tls_ca_file needs a tls:// address, got {address!r}")
-        self._app_name = _header_field(app_name.strip(), _MAX_APP_NAME)
+        self._app_name = _header_field(default_redactor.redact(app_name.strip()), _MAX_APP_NAME)
         self._hostname = _header_field(
-            socket.gethostname() if hostname is None else hostname, _MAX_HOSTNAME
+            default_redactor.redact(socket.gethostname() if hostname is None else hostname),
+            _MAX_HOSTNAME,
         )
         self._timeout_s = float(timeout_s)
         self._tls: ssl.SSLContext | None = _tls_context(tls_ca_file, tls_verify) if is_tls else None
