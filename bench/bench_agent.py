@@ -45,9 +45,9 @@ def serve(kind: str, audited: bool, workdir: str) -> None:
 
     from agent_standins.gitlab import GitLabStandin
     from agent_standins.servers import run_in_thread
-    from auditrail.logger import AuditLogger
-    from auditrail.metrics import AuditMetrics
-    from auditrail.sinks.file import FileSink
+    from auditkeep.logger import AuditLogger
+    from auditkeep.metrics import AuditMetrics
+    from auditkeep.sinks.file import FileSink
 
     if kind == "gitlab":
         app: Any = GitLabStandin().app
@@ -124,10 +124,10 @@ def gitlab_worker(url: str, audited: bool, calls: int, workdir: str) -> dict[str
     from prometheus_client import CollectorRegistry
 
     from agent_standins.gitlab import DEFAULT_TOKEN
-    from auditrail import Actor, correlation_scope
-    from auditrail.logger import AuditLogger
-    from auditrail.metrics import AuditMetrics
-    from auditrail.sinks.file import FileSink
+    from auditkeep import Actor, correlation_scope
+    from auditkeep.logger import AuditLogger
+    from auditkeep.metrics import AuditMetrics
+    from auditkeep.sinks.file import FileSink
     from gitlab_copilot_agent.clients.gitlab import GitLabClient
 
     trail = Path(workdir) / f"client-{os.getpid()}.jsonl"

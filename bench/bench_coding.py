@@ -76,10 +76,10 @@ def worker(gitlab_url: str, pairs: int, workdir: Path, flip: bool) -> dict[str, 
     from prometheus_client import CollectorRegistry
 
     from agent_standins.servers import run_in_thread
-    from auditrail.logger import AuditLogger
-    from auditrail.metrics import AuditMetrics
-    from auditrail.sinks.file import FileSink
-    from auditrail.testing import read_trail
+    from auditkeep.logger import AuditLogger
+    from auditkeep.metrics import AuditMetrics
+    from auditkeep.sinks.file import FileSink
+    from auditkeep.testing import read_trail
     from gitlab_copilot_agent.main import create_app
     from gitlab_copilot_agent.settings import Settings
 

@@ -23,10 +23,10 @@ CALLS = 3000
 def worker(level: str, directory: str) -> dict[str, float | str]:
     from prometheus_client import CollectorRegistry
 
-    from auditrail import Actor, correlation_scope
-    from auditrail.logger import AuditLogger
-    from auditrail.metrics import AuditMetrics
-    from auditrail.sinks.file import FileSink
+    from auditkeep import Actor, correlation_scope
+    from auditkeep.logger import AuditLogger
+    from auditkeep.metrics import AuditMetrics
+    from auditkeep.sinks.file import FileSink
 
     root = Path(directory)
     logger = AuditLogger(

@@ -1,6 +1,6 @@
 """The audit hot path, measured the way ``../shared/BENCH-METHOD.md`` says.
 
-For auditrail and its peers (stdlib ``logging`` with ``QueueHandler`` and a JSON
+For auditkeep and its peers (stdlib ``logging`` with ``QueueHandler`` and a JSON
 formatter; structlog with an orjson renderer writing to a file), on the same
 inputs doing the same work (build the entry, serialise it, write it as one JSON
 line to a local file):
@@ -15,7 +15,7 @@ line to a local file):
 Every contender runs in a fresh process per round (this file in ``--worker``
 mode); rounds are interleaved and the contender order rotates per round.
 Prints one JSON object per measurement, then one summary per scenario (min-max
-over rounds, and ratios to auditrail measured in the same round), then the
+over rounds, and ratios to auditkeep measured in the same round), then the
 issue's targets with pass/fail.
 
 Run it with ``scripts/bench`` (``--quick`` for a smoke run, ``--rounds N``).
@@ -51,12 +51,12 @@ from typing import Any, BinaryIO, ClassVar
 import orjson
 from prometheus_client import CollectorRegistry
 
-from auditrail import Actor
-from auditrail.context import correlation_scope
-from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.sinks.file import FileSink
-from auditrail.typing import SinkResult
+from auditkeep import Actor
+from auditkeep.context import correlation_scope
+from auditkeep.logger import AuditLogger
+from auditkeep.metrics import AuditMetrics
+from auditkeep.sinks.file import FileSink
+from auditkeep.typing import SinkResult
 
 # -- what every contender is asked to record ----------------------------------
 
@@ -87,10 +87,10 @@ TARGET_STALL_RSS_MB = 10.0
 
 SCENARIOS = ("steady", "tight", "throughput", "stall")
 CONTENDERS: dict[str, tuple[str, ...]] = {
-    "steady": ("auditrail", "auditrail-spool", "stdlib-queuehandler", "structlog"),
-    "tight": ("auditrail", "stdlib-queuehandler", "structlog"),
-    "throughput": ("auditrail", "auditrail-spool", "stdlib-queuehandler", "structlog"),
-    "stall": ("auditrail", "stdlib-queuehandler", "stdlib-queuehandler-1000", "structlog"),
+    "steady": ("auditkeep", "auditkeep-spool", "stdlib-queuehandler", "structlog"),
+    "tight": ("auditkeep", "stdlib-queuehandler", "structlog"),
+    "throughput": ("auditkeep", "auditkeep-spool", "stdlib-queuehandler", "structlog"),
+    "stall": ("auditkeep", "stdlib-queuehandler", "stdlib-queuehandler-1000", "structlog"),
 }
 FULL_CALLS = {"steady": 200_000, "tight": 200_000, "throughput": 200_000, "stall": 50_000}
 QUICK_CALLS = {"steady": 20_000, "tight": 20_000, "throughput": 50_000, "stall": 50_000}
@@ -109,7 +109,7 @@ class Contender:
     emit_one: Callable[[int], None]
     finish: Callable[[float], bool]  # close/flush with a deadline; True if all delivered
     path: Path  # the file whose lines are counted
-    probe: Callable[[], int] = lambda: 0  # spool bytes (auditrail), sampled with RSS
+    probe: Callable[[], int] = lambda: 0  # spool bytes (auditkeep), sampled with RSS
     report: Callable[[], dict[str, Any]] = dict  # extra figures after finish
     cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -138,7 +138,7 @@ class _StallingSink:
         self._inner.close(timeout_s)
 
 
-def _auditrail(tmp: Path, *, stall: bool, durability: str) -> Contender:
+def _auditkeep(tmp: Path, *, stall: bool, durability: str) -> Contender:
     path = tmp / "audit.jsonl"
     file_sink = FileSink(path, max_bytes=0)
     sink: FileSink | _StallingSink = _StallingSink(file_sink, STALL_S) if stall else file_sink
@@ -204,7 +204,7 @@ _actor_var: ContextVar[tuple[str, str]] = ContextVar("bench_actor")
 
 
 def _peer_fields(i: int) -> dict[str, Any]:
-    """The entry auditrail builds, minus ``action`` (each peer places that its own way).
+    """The entry auditkeep builds, minus ``action`` (each peer places that its own way).
 
     Peers get the same work: a random UUID, the current time (formatted by the
     encoder), the correlation id and actor read from context variables.
@@ -370,8 +370,8 @@ def _structlog(tmp: Path, *, stall: bool) -> Contender:
 
 
 BUILDERS: dict[str, Callable[[Path, bool], Contender]] = {
-    "auditrail": lambda tmp, stall: _auditrail(tmp, stall=stall, durability="memory"),
-    "auditrail-spool": lambda tmp, stall: _auditrail(tmp, stall=stall, durability="spool"),
+    "auditkeep": lambda tmp, stall: _auditkeep(tmp, stall=stall, durability="memory"),
+    "auditkeep-spool": lambda tmp, stall: _auditkeep(tmp, stall=stall, durability="spool"),
     "stdlib-queuehandler": lambda tmp, stall: _stdlib(tmp, stall=stall, maxsize=0),
     "stdlib-queuehandler-1000": lambda tmp, stall: _stdlib(tmp, stall=stall, maxsize=1000),
     "structlog": lambda tmp, stall: _structlog(tmp, stall=stall),
@@ -547,7 +547,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         gc_collections=[b - a for a, b in zip(gc_before, gc_after, strict=True)],
         **extra,
     )
-    if name.startswith("auditrail"):
+    if name.startswith("auditkeep"):
         result["spool_peak_bytes"] = sampler.probe_peak
     if profile_path:
         result["profiled"] = profile_path
@@ -609,7 +609,7 @@ def _summaries(results: list[dict[str, Any]], calls: dict[str, int]) -> list[dic
         rows = [r for r in results if r["scenario"] == scenario and "error" not in r]
         if not rows:
             continue
-        base = {r["round"]: r for r in rows if r["contender"] == "auditrail"}
+        base = {r["round"]: r for r in rows if r["contender"] == "auditkeep"}
         contenders: dict[str, Any] = {}
         for name in CONTENDERS[scenario]:
             mine = [r for r in rows if r["contender"] == name]
@@ -618,24 +618,24 @@ def _summaries(results: list[dict[str, Any]], calls: dict[str, int]) -> list[dic
             entry: dict[str, Any] = {"rounds": len(mine)}
             for key in SUMMARY_FIELDS[scenario]:
                 entry[key] = _span([r[key] for r in mine if key in r])
-            if name.startswith("auditrail") and scenario == "stall":
+            if name.startswith("auditkeep") and scenario == "stall":
                 entry["spool_peak_bytes"] = _span([r.get("spool_peak_bytes", 0) for r in mine])
-            if name != "auditrail":
+            if name != "auditkeep":
                 for key in RATIO_FIELDS[scenario]:
                     ratios = [
                         r[key] / base[r["round"]][key]
                         for r in mine
                         if r["round"] in base and base[r["round"]].get(key)
                     ]
-                    entry[f"{key}_vs_auditrail"] = _span(ratios)
+                    entry[f"{key}_vs_auditkeep"] = _span(ratios)
             contenders[name] = entry
         out.append(
             {
                 "bench": "emit",
                 "summary": scenario,
                 "calls": calls[scenario],
-                "ratios": "contender / auditrail in the same round "
-                "(latency: >1 means slower than auditrail; entries_per_s: <1 means slower)",
+                "ratios": "contender / auditkeep in the same round "
+                "(latency: >1 means slower than auditkeep; entries_per_s: <1 means slower)",
                 "contenders": contenders,
             }
         )
@@ -647,7 +647,7 @@ def _targets(results: list[dict[str, Any]]) -> dict[str, Any]:
         return [
             r
             for r in results
-            if r["scenario"] == scenario and r["contender"] == "auditrail" and "error" not in r
+            if r["scenario"] == scenario and r["contender"] == "auditkeep" and "error" not in r
         ]
 
     steady, thr, stall = rows("steady"), rows("throughput"), rows("stall")

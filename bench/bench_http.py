@@ -41,12 +41,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from auditrail import Actor
-from auditrail.context import correlation_scope
-from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.sinks.http import HttpSink
-from auditrail.sinks.stdout import StdoutSink
+from auditkeep import Actor
+from auditkeep.context import correlation_scope
+from auditkeep.logger import AuditLogger
+from auditkeep.metrics import AuditMetrics
+from auditkeep.sinks.http import HttpSink
+from auditkeep.sinks.stdout import StdoutSink
 
 ACTION = "gitlab.api.get_mr_details"
 BRANCHES = [f"feature/AUD-{k:04d}-fix" for k in range(1000)]

@@ -38,8 +38,8 @@ from typing import Any
 
 import orjson
 
-from auditrail._ids import new_event_id
-from auditrail.sinks.file import FileSink
+from auditkeep._ids import new_event_id
+from auditkeep.sinks.file import FileSink
 
 JQ = shutil.which("jq") or "/usr/bin/jq"
 SERVICE = "gitlab-copilot-agent"
@@ -318,7 +318,7 @@ def timed(command: Sequence[str]) -> tuple[float, bytes]:
 
 
 def ours(*args: str) -> list[str]:
-    return [sys.executable, "-m", "auditrail.query.cli", *args]
+    return [sys.executable, "-m", "auditkeep.query.cli", *args]
 
 
 def jq_pipeline(files: Sequence[Path], program: str) -> list[str]:

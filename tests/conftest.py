@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from auditrail.context import _actor, _correlation_id
-from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.redact import SecretRedactor
-from auditrail.sinks.memory import InMemorySink
+from auditkeep.context import _actor, _correlation_id
+from auditkeep.logger import AuditLogger
+from auditkeep.metrics import AuditMetrics
+from auditkeep.redact import SecretRedactor
+from auditkeep.sinks.memory import InMemorySink
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from auditrail.testing import read_trail, validate_entries
+from auditkeep.testing import read_trail, validate_entries
 
 
 def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -45,12 +45,12 @@ class TestDemos:
             if e["action"] == "gitlab.api.post_mr_note" and e["target"]["comment_type"] == "review"
         ]
         assert len(review) == 1
-        assert f"auditrail trace {review[0]['correlation_id']}" in result.stdout
+        assert f"auditkeep trace {review[0]['correlation_id']}" in result.stdout
 
     def test_agent_demo_runs_the_coding_task_behind_the_approval_gate(self, tmp_path: Path) -> None:
         """The coding scenario: fix by a developer, their own approval and a non-member's
         refused, a maintainer's approval, the task in its own process, a real push to the
-        git server, the result note, and ``auditrail trace`` of the task's correlation id."""
+        git server, the result note, and ``auditkeep trace`` of the task's correlation id."""
         result = run("gitlab_copilot_agent.cli", "demo", "--dir", "out", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         out = result.stdout
@@ -65,7 +65,7 @@ class TestDemos:
         (push,) = [e for e in entries if e["action"] == "gitlab.api.push_branch"]
         assert push["outcome"] == "success"
         task_cid = push["correlation_id"]
-        assert f"auditrail trace {task_cid}" in out
+        assert f"auditkeep trace {task_cid}" in out
         assert f"Audit-Correlation-Id: {task_cid}" in out
         task = [e for e in entries if e["correlation_id"] == task_cid]
         for action in ("approval_gate.decision", "task.started", "task.finished"):
@@ -74,13 +74,13 @@ class TestDemos:
         assert finished["outcome"] == "success"
 
     def test_library_demo_writes_and_queries_its_burst(self, tmp_path: Path) -> None:
-        """`auditrail demo` writes every entry it reports and queries them back."""
-        result = run("auditrail.cli", "demo", "--dir", "lib", "--entries", "3000", cwd=tmp_path)
+        """`auditkeep demo` writes every entry it reports and queries them back."""
+        result = run("auditkeep.cli", "demo", "--dir", "lib", "--entries", "3000", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         lines = read_trail(tmp_path / "lib" / "audit.jsonl")
         assert f"wrote {len(lines)} audit entries" in result.stdout
         assert len(lines) == 3000 + 14
-        assert "== auditrail report" in result.stdout
+        assert "== auditkeep report" in result.stdout
 
 
 def _folder_with_a_file_of_mine(tmp_path: Path) -> tuple[Path, Path]:
@@ -92,7 +92,7 @@ def _folder_with_a_file_of_mine(tmp_path: Path) -> tuple[Path, Path]:
 
 
 DEMOS = [
-    pytest.param(("auditrail.cli", "demo", "--entries", "200"), id="auditrail"),
+    pytest.param(("auditkeep.cli", "demo", "--entries", "200"), id="auditkeep"),
     pytest.param(("gitlab_copilot_agent.cli", "demo"), id="gitlab-copilot-agent"),
 ]
 
@@ -129,7 +129,7 @@ class TestDemoFolders:
         """Run twice in the same folder, no --force: the second trail replaces the first."""
         for entries in ("300", "100"):
             result = run(
-                "auditrail.cli", "demo", "--dir", "lib", "--entries", entries, cwd=tmp_path
+                "auditkeep.cli", "demo", "--dir", "lib", "--entries", entries, cwd=tmp_path
             )
             assert result.returncode == 0, result.stderr
         assert len(read_trail(tmp_path / "lib" / "audit.jsonl")) == 100 + 14

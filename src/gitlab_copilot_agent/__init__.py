@@ -1,4 +1,4 @@
-"""The GitLab Copilot merge-request agent, built on the ``auditrail`` audit library.
+"""The GitLab Copilot merge-request agent, built on the ``auditkeep`` audit library.
 
 It authenticates GitLab webhooks, reviews merge requests with an LLM, answers
 ``/copilot`` commands, and leaves an audit entry for every call it makes.

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from auditrail.exceptions import ConfigError
+from auditkeep.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from auditrail.config import AuditConfig
+    from auditkeep.config import AuditConfig
     from gitlab_copilot_agent.settings import Settings
 
 INVALID = "gitlab-copilot-agent: invalid configuration: "
@@ -28,7 +28,7 @@ def _load(*, read_only: bool = False) -> tuple[Settings, AuditConfig] | None:
 
     ``read_only`` (check-config) judges paths by their permissions and creates nothing.
     """
-    from auditrail.config import AuditConfig
+    from auditkeep.config import AuditConfig
     from gitlab_copilot_agent.settings import SERVICE_NAME, Settings, SettingsError
 
     problems: list[str] = []

@@ -4,7 +4,7 @@
 
 1. the configured secrets are registered with the redactor (audit entries and
    operational logs are both scrubbed with it);
-2. the audit logger: the process's, from ``auditrail.configure()`` (the one
+2. the audit logger: the process's, from ``auditkeep.configure()`` (the one
    documented way to build it, from ``AUDIT_LOG_*``), unless one is given —
    closed last, so everything the others do at shutdown is audited;
 3. the plugins run (``DEFAULT_PLUGINS``: the built-in commands, then the review
@@ -35,8 +35,8 @@ from typing import Final
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-import auditrail
-from auditrail import AuditLogger, register_secret
+import auditkeep
+from auditkeep import AuditLogger, register_secret
 from gitlab_copilot_agent.api.deps import Services
 from gitlab_copilot_agent.api.webhooks import WebhookConfig
 from gitlab_copilot_agent.clients.gitlab import GitLabClient
@@ -159,7 +159,7 @@ async def compose(
         settings: validated settings.
         stack: closes what is built here when the app stops.
         audit: an audit logger to use (it is flushed, not closed, at the end);
-            by default the process logger is built (``auditrail.configure()``,
+            by default the process logger is built (``auditkeep.configure()``,
             from ``AUDIT_LOG_*``) and closed.
         registry: the Prometheus registry ``/metrics`` serves (default: the global one).
         plugins: the workflows to plug in (default ``DEFAULT_PLUGINS``); tests
@@ -168,7 +168,7 @@ async def compose(
     register_secret(*settings.secrets())
     if audit is None:
         # uvicorn owns SIGTERM and the lifespan closes the logger (the stack below).
-        audit = auditrail.configure(service=SERVICE_NAME, handle_sigterm=False)
+        audit = auditkeep.configure(service=SERVICE_NAME, handle_sigterm=False)
         stack.push_async_callback(audit.aclose)  # within its shutdown_timeout_s
     else:
         stack.push_async_callback(audit.aflush)

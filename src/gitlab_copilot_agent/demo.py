@@ -16,8 +16,8 @@ agent itself on a real socket, then sends real webhooks:
    (``gitlab-copilot-agent run-task``), pushes to the git server, and the
    agent posts the result.
 
-Then it prints the trail of each with ``auditrail trace`` and a short
-``auditrail report``.
+Then it prints the trail of each with ``auditkeep trace`` and a short
+``auditkeep report``.
 
 ``AUDIT_LOG_*`` settings are honoured; without them the trail goes to
 ``<dir>/audit.jsonl``.
@@ -51,8 +51,8 @@ from agent_standins.gitlab import (
 )
 from agent_standins.llm import DEFAULT_API_KEY, LLMStandin
 from agent_standins.servers import run_in_thread
-from auditrail.config import AuditConfig
-from auditrail.demo import claim_demo_dir
+from auditkeep.config import AuditConfig
+from auditkeep.demo import claim_demo_dir
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.scrub import scrub, scrub_then_cut
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings
@@ -226,7 +226,7 @@ def _audit_environment(root: Path) -> dict[str, str]:
 def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
     """Run the scripted demo; return the process exit code.
 
-    The folder is claimed as ``auditrail demo`` claims its own: a folder
+    The folder is claimed as ``auditkeep demo`` claims its own: a folder
     holding files the demo did not write is refused unless ``force``, and only
     the demo's files are ever replaced.
     """
@@ -334,18 +334,18 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
     if audit_config.file_path is None or "file" not in audit_config.destinations:
         print("\n(the trail went to the configured AUDIT_LOG_DESTINATION, not a file)")
         return 0 if ok else 1
-    from auditrail.query.cli import main as auditrail_main
+    from auditkeep.query.cli import main as auditkeep_main
 
     trail = str(audit_config.file_path)
     print(f"\n== audit trail: {trail}")
-    print(f"\n== auditrail trace {review_cid}   (the review)")
-    auditrail_main(["trace", review_cid, trail, "--format", "table"])
-    print(f"\n== auditrail trace {task_cid}   (the coding task, from the comment to the push)")
-    auditrail_main(["trace", task_cid, trail, "--format", "table"])
-    print("\n== auditrail report")
-    auditrail_main(["report", trail, "--format", "table"])
-    print("\n== auditrail query --action 'webhook.auth.*' --outcome failure")
-    auditrail_main(
+    print(f"\n== auditkeep trace {review_cid}   (the review)")
+    auditkeep_main(["trace", review_cid, trail, "--format", "table"])
+    print(f"\n== auditkeep trace {task_cid}   (the coding task, from the comment to the push)")
+    auditkeep_main(["trace", task_cid, trail, "--format", "table"])
+    print("\n== auditkeep report")
+    auditkeep_main(["report", trail, "--format", "table"])
+    print("\n== auditkeep query --action 'webhook.auth.*' --outcome failure")
+    auditkeep_main(
         ["query", trail, "--action", "webhook.auth.*", "--outcome", "failure", "--format", "table"]
     )
     return 0 if ok else 1

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from auditrail import classify_exception
+from auditkeep import classify_exception
 from gitlab_copilot_agent.logs import get_logger
 
 __all__ = ["Event", "EventHandler", "EventRouter"]

@@ -1,8 +1,8 @@
 """The agent's operational log: structlog, scrubbed, on stderr.
 
 Operational logs (start, stop, a workflow that failed) are for operators; the
-audit trail is for security and goes through ``auditrail``. Both are scrubbed
-by the same redactor (``auditrail.redact.default_redactor``, where the
+audit trail is for security and goes through ``auditkeep``. Both are scrubbed
+by the same redactor (``auditkeep.redact.default_redactor``, where the
 service registers its configured secrets at start):
 
 - every key and value of every event goes through the same structure
@@ -37,7 +37,7 @@ from typing import IO, Any, Final
 
 import structlog
 
-from auditrail.redact import REDACTED, default_redactor
+from auditkeep.redact import REDACTED, default_redactor
 from gitlab_copilot_agent.settings import LogSettings
 
 __all__ = ["configure_logging", "get_logger", "scrub_event"]

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from auditrail.logger import AuditLogger
+from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.api import health, webhooks
 from gitlab_copilot_agent.api.deps import LifespanState
 from gitlab_copilot_agent.composition import compose

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from auditrail.logger import AuditLogger
+    from auditkeep.logger import AuditLogger
     from gitlab_copilot_agent.clients.gitlab import GitLabClient
     from gitlab_copilot_agent.commands.router import CommandRouter
     from gitlab_copilot_agent.events import EventRouter

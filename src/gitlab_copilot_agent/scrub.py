@@ -1,6 +1,6 @@
 """Scrub first, then cut: the agent's helpers over the library's one scrubber.
 
-``scrub`` and ``scrub_then_cut`` are ``auditrail.redact``'s (the process-wide
+``scrub`` and ``scrub_then_cut`` are ``auditkeep.redact``'s (the process-wide
 redactor, which knows every configured secret, plus exact values a caller
 holds); the helpers below list the forms a configured secret can take in text,
 for registering them at start.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import urllib.parse
 
-from auditrail.redact import MIN_SECRET_CHARS, default_redactor
-from auditrail.redact import scrub_then_cut as scrub_then_cut
+from auditkeep.redact import MIN_SECRET_CHARS, default_redactor
+from auditkeep.redact import scrub_then_cut as scrub_then_cut
 
 
 def scrub(text: str, *also: str | None) -> str:
@@ -26,7 +26,7 @@ def secret_forms(value: str) -> list[str]:
     An exception that carries a header value shows ``b'tok\\n'`` (httpx and
     h11 do), which the plain value does not match; that form is registered
     too. (URL, JSON and ``repr`` escaping of each are added by the redactor,
-    ``auditrail.redact.secret_forms``.) Forms shorter than ``MIN_SECRET_CHARS``
+    ``auditkeep.redact.secret_forms``.) Forms shorter than ``MIN_SECRET_CHARS``
     are left out (the redactor refuses them).
     """
     forms = {value, value.strip()}

@@ -3,7 +3,7 @@
 ``Settings.from_env()`` reads the variables below (upper-case names only) and
 raises ``SettingsError`` listing every problem in one line, each naming its
 variable in plain words. A secret's value is never repeated in a message.
-``AUDIT_LOG_*`` belong to the audit library (``auditrail.config``).
+``AUDIT_LOG_*`` belong to the audit library (``auditkeep.config``).
 
 Sections, one model each: ``gitlab`` (``GITLAB_URL``, ``GITLAB_TOKEN``, …),
 ``webhook`` (``GITLAB_WEBHOOK_*``, ``WEBHOOK_*``, ``TRUSTED_PROXIES``: how
@@ -58,7 +58,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from auditrail.redact import MIN_SECRET_CHARS, default_redactor
+from auditkeep.redact import MIN_SECRET_CHARS, default_redactor
 from gitlab_copilot_agent.scrub import (
     scrub_then_cut,
     secret_forms,
@@ -420,7 +420,8 @@ class LLMSettings(_Section):
                 _check_executable(self.copilot_cli_path)
             if importlib.util.find_spec("copilot") is None:
                 raise _problem(
-                    "copilot needs the GitHub Copilot SDK: pip install 'auditrail[copilot]'",
+                    "copilot needs the GitHub Copilot SDK: "
+                    "pip install 'gitlab-copilot-agent[copilot]'",
                     "LLM_PROVIDER",
                 )
         return self

@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry
 
 from agent_standins.gitlab import DEFAULT_MR_IID, DEFAULT_PROJECT_ID, DEFAULT_TOKEN, GitLabStandin
 from agent_standins.servers import run_in_thread
-from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.sinks.file import FileSink
-from auditrail.testing import read_trail, validate_entries
+from auditkeep.logger import AuditLogger
+from auditkeep.metrics import AuditMetrics
+from auditkeep.sinks.file import FileSink
+from auditkeep.testing import read_trail, validate_entries
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.plugins import Plugin
 from gitlab_copilot_agent.settings import Settings

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditrail import Actor
-from auditrail.context import correlation_scope
-from auditrail.testing import capture_events, validate_entries
+from auditkeep import Actor
+from auditkeep.context import correlation_scope
+from auditkeep.testing import capture_events, validate_entries
 from gitlab_copilot_agent.commands import (
     COMMAND_RECEIVED,
     CopilotCommand,

@@ -14,7 +14,7 @@ import h11
 import orjson
 import pytest
 
-from auditrail.redact import SecretRedactor, register_secret
+from auditkeep.redact import SecretRedactor, register_secret
 from gitlab_copilot_agent.logs import configure_logging, get_logger
 from gitlab_copilot_agent.scrub import scrub_then_cut, secret_forms
 from gitlab_copilot_agent.settings import LogSettings

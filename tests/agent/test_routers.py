@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent_standins.gitlab import DEFAULT_MR_IID, DEFAULT_PROJECT_ID
-from auditrail.context import get_correlation_id
+from auditkeep.context import get_correlation_id
 from gitlab_copilot_agent.commands.router import CommandContext
 from gitlab_copilot_agent.composition import DEFAULT_PLUGINS
 from gitlab_copilot_agent.events import Event, EventRouter

@@ -11,9 +11,9 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from agent_standins.servers import run_in_thread
-from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.sinks.memory import InMemorySink
+from auditkeep.logger import AuditLogger
+from auditkeep.metrics import AuditMetrics
+from auditkeep.sinks.memory import InMemorySink
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
 

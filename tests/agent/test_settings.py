@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditrail.redact import default_redactor
+from auditkeep.redact import default_redactor
 from gitlab_copilot_agent.settings import LogSettings, Settings, SettingsError
 
 VALID = {

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, TypedDict
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
-from auditrail.logger import AuditLogger
+from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.dispatcher import Dispatcher
 from gitlab_copilot_agent.events import EventRouter
 

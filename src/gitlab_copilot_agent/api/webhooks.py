@@ -19,8 +19,8 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from auditrail import Actor, ErrorClass, Outcome, correlation_scope
-from auditrail.logger import AuditLogger
+from auditkeep import Actor, ErrorClass, Outcome, correlation_scope
+from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.api.deps import ServicesDep
 from gitlab_copilot_agent.ingress.body import read_body
 from gitlab_copilot_agent.ingress.fields import (

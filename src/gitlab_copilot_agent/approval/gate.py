@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from auditrail import Actor, ErrorClass, Outcome
-from auditrail.context import correlation_scope, get_actor, get_correlation_id
-from auditrail.logger import AuditLogger
+from auditkeep import Actor, ErrorClass, Outcome
+from auditkeep.context import correlation_scope, get_actor, get_correlation_id
+from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.approval.policy import ApprovalPolicy, ApproverCheck
 from gitlab_copilot_agent.approval.task import CodingTask
 from gitlab_copilot_agent.clients.gitlab import GitLabError

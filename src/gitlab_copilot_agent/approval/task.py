@@ -13,7 +13,7 @@ import secrets
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from auditrail import Actor
+from auditkeep import Actor
 
 __all__ = ["CodingTask", "new_task_id"]
 

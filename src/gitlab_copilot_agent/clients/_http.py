@@ -1,7 +1,7 @@
 """The agent's shared HTTP plumbing: one ``AsyncClient`` factory and one retry loop.
 
 Every API client builds its ``httpx.AsyncClient`` with ``build_async_client``,
-which installs ``auditrail.integrations.httpx.AuditedTransport``: the single
+which installs ``auditkeep.integrations.httpx.AuditedTransport``: the single
 instrumentation point. Each attempt on the wire emits one audit entry (action
 and target from the client's route table, outcome, error class, duration,
 HTTP status) and carries the correlation id as ``X-Correlation-ID``; no call
@@ -14,7 +14,7 @@ site writes audit code.
   errors and timeouts; writes only where the server cannot have acted (429,
   connection never made), so a retry never posts a comment twice;
 - it waits with exponential backoff and jitter, or at least ``Retry-After``
-  when the server says so (read by the library's ``auditrail.parse_retry_after``,
+  when the server says so (read by the library's ``auditkeep.parse_retry_after``,
   the same parser as the audit log's http destination);
 - every attempt and every wait fits in one deadline: a wait that would cross
   it ends the retries instead, and each attempt's timeout is cut to what is
@@ -35,8 +35,8 @@ from typing import Any, Final
 
 import httpx
 
-from auditrail import AuditLogger, parse_retry_after
-from auditrail.integrations.httpx import AuditedTransport, RouteTable
+from auditkeep import AuditLogger, parse_retry_after
+from auditkeep.integrations.httpx import AuditedTransport, RouteTable
 
 __all__ = [
     "READ_RETRY_EXCEPTIONS",

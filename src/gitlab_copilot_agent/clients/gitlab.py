@@ -55,9 +55,9 @@ from typing import Any, Final, Literal
 import httpx
 import orjson
 
-from auditrail import ErrorClass, classify_exception, classify_http_status
-from auditrail.integrations.httpx import Route, RouteTable
-from auditrail.logger import AuditLogger
+from auditkeep import ErrorClass, classify_exception, classify_http_status
+from auditkeep.integrations.httpx import Route, RouteTable
+from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.clients._http import (
     READ_RETRY_EXCEPTIONS,
     READ_RETRY_STATUSES,
@@ -106,7 +106,7 @@ class GitLabError(Exception):
 
     Attributes:
         status_code: the HTTP status, or None when no answer came (timeout,
-            network error); auditrail's classifier reads it.
+            network error); auditkeep's classifier reads it.
         message: GitLab's ``message``/``error`` (string, list or object,
             flattened) or the plain-text body; never the token.
         audit_error_class: the ``ErrorClass`` value of the failure.

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from auditrail.logger import AuditLogger
+from auditkeep.logger import AuditLogger
 
 COMMAND_RECEIVED: Final = "copilot.command.received"
 

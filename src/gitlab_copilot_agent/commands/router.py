@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
-from auditrail.logger import AuditLogger
+from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.commands.parse import CopilotCommand, audit_command, parse_command
 from gitlab_copilot_agent.events import Event
 from gitlab_copilot_agent.identity import AgentIdentity

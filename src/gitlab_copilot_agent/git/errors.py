@@ -37,7 +37,7 @@ NOT_FOUND: Final = "not_found"
 VALIDATION_ERROR: Final = "validation_error"
 GIT_ERROR: Final = "git_error"
 
-# The schema's ErrorClass for each fine class (auditrail.errors reads ``audit_error_class``).
+# The schema's ErrorClass for each fine class (auditkeep.errors reads ``audit_error_class``).
 _AUDIT_CLASS: Final = {
     AUTH_FAILURE: "auth_failure",
     NON_FAST_FORWARD: "non_fast_forward",

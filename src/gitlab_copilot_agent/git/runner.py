@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
 
-from auditrail import AuditCall, AuditLogger
-from auditrail.redact import register_secret
+from auditkeep import AuditCall, AuditLogger
+from auditkeep.redact import register_secret
 from gitlab_copilot_agent.git import process
 from gitlab_copilot_agent.git.errors import (
     GIT_ERROR,

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from auditrail.redact import default_redactor
+from auditkeep.redact import default_redactor
 
 MAX_ID_CHARS: Final = 128
 """Delivery ids (``webhook-id``, ``Idempotency-Key``, ``X-Gitlab-Event-UUID``) longer than this

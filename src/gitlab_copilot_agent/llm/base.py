@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
-from auditrail import Actor, AuditLogger, correlation_scope, get_correlation_id
+from auditkeep import Actor, AuditLogger, correlation_scope, get_correlation_id
 
 REVIEW_REQUEST: Final = "copilot.sdk.review_request"
 CODING_REQUEST: Final = "copilot.sdk.coding_request"
@@ -156,7 +156,7 @@ class LLMError(Exception):
     """Base of the errors LLM backends raise.
 
     ``status_code`` (when the endpoint answered) and ``audit_error_class``
-    let ``auditrail.classify_exception`` record the right class.
+    let ``auditkeep.classify_exception`` record the right class.
     Messages never contain the prompt or credentials.
 
     .. versionadded:: 0.1.0

@@ -138,7 +138,7 @@ def sdk_client_factory(
         except ImportError as exc:
             raise ImportError(
                 f"LLM_PROVIDER=copilot needs the Copilot SDK: "
-                f"pip install 'auditrail[copilot]' ({SDK_DISTRIBUTION}=={SDK_VERSION})"
+                f"pip install 'gitlab-copilot-agent[copilot]' ({SDK_DISTRIBUTION}=={SDK_VERSION})"
             ) from exc
         connection = sdk.RuntimeConnection.for_stdio(path=cli_path)
         connection.env = child_env(cli_path, environ)

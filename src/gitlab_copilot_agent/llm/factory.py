@@ -6,7 +6,7 @@ import importlib.util
 import os
 from typing import Any
 
-from auditrail.logger import AuditLogger
+from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.llm.base import AuditedProvider, LLMBackend, LLMProvider
 from gitlab_copilot_agent.llm.copilot_sdk import (
     SDK_DISTRIBUTION,
@@ -49,8 +49,8 @@ def build_backend(settings: LLMSettings) -> LLMBackend:
         raise ValueError(f"COPILOT_CLI_PATH={cli_path} is not an executable file")
     if importlib.util.find_spec("copilot") is None:
         raise ValueError(
-            f"LLM_PROVIDER=copilot needs the Copilot SDK: pip install 'auditrail[copilot]' "
-            f"({SDK_DISTRIBUTION}=={SDK_VERSION})"
+            "LLM_PROVIDER=copilot needs the Copilot SDK: "
+            f"pip install 'gitlab-copilot-agent[copilot]' ({SDK_DISTRIBUTION}=={SDK_VERSION})"
         )
     github_token = settings.github_token.get_secret_value() if settings.github_token else None
     byok: dict[str, Any] | None = None

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import httpx
 
-from auditrail.context import correlation_headers
+from auditkeep.context import correlation_headers
 from gitlab_copilot_agent.llm.base import (
     CodingRequest,
     CodingResult,

@@ -2,7 +2,7 @@
 
 Every value is a JSON object that carries the ``correlation_id`` of the
 command it belongs to (``put`` refuses one without it), so a value found in
-Redis leads back to its trail with ``auditrail trace``. Keys expire on the
+Redis leads back to its trail with ``auditkeep trace``. Keys expire on the
 store's clock (Redis ``PX``), never only on the agent's.
 
 Store calls are not audit entries themselves: what they decide is (the
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from auditrail.logger import AuditLogger
+    from auditkeep.logger import AuditLogger
     from gitlab_copilot_agent.settings import RedisSettings
 
 __all__ = ["StateStore", "StateStoreError", "build_store", "require_correlation"]
@@ -28,7 +28,7 @@ __all__ = ["StateStore", "StateStoreError", "build_store", "require_correlation"
 class StateStoreError(Exception):
     """The store could not be reached or answered an error; the message is scrubbed.
 
-    ``audit_error_class`` is ``network_error`` or ``timeout`` (auditrail's
+    ``audit_error_class`` is ``network_error`` or ``timeout`` (auditkeep's
     classifier reads it).
     """
 

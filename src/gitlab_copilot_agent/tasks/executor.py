@@ -9,7 +9,7 @@ run-task``), the entry point a Kubernetes Job will run next:
   ``PYTHONPATH`` and ``VIRTUAL_ENV`` (so the same installation runs), the
   ``AUDIT_LOG_*`` settings (the task's entries go to the agent's destination;
   the file sink takes several processes), the correlation scope and actor
-  (``auditrail.subprocess_env``), the task settings re-encoded from the
+  (``auditkeep.subprocess_env``), the task settings re-encoded from the
   agent's validated ones (GitLab URL and token, LLM, ``CODING_*``, ``GIT_*``),
   and ``HOME``/``TMPDIR`` set to the task's own directory (with
   ``XDG_STATE_HOME`` kept at the agent's, so a task's audit spool is the
@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Final, Protocol
 
-from auditrail.context import subprocess_env
+from auditkeep.context import subprocess_env
 from gitlab_copilot_agent.logs import get_logger
 from gitlab_copilot_agent.settings import ExecutorSettings, Settings, task_environment
 from gitlab_copilot_agent.tasks.channel import CHANNEL_FD_ENV, ParentChannel

@@ -19,11 +19,11 @@ import os
 import sys
 from pathlib import Path
 
-from auditrail import Actor
-from auditrail.config import AuditConfig
-from auditrail.context import correlation_scope, scope_from_env
-from auditrail.exceptions import ConfigError
-from auditrail.redact import register_secret
+from auditkeep import Actor
+from auditkeep.config import AuditConfig
+from auditkeep.context import correlation_scope, scope_from_env
+from auditkeep.exceptions import ConfigError
+from auditkeep.redact import register_secret
 from gitlab_copilot_agent.logs import configure_logging, get_logger
 from gitlab_copilot_agent.settings import SERVICE_NAME, SettingsError, TaskSettings
 from gitlab_copilot_agent.tasks.channel import ChannelClient
@@ -68,7 +68,7 @@ def run_task_command(task_file: str | None) -> int:
 
 
 async def _main(spec: TaskSpec, settings: TaskSettings, audit: object) -> int:
-    from auditrail.logger import AuditLogger
+    from auditkeep.logger import AuditLogger
     from gitlab_copilot_agent.llm.factory import build_provider
     from gitlab_copilot_agent.tasks.runner import run_task
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from auditrail import ErrorClass, Outcome
-from auditrail.logger import AuditLogger
+from auditkeep import ErrorClass, Outcome
+from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.git.errors import GitError, PushNotApproved
 from gitlab_copilot_agent.git.patches import apply_patch, patch_stats, validate_patch
 from gitlab_copilot_agent.git.runner import GitCredentials, GitRunner

@@ -21,7 +21,7 @@ webhook (the ``approve`` note) leaves its own entries (``webhook.auth.validated`
 ``copilot.command.received``) under its own id; once the task is found,
 everything it causes — the members API check, refusals, the decision, and the
 whole task — runs in the task's scope, with the approving webhook's id in
-``details.trigger_correlation_id``. ``auditrail trace <task's id>`` is then the
+``details.trigger_correlation_id``. ``auditkeep trace <task's id>`` is then the
 whole story from the comment to the push.
 
 Task lifecycle entries (target ``coding_task``): ``task.started`` (``task_id,
@@ -47,9 +47,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from auditrail import Actor, ErrorClass, Outcome
-from auditrail.context import correlation_scope, get_actor, get_correlation_id
-from auditrail.logger import AuditLogger
+from auditkeep import Actor, ErrorClass, Outcome
+from auditkeep.context import correlation_scope, get_actor, get_correlation_id
+from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.approval.gate import (
     ApprovalGate,
     Decision,
@@ -322,7 +322,7 @@ class CodingWorkflow:
             lines.append(
                 f"Last task `{last.get('task_id')}`: {last.get('status')}"
                 + (f", commit `{commit[:12]}`" if commit else "")
-                + f" (trace: `auditrail trace {last.get('correlation_id')}`)."
+                + f" (trace: `auditkeep trace {last.get('correlation_id')}`)."
             )
         await self._reply(context, "\n\n".join(lines))
 
@@ -713,7 +713,7 @@ def _expired_text(task: CodingTask) -> str:
 
 
 def _result_text(task: CodingTask, outcome: TaskOutcome) -> str:
-    trace = f"\n\nAudit trail: `auditrail trace {task.correlation_id}`"
+    trace = f"\n\nAudit trail: `auditkeep trace {task.correlation_id}`"
     if outcome.status == "pushed" and outcome.commit_sha:
         files = outcome.facts.get("files_changed")
         changed = f" ({files} file(s) changed)" if isinstance(files, int) else ""

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-from auditrail.logger import AuditLogger
+from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.commands.router import CommandContext
 from gitlab_copilot_agent.events import Event
 from gitlab_copilot_agent.identity import AgentIdentity

@@ -26,10 +26,10 @@ import orjson
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.sinks.file import FileSink
-from auditrail.testing import read_trail, validate_entries
+from auditkeep.logger import AuditLogger
+from auditkeep.metrics import AuditMetrics
+from auditkeep.sinks.file import FileSink
+from auditkeep.testing import read_trail, validate_entries
 from gitlab_copilot_agent.events import Event
 from gitlab_copilot_agent.ingress.server_options import listen, uvicorn_options
 from gitlab_copilot_agent.main import create_app

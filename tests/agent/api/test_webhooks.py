@@ -15,10 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agent_standins.servers import run_in_thread
-from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.sinks.file import FileSink
-from auditrail.testing import read_trail, validate_entries
+from auditkeep.logger import AuditLogger
+from auditkeep.metrics import AuditMetrics
+from auditkeep.sinks.file import FileSink
+from auditkeep.testing import read_trail, validate_entries
 from gitlab_copilot_agent.events import Event
 from gitlab_copilot_agent.ingress.forwarded import client_ip
 from gitlab_copilot_agent.ingress.replay import ReplayGuard

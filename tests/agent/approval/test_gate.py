@@ -14,10 +14,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from redisproc import free_port
 
-from auditrail import Actor, correlation_scope
-from auditrail.logger import AuditLogger
-from auditrail.sinks.memory import InMemorySink
-from auditrail.testing import capture_events, validate_entries
+from auditkeep import Actor, correlation_scope
+from auditkeep.logger import AuditLogger
+from auditkeep.sinks.memory import InMemorySink
+from auditkeep.testing import capture_events, validate_entries
 from gitlab_copilot_agent.approval import (
     ApprovalGate,
     ApprovalPolicy,

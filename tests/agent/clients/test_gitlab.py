@@ -1,6 +1,6 @@
 """``GitLabClient`` against the GitLab stand-in on a real loopback socket.
 
-Every test reads the real audit output (``auditrail.testing.capture_events``),
+Every test reads the real audit output (``auditkeep.testing.capture_events``),
 validates it against the published schema and compares whole values. Failures
 come from the stand-in's scripted misbehaviour, the way GitLab fails.
 """
@@ -21,10 +21,10 @@ import pytest
 from agent_standins.faults import Fault
 from agent_standins.gitlab import GitLabStandin, diff_file
 from agent_standins.servers import ServerHandle, run_in_thread
-from auditrail import Actor, correlation_scope, new_correlation_id
-from auditrail.logger import AuditLogger
-from auditrail.sinks.memory import InMemorySink
-from auditrail.testing import capture_events, validate_entries
+from auditkeep import Actor, correlation_scope, new_correlation_id
+from auditkeep.logger import AuditLogger
+from auditkeep.sinks.memory import InMemorySink
+from auditkeep.testing import capture_events, validate_entries
 from gitlab_copilot_agent.clients.gitlab import GitLabClient, GitLabError
 
 TOKEN = "glpat-Test-Secret-7f3a9c2e5b1d"
@@ -556,7 +556,7 @@ class TestErrorClasses:
     ) -> None:
         """A Retry-After the library's parser refuses: the client's own backoff, then success.
 
-        The client reads the header with ``auditrail.parse_retry_after``, the http
+        The client reads the header with ``auditkeep.parse_retry_after``, the http
         sink's parser; its old one read ``inf`` as "wait forever" and gave up.
         """
         logger, sink = audit

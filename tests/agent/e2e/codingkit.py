@@ -24,10 +24,10 @@ import gitlab_copilot_agent
 from agent_standins.git_server import GitServer
 from agent_standins.gitlab import GitLabStandin, diff_file
 from agent_standins.servers import ServerHandle, run_in_thread
-from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.sinks.file import FileSink
-from auditrail.testing import read_trail, validate_entries
+from auditkeep.logger import AuditLogger
+from auditkeep.metrics import AuditMetrics
+from auditkeep.sinks.file import FileSink
+from auditkeep.testing import read_trail, validate_entries
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
 

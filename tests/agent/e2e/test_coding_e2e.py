@@ -218,7 +218,7 @@ class TestTheWholeStory:
             after,
         )
         assert f"pushed `{after[:12]}`" in world.notes()[-1]
-        assert f"auditrail trace {cid}" in world.notes()[-1]
+        assert f"auditkeep trace {cid}" in world.notes()[-1]
 
     def test_every_push_follows_an_approve_decision_for_its_task(self, world: World) -> None:
         """Across a run with refusals and a push: each successful push_branch has an earlier
@@ -414,7 +414,7 @@ class TestOneTaskPerMergeRequest:
             status = world.wait_note("Last task")
             assert status.startswith("No coding task holds this merge request.")
             assert f"{finished['details']['task_id']}`: pushed" in status
-            assert f"auditrail trace {cid}" in status
+            assert f"auditkeep trace {cid}" in status
 
     def test_cancel_withdraws_a_pending_task(self, world: World) -> None:
         cid = world.note("/copilot fix tweak the README")

@@ -54,7 +54,7 @@ from redisproc import RedisServer, free_port
 from agent_standins.git_server import GitServer
 from agent_standins.gitlab import GitLabStandin, diff_file
 from agent_standins.llm import LLMStandin
-from auditrail.testing import read_trail, validate_entries
+from auditkeep.testing import read_trail, validate_entries
 
 HOOK = r"""
 import json, os, sys, threading, time

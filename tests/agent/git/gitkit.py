@@ -23,11 +23,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agent_standins.git_server import GitServer
-from auditrail.logger import AuditLogger
-from auditrail.metrics import AuditMetrics
-from auditrail.redact import SecretRedactor
-from auditrail.sinks.file import FileSink
-from auditrail.testing import read_trail, validate_entries
+from auditkeep.logger import AuditLogger
+from auditkeep.metrics import AuditMetrics
+from auditkeep.redact import SecretRedactor
+from auditkeep.sinks.file import FileSink
+from auditkeep.testing import read_trail, validate_entries
 from gitlab_copilot_agent.git.runner import GitCredentials, GitRunner
 
 # No vendor prefix on purpose: the redactor's token shapes cannot hide a leak;

@@ -17,8 +17,8 @@ import pytest
 from gitkit import PROJECT, TOKEN, Approval, Trail, make_runner, popen_log
 
 from agent_standins.git_server import GitServer
-from auditrail import Actor
-from auditrail.context import correlation_scope
+from auditkeep import Actor
+from auditkeep.context import correlation_scope
 from gitlab_copilot_agent.git.errors import GitError, PushNotApproved
 from gitlab_copilot_agent.git.runner import CLONE_REPO, PUSH_BRANCH, GitRunner
 

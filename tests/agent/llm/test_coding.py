@@ -21,9 +21,9 @@ import pytest
 
 from agent_standins.llm import LLMStandin, Messages
 from agent_standins.servers import run_in_thread
-from auditrail.logger import AuditLogger
-from auditrail.sinks.memory import InMemorySink
-from auditrail.testing import capture_events, validate_entries
+from auditkeep.logger import AuditLogger
+from auditkeep.sinks.memory import InMemorySink
+from auditkeep.testing import capture_events, validate_entries
 from gitlab_copilot_agent.git.patches import (
     DEFAULT_PROTECTED_PATHS,
     PatchVerdict,

@@ -30,11 +30,11 @@ import pytest
 from agent_standins.faults import Fault
 from agent_standins.llm import LLMStandin
 from agent_standins.servers import ServerHandle, run_in_thread
-from auditrail import Actor
-from auditrail.context import correlation_scope
-from auditrail.logger import AuditLogger
-from auditrail.sinks.memory import InMemorySink
-from auditrail.testing import capture_events, validate_entries
+from auditkeep import Actor
+from auditkeep.context import correlation_scope
+from auditkeep.logger import AuditLogger
+from auditkeep.sinks.memory import InMemorySink
+from auditkeep.testing import capture_events, validate_entries
 from gitlab_copilot_agent.llm import (
     CODING_REQUEST,
     RESPONSE_RECEIVED,
@@ -1140,7 +1140,7 @@ class TestBuildProvider:
             return None if name == "copilot" else real_find_spec(name, package)
 
         monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-        with pytest.raises(SettingsError, match=r"pip install 'auditrail\[copilot\]'") as raised:
+        with pytest.raises(SettingsError, match=r"pip install 'auditkeep\[copilot\]'") as raised:
             settings(llm_provider="copilot")
         assert list(raised.value.problems) == ["LLM_PROVIDER"]
         unchecked = LLMSettings.model_construct(

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "e2e"))
 from codingkit import BRANCH, FILES, REPO, SRC, TOKEN
 
 from agent_standins.git_server import GitServer
-from auditrail import Actor, correlation_scope
-from auditrail.testing import read_trail, validate_entries
+from auditkeep import Actor, correlation_scope
+from auditkeep.testing import read_trail, validate_entries
 from gitlab_copilot_agent.settings import Settings
 from gitlab_copilot_agent.tasks.executor import LocalExecutor
 from gitlab_copilot_agent.tasks.spec import TaskSpec

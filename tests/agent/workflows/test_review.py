@@ -26,11 +26,11 @@ from agent_standins.gitlab import (
 )
 from agent_standins.llm import LLMStandin
 from agent_standins.servers import ServerHandle, run_in_thread
-from auditrail import Actor
-from auditrail.context import correlation_scope
-from auditrail.logger import AuditLogger
-from auditrail.sinks.memory import InMemorySink
-from auditrail.testing import capture_events, validate_entries
+from auditkeep import Actor
+from auditkeep.context import correlation_scope
+from auditkeep.logger import AuditLogger
+from auditkeep.sinks.memory import InMemorySink
+from auditkeep.testing import capture_events, validate_entries
 from gitlab_copilot_agent.clients.gitlab import GitLabClient
 from gitlab_copilot_agent.commands import builtin
 from gitlab_copilot_agent.commands.router import CommandRouter
