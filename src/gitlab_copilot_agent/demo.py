@@ -93,13 +93,14 @@ def _merge_request_event(gitlab: GitLabStandin) -> dict[str, Any]:
     }
 
 
-def _signed(body: bytes) -> dict[str, str]:
+def _signed(body: bytes, event: str = "Merge Request Hook") -> dict[str, str]:
+    """Headers of a delivery signed as GitLab signs it (Standard Webhooks)."""
     webhook_id = str(uuid.uuid4())
     timestamp = str(int(time.time()))
     signature = expected_signature(signing_key(SIGNING_TOKEN), webhook_id, timestamp, body)
     return {
         "content-type": "application/json",
-        "x-gitlab-event": "Merge Request Hook",
+        "x-gitlab-event": event,
         "x-gitlab-event-uuid": str(uuid.uuid4()),
         "idempotency-key": webhook_id,
         "webhook-id": webhook_id,
@@ -124,15 +125,6 @@ def _note_event(user: dict[str, Any], text: str) -> dict[str, Any]:
             "action": "create",
         },
         "merge_request": {"iid": CODING_MR, "state": "opened", "source_branch": CODING_BRANCH},
-    }
-
-
-def _token_headers(event: str) -> dict[str, str]:
-    return {
-        "content-type": "application/json",
-        "x-gitlab-event": event,
-        "x-gitlab-token": WEBHOOK_SECRET,
-        "x-gitlab-event-uuid": str(uuid.uuid4()),
     }
 
 
@@ -192,11 +184,9 @@ def _coding_scenario(http: httpx.Client, gitlab: GitLabStandin, git: GitServer) 
     task_cid, task_id = "", ""
     for replies, (user, text, who) in enumerate(steps, start=1):
         command = text.format(task=task_id)
-        answer = http.post(
-            "/webhook",
-            content=orjson.dumps(_note_event(user, command)),
-            headers=_token_headers("Note Hook"),
-        )
+        body = orjson.dumps(_note_event(user, command))
+        # Signed: with a signing token configured, unsigned deliveries are refused.
+        answer = http.post("/webhook", content=body, headers=_signed(body, "Note Hook"))
         print(f"-> @{user['username']} ({who}): {command!r} -> {answer.status_code}")
         if not task_cid:
             task_cid = answer.json().get("correlation_id", "")

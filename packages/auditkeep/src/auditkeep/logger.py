@@ -257,18 +257,7 @@ class AuditLogger:
                 actor_dict, flags = hit[1], hit[2]
             else:
                 actor_dict, flags = self._clean_actor(actor)
-            entry: dict[str, Any] = {
-                "schema_version": SCHEMA_VERSION,
-                "event_id": event_id,
-                "timestamp": timestamp,
-                "event_type": "audit",
-                "action": action,
-                "actor": actor_dict,
-                "target": _NO_TARGET,
-                "outcome": outcome,
-                "correlation_id": correlation_id or event_id,
-                "service": self.service,
-            }
+            entry = self._core(event_id, timestamp, action, actor_dict, outcome, correlation_id)
             if target is not None:
                 if type(target) is dict:
                     if target:
@@ -368,6 +357,29 @@ class AuditLogger:
             return self._shrink(entry)
         return memoryview(raw).tobytes()
 
+    def _core(
+        self,
+        event_id: str,
+        timestamp: str,
+        action: str,
+        actor: dict[str, str],
+        outcome: Outcome,
+        correlation_id: str | None,
+    ) -> dict[str, Any]:
+        """The fields every entry has, in the published order (the hot path and the last resort)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": event_id,
+            "timestamp": timestamp,
+            "event_type": "audit",
+            "action": action,
+            "actor": actor,
+            "target": _NO_TARGET,
+            "outcome": outcome,
+            "correlation_id": correlation_id or event_id,
+            "service": self.service,
+        }
+
     def _last_resort(
         self,
         event_id: str,
@@ -379,18 +391,7 @@ class AuditLogger:
         actor: object,
     ) -> bytes:
         actor_dict, _ = self._clean_actor(actor)
-        entry: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "event_id": event_id,
-            "timestamp": timestamp,
-            "event_type": "audit",
-            "action": action,
-            "actor": actor_dict,
-            "target": _NO_TARGET,
-            "outcome": outcome,
-            "correlation_id": correlation_id or event_id,
-            "service": self.service,
-        }
+        entry = self._core(event_id, timestamp, action, actor_dict, outcome, correlation_id)
         if outcome is Outcome.FAILURE:
             entry["error"] = error or ErrorClass.INTERNAL_ERROR
         if correlation_id is None:
