@@ -28,11 +28,25 @@ from auditkeep.testing import read_trail, validate_entries
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-NAMESPACES = ("auditkeep.integrations.httpx", "auditkeep.query", "auditkeep.testing")
+NAMESPACES = (
+    "auditkeep.integrations.httpx",
+    "auditkeep.query",
+    "auditkeep.testing",
+    # the spool's status and redelivery, and the scrubber's rules, each with an __all__
+    "auditkeep.delivery",
+    "auditkeep.redact",
+)
 PUBLIC_MODULES = ("auditkeep", *NAMESPACES)
 # Dotted words in the docs that start with "auditkeep." but are no Python name:
-# the actions the library itself records.
-ACTIONS = {ROTATED_OUT_ACTION}
+# the actions the library itself records, and the names of its loggers (the
+# `logging` names an application routes or silences).
+ACTIONS = {
+    ROTATED_OUT_ACTION,
+    "auditkeep.delivery",
+    "auditkeep.disk",
+    "auditkeep.retention",
+    "auditkeep.sinks.file",
+}
 _FENCE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _DOTTED = re.compile(r"(?<![\w./-])auditkeep(?:\.\w+)+")
 

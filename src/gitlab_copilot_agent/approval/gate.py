@@ -172,7 +172,7 @@ class ApprovalGate:
             "requester": task.requester,
             "requester_id": task.requester_id,
             "store": self._store.kind,
-            "key": key,
+            "store_key": key,
         }
         ttl = max(1.0, task.expires_at - self.now()) + keys.APPROVAL_GRACE_S
         try:
@@ -349,7 +349,7 @@ class ApprovalGate:
                 "instruction_sha256": task.instruction_sha256,
                 "trigger_correlation_id": trigger,
                 "store": self._store.kind,
-                "key": key,
+                "store_key": key,
                 **extra,
             }
             if note:

@@ -423,7 +423,7 @@ class CodingWorkflow:
                     target=task.target(),
                     error=exc.audit_error_class,
                     error_message=f"the result could not be stored: {exc}",
-                    details={"store": self._store.kind, "key": key, "task_id": task.task_id},
+                    details={"store": self._store.kind, "store_key": key, "task_id": task.task_id},
                 )
             else:
                 self._audit.emit(
@@ -431,7 +431,7 @@ class CodingWorkflow:
                     target=task.target(),
                     details={
                         "store": self._store.kind,
-                        "key": key,
+                        "store_key": key,
                         "task_id": task.task_id,
                         "status": outcome.status,
                     },

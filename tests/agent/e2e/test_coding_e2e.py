@@ -195,7 +195,7 @@ class TestTheWholeStory:
         stored = one(entries, "task.result.stored")["details"]
         assert stored == {
             "store": "redis",
-            "key": f"copilot:result:{task_id}",
+            "store_key": f"copilot:result:{task_id}",
             "task_id": task_id,
             "status": "pushed",
         }

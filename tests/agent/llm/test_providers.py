@@ -1140,7 +1140,8 @@ class TestBuildProvider:
             return None if name == "copilot" else real_find_spec(name, package)
 
         monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-        with pytest.raises(SettingsError, match=r"pip install 'auditkeep\[copilot\]'") as raised:
+        wanted = r"pip install 'gitlab-copilot-agent\[copilot\]'"
+        with pytest.raises(SettingsError, match=wanted) as raised:
             settings(llm_provider="copilot")
         assert list(raised.value.problems) == ["LLM_PROVIDER"]
         unchecked = LLMSettings.model_construct(

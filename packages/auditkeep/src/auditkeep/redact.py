@@ -176,6 +176,8 @@ CREDENTIAL_KEY: Final = KeyRule(
             "composite",
             "lookup",
             "object",
+            # where a value is kept (a state store's key), never a credential
+            "store",
         }
     ),
 )

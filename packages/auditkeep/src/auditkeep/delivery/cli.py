@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from auditkeep._help import help_command
 from auditkeep._names import service_name_problem
 from auditkeep.delivery.status import SpoolStatus, spool_status
 from auditkeep.exceptions import ConfigError
@@ -53,7 +54,9 @@ def register(sub: Any) -> None:
         epilog=_STATUS_EXAMPLES,
         formatter_class=raw,
     )
-    actions = spool.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
+    # `auditkeep spool` alone prints its help (asking for nothing is no mistake).
+    spool.set_defaults(func=help_command(spool))
+    actions = spool.add_subparsers(dest="spool_command", metavar="ACTION")
     status = actions.add_parser(
         "status",
         help="what is waiting in the spool (read-only: creates nothing)",
