@@ -10,6 +10,7 @@ says which extra to install in one line.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -26,9 +27,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def library_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("library-venv")
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    source = tmp_path_factory.mktemp("library-source") / "auditkeep"
+    shutil.copytree(LIBRARY, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     venv.EnvBuilder(with_pip=True, clear=True).create(where)
     done = subprocess.run(
-        [str(where / "bin" / "python"), "-m", "pip", "install", "-q", str(LIBRARY)],
+        [str(where / "bin" / "python"), "-m", "pip", "install", "-q", str(source)],
         capture_output=True,
         timeout=600,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
@@ -58,6 +62,10 @@ def test_the_library_alone_has_its_command_and_no_agent(library_venv: Path) -> N
         "('gitlab_copilot_agent', 'agent_standins', 'fastapi', 'httpx')))",
     )
     assert probe.returncode == 0, "the library pulled in the agent or its dependencies"
+
+
+def test_installing_leaves_the_source_tree_as_it_was() -> None:
+    assert not (LIBRARY / "build").exists()
 
 
 def test_a_missing_extra_is_one_line_naming_it(library_venv: Path) -> None:

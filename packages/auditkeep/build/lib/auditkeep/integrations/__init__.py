@@ -1,1 +1,0 @@
-"""Optional integrations with third-party libraries (each imports its library lazily)."""
