@@ -45,25 +45,33 @@ httpx is imported when the first sink is built, so ``import auditkeep`` never ne
 
 from __future__ import annotations
 
-import gzip as gzip_module
-import os
 import re
-import socket
 import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Final
 
 import orjson
 
-from auditkeep._env import env_bool, env_int, env_seconds
-from auditkeep._optional import missing_dependency
+from auditkeep._env import env_bool, env_int
 from auditkeep._retry_after import parse_retry_after
 from auditkeep.exceptions import ConfigError, MissingDependencyError
-from auditkeep.redact import REDACTED, default_redactor, register_secret
+from auditkeep.redact import register_secret
 from auditkeep.sinks._http_bodies import _encoder_for
+from auditkeep.sinks._http_transport import (
+    CONTROL,
+    HEADER_NAME,
+    HttpTransport,
+    Tls,
+    check_endpoint,
+    endpoint_from_env,
+    read_secret_file,
+    safe_url,
+    timeouts_from_env,
+    tls_from_env,
+    tls_load_error,
+)
 from auditkeep.typing import SinkResult
 
 if TYPE_CHECKING:
@@ -77,18 +85,12 @@ FORMATS: Final = ("ndjson", "json_array", "splunk_hec", "elasticsearch_bulk", "l
 DEFAULT_MAX_BODY_BYTES: Final = 1_048_576
 MIN_MAX_BODY_BYTES: Final = 1024
 MAX_MAX_BODY_BYTES: Final = 256 << 20
-MAX_TIMEOUT_S: Final = 300.0
-"""Upper bound of the AUDIT_LOG_HTTP_*_TIMEOUT_S settings (a typo must not mean hours)."""
 # Where an endpoint given without a path (``https://splunk:8088``) sends each preset.
 PRESET_PATHS: Final = {
     "splunk_hec": "/services/collector/event",
     "elasticsearch_bulk": "/_bulk",
     "loki": "/loki/api/v1/push",
 }
-_RETRY_STATUSES: Final = frozenset({408, 429})
-_REASON_CHARS: Final = 200
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-_HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _ES_INDEX_FORBIDDEN: Final = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 _CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization"})
 _HINTS: Final = {
@@ -160,28 +162,11 @@ class HttpSink:
             raise ValueError("connect_timeout_s and read_timeout_s must be positive")
         if index is not None and format not in ("elasticsearch_bulk", "splunk_hec"):
             raise ValueError("index is only used by the elasticsearch_bulk and splunk_hec formats")
-        self.endpoint = _preset_endpoint(endpoint, format)
+        self.endpoint = check_endpoint(endpoint, default_path=PRESET_PATHS.get(format))
         self.format = format
         self.gzip = gzip
         self.max_body_bytes = max_body_bytes
         self.index = index
-        header_map = dict(headers or {})
-        for key, value in header_map.items():
-            if not _HEADER_NAME.match(key):
-                raise ValueError(f"invalid header name {key!r}")
-            if _CONTROL.search(value):
-                raise ValueError(f"the value of header {key!r} holds control characters")
-        self._header_names = sorted(header_map)
-        # Every configured header value is scrubbed from error texts, secret or not.
-        self._scrub_values = sorted(
-            (v for v in header_map.values() if len(v) >= 4), key=len, reverse=True
-        )
-        self._scrub_values += [
-            part
-            for v in header_map.values()
-            for part in v.split()[1:]
-            if len(part) >= 4 and part not in self._scrub_values
-        ]
         self._encoder = _encoder_for(
             format,
             index=index,
@@ -192,44 +177,26 @@ class HttpSink:
         )
         self._closed = False
         self._lock = threading.Lock()
-
-        try:
-            import httpx
-        except ImportError as exc:
-            raise missing_dependency(
-                exc, module="httpx", extra="http", feature="the http destination (HttpSink)"
-            ) from None
-
-        timeout = httpx.Timeout(
-            connect=connect_timeout_s,
-            read=read_timeout_s,
-            write=read_timeout_s,
-            pool=connect_timeout_s,
-        )
-        header_map.setdefault("User-Agent", f"auditkeep/0.1.0 httpx/{httpx.__version__}")
-        context = _ssl_context(verify)
-        if transport is None:
-            # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's
-            # algorithm and the receiver's delayed ACK can add ~40 ms to every request.
-            transport = httpx.HTTPTransport(
-                verify=context,
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            )
-        self._client = httpx.Client(
-            headers=header_map,
-            timeout=timeout,
-            verify=context,  # for the proxy transports httpx mounts from HTTPS_PROXY & co
-            follow_redirects=False,
+        self._http = HttpTransport(
+            self.endpoint,
+            headers=headers or {},
+            tls=Tls(verify),
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            extra="http",
+            feature="the http destination (HttpSink)",
+            hints=_HINTS,
             transport=transport,
         )
+        self._client = self._http.client
         self._verify = verify
 
     def __repr__(self) -> str:
         verify = "ca-bundle" if isinstance(self._verify, str) else self._verify
         return (
-            f"HttpSink(endpoint={_safe_url(self.endpoint)!r}, format={self.format!r}, "
+            f"HttpSink(endpoint={safe_url(self.endpoint)!r}, format={self.format!r}, "
             f"gzip={self.gzip}, verify={verify}, max_body_bytes={self.max_body_bytes}, "
-            f"headers={self._header_names!r})"
+            f"headers={self._http.header_names!r})"
         )
 
     def describe(self) -> str:
@@ -237,18 +204,14 @@ class HttpSink:
 
         .. versionadded:: 0.1.0
         """
-        if isinstance(self._verify, str):
-            tls = f"verified with {self._verify}"
-        else:
-            tls = "verified with the system's CAs" if self._verify else "NOT verified"
         parts = [f"format {self.format}", "gzip" if self.gzip else "uncompressed"]
         if self.index is not None:
             parts.append(f"index {self.index}")
         if self.endpoint.startswith("https:"):
-            parts.append(f"TLS {tls}")
-        headers = ", ".join(self._header_names) or "none"
+            parts.append(f"TLS {self._http.tls.describe()}")
+        headers = ", ".join(self._http.header_names) or "none"
         parts.append(f"headers: {headers} (values not shown)")
-        return f"POST {_safe_url(self.endpoint)} ({'; '.join(parts)})"
+        return f"POST {safe_url(self.endpoint)} ({'; '.join(parts)})"
 
     # -- Sink protocol ------------------------------------------------------------
 
@@ -263,7 +226,7 @@ class HttpSink:
                 if not result.ok:
                     return result
         except Exception as exc:  # noqa: BLE001 - a sink never raises into the worker
-            return SinkResult.retry(self._scrub(f"{type(exc).__name__}: {exc}"))
+            return SinkResult.retry(self._http.scrub(f"{type(exc).__name__}: {exc}"))
         return SinkResult.SUCCESS
 
     def flush(self, timeout_s: float) -> bool:
@@ -275,7 +238,7 @@ class HttpSink:
             if self._closed:
                 return
             self._closed = True
-        self._client.close()
+        self._http.close()
 
     # -- encoding -------------------------------------------------------------------
 
@@ -302,41 +265,15 @@ class HttpSink:
     # -- one request ----------------------------------------------------------------
 
     def _post(self, body: bytes) -> SinkResult:
-        import httpx
-
-        headers = {"Content-Type": self._encoder.content_type}
-        if self.gzip:
-            body = gzip_module.compress(body, compresslevel=5, mtime=0)
-            headers["Content-Encoding"] = "gzip"
-        try:
-            response = self._client.post(self.endpoint, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            return SinkResult.retry(f"timeout ({type(exc).__name__}) talking to {self._where()}")
-        except httpx.HTTPError as exc:
-            where = self._where()
-            return SinkResult.retry(self._scrub(f"{type(exc).__name__} talking to {where}: {exc}"))
-        except RuntimeError as exc:  # the client was closed under a hanging request
-            return SinkResult.retry(self._scrub(f"{type(exc).__name__}: {exc}"))
-        return self._classify(response)
-
-    def _classify(self, response: httpx.Response) -> SinkResult:
-        status = response.status_code
-        if 200 <= status < 300:
-            if self.format == "elasticsearch_bulk":
-                return self._bulk_result(response)
-            return SinkResult.SUCCESS
-        text = f"HTTP {status} {response.reason_phrase}".rstrip()
-        reason = self._reason(response)
-        if reason:
-            text += f": {reason}"
-        if status in _RETRY_STATUSES or status >= 500:
-            after = parse_retry_after(response.headers.get("Retry-After"))
-            return SinkResult.retry(text, after_s=after)
-        if 300 <= status < 400:
-            text += "; redirects are not followed: set AUDIT_LOG_HTTP_ENDPOINT to the final URL"
-        elif status in _HINTS:
-            text += f"; {_HINTS[status]}"
-        return SinkResult.failure(text)
+        response = self._http.post(body, self._encoder.content_type, gzip=self.gzip)
+        if isinstance(response, SinkResult):
+            return response
+        if not 200 <= response.status_code < 300:
+            reason = self._http.body_text(response)
+            return self._http.refusal(response, reason, variable="AUDIT_LOG_HTTP_ENDPOINT")
+        if self.format == "elasticsearch_bulk":
+            return self._bulk_result(response)
+        return SinkResult.SUCCESS
 
     def _bulk_result(self, response: httpx.Response) -> SinkResult:
         try:
@@ -366,72 +303,13 @@ class HttpSink:
             return SinkResult.SUCCESS
         worst = retry or refused
         status, kind = worst[0]
-        text = self._scrub(
+        text = self._http.scrub(
             f"_bulk refused {len(retry) + len(refused)} of {len(items)} items: HTTP {status} {kind}"
         )
         if retry:
             after = parse_retry_after(response.headers.get("Retry-After"))
             return SinkResult.retry(text, after_s=after)
         return SinkResult.failure(text)
-
-    def _reason(self, response: httpx.Response) -> str:
-        try:
-            # Cut beyond the scrubber's window: the scrubber, not this cut,
-            # decides what is kept, so no secret is split before it is scrubbed.
-            size = 4 * default_redactor.window(_REASON_CHARS) + 4
-            text = response.content[:size].decode("utf-8", "replace")
-        except Exception:  # noqa: BLE001 - a reason is a courtesy; never fail over it
-            return ""
-        return self._scrub(text)
-
-    def _scrub(self, text: str) -> str:
-        """Scrubbed (configured header values too), then cut to ``_REASON_CHARS``."""
-        text = _CONTROL.sub(" ", text).strip()
-        return default_redactor.scrub_then_cut(text, _REASON_CHARS, *self._scrub_values)
-
-    def _where(self) -> str:
-        return _safe_url(self.endpoint)
-
-
-def _preset_endpoint(endpoint: str, format: str) -> str:
-    parts = urllib.parse.urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("endpoint must be an http:// or https:// URL with a host")
-    if parts.fragment:
-        raise ValueError("endpoint must not have a #fragment")
-    if parts.path in ("", "/") and format in PRESET_PATHS:
-        return urllib.parse.urlunsplit(parts._replace(path=PRESET_PATHS[format]))
-    return endpoint
-
-
-def _safe_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = REDACTED + "@" + netloc.rsplit("@", 1)[1]
-    return default_redactor.redact(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
-
-
-def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
-    if isinstance(verify, bool):
-        return verify  # True: httpx's default trust store; False: no verification
-    if os.path.isdir(verify):
-        return ssl.create_default_context(capath=verify)
-    return ssl.create_default_context(cafile=verify)
-
-
-def _read_secret_file(name: str, path: str) -> str:
-    try:
-        value = Path(path).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise ConfigError(name, f"file {path!r} does not exist; mount the secret there") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            name, f"cannot read {path!r} ({type(exc).__name__}); make it readable UTF-8 text"
-        ) from None
-    if not value:
-        raise ConfigError(name, f"file {path!r} is empty; it must hold the header value")
-    return value
 
 
 def _parse_headers(raw: str) -> dict[str, str]:
@@ -442,7 +320,7 @@ def _parse_headers(raw: str) -> dict[str, str]:
             continue
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
-        if not sep or not _HEADER_NAME.match(key):
+        if not sep or not HEADER_NAME.match(key):
             raise ConfigError(
                 name, f"expected comma-separated Name=Value pairs, got {item.strip()!r}"
             )
@@ -452,7 +330,7 @@ def _parse_headers(raw: str) -> dict[str, str]:
                 f"{key} holds a credential: set AUDIT_LOG_HTTP_AUTHORIZATION_FILE (or "
                 "AUDIT_LOG_HTTP_AUTHORIZATION) instead, so it is never logged",
             )
-        if _CONTROL.search(value):
+        if CONTROL.search(value):
             raise ConfigError(name, f"the value of {key} holds control characters")
         headers[key] = value
     return headers
@@ -468,7 +346,7 @@ def _authorization(env: Mapping[str, str], format: str) -> str | None:
             "not both",
         )
     name = "AUDIT_LOG_HTTP_AUTHORIZATION_FILE" if file else "AUDIT_LOG_HTTP_AUTHORIZATION"
-    value = _read_secret_file(name, file) if file else direct
+    value = read_secret_file(name, file) if file else direct
     if not value:
         if format == "splunk_hec":
             raise ConfigError(
@@ -476,7 +354,7 @@ def _authorization(env: Mapping[str, str], format: str) -> str | None:
                 "Splunk HEC needs a token: put 'Splunk <token>' in a file and name it here",
             )
         return None
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise ConfigError(name, "the value holds control characters (a stray newline?)")
     if format == "splunk_hec" and " " not in value:
         value = f"Splunk {value}"  # a bare HEC token
@@ -501,21 +379,10 @@ def http_sink_from_env(env: Mapping[str, str]) -> HttpSink:
 
     .. versionadded:: 0.1.0
     """
-    endpoint = env.get("AUDIT_LOG_HTTP_ENDPOINT", "").strip()
-    if not endpoint:
-        raise ConfigError(
-            "AUDIT_LOG_HTTP_ENDPOINT",
-            "required by the http destination: set the intake URL, e.g. "
-            "https://splunk.example:8088/services/collector/event",
-        )
+    endpoint = endpoint_from_env(
+        env, "AUDIT_LOG_HTTP_ENDPOINT", "https://splunk.example:8088/services/collector/event"
+    )
     parts = urllib.parse.urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            "AUDIT_LOG_HTTP_ENDPOINT",
-            f"expected an http:// or https:// URL with a host, got {_safe_url(endpoint)!r}",
-        )
-    if parts.fragment:
-        raise ConfigError("AUDIT_LOG_HTTP_ENDPOINT", "remove the #fragment from the URL")
     if parts.password and len(parts.password) >= 6:
         register_secret(urllib.parse.unquote(parts.password))  # basic auth in the URL
     format = env.get("AUDIT_LOG_HTTP_FORMAT", "").strip().lower() or "ndjson"
@@ -528,22 +395,14 @@ def http_sink_from_env(env: Mapping[str, str]) -> HttpSink:
     authorization = _authorization(env, format)
     if authorization is not None:
         headers["Authorization"] = authorization
-    verify_tls = env_bool(env, "AUDIT_LOG_HTTP_VERIFY_TLS", True)
-    ca_bundle = env.get("AUDIT_LOG_HTTP_CA_BUNDLE", "").strip()
-    verify: bool | str = verify_tls
-    if ca_bundle:
-        if not verify_tls:
-            raise ConfigError(
-                "AUDIT_LOG_HTTP_CA_BUNDLE",
-                "a CA bundle is set but AUDIT_LOG_HTTP_VERIFY_TLS=false; remove one of them",
-            )
-        if not os.path.exists(ca_bundle):
-            raise ConfigError(
-                "AUDIT_LOG_HTTP_CA_BUNDLE", f"{ca_bundle!r} does not exist; give a PEM file"
-            )
-        verify = ca_bundle
-    connect = env_seconds(env, "AUDIT_LOG_HTTP_CONNECT_TIMEOUT_S", 5.0, maximum=MAX_TIMEOUT_S)
-    read = env_seconds(env, "AUDIT_LOG_HTTP_READ_TIMEOUT_S", 10.0, maximum=MAX_TIMEOUT_S)
+    tls = tls_from_env(
+        env, verify_var="AUDIT_LOG_HTTP_VERIFY_TLS", ca_var="AUDIT_LOG_HTTP_CA_BUNDLE"
+    )
+    connect, read = timeouts_from_env(
+        env,
+        connect_var="AUDIT_LOG_HTTP_CONNECT_TIMEOUT_S",
+        read_var="AUDIT_LOG_HTTP_READ_TIMEOUT_S",
+    )
     max_body = env_int(
         env,
         "AUDIT_LOG_HTTP_MAX_BODY_BYTES",
@@ -572,7 +431,7 @@ def http_sink_from_env(env: Mapping[str, str]) -> HttpSink:
             format=format,
             headers=headers,
             gzip=compress,
-            verify=verify,
+            verify=tls.verify,
             connect_timeout_s=connect,
             read_timeout_s=read,
             max_body_bytes=max_body,
@@ -582,7 +441,4 @@ def http_sink_from_env(env: Mapping[str, str]) -> HttpSink:
         # A setting this environment cannot honour: a ConfigError naming it, in one line.
         raise ConfigError("AUDIT_LOG_DESTINATION", str(exc)) from None
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            "AUDIT_LOG_HTTP_CA_BUNDLE",
-            f"cannot load {ca_bundle!r} ({type(exc).__name__}); give a PEM file of CA certificates",
-        ) from None
+        raise tls_load_error(tls, exc, ca_var="AUDIT_LOG_HTTP_CA_BUNDLE", cert_var=None) from None
