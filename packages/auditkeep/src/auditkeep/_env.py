@@ -59,6 +59,17 @@ KNOWN_VARIABLES: Final = frozenset(
         "AUDIT_LOG_HTTP_READ_TIMEOUT_S",
         "AUDIT_LOG_HTTP_MAX_BODY_BYTES",
         "AUDIT_LOG_HTTP_INDEX",
+        # the otlp destination (sinks/otlp.py)
+        "AUDIT_LOG_OTLP_ENDPOINT",
+        "AUDIT_LOG_OTLP_HEADERS",
+        "AUDIT_LOG_OTLP_COMPRESSION",
+        "AUDIT_LOG_OTLP_VERIFY_TLS",
+        "AUDIT_LOG_OTLP_CA_BUNDLE",
+        "AUDIT_LOG_OTLP_CLIENT_CERT",
+        "AUDIT_LOG_OTLP_CLIENT_KEY",
+        "AUDIT_LOG_OTLP_CONNECT_TIMEOUT_S",
+        "AUDIT_LOG_OTLP_READ_TIMEOUT_S",
+        "AUDIT_LOG_OTLP_MAX_BODY_BYTES",
     }
 )
 """Every ``AUDIT_LOG_*`` variable read anywhere in ``auditkeep`` (a test greps the sources)."""

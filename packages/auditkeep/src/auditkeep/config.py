@@ -29,9 +29,10 @@ from auditkeep.typing import Sink
 
 if TYPE_CHECKING:
     from auditkeep.sinks.http import HttpSink
+    from auditkeep.sinks.otlp import OtlpSink
     from auditkeep.sinks.syslog import SyslogSink
 
-DESTINATIONS: Final = ("stdout", "file", "syslog", "http")
+DESTINATIONS: Final = ("stdout", "file", "syslog", "http", "otlp")
 
 
 def _shown_path(path: Path) -> str:
@@ -436,9 +437,9 @@ class AuditConfig:
         watched.append(("spool", self.spool_dir))
         return watched
 
-    def _network_sinks(self) -> list[SyslogSink | HttpSink]:
+    def _network_sinks(self) -> list[SyslogSink | HttpSink | OtlpSink]:
         env = self.environ
-        sinks: list[SyslogSink | HttpSink] = []
+        sinks: list[SyslogSink | HttpSink | OtlpSink] = []
         if "syslog" in self.destinations:
             from auditkeep.sinks.syslog import syslog_sink_from_env
 
@@ -447,6 +448,10 @@ class AuditConfig:
             from auditkeep.sinks.http import http_sink_from_env
 
             sinks.append(http_sink_from_env(env))
+        if "otlp" in self.destinations:
+            from auditkeep.sinks.otlp import otlp_sink_from_env
+
+            sinks.append(otlp_sink_from_env(env))
         return sinks
 
     def build_sinks(self) -> list[Sink]:
