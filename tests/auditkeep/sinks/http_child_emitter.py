@@ -1,6 +1,6 @@
 """Child process for the http SIGTERM test: emits to an HttpSink until killed.
 
-Usage: http_child_emitter.py ENDPOINT SPOOL_DIR
+Usage: http_child_emitter.py ENDPOINT SPOOL_DIR [http|otlp]
 
 Each event_id is written to stdout (one per line) only after ``emit`` returned, so the
 parent knows a lower bound of what must survive. The fallback copies go to stderr.
@@ -17,13 +17,15 @@ from auditkeep.logger import AuditLogger
 from auditkeep.metrics import AuditMetrics
 from auditkeep.runtime import install_sigterm_handler
 from auditkeep.sinks.http import HttpSink
+from auditkeep.sinks.otlp import OtlpSink
 from auditkeep.sinks.stdout import StderrSink
 
 
 def main(argv: list[str]) -> None:
     endpoint, spool_dir = argv[1], argv[2]
+    kind = OtlpSink if argv[3:] == ["otlp"] else HttpSink
     logger = AuditLogger(
-        HttpSink(endpoint, connect_timeout_s=0.5, read_timeout_s=1.0),
+        kind(endpoint, connect_timeout_s=0.5, read_timeout_s=1.0),
         service="child",
         spool_dir=spool_dir,
         max_buffer_events=1000,

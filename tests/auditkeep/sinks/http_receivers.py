@@ -8,6 +8,13 @@ content type, gzip, authorization, body framing, per-entry fields). A request th
 the shape is answered like the real intake would (400, 401, 403) and recorded in
 ``problems``, so a test asserts ``problems == []``.
 
+``otlp`` is an OpenTelemetry Collector's OTLP/HTTP logs receiver: it decodes each request
+with the official ``ExportLogsServiceRequest`` message, checks every record against the
+entry in its body (attributes, times, severity, trace context, resource ``service.name``),
+answers ``ExportLogsServiceResponse`` (``otlp_reject(entry)`` makes it refuse records with
+a partial success, as a Collector does) and errors as a protobuf ``google.rpc.Status``.
+The entry lines it took are in ``lines``.
+
 Faults are scripted: ``fail_status`` answers every request with one status, ``delay_s``
 makes each request slow, ``es_item_fault(doc)`` gives a ``_bulk`` item its own status, and
 ``script(Reply(...), ...)`` queues one-shot answers (429 with ``Retry-After``, 503, a
@@ -37,7 +44,8 @@ from typing import Any
 
 import orjson
 
-KINDS = ("ndjson", "json_array", "splunk_hec", "elasticsearch_bulk", "loki")
+KINDS = ("ndjson", "json_array", "splunk_hec", "elasticsearch_bulk", "loki", "otlp")
+PROTOBUF = "application/x-protobuf"
 HEC_KEYS = frozenset({"time", "host", "source", "sourcetype", "index", "event", "fields"})
 HEC_SUCCESS = b'{"text":"Success","code":0}'
 
@@ -140,9 +148,14 @@ class _Handler(BaseHTTPRequestHandler):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
 
-    def answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def answer(
+        self,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.send_response(status)
-        content_type = "application/json"
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         if status != 204:
@@ -165,6 +178,7 @@ class Receiver:
         max_body_bytes: int | None = None,
         index: str | None = None,
         tls: tuple[Path, Path] | None = None,
+        client_ca: Path | None = None,
     ) -> None:
         assert kind in KINDS
         self.kind = kind
@@ -173,11 +187,14 @@ class Receiver:
         self.max_body_bytes = max_body_bytes
         self.index = index
         self.tls = tls
+        self.client_ca = client_ca  # with tls: require a client certificate signed by it
         self.host = "127.0.0.1"
         self.port = free_port(self.host)
         self.fail_status: int | None = None
         self.delay_s = 0.0
         self.es_item_fault: Callable[[dict[str, Any]], int | None] = lambda doc: None
+        self.otlp_reject: Callable[[dict[str, Any]], bool] = lambda entry: False
+        self.lines: list[bytes] = []
         self.received: Counter[str] = Counter()
         self.requests: list[Request] = []
         self.problems: list[str] = []
@@ -207,6 +224,9 @@ class Receiver:
         if self.tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
+            if self.client_ca is not None:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(cafile=str(self.client_ca))
             server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._thread = threading.Thread(
@@ -319,7 +339,9 @@ class Receiver:
             headers = {"Retry-After": reply.retry_after} if reply and reply.retry_after else {}
             request.status = status
             self._record(request)
-            return handler.answer(status, self._error_body(status), headers)
+            return handler.answer(
+                status, self._error_body(status), headers, content_type=self._content_type()
+            )
         try:
             body = self._decode(handler, raw)
             request.body_bytes = len(body)
@@ -329,14 +351,18 @@ class Receiver:
             self._problem(str(exc))
             request.status = exc.status
             self._record(request)
-            return handler.answer(exc.status, exc.body or self._error_body(exc.status))
+            return handler.answer(
+                exc.status,
+                exc.body or self._error_body(exc.status),
+                content_type=self._content_type(),
+            )
         request.event_ids = ids
         if reply is not None and reply.action == "accept_then_reset":
             self._record(request, keep=ids)
             return handler.reset()
         request.status = status
         self._record(request, keep=ids)
-        return handler.answer(status, answer)
+        return handler.answer(status, answer, content_type=self._content_type())
 
     def _record(self, request: Request, keep: list[str] | None = None) -> None:
         request.answered = time.monotonic()
@@ -350,7 +376,12 @@ class Receiver:
         with self._cond:
             self.problems.append(message)
 
+    def _content_type(self) -> str:
+        return PROTOBUF if self.kind == "otlp" else "application/json"
+
     def _error_body(self, status: int) -> bytes:
+        if self.kind == "otlp":
+            return rpc_status(status, f"scripted HTTP {status}")
         if self.kind == "splunk_hec":
             known = {
                 400: b'{"text":"Invalid data format","code":6}',
@@ -412,7 +443,52 @@ class Receiver:
             return self._accept_hec(path, headers, body)
         if self.kind == "elasticsearch_bulk":
             return self._accept_bulk(path, headers, body)
+        if self.kind == "otlp":
+            return self._accept_otlp(path, headers, body)
         return self._accept_loki(path, headers, body)
+
+    def _accept_otlp(self, path: str, headers: Any, body: bytes) -> tuple[int, bytes, list[str]]:
+        from google.protobuf.message import DecodeError
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+            ExportLogsServiceRequest,
+            ExportLogsServiceResponse,
+        )
+
+        if path != "/v1/logs":
+            raise ShapeError(f"OTLP path {path!r}", 404, rpc_status(404, "not found"))
+        self._expect_content_type(headers, PROTOBUF)
+        try:
+            export = ExportLogsServiceRequest.FromString(body)
+        except DecodeError:
+            raise ShapeError(
+                "not an ExportLogsServiceRequest", 400, rpc_status(400, "bad")
+            ) from None
+        ids, lines, rejected = [], [], 0
+        for resource_logs in export.resource_logs:
+            resource = {a.key: a.value.string_value for a in resource_logs.resource.attributes}
+            for scope_logs in resource_logs.scope_logs:
+                if scope_logs.scope.name != "auditkeep":
+                    raise ShapeError(f"scope {scope_logs.scope.name!r}")
+                for record in scope_logs.log_records:
+                    line = record.body.string_value.encode()
+                    entry = _entry(line)
+                    check_otlp_record(record, entry, resource)
+                    with self._cond:
+                        refuse = self.otlp_reject(entry)
+                    if refuse:
+                        rejected += 1
+                        continue
+                    ids.append(entry["event_id"])
+                    lines.append(line)
+        if not ids and not rejected:
+            raise ShapeError("an OTLP request without records")
+        with self._cond:
+            self.lines += lines
+        answer = ExportLogsServiceResponse()
+        if rejected:
+            answer.partial_success.rejected_log_records = rejected
+            answer.partial_success.error_message = "scripted: records refused by a processor"
+        return 200, answer.SerializeToString(), ids
 
     def _accept_hec(self, path: str, headers: Any, body: bytes) -> tuple[int, bytes, list[str]]:
         if path != "/services/collector/event":
@@ -559,6 +635,47 @@ class Receiver:
         return 204, b"", ids
 
 
+SEVERITY = {"success": (9, "INFO"), "failure": (13, "WARN")}
+
+
+def check_otlp_record(record: Any, entry: dict[str, Any], resource: dict[str, str]) -> None:
+    """The mapping of docs/otlp.md, record by record (raises ``ShapeError``)."""
+    attributes = {a.key: a.value.string_value for a in record.attributes}
+    expected = {
+        "audit.action": entry["action"],
+        "audit.outcome": entry["outcome"],
+        "audit.event_id": entry["event_id"],
+        "log.record.uid": entry["event_id"],
+    }
+    if entry.get("correlation_id") is not None:
+        expected["audit.correlation_id"] = entry["correlation_id"]
+    if attributes != expected:
+        raise ShapeError(f"OTLP attributes {attributes} != {expected}")
+    if resource != {"service.name": entry["service"]}:
+        raise ShapeError(f"OTLP resource {resource}")
+    if record.time_unix_nano != entry_epoch_us(entry) * 1000:
+        raise ShapeError(f"time_unix_nano {record.time_unix_nano} != {entry['timestamp']}")
+    if not record.time_unix_nano <= record.observed_time_unix_nano <= time.time_ns():
+        raise ShapeError("observed_time_unix_nano before the entry or in the future")
+    if (record.severity_number, record.severity_text) != SEVERITY[entry["outcome"]]:
+        raise ShapeError(f"severity {record.severity_number} for {entry['outcome']}")
+    if record.trace_id.hex() != entry.get("trace_id", "") or record.span_id.hex() != entry.get(
+        "span_id", ""
+    ):
+        raise ShapeError("OTLP trace_id/span_id do not match the entry")
+
+
+GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 429: 8, 502: 14, 503: 14, 504: 4}
+
+
+def rpc_status(http_status: int, message: str) -> bytes:
+    """A ``google.rpc.Status`` {code, message}, encoded by hand (two fields, no dependency)."""
+    text = message.encode()
+    code = GRPC_CODES.get(http_status, 2)  # 2: UNKNOWN
+    assert len(text) < 128
+    return b"\x08" + bytes([code]) + b"\x12" + bytes([len(text)]) + text
+
+
 def _json(data: bytes) -> Any:
     try:
         return orjson.loads(data)
@@ -635,3 +752,33 @@ def make_tls_pair(directory: Path) -> tuple[Path, Path, Path] | None:
         str(ext),
     )
     return ca_pem, pem, key
+
+
+def make_client_cert(directory: Path) -> tuple[Path, Path]:
+    """(client cert, key) signed by the CA ``make_tls_pair`` left in ``directory``."""
+    key, csr, pem = directory / "client.key", directory / "client.csr", directory / "client.pem"
+    ext = directory / "client.ext"
+    ext.write_text("extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for args in (
+        ["req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=auditkeep client"],
+        [
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(directory / "ca.pem"),
+            "-CAkey",
+            str(directory / "ca.key"),
+            "-CAcreateserial",
+            "-out",
+            str(pem),
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+        ],
+    ):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    return pem, key
