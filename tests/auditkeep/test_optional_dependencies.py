@@ -113,3 +113,47 @@ def test_the_core_library_needs_no_httpx(tmp_path: Path) -> None:
         tmp_path,
     )
     assert (proc.returncode, proc.stderr, proc.stdout) == (0, "", "ok\n")
+
+
+@pytest.mark.parametrize(
+    ("hidden", "package"),
+    [("opentelemetry.proto", "opentelemetry-proto"), ("google.protobuf", "protobuf")],
+)
+def test_the_otlp_destination_names_the_otlp_extra(
+    hidden: str, package: str, tmp_path: Path
+) -> None:
+    """Without opentelemetry-proto or protobuf: one line naming the otlp extra, at start."""
+    code = f"""
+        import sys
+        sys.modules[{hidden!r}] = None
+        import auditkeep
+        try:
+            auditkeep.OtlpSink("http://127.0.0.1:4318")
+        except auditkeep.MissingDependencyError as exc:
+            assert exc.extra == "otlp", exc.extra
+            print(exc)
+        env = {{"AUDIT_LOG_DESTINATION": "otlp", "AUDIT_LOG_OTLP_ENDPOINT": "http://c:4318"}}
+        try:
+            auditkeep.configure(env, handle_sigterm=False)
+        except auditkeep.ConfigError as exc:
+            print(exc)
+        """
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path(auditkeep.__file__).parents[1]),
+        "AUDIT_LOG_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    message = (
+        f"the otlp destination (OtlpSink) needs {package}, which is not installed: "
+        "pip install 'auditkeep[otlp]'"
+    )
+    assert proc.stdout == f"{message}\nAUDIT_LOG_DESTINATION: {message}\n"
