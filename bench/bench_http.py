@@ -3,6 +3,10 @@
 * ``throughput``: entries/s from the first emit until ``flush`` returned, every entry
   POSTed (batched NDJSON, optionally gzip) to a local receiver running in its own
   process; the receiver counts distinct event ids, so lost = emitted - distinct.
+* ``otlp-throughput`` (and ``-gzip``): the same load through the otlp sink (OTLP/HTTP
+  protobuf log records), to a receiver that decodes every request with the official
+  ``ExportLogsServiceRequest`` message, as a Collector does; the summary gives the
+  otlp/http throughput ratio per round (the same run, the same rounds).
 * ``steady-healthy``: caller-side ``emit`` latency (bursts of 100 calls, then a 2 ms
   sleep) while the HTTP sink delivers to the receiver.
 * ``steady-down``: the same while the HTTP sink is down (its endpoint refuses
@@ -46,6 +50,7 @@ from auditkeep.context import correlation_scope
 from auditkeep.logger import AuditLogger
 from auditkeep.metrics import AuditMetrics
 from auditkeep.sinks.http import HttpSink
+from auditkeep.sinks.otlp import OtlpSink
 from auditkeep.sinks.stdout import StdoutSink
 
 ACTION = "gitlab.api.get_mr_details"
@@ -58,7 +63,15 @@ FINISH_TIMEOUT_S = 120.0
 WORKER_TIMEOUT_S = 300.0
 TARGET_DOWN_P99_RATIO = 2.0
 
-SCENARIOS = ("throughput", "throughput-gzip", "steady-healthy", "steady-down")
+SCENARIOS = (
+    "throughput",
+    "throughput-gzip",
+    "otlp-throughput",
+    "otlp-throughput-gzip",
+    "steady-healthy",
+    "steady-down",
+)
+THROUGHPUT = ("throughput", "throughput-gzip", "otlp-throughput", "otlp-throughput-gzip")
 FULL_CALLS = {"throughput": 200_000, "steady": 200_000}
 QUICK_CALLS = {"throughput": 30_000, "steady": 20_000}
 
@@ -88,14 +101,30 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers["Content-Length"]))
         body = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
-        ids = _EVENT_ID.findall(body)
+        if self.headers.get("Content-Type") == "application/x-protobuf":
+            from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as otlp
+
+            export = otlp.ExportLogsServiceRequest.FromString(body)
+            texts = [
+                record.body.string_value.encode()
+                for resource in export.resource_logs
+                for scope in resource.scope_logs
+                for record in scope.log_records
+            ]
+            ids = [_EVENT_ID.search(text)[1] for text in texts]  # type: ignore[index]
+            lines = len(texts)
+            answer = otlp.ExportLogsServiceResponse().SerializeToString()
+        else:
+            ids = _EVENT_ID.findall(body)
+            lines = body.count(b"\n")
+            answer = b'{"accepted":true}'
         counter = self.counter
         with counter.lock:
             counter.ids.update(ids)
-            counter.lines += body.count(b"\n")
+            counter.lines += lines
             counter.requests += 1
             counter.wire_bytes += len(raw)
-        self._answer(200, b'{"accepted":true}')
+        self._answer(200, answer)
 
     def do_GET(self) -> None:
         counter = self.counter
@@ -171,7 +200,8 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
             url = _refusing_url() if receiver is None else receiver.url
-            sink = HttpSink(url, gzip=scenario == "throughput-gzip", connect_timeout_s=1.0)
+            kind = OtlpSink if scenario.startswith("otlp") else HttpSink
+            sink = kind(url, gzip=scenario.endswith("-gzip"), connect_timeout_s=1.0)
             registry = CollectorRegistry()
             logger = AuditLogger(
                 sink,
@@ -200,7 +230,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             pc = time.perf_counter_ns
             with correlation_scope(Actor("webhook_event", "delivery-4f1c9e2a")):
                 started = time.perf_counter()
-                if scenario.startswith("throughput"):
+                if scenario in THROUGHPUT:
                     for i in range(n):
                         emit_one(i)
                 else:
@@ -220,8 +250,8 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             def value(name: str, **labels: str) -> int:
                 return int(registry.get_sample_value(name, labels) or 0)
 
-            spooled = value("audit_log_spool_records", destination="http")
-            sink_errors = value("audit_log_sink_errors_total", destination="http")
+            spooled = value("audit_log_spool_records", destination=sink.name)
+            sink_errors = value("audit_log_sink_errors_total", destination=sink.name)
             logger.close(0.5 if down else 10.0)
     finally:
         os.close(devnull)
@@ -247,7 +277,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if down:
         result.update(spooled_when_done=spooled, sink_errors=sink_errors)
     else:
-        if scenario.startswith("throughput"):
+        if scenario in THROUGHPUT:
             result["entries_per_s"] = round(n / (finished_at - started))
         result.update(
             distinct_event_ids=stats.get("distinct", 0),
@@ -291,7 +321,7 @@ def _span(values: Sequence[float]) -> list[float] | None:
 def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ok = [r for r in results if "error" not in r]
     out: list[dict[str, Any]] = []
-    for scenario in ("throughput", "throughput-gzip"):
+    for scenario in THROUGHPUT:
         rows = [r for r in ok if r["scenario"] == scenario]
         if rows:
             out.append(
@@ -304,6 +334,31 @@ def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "duplicates": _span([r["duplicates"] for r in rows]),
                     "requests": _span([r["requests"] for r in rows]),
                     "wire_bytes": _span([r["wire_bytes"] for r in rows]),
+                }
+            )
+    for http_name in ("throughput", "throughput-gzip"):
+        http_rows = {r["round"]: r for r in ok if r["scenario"] == http_name}
+        otlp_rows = {r["round"]: r for r in ok if r["scenario"] == f"otlp-{http_name}"}
+        paired = sorted(set(http_rows) & set(otlp_rows))
+        if paired:
+            out.append(
+                {
+                    "bench": "http",
+                    "summary": f"otlp vs http sink, {http_name} (same round)",
+                    "per_round": [
+                        {
+                            "round": rnd,
+                            "http_entries_per_s": http_rows[rnd]["entries_per_s"],
+                            "otlp_entries_per_s": otlp_rows[rnd]["entries_per_s"],
+                            "otlp_over_http": round(
+                                otlp_rows[rnd]["entries_per_s"] / http_rows[rnd]["entries_per_s"],
+                                2,
+                            ),
+                            "http_wire_bytes": http_rows[rnd]["wire_bytes"],
+                            "otlp_wire_bytes": otlp_rows[rnd]["wire_bytes"],
+                        }
+                        for rnd in paired
+                    ],
                 }
             )
     healthy = {r["round"]: r for r in ok if r["scenario"] == "steady-healthy"}
@@ -337,7 +392,7 @@ def _targets(results: list[dict[str, Any]]) -> dict[str, Any]:
     healthy = {r["round"]: r for r in ok if r["scenario"] == "steady-healthy"}
     down = {r["round"]: r for r in ok if r["scenario"] == "steady-down"}
     ratios = [down[k]["p99_us"] / healthy[k]["p99_us"] for k in sorted(set(healthy) & set(down))]
-    throughput = [r for r in ok if r["scenario"].startswith("throughput")]
+    throughput = [r for r in ok if r["scenario"] in THROUGHPUT]
     targets: dict[str, dict[str, Any]] = {
         "down_emit_p99_within_2x_healthy": {
             "pass": bool(ratios) and all(x <= TARGET_DOWN_P99_RATIO for x in ratios),
@@ -403,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for rnd in range(1, rounds + 1):
         shift = (rnd - 1) % len(scenarios)
         for scenario in scenarios[shift:] + scenarios[:shift]:
-            kind = "throughput" if scenario.startswith("throughput") else "steady"
+            kind = "throughput" if scenario in THROUGHPUT else "steady"
             spec = {"scenario": scenario, "calls": calls[kind], "round": rnd}
             began = time.monotonic()
             result = _run_one(spec)
