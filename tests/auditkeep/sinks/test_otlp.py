@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -643,6 +645,43 @@ class TestClassification:
         warnings = [r.getMessage() for r in caplog.records if "slow down" in r.getMessage()]
         assert len(warnings) == 1
 
+    def test_the_collectors_texts_are_scrubbed(self) -> None:
+        """A Status message or a partial-success message that echoes the header value or a
+        registered secret: neither reaches a reason (both are logged)."""
+        registered = "s3cr3t-" + "9f2c4e7a1b" * 3
+        default_redactor.register(registered)
+        echo = f"bad token Bearer {TOKEN}; also {registered}"
+        status = ExportLogsServiceResponse()  # reused below as a partial success
+        status.partial_success.rejected_log_records = 1
+        status.partial_success.error_message = echo
+        answers = iter(
+            [
+                httpx.Response(
+                    401,
+                    content=b"\x08\x10\x12" + bytes([len(echo)]) + echo.encode(),
+                    headers={"Content-Type": "application/x-protobuf"},
+                ),
+                httpx.Response(
+                    200,
+                    content=status.SerializeToString(),
+                    headers={"Content-Type": "application/x-protobuf"},
+                ),
+            ]
+        )
+        sink = mock_sink(
+            lambda request: next(answers), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        try:
+            reasons = [str(sink.write_batch(LINES).reason) for _ in range(2)]
+        finally:
+            sink.close(1)
+        assert reasons[0].startswith("HTTP 401 Unauthorized: bad token")
+        assert reasons[1].startswith("partial success: the Collector rejected 1 of 3")
+        for reason in reasons:
+            assert TOKEN not in reason
+            assert registered not in reason
+            assert "[REDACTED]" in reason
+
     def test_a_split_batch_reports_the_first_refused_request(self) -> None:
         """Three requests, the second partially refused: FAILURE, the third never sent."""
         seen: list[int] = []
@@ -685,6 +724,59 @@ class TestClassification:
             OtlpSink("http://c", max_body_bytes=10)
         with pytest.raises(ValueError, match="control characters"):
             OtlpSink("http://c", headers={"X-A": "a\nb"})
+
+
+# -- encoding, for any entry (hypothesis) -------------------------------------------------------
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    extras=st.lists(
+        st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=5), min_size=1, max_size=30
+    ),
+    services=st.lists(st.sampled_from(["svc", "other", "ü-service"]), min_size=30, max_size=30),
+    limit=st.integers(1024, 6000),
+)
+def test_any_batch_is_encoded_whole_exact_and_within_the_limit(
+    extras: list[dict[str, Any]], services: list[str], limit: int
+) -> None:
+    """Every line comes back exactly once, byte for byte, in order per service, and no body
+    above the limit holds more than one record."""
+    lines = [
+        orjson.dumps({**extra, **orjson.loads(entry(f"e{i}", service=services[i]))})
+        for i, extra in enumerate(extras)
+    ]
+    sink = OtlpSink("http://collector.example", max_body_bytes=limit)
+    try:
+        bodies = list(sink.bodies(lines))
+    finally:
+        sink.close(1)
+    seen: list[bytes] = []
+    for body, count in bodies:
+        request = ExportLogsServiceRequest.FromString(body)
+        records = [
+            (r.resource.attributes[0].value.string_value, record.body.string_value.encode())
+            for r in request.resource_logs
+            for s in r.scope_logs
+            for record in s.log_records
+        ]
+        assert len(records) == count
+        assert len(body) <= limit or count == 1
+        assert all(orjson.loads(line)["service"] == service for service, line in records)
+        seen += [line for _, line in records]
+    assert sorted(seen) == sorted(lines)
+    for service in set(services):
+        mine = [line for line in lines if orjson.loads(line)["service"] == service]
+        assert [line for line in seen if orjson.loads(line)["service"] == service] == mine
 
 
 # -- configuration from the environment -----------------------------------------------------
