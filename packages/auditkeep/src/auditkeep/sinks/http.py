@@ -36,6 +36,9 @@ error) in the ``SinkResult``. Credentials travel only in request headers. Their 
 never appear in ``repr``, a ``reason`` or exceptions: every error text is scrubbed of
 the configured header values and by the secret redactor, and only then cut short.
 
+The client, TLS, the POST and the classification of a refusal are shared with the otlp
+sink (``sinks/_http_transport.py``): one retry policy for both.
+
 httpx is imported when the first sink is built, so ``import auditkeep`` never needs it
 (install the ``http`` extra; without it, building the sink raises
 ``auditkeep.MissingDependencyError`` naming the extra).
@@ -158,8 +161,6 @@ class HttpSink:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
         if isinstance(max_body_bytes, bool) or max_body_bytes < MIN_MAX_BODY_BYTES:
             raise ValueError(f"max_body_bytes must be at least {MIN_MAX_BODY_BYTES}")
-        if not (connect_timeout_s > 0 and read_timeout_s > 0):
-            raise ValueError("connect_timeout_s and read_timeout_s must be positive")
         if index is not None and format not in ("elasticsearch_bulk", "splunk_hec"):
             raise ValueError("index is only used by the elasticsearch_bulk and splunk_hec formats")
         self.endpoint = check_endpoint(endpoint, default_path=PRESET_PATHS.get(format))
