@@ -838,6 +838,42 @@ class TestFromEnv:
             for s in sinks:
                 s.close(1)
 
+    def test_the_check_config_command_shows_otlp_and_no_header_value(self, tmp_path: Path) -> None:
+        """`auditkeep check-config` (a real child process): the endpoint, gzip, header names;
+        a bad value fails with one line naming the variable; no header value anywhere."""
+        inherited = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
+        env = {
+            **inherited,
+            "AUDIT_LOG_DESTINATION": "otlp",
+            "AUDIT_LOG_OTLP_ENDPOINT": "https://collector.example:4318",
+            "AUDIT_LOG_OTLP_HEADERS": f"Authorization=Bearer%20{TOKEN}",
+            "AUDIT_LOG_OTLP_COMPRESSION": "gzip",
+            "AUDIT_LOG_SPOOL_DIR": str(tmp_path / "spool"),
+        }
+        command = [sys.executable, "-m", "auditkeep", "check-config"]
+        good = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        bad = subprocess.run(
+            command,
+            env={**env, "AUDIT_LOG_OTLP_COMPRESSION": "brotli"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert good.returncode == 0, good.stderr
+        assert (
+            "otlp:         POST https://collector.example:4318/v1/logs (OTLP/HTTP protobuf "
+            "logs; gzip; TLS verified with the system's CAs; headers: Authorization "
+            "(values not shown))"
+        ) in good.stdout
+        assert bad.returncode == 1
+        assert bad.stderr.splitlines() == [
+            "auditkeep: invalid configuration: AUDIT_LOG_OTLP_COMPRESSION: expected gzip or "
+            "none, got 'brotli'"
+        ]
+        for text in (good.stdout, good.stderr, bad.stdout, bad.stderr):
+            assert TOKEN not in text
+        assert not (tmp_path / "spool").exists()  # check-config creates nothing
+
     @pytest.mark.parametrize(
         ("env", "variable"),
         [
