@@ -904,6 +904,30 @@ class TestFromEnv:
             otlp_sink_from_env(env)
         assert caught.value.variable == variable
 
+    def test_headers_from_a_mounted_file(self, tmp_path: Path) -> None:
+        """AUDIT_LOG_OTLP_HEADERS_FILE: the same text from a file; its errors name it."""
+        mounted = tmp_path / "otlp-headers"
+        mounted.write_text(f"Authorization=Bearer%20{TOKEN}\n")
+        base = {"AUDIT_LOG_OTLP_ENDPOINT": "http://c", "AUDIT_LOG_OTLP_HEADERS_FILE": str(mounted)}
+        sink = otlp_sink_from_env(base)
+        try:
+            assert sink._client.headers["Authorization"] == f"Bearer {TOKEN}"
+        finally:
+            sink.close(1)
+        mounted.write_text(TOKEN)
+        for env, variable in [
+            (base, "AUDIT_LOG_OTLP_HEADERS_FILE"),
+            ({**base, "AUDIT_LOG_OTLP_HEADERS": "X-A=b"}, "AUDIT_LOG_OTLP_HEADERS"),
+            (
+                {**base, "AUDIT_LOG_OTLP_HEADERS_FILE": "/nonexistent"},
+                "AUDIT_LOG_OTLP_HEADERS_FILE",
+            ),
+        ]:
+            with pytest.raises(ConfigError) as caught:
+                otlp_sink_from_env(env)
+            assert caught.value.variable == variable
+            assert TOKEN not in str(caught.value)
+
     def test_a_header_error_never_quotes_a_value(self) -> None:
         """A pasted token without '=' or a bad value: the error names neither."""
         for raw in (TOKEN, f"X-Key={TOKEN}%0Ax", f"X-Key={TOKEN},{TOKEN}"):

@@ -62,6 +62,7 @@ KNOWN_VARIABLES: Final = frozenset(
         # the otlp destination (sinks/otlp.py)
         "AUDIT_LOG_OTLP_ENDPOINT",
         "AUDIT_LOG_OTLP_HEADERS",
+        "AUDIT_LOG_OTLP_HEADERS_FILE",
         "AUDIT_LOG_OTLP_COMPRESSION",
         "AUDIT_LOG_OTLP_VERIFY_TLS",
         "AUDIT_LOG_OTLP_CA_BUNDLE",

@@ -26,7 +26,8 @@ gzip). The mapping of an entry to a ``LogRecord`` (docs/otlp.md has the table):
 - ``trace_id`` / ``span_id``: the entry's top-level ``trace_id`` (32 hex digits) and
   ``span_id`` (16 hex digits) when it has valid ones (never all zeros).
 - ``time_unix_nano``: the entry's ``timestamp``; ``observed_time_unix_nano``: when this
-  sink first put the batch into a request (after an outage the gap shows the backlog).
+  sink built the request (each attempt builds it again, so after an outage the gap shows
+  how long the entry waited).
 - severity: outcome ``success`` is INFO (9), ``failure`` is WARN (13): a failed call is
   worth a look, but it is the audited action that failed, not the audit trail, and
   ERROR would page people for every 404 the service was told. No outcome (a line that
@@ -75,6 +76,7 @@ from auditkeep.sinks._http_transport import (
     Tls,
     check_endpoint,
     endpoint_from_env,
+    read_secret_file,
     safe_url,
     timeouts_from_env,
     tls_from_env,
@@ -457,6 +459,21 @@ def parse_headers(raw: str, name: str = "AUDIT_LOG_OTLP_HEADERS") -> dict[str, s
     return headers
 
 
+def _headers_text(env: Mapping[str, str]) -> tuple[str, str]:
+    """(the ``k=v`` text, the variable it came from): inline or from a mounted file."""
+    inline = env.get("AUDIT_LOG_OTLP_HEADERS", "").strip()
+    file = env.get("AUDIT_LOG_OTLP_HEADERS_FILE", "").strip()
+    if inline and file:
+        raise ConfigError(
+            "AUDIT_LOG_OTLP_HEADERS",
+            "set either AUDIT_LOG_OTLP_HEADERS or AUDIT_LOG_OTLP_HEADERS_FILE, not both",
+        )
+    if file:
+        name = "AUDIT_LOG_OTLP_HEADERS_FILE"
+        return read_secret_file(name, file, "Name=value pairs"), name
+    return inline, "AUDIT_LOG_OTLP_HEADERS"
+
+
 def otlp_sink_from_env(env: Mapping[str, str]) -> OtlpSink:
     """Build an ``OtlpSink`` from ``AUDIT_LOG_OTLP_*`` settings.
 
@@ -477,7 +494,7 @@ def otlp_sink_from_env(env: Mapping[str, str]) -> OtlpSink:
     parts = urllib.parse.urlsplit(endpoint)
     if parts.password and len(parts.password) >= MIN_SECRET_CHARS:
         register_secret(urllib.parse.unquote(parts.password))
-    headers = parse_headers(env.get("AUDIT_LOG_OTLP_HEADERS", ""))
+    headers = parse_headers(*_headers_text(env))
     secrets = [v for v in headers.values() if len(v) >= MIN_SECRET_CHARS]
     secrets += [w for v in headers.values() for w in v.split()[1:] if len(w) >= MIN_SECRET_CHARS]
     register_secret(*secrets)
