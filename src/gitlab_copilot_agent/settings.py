@@ -703,6 +703,82 @@ class CodingSettings(_Section):
     git_author_email: Text = Field(default="agent@localhost", validation_alias="GIT_AUTHOR_EMAIL")
 
 
+# -- pollers and the Jira project map (issue 13) --------------------------------------
+
+
+def _project_map(value: object) -> tuple[Any, ...]:
+    from gitlab_copilot_agent.jira_map import MapError, parse_project_map
+
+    if isinstance(value, tuple):
+        return value
+    try:
+        return parse_project_map(_text(value))
+    except MapError as exc:
+        raise _problem(str(exc)) from None
+
+
+class PollerSettings(_Section):
+    """``POLL_*`` and the Jira project map (``JIRA_PROJECT_MAP`` JSON or ``_FILE``); see
+    ``jira_map`` for the map's format. Each poller is off unless enabled."""
+
+    jira_enabled: Annotated[bool, BeforeValidator(_boolean)] = Field(
+        default=False, validation_alias="POLL_JIRA_ENABLED"
+    )
+    jira_interval_s: Annotated[float, BeforeValidator(_seconds(86_400))] = Field(
+        default=60.0, validation_alias="POLL_JIRA_INTERVAL_S"
+    )
+    gitlab_enabled: Annotated[bool, BeforeValidator(_boolean)] = Field(
+        default=False, validation_alias="POLL_GITLAB_ENABLED"
+    )
+    gitlab_interval_s: Annotated[float, BeforeValidator(_seconds(86_400))] = Field(
+        default=60.0, validation_alias="POLL_GITLAB_INTERVAL_S"
+    )
+    gitlab_projects: Annotated[frozenset[int], BeforeValidator(_project_ids)] = Field(
+        default=frozenset(), validation_alias="POLL_GITLAB_PROJECTS"
+    )
+    gitlab_lookback_s: Annotated[int, BeforeValidator(_integer(0, 30 * 86_400))] = Field(
+        default=3600, validation_alias="POLL_GITLAB_LOOKBACK_S"
+    )
+    max_backoff_s: Annotated[float, BeforeValidator(_seconds(3600))] = Field(
+        default=300.0, validation_alias="POLL_MAX_BACKOFF_S"
+    )
+    jira_dedup_ttl_s: Annotated[int, BeforeValidator(_integer(60, 365 * 86_400))] = Field(
+        default=30 * 86_400, validation_alias="JIRA_DEDUP_TTL_S"
+    )
+    jira_map: Annotated[tuple[Any, ...], BeforeValidator(_project_map)] = Field(
+        default=(), validation_alias="JIRA_PROJECT_MAP"
+    )
+    jira_map_file: Annotated[str | None, BeforeValidator(_text)] = Field(
+        default=None, validation_alias="JIRA_PROJECT_MAP_FILE"
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> PollerSettings:
+        if self.jira_map_file is not None:
+            if self.jira_map:
+                raise _problem("set JIRA_PROJECT_MAP or this, not both", "JIRA_PROJECT_MAP_FILE")
+            try:
+                with open(self.jira_map_file, "rb") as handle:
+                    raw = handle.read(65_537)
+            except OSError as exc:
+                raise _problem(
+                    f"cannot be read ({exc.strerror or type(exc).__name__})",
+                    "JIRA_PROJECT_MAP_FILE",
+                ) from None
+            try:
+                object.__setattr__(self, "jira_map", _project_map(raw.decode("utf-8", "replace")))
+            except PydanticCustomError as exc:
+                raise _problem(str(exc), "JIRA_PROJECT_MAP_FILE") from None
+        if self.jira_enabled and not self.jira_map:
+            raise _problem(
+                "is true but no JIRA_PROJECT_MAP (or JIRA_PROJECT_MAP_FILE) binds a Jira project",
+                "POLL_JIRA_ENABLED",
+            )
+        if self.gitlab_enabled and not self.gitlab_projects:
+            raise _problem("is true but POLL_GITLAB_PROJECTS is empty", "POLL_GITLAB_ENABLED")
+        return self
+
+
 _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "gitlab": GitLabSettings,
     "webhook": WebhookSettings,
@@ -713,6 +789,7 @@ _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "approval": ApprovalSettings,
     "executor": ExecutorSettings,
     "coding": CodingSettings,
+    "poll": PollerSettings,
 }
 _TASK_SECTIONS: Final = ("gitlab", "llm", "logs", "coding")
 
@@ -753,6 +830,7 @@ class Settings(BaseModel):
     approval: ApprovalSettings = ApprovalSettings()
     executor: ExecutorSettings = ExecutorSettings()
     coding: CodingSettings = CodingSettings()
+    poll: PollerSettings = PollerSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
