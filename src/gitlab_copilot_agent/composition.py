@@ -120,6 +120,17 @@ class _Parts:
     def executor(self) -> Executor:
         return LocalExecutor(self.settings)
 
+    @cached_property
+    def coding(self) -> coding.CodingWorkflow:
+        return coding.CodingWorkflow(
+            settings=self.settings,
+            audit=self.audit,
+            gitlab=self.gitlab,
+            store=self.store,
+            executor=self.executor,
+            router=self.commands,
+        )
+
     def start_background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         task = asyncio.get_running_loop().create_task(_background(name, run), name=name)
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gitlab_copilot_agent.settings import Settings
     from gitlab_copilot_agent.state.base import StateStore
     from gitlab_copilot_agent.tasks.executor import Executor
+    from gitlab_copilot_agent.workflows.coding import CodingWorkflow
 
 
 class Parts(Protocol):
@@ -56,6 +57,12 @@ class Parts(Protocol):
     @property
     def executor(self) -> Executor:
         """Where coding tasks run (``TASK_EXECUTOR``)."""
+        ...
+
+    @property
+    def coding(self) -> CodingWorkflow:
+        """The coding workflow (one per service: its task slots and running tasks are shared
+        by the ``/copilot`` commands and the Jira workflow)."""
         ...
 
     def start_background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
