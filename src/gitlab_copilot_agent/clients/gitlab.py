@@ -53,21 +53,17 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
 import httpx
-import orjson
 
-from auditkeep import ErrorClass, classify_exception, classify_http_status
+from auditkeep import ErrorClass
 from auditkeep.integrations.httpx import Route, RouteTable
 from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.clients._http import (
-    READ_RETRY_EXCEPTIONS,
-    READ_RETRY_STATUSES,
-    WRITE_RETRY_EXCEPTIONS,
-    WRITE_RETRY_STATUSES,
+    ApiError,
     RetryPolicy,
     build_async_client,
-    send_with_retries,
+    decode_json,
+    send_checked,
 )
-from gitlab_copilot_agent.scrub import scrub_then_cut
 
 __all__ = ["GITLAB_ROUTES", "CommentType", "GitLabClient", "GitLabError", "ProjectRef"]
 
@@ -98,11 +94,10 @@ GITLAB_ROUTES: Final = (
 """The audited GitLab endpoints (paths relative to the API prefix)."""
 
 _SHA = re.compile(r"^[0-9a-fA-F]{7,64}$")
-_MAX_MESSAGE_CHARS: Final = 500
 
 
-class GitLabError(Exception):
-    """A GitLab call failed after its retries.
+class GitLabError(ApiError):
+    """A GitLab call failed after its retries (``clients._http.ApiError``).
 
     Attributes:
         status_code: the HTTP status, or None when no answer came (timeout,
@@ -115,24 +110,7 @@ class GitLabError(Exception):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(
-        self,
-        status_code: int | None,
-        message: str,
-        *,
-        error_class: ErrorClass | None = None,
-        method: str = "",
-        path: str = "",
-    ) -> None:
-        self.status_code = status_code
-        self.message = message
-        self.method = method
-        self.path = path
-        found = error_class or (classify_http_status(status_code) if status_code else None)
-        self.audit_error_class = str(found or ErrorClass.INTERNAL_ERROR)
-        where = f" ({method} {path})" if method else ""
-        what = f"HTTP {status_code}" if status_code is not None else self.audit_error_class
-        super().__init__(f"GitLab API {what}: {message}{where}")
+    service = "GitLab"
 
 
 class GitLabClient:
@@ -339,7 +317,7 @@ class GitLabClient:
             response = await self._get(
                 path, {**(params or {}), "page": page, "per_page": PER_PAGE}, {"page": page}
             )
-            chunk = _decode(response)
+            chunk = decode_json(response)
             if not isinstance(chunk, list):
                 raise self._unexpected(response, "a JSON array")
             items.extend(chunk)
@@ -365,35 +343,18 @@ class GitLabClient:
         audit_target: Mapping[str, Any] | None = None,
         audit_details: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
-        read = method == "GET"
-        try:
-            response = await send_with_retries(
-                self._client,
-                method,
-                path.removeprefix("/"),
-                policy=self._policy,
-                retry_statuses=READ_RETRY_STATUSES if read else WRITE_RETRY_STATUSES,
-                retry_exceptions=READ_RETRY_EXCEPTIONS if read else WRITE_RETRY_EXCEPTIONS,
-                params=params,
-                json=json,
-                audit_target=audit_target,
-                audit_details=audit_details,
-            )
-        except httpx.HTTPError as exc:
-            raise GitLabError(
-                None,
-                scrub_then_cut(_describe(exc), _MAX_MESSAGE_CHARS, self._token),
-                error_class=classify_exception(exc),
-                method=method,
-                path=path,
-            ) from exc
-        if response.is_success:
-            return response
-        raise GitLabError(
-            response.status_code,
-            scrub_then_cut(_error_message(response), _MAX_MESSAGE_CHARS, self._token),
-            method=method,
-            path=path,
+        return await send_checked(
+            self._client,
+            method,
+            path,
+            policy=self._policy,
+            error_type=GitLabError,
+            error_message=_error_message,
+            secrets=(self._token,),
+            params=params,
+            json=json,
+            audit_target=audit_target,
+            audit_details=audit_details,
         )
 
     def _unexpected(self, response: httpx.Response, wanted: str) -> GitLabError:
@@ -437,15 +398,8 @@ def _require_text(body: str) -> None:
         raise ValueError("the comment body is empty")
 
 
-def _decode(response: httpx.Response) -> Any:
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
-
-
 def _object(response: httpx.Response) -> dict[str, Any]:
-    decoded = _decode(response)
+    decoded = decode_json(response)
     if not isinstance(decoded, dict):
         raise GitLabError(
             response.status_code,
@@ -477,7 +431,7 @@ def _error_message(response: httpx.Response) -> str:
 
     Whole, not shortened: the caller scrubs it and then cuts it.
     """
-    decoded = _decode(response)
+    decoded = decode_json(response)
     if isinstance(decoded, dict):
         for key in ("message", "error_description", "error"):
             if key in decoded:
@@ -494,8 +448,3 @@ def _flatten(value: Any) -> str:
     if isinstance(value, dict):
         return "; ".join(f"{k}: {_flatten(v)}" for k, v in value.items())
     return str(value)
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
