@@ -98,13 +98,11 @@ def parse_project_map(raw: str | bytes) -> tuple[JiraBinding, ...]:
 def _binding(key: str, value: dict[str, Any]) -> JiraBinding:
     unknown = sorted(set(value) - _FIELDS)
     if unknown:
-        raise MapError(f"{key}.{unknown[0][:40]}: unknown key (known: {', '.join(sorted(_FIELDS))})")
+        raise MapError(
+            f"{key}.{unknown[0][:40]}: unknown key (known: {', '.join(sorted(_FIELDS))})"
+        )
     project = value.get("gitlab_project_id")
-    if (
-        not isinstance(project, int)
-        or isinstance(project, bool)
-        or not 1 <= project < 10**18
-    ):
+    if not isinstance(project, int) or isinstance(project, bool) or not 1 <= project < 10**18:
         raise MapError(f"{key}.gitlab_project_id: required, a positive whole number")
     fields: dict[str, Any] = {"jira_project": key, "gitlab_project_id": project}
     branch = value.get("target_branch")

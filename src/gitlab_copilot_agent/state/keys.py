@@ -12,6 +12,7 @@ key                                 value                                  lives
 ``copilot:dedup:note:<p>:<note>``   a command note already handled         1 day
 ``copilot:lock:jira:<KEY>``         who works on a Jira issue now          renewed while held
 ``copilot:dedup:jira:<KEY>``        a Jira issue already taken up          ``JIRA_DEDUP_TTL_S``
+``copilot:dedup:jiracomment:<K>:<c>`` a Jira decision comment handled     7 days
 ``copilot:poll:note:<p>:<note>``    a note the GitLab poller dispatched    1 day
 ``copilot:poll:review:<p>:<mr>:<sha>`` an MR head the poller dispatched    7 days
 ``copilot:poll:watermark:<name>``   where a poller's next listing starts   30 days
@@ -66,6 +67,10 @@ def jira_lock(issue_key: str) -> str:
 
 def jira_seen(issue_key: str) -> str:
     return f"{PREFIX}dedup:jira:{issue_key}"
+
+
+def jira_comment_seen(issue_key: str, comment_id: str) -> str:
+    return f"{PREFIX}dedup:jiracomment:{issue_key}:{comment_id[:64]}"
 
 
 def poll_note_seen(project_id: int, note_id: int) -> str:
