@@ -11,11 +11,12 @@ deliveries are authenticated and bounded, docs/ingress.md), ``llm``
 (``LLM_*``, ``COPILOT_CLI_PATH``, ``GITHUB_TOKEN``), ``server`` (``HOST``,
 ``PORT``, ``METRICS_PORT``, ``METRICS_TOKEN``, ``API_DOCS_ENABLED``), ``logs``
 (``LOG_FORMAT``, ``LOG_LEVEL``), ``redis`` (``REDIS_*``), ``approval``
-(``APPROVAL_*``), ``executor`` (``TASK_*``) and ``coding`` (``CODING_*``,
-``GIT_*``). The parts still to come (Kubernetes, Jira) each add a section
-model here and a field on ``Settings``; the loader and the error wording need
-no change. ``TaskSettings`` is the subset a task process reads (it never gets
-the webhook secrets).
+(``APPROVAL_*``), ``executor`` (``TASK_*``), ``coding`` (``CODING_*``,
+``GIT_*``) and ``jira`` (``JIRA_*``; off while ``JIRA_URL`` is unset). The parts
+still to come (Kubernetes) each add a section model here and a field on
+``Settings``; the loader and the error wording need no change.
+``TaskSettings`` is the subset a task process reads (it never gets the
+webhook secrets, nor Jira's).
 
 Rules every value follows:
 
@@ -228,6 +229,13 @@ def _host(value: object) -> str:
     return text
 
 
+def _email(value: object) -> str:
+    text = _text(value)
+    if len(text) > 254 or any(c.isspace() for c in text) or text.count("@") != 1:
+        raise _problem(f"must be an email address, got {_shown(text)}")
+    return text
+
+
 def _networks(value: object) -> tuple[Network, ...]:
     if isinstance(value, tuple):
         return value
@@ -302,6 +310,70 @@ class GitLabSettings(_Section):
     max_retries: Annotated[int, BeforeValidator(_integer(0, 10))] = Field(
         default=3, validation_alias="GITLAB_MAX_RETRIES"
     )
+
+
+class JiraSettings(_Section):
+    """``JIRA_*``: the Jira site and its credentials; Jira is off while ``JIRA_URL`` is unset.
+
+    Jira Cloud takes ``JIRA_EMAIL`` + ``JIRA_API_TOKEN`` (Basic auth); Jira Data
+    Center a personal access token, ``JIRA_PAT`` (Bearer). Exactly one of the two.
+    """
+
+    url: Annotated[str | None, BeforeValidator(_http_url)] = Field(
+        default=None, validation_alias="JIRA_URL"
+    )
+    email: Annotated[str | None, BeforeValidator(_email)] = Field(
+        default=None, validation_alias="JIRA_EMAIL"
+    )
+    api_token: Annotated[SecretStr | None, BeforeValidator(_secret)] = Field(
+        default=None, validation_alias="JIRA_API_TOKEN"
+    )
+    pat: Annotated[SecretStr | None, BeforeValidator(_secret)] = Field(
+        default=None, validation_alias="JIRA_PAT"
+    )
+    timeout_s: Annotated[float, BeforeValidator(_seconds(600))] = Field(
+        default=30.0, validation_alias="JIRA_TIMEOUT_S"
+    )
+    max_retries: Annotated[int, BeforeValidator(_integer(0, 10))] = Field(
+        default=3, validation_alias="JIRA_MAX_RETRIES"
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> JiraSettings:
+        basic = self.email is not None or self.api_token is not None
+        if self.url is None:
+            if basic or self.pat is not None:
+                raise _problem("required when Jira credentials are set", "JIRA_URL")
+            return self
+        if basic and self.pat is not None:
+            raise _problem("set JIRA_PAT or JIRA_EMAIL with JIRA_API_TOKEN, not both", "JIRA_PAT")
+        if self.pat is None and self.api_token is None:
+            raise _problem(
+                "required with JIRA_URL (or JIRA_PAT for Jira Data Center)", "JIRA_API_TOKEN"
+            )
+        if self.pat is None and self.email is None:
+            raise _problem("required with JIRA_API_TOKEN (Basic auth is email:token)", "JIRA_EMAIL")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header value (``Basic …`` or ``Bearer …``)."""
+        if self.pat is not None:
+            return f"Bearer {self.pat.get_secret_value()}"
+        if self.email is None or self.api_token is None:
+            raise ValueError("Jira is not configured (JIRA_URL is unset)")
+        pair = f"{self.email}:{self.api_token.get_secret_value()}".encode()
+        return f"Basic {base64.b64encode(pair).decode('ascii')}"
+
+    def secrets(self) -> list[str]:
+        """The token, the PAT, the Basic header's value and URL credentials (raw forms)."""
+        raw = [v.get_secret_value() for v in (self.api_token, self.pat) if v is not None]
+        if self.url is not None:
+            raw.append(self.authorization().split(" ", 1)[1])
+        return raw + userinfo_secrets(self.url)
 
 
 class WebhookSettings(_Section):
@@ -789,6 +861,7 @@ _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "approval": ApprovalSettings,
     "executor": ExecutorSettings,
     "coding": CodingSettings,
+    "jira": JiraSettings,
     "poll": PollerSettings,
 }
 _TASK_SECTIONS: Final = ("gitlab", "llm", "logs", "coding")
@@ -830,6 +903,7 @@ class Settings(BaseModel):
     approval: ApprovalSettings = ApprovalSettings()
     executor: ExecutorSettings = ExecutorSettings()
     coding: CodingSettings = CodingSettings()
+    jira: JiraSettings = JiraSettings()
     poll: PollerSettings = PollerSettings()
 
     @classmethod
@@ -840,7 +914,10 @@ class Settings(BaseModel):
             SettingsError: naming each invalid variable (all of them, in one line).
         """
         env = os.environ if environ is None else environ
-        return cls.model_validate(_load(env, tuple(_SECTIONS)))
+        settings = cls.model_validate(_load(env, tuple(_SECTIONS)))
+        if settings.poll.jira_enabled and settings.jira.url is None:
+            raise SettingsError({"POLL_JIRA_ENABLED": "is true but JIRA_URL is not set"})
+        return settings
 
     def summary(self) -> str:
         """What the settings resolve to, for ``check-config``; secrets only as "set (N chars)"."""
@@ -908,6 +985,7 @@ class Settings(BaseModel):
             f"  patches:      at most {coding.max_patch_bytes} bytes; protected {protected}",
             f"  check:        {check}",
         ]
+        lines.append(_jira_summary(self.jira))
         return "\n".join(lines)
 
     def secrets(self) -> list[str]:
@@ -925,6 +1003,7 @@ class Settings(BaseModel):
             raw.append(self.webhook.signing_token.get_secret_value().removeprefix("whsec_"))
         raw += userinfo_secrets(self.gitlab.url) + userinfo_secrets(self.llm.base_url)
         raw += userinfo_secrets(self.redis.url)
+        raw += self.jira.secrets()
         return sorted({form for value in raw for form in secret_forms(value)})
 
 
@@ -961,6 +1040,20 @@ def task_variables() -> tuple[str, ...]:
         str(f.validation_alias)
         for name in _TASK_SECTIONS
         for f in _SECTIONS[name].model_fields.values()
+    )
+
+
+def _jira_summary(jira: JiraSettings) -> str:
+    if jira.url is None:
+        return "jira:           off (JIRA_URL unset)"
+    auth = (
+        f"PAT {_set(jira.pat)}"
+        if jira.pat is not None
+        else f"{jira.email}, token {_set(jira.api_token)}"
+    )
+    return (
+        f"jira:           {without_userinfo(jira.url)}, {auth}\n"
+        f"  calls:        timeout {jira.timeout_s:g} s, {jira.max_retries} retries"
     )
 
 
