@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from auditkeep.logger import AuditLogger
     from gitlab_copilot_agent.clients.gitlab import GitLabClient
+    from gitlab_copilot_agent.clients.jira import JiraClient
     from gitlab_copilot_agent.commands.router import CommandRouter
     from gitlab_copilot_agent.events import EventRouter
     from gitlab_copilot_agent.identity import AgentIdentity
@@ -45,6 +46,11 @@ class Parts(Protocol):
 
     @property
     def llm(self) -> LLMProvider: ...
+
+    @property
+    def jira(self) -> JiraClient:
+        """The Jira client (``JIRA_*``; only a plugin that needs Jira builds it)."""
+        ...
 
     @property
     def identity(self) -> AgentIdentity: ...

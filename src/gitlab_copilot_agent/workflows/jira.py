@@ -77,11 +77,11 @@ _DECISION: Final = re.compile(r"\A\s*/copilot\s+(approve|reject)\s+([0-9a-f]{16}
 class JiraAPI(Protocol):
     """What this workflow uses of ``clients.jira.JiraClient``."""
 
-    async def search_issues(self, jql: str) -> Sequence[Any]: ...
+    async def search_issues(self, jql: str, *, project_key: str | None = None) -> Sequence[Any]: ...
 
     async def transition_issue(self, key: str, to_status: str) -> Any: ...
 
-    async def add_comment(self, key: str, text: str) -> str: ...
+    async def add_comment(self, key: str, text: str, *, link: str | None = None) -> str: ...
 
     async def list_comments(self, key: str) -> Sequence[Any]: ...
 
@@ -143,7 +143,8 @@ class JiraWorkflow:
         A search that fails raises (the cycle is a failure, its call's entry says why)."""
         await self.check_pending(counts)
         for binding in self._bindings.values():
-            for issue in await self._jira.search_issues(binding.jql()):
+            found = await self._jira.search_issues(binding.jql(), project_key=binding.jira_project)
+            for issue in found:
                 counts.seen += 1
                 verdict = await self.take_up(issue, binding)
                 setattr(counts, verdict, getattr(counts, verdict) + 1)
@@ -418,9 +419,11 @@ class JiraWorkflow:
                     "the merge request link could not be commented",
                     self._jira.add_comment(
                         key,
-                        f"Draft merge request !{iid} opened for {key}: {url} (branch "
-                        f"{task.source_branch}, commit {commit[:12]}). "
-                        f"Audit trail: auditkeep trace {task.correlation_id}",
+                        f"Draft merge request !{iid} opened for {key} (branch "
+                        f"{task.source_branch}, commit {commit[:12]}); a person reviews it "
+                        f"before it is marked ready. Audit trail: auditkeep trace "
+                        f"{task.correlation_id}",
+                        link=url if url.startswith(("http://", "https://")) else None,
                     ),
                 )
                 await self._call_jira(
