@@ -88,6 +88,7 @@ class CycleRunner:
         interval_s: the pause between cycles.
         max_backoff_s: the longest pause after failures.
         shutdown_grace_s: how long a cycle in progress may finish at shutdown.
+        sleep: the pause (tests).
     """
 
     def __init__(
@@ -99,7 +100,9 @@ class CycleRunner:
         interval_s: float,
         max_backoff_s: float = 300.0,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._sleep = sleep
         self.name = name
         self._cycle = cycle
         self._audit = audit
@@ -144,7 +147,7 @@ class CycleRunner:
                 self._current = asyncio.get_running_loop().create_task(self.run_once())
                 result = await asyncio.shield(self._current)
                 self._current = None
-                await asyncio.sleep(self._pause(result))
+                await self._sleep(self._pause(result))
         except asyncio.CancelledError:
             current = self._current
             if current is not None and not current.done():
