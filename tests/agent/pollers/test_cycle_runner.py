@@ -50,7 +50,9 @@ def test_each_cycle_has_its_own_id_and_everything_in_it_carries_that_id(
         counts.seen, counts.started, counts.skipped = 3, 1, 2
         audit.emit("test.inside", target={"resource_type": "thing"})
         seen_env.append(subprocess_env({}))  # what a task process started now inherits
-        assert get_actor() is not None and get_actor().type == "poll_cycle"  # type: ignore[union-attr]
+        actor = get_actor()
+        assert actor is not None
+        assert actor.type == "poll_cycle"
 
     runner = CycleRunner("jira", cycle, audit=audit, interval_s=1)
     first = asyncio.run(runner.run_once())
@@ -114,7 +116,7 @@ def test_a_failed_cycle_is_recorded_with_its_error_class_and_backs_off_doubling_
     assert backoffs[0]["correlation_id"] == finished[0]["correlation_id"]
 
 
-@pytest.mark.parametrize("grace_s, finishes", [(5.0, True), (0.05, False)])
+@pytest.mark.parametrize(("grace_s", "finishes"), [(5.0, True), (0.05, False)])
 def test_shutdown_lets_a_cycle_finish_within_the_grace_else_cancels_it_and_says_so(
     trail: tuple[AuditLogger, Path], grace_s: float, finishes: bool
 ) -> None:
@@ -144,4 +146,5 @@ def test_shutdown_lets_a_cycle_finish_within_the_grace_else_cancels_it_and_says_
     else:
         assert finished[0]["outcome"] == "failure"
         assert finished[0]["details"]["cancelled"] is True
-        assert finished[0]["details"]["seen"] == 2 and finished[0]["details"]["started"] == 0
+        assert finished[0]["details"]["seen"] == 2
+        assert finished[0]["details"]["started"] == 0
