@@ -814,6 +814,9 @@ class PollerSettings(_Section):
     max_backoff_s: Annotated[float, BeforeValidator(_seconds(3600))] = Field(
         default=300.0, validation_alias="POLL_MAX_BACKOFF_S"
     )
+    shutdown_grace_s: Annotated[float, BeforeValidator(_seconds(600))] = Field(
+        default=10.0, validation_alias="POLL_SHUTDOWN_GRACE_S"
+    )
     jira_dedup_ttl_s: Annotated[int, BeforeValidator(_integer(60, 365 * 86_400))] = Field(
         default=30 * 86_400, validation_alias="JIRA_DEDUP_TTL_S"
     )

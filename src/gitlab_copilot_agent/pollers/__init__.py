@@ -39,6 +39,7 @@ def install(parts: Parts) -> None:
             audit=parts.audit,
             interval_s=poll.jira_interval_s,
             max_backoff_s=poll.max_backoff_s,
+            shutdown_grace_s=poll.shutdown_grace_s,
         )
         parts.start_background("poller-jira", jira.run_forever)
     if poll.gitlab_enabled:
@@ -57,5 +58,6 @@ def install(parts: Parts) -> None:
             audit=parts.audit,
             interval_s=poll.gitlab_interval_s,
             max_backoff_s=poll.max_backoff_s,
+            shutdown_grace_s=poll.shutdown_grace_s,
         )
         parts.start_background("poller-gitlab", gitlab.run_forever)

@@ -479,7 +479,7 @@ class JiraWorkflow:
                 task.project_id,
                 source_branch=task.source_branch,
                 target_branch=target_branch,
-                title=f"Draft: {key}: {summary[:150]}",
+                title=f"{key}: {summary[:150]}",  # the client marks it "Draft: "
                 description=description,
                 draft=True,
             ),
