@@ -23,6 +23,9 @@ Endpoints (under ``/rest/api/3``):
 - ``POST /issue/{key}/comment`` ``{"body": <ADF doc>}`` — **201** + the comment;
   a plain-string body, an invalid ADF document or more than 32,767 characters
   of text is 400 with Jira's ``errors.comment`` message.
+- ``GET /issue/{key}/comment`` — ``{"startAt", "maxResults", "total",
+  "comments": [...]}``, oldest first, offset paging (``startAt``, ``maxResults``
+  up to 100).
 
 Authentication: ``Authorization: Basic base64(email:api_token)`` (Cloud) or
 ``Authorization: Bearer <pat>`` (Data Center personal access token); anything
@@ -74,6 +77,7 @@ from agent_standins.base import Standin, match_route, path_of, route
 from agent_standins.faults import Fault, Rendered
 
 __all__ = [
+    "AGENT_ACCOUNT_ID",
     "DEFAULT_EMAIL",
     "DEFAULT_STATUSES",
     "DEFAULT_TOKEN",
@@ -86,6 +90,8 @@ API_PREFIX: Final = "/rest/api/3"
 DEFAULT_EMAIL: Final = "agent@example.com"
 DEFAULT_TOKEN: Final = "ATATT3xFfGF0-standin-5e1a9c7b2d4f"  # noqa: S105 - the stand-in's fake token
 DEFAULT_STATUSES: Final = ("To Do", "In Progress", "In Review", "Done")
+AGENT_ACCOUNT_ID: Final = "5b10ac8d82e05b22cc7d4ef5"
+"""The accountId of the comments the agent posts (the API token's user)."""
 MAX_RESULTS: Final = 100
 """The largest page the stand-in serves when fields are asked for (Jira's own cap varies)."""
 MAX_COMMENT_CHARS: Final = 32_767
@@ -273,6 +279,7 @@ class _Issue:
     labels: list[str]
     created: str
     updated: str
+    reporter: tuple[str, str]
     comments: list[dict[str, Any]] = field(default_factory=list)
     history: list[tuple[str, str]] = field(default_factory=list)
 
@@ -354,6 +361,7 @@ class JiraStandin(Standin):
             route("GET", "/issue/{key}/transitions", self._get_transitions),
             route("POST", "/issue/{key}/transitions", self._do_transition),
             route("POST", "/issue/{key}/comment", self._add_comment),
+            route("GET", "/issue/{key}/comment", self._list_comments),
         ]
 
     # -- test and demo API ----------------------------------------------------
@@ -369,11 +377,14 @@ class JiraStandin(Standin):
         return kept
 
     def reset(self) -> None:
-        """Forget faults, recorded requests, posted comments and transitions; keep the issues."""
+        """Forget faults, recorded requests, posted comments and transitions.
+
+        Issues and the comments of ``add_comment_as`` (test setup) are kept.
+        """
         super().reset()
         with self._lock:
             for issue in self._issues.values():
-                issue.comments.clear()
+                issue.comments[:] = [c for c in issue.comments if c.get("_seeded")]
                 issue.history.clear()
                 issue.status = issue.initial_status
 
@@ -385,8 +396,12 @@ class JiraStandin(Standin):
         description: str = "",
         status: str | None = None,
         labels: Sequence[str] = (),
+        reporter: tuple[str, str] = ("5b10a2844c20165700ede21g", "Jane Reporter"),
     ) -> dict[str, Any]:
-        """Add (or replace) an issue; its project is the key's prefix. Returns its JSON."""
+        """Add (or replace) an issue; its project is the key's prefix. Returns its JSON.
+
+        ``reporter`` is (accountId, displayName).
+        """
         found = _KEY.match(key)
         if found is None:
             raise ValueError(f"not a Jira issue key: {key!r}")
@@ -404,6 +419,7 @@ class JiraStandin(Standin):
             labels=list(labels),
             created=now,
             updated=now,
+            reporter=reporter,
         )
         with self._lock:
             self._issues[key] = issue
@@ -429,10 +445,18 @@ class JiraStandin(Standin):
         with self._lock:
             return list(self._issues[key].history)
 
+    def add_comment_as(self, key: str, account_id: str, name: str, text: str) -> dict[str, Any]:
+        """A comment by someone else (a human answering the agent); kept by ``reset()``."""
+        comment = self._comment_json(self._issues[key], _doc(text), _user(account_id, name))
+        comment["_seeded"] = True
+        with self._lock:
+            self._issues[key].comments.append(comment)
+        return _public(comment)
+
     def comments(self, key: str) -> list[dict[str, Any]]:
         """Comments posted through the API, oldest first (``body`` is the ADF sent)."""
         with self._lock:
-            return [dict(c) for c in self._issues[key].comments]
+            return [_public(c) for c in self._issues[key].comments if not c.get("_seeded")]
 
     def comment_texts(self, key: str) -> list[str]:
         """The plain text of each posted comment."""
@@ -517,6 +541,7 @@ class JiraStandin(Standin):
             "issuetype": {"id": "10001", "name": "Task", "subtask": False},
             "labels": list(issue.labels),
             "assignee": None,
+            "reporter": _user(*issue.reporter),
             "created": issue.created,
             "updated": issue.updated,
         }
@@ -663,18 +688,19 @@ class JiraStandin(Standin):
             return _errors(400, "Invalid request payload. Refer to the REST API documentation.")
         body = params.get("body") if isinstance(params, dict) else None
         problem = adf_problem(body)
-        if problem is not None:
-            return _errors(400, comment=problem)
+        if problem is not None or not isinstance(body, dict):
+            return _errors(400, comment=problem or "Comment body is not valid!")
+        comment = self._comment_json(issue, body, _user(AGENT_ACCOUNT_ID, "Copilot Agent"))
+        with self._lock:
+            issue.comments.append(comment)
+        return JSONResponse(comment, status_code=201)
+
+    def _comment_json(
+        self, issue: _Issue, body: dict[str, Any], author: dict[str, Any]
+    ) -> dict[str, Any]:
         now = _now()
-        author = {
-            "accountId": "5b10ac8d82e05b22cc7d4ef5",
-            "emailAddress": self.email,
-            "displayName": "Copilot Agent",
-            "active": True,
-            "accountType": "atlassian",
-        }
         comment_id = str(next(self._comment_ids))
-        comment = {
+        return {
             "self": f"{_BASE_URL}/rest/api/3/issue/{issue.id}/comment/{comment_id}",
             "id": comment_id,
             "author": author,
@@ -684,9 +710,42 @@ class JiraStandin(Standin):
             "updated": now,
             "jsdPublic": True,
         }
+
+    async def _list_comments(self, request: Request, key: str) -> Response:
+        issue = self._issue(key)
+        if issue is None:
+            return _errors(404, _NOT_FOUND)
+        try:
+            start = max(0, int(request.query_params.get("startAt", "0")))
+            size = max(1, min(MAX_RESULTS, int(request.query_params.get("maxResults", "50"))))
+        except ValueError:
+            return _errors(400, "The value of startAt or maxResults is not valid.")
         with self._lock:
-            issue.comments.append(comment)
-        return JSONResponse(comment, status_code=201)
+            everything = [_public(c) for c in issue.comments]
+        if request.query_params.get("orderBy", "created").startswith("-"):
+            everything.reverse()
+        return JSONResponse(
+            {
+                "startAt": start,
+                "maxResults": size,
+                "total": len(everything),
+                "comments": everything[start : start + size],
+            }
+        )
+
+
+def _user(account_id: str, name: str) -> dict[str, Any]:
+    return {
+        "self": f"{_BASE_URL}/rest/api/3/user?accountId={account_id}",
+        "accountId": account_id,
+        "displayName": name,
+        "active": True,
+        "accountType": "atlassian",
+    }
+
+
+def _public(comment: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in comment.items() if not k.startswith("_")}
 
 
 def _encode_token(offset: int) -> str:

@@ -15,7 +15,12 @@ import httpx
 import pytest
 
 from auditkeep import Actor, correlation_scope
-from auditkeep.integrations.httpx import AuditedTransport, Route, RouteTable
+from auditkeep.integrations.httpx import (
+    MAX_RESPONSE_TARGET_BYTES,
+    AuditedTransport,
+    Route,
+    RouteTable,
+)
 from auditkeep.logger import AuditLogger
 from auditkeep.sinks.memory import InMemorySink
 from auditkeep.testing import capture_events, validate_entries
@@ -293,6 +298,75 @@ class TestAuditedTransport:
             {"method": "POST", "attempt": 2},
             201,
         )
+
+    @pytest.mark.parametrize(
+        ("status", "body", "added"),
+        [
+            (201, {"iid": 12, "web_url": "http://x/12", "draft": True}, {"mr_iid": 12}),
+            (201, {"iid": "12"}, {"mr_iid": "12"}),
+            (201, {"iid": True}, {}),  # a bool is not an id
+            (201, {"iid": None}, {}),
+            (201, [{"iid": 12}], {}),  # only a JSON object
+            (400, {"iid": 12}, {}),  # only a success
+        ],
+    )
+    def test_response_target_fields_come_from_a_successful_answer(
+        self, status: int, body: Any, added: dict[str, Any]
+    ) -> None:
+        """A create call's new id joins the target; the client still reads the whole body."""
+        routes = RouteTable(
+            "gitlab",
+            (
+                Route(
+                    "POST",
+                    "/projects/{project_id}/merge_requests",
+                    "gitlab.api.create_merge_request",
+                    "merge_request",
+                    response_target={"mr_iid": "iid"},
+                ),
+            ),
+            prefix="/api/v4",
+        )
+
+        async def go() -> httpx.Response:
+            transport = AuditedTransport(
+                logger,
+                routes,
+                wrapped=httpx.MockTransport(lambda r: httpx.Response(status, json=body)),
+            )
+            async with httpx.AsyncClient(base_url=BASE, transport=transport) as client:
+                return await client.post("/projects/42/merge_requests", json={})
+
+        with capture_events() as (logger, sink):
+            response = asyncio.run(go())
+            (entry,) = _entries(logger, sink)
+        assert response.json() == body
+        assert entry["target"] == {"resource_type": "merge_request", "project_id": 42, **added}
+
+    def test_response_target_skips_an_oversized_answer(self) -> None:
+        """Bounded: an answer over MAX_RESPONSE_TARGET_BYTES adds nothing (and is not parsed)."""
+        routes = RouteTable(
+            "t",
+            (
+                Route(
+                    "POST", "/things", "t.api.create", "thing", response_target={"thing_id": "id"}
+                ),
+            ),
+        )
+        big = {"id": 5, "pad": "x" * (MAX_RESPONSE_TARGET_BYTES + 10)}
+
+        async def go() -> httpx.Response:
+            transport = AuditedTransport(
+                logger, routes, wrapped=httpx.MockTransport(lambda r: httpx.Response(201, json=big))
+            )
+            async with httpx.AsyncClient(base_url="http://t.test", transport=transport) as client:
+                return await client.post("/things")
+
+        with capture_events() as (logger, sink):
+            response = asyncio.run(go())
+            (entry,) = _entries(logger, sink)
+        assert response.json()["id"] == 5
+        assert entry["target"] == {"resource_type": "thing"}
 
     def test_unmapped_requests_are_still_audited(self) -> None:
         """A path no route knows emits ``<namespace>.api.unmapped`` with method and path."""

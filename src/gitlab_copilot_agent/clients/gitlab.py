@@ -14,10 +14,16 @@ method                             audit action / target
 ``get_project_info``               ``gitlab.api.get_project_info`` project
 ``get_current_user``               ``gitlab.api.get_current_user`` user
 ``get_project_member``             ``gitlab.api.get_project_member`` project_member
+``create_merge_request``           ``gitlab.api.create_merge_request`` merge_request
+                                   + source/target branch, draft, ``mr_iid``
+``list_merge_requests``            ``gitlab.api.list_merge_requests`` merge_request
+``create_branch``                  ``gitlab.api.create_branch`` branch + branch, ref
 =================================  ==============================================
 
 Targets carry ``project_id`` (an integer, or the ``group/sub/project`` path),
-``mr_iid`` and ``commit_sha`` from the request path.
+``mr_iid`` and ``commit_sha`` from the request path; a merge request the agent
+opens gets its ``mr_iid`` from GitLab's answer (``Route.response_target``), so
+the entry says which MR was created.
 
 Auditing is not written here: the client's ``httpx.AsyncClient`` sends through
 ``AuditedTransport`` with ``GITLAB_ROUTES``, so each request on the wire emits
@@ -47,6 +53,7 @@ body that echoes the token cannot leave part of it in a message.
 
 from __future__ import annotations
 
+import datetime
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -83,6 +90,22 @@ GITLAB_ROUTES: Final = (
     Route("POST", f"{_MR}/notes", "gitlab.api.post_mr_note", "merge_request"),
     Route("POST", _COMMIT_DISCUSSIONS, "gitlab.api.post_commit_discussion", "commit"),
     Route("GET", "/projects/{project_id}", "gitlab.api.get_project_info", "project"),
+    Route(
+        "POST",
+        "/projects/{project_id}/merge_requests",
+        "gitlab.api.create_merge_request",
+        "merge_request",
+        response_target={"mr_iid": "iid"},
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/merge_requests",
+        "gitlab.api.list_merge_requests",
+        "merge_request",
+    ),
+    Route(
+        "POST", "/projects/{project_id}/repository/branches", "gitlab.api.create_branch", "branch"
+    ),
     Route("GET", "/user", "gitlab.api.get_current_user", "user"),
     Route(
         "GET",
@@ -94,6 +117,9 @@ GITLAB_ROUTES: Final = (
 """The audited GitLab endpoints (paths relative to the API prefix)."""
 
 _SHA = re.compile(r"^[0-9a-fA-F]{7,64}$")
+# GitLab's draft title prefixes (MergeRequest::DRAFT_REGEX, without the old WIP forms).
+_DRAFT = re.compile(r"^\s*(\[draft\]|\(draft\)|draft:|draft\s-\s|draft\s)", re.IGNORECASE)
+_BAD_REF_CHARS = frozenset(" ~^:?*[\\")
 
 
 class GitLabError(ApiError):
@@ -205,11 +231,15 @@ class GitLabClient:
         """Every changed file of the MR (``/diffs``, all pages of 100)."""
         return await self._get_all(f"{_mr_path(project_id, mr_iid)}/diffs")
 
-    async def list_mr_notes(self, project_id: ProjectRef, mr_iid: int) -> list[dict[str, Any]]:
-        """Every note of the MR, oldest first, system notes included."""
+    async def list_mr_notes(
+        self, project_id: ProjectRef, mr_iid: int, *, sort: Literal["asc", "desc"] = "asc"
+    ) -> list[dict[str, Any]]:
+        """Every note of the MR by creation time (oldest first by default), system ones too."""
+        if sort not in ("asc", "desc"):
+            raise ValueError(f"sort must be 'asc' or 'desc', not {sort!r}")
         return await self._get_all(
             f"{_mr_path(project_id, mr_iid)}/notes",
-            {"sort": "asc", "order_by": "created_at"},
+            {"sort": sort, "order_by": "created_at"},
         )
 
     async def post_mr_note(
@@ -296,6 +326,84 @@ class GitLabClient:
         if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
             raise ValueError(f"user_id must be a positive integer, not {user_id!r}")
         return _object(await self._get(f"/projects/{_project(project_id)}/members/all/{user_id}"))
+
+    async def create_merge_request(
+        self,
+        project_id: ProjectRef,
+        *,
+        source_branch: str,
+        target_branch: str,
+        title: str,
+        description: str = "",
+        draft: bool = True,
+    ) -> dict[str, Any]:
+        """Open a merge request, by default a draft (``Draft: `` title prefix, as GitLab marks).
+
+        The audit entry's target has ``mr_iid`` from GitLab's answer. Retried
+        only on 429 and when the connection was never made (never twice created).
+        """
+        _branch(source_branch)
+        _branch(target_branch)
+        if source_branch == target_branch:
+            raise ValueError("source_branch and target_branch are the same")
+        _require_text(title)
+        shown = title.strip()
+        if draft and not _DRAFT.match(shown):
+            shown = f"Draft: {shown}"
+        response = await self._send(
+            "POST",
+            f"/projects/{_project(project_id)}/merge_requests",
+            json={
+                "source_branch": source_branch,
+                "target_branch": target_branch,
+                "title": shown,
+                "description": description,
+                "remove_source_branch": True,
+            },
+            audit_target={
+                "source_branch": source_branch,
+                "target_branch": target_branch,
+                "draft": draft,
+            },
+            audit_details={"title_chars": len(shown), "description_chars": len(description)},
+        )
+        return _object(response)
+
+    async def list_merge_requests(
+        self,
+        project_id: ProjectRef,
+        *,
+        state: Literal["opened", "closed", "merged", "locked", "all"] = "opened",
+        updated_after: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The project's MRs in ``state``, least recently updated first (all pages).
+
+        ``updated_after`` is an ISO 8601 time with a zone (a poller's watermark).
+        """
+        if state not in ("opened", "closed", "merged", "locked", "all"):
+            raise ValueError(f"not a merge request state: {state!r}")
+        params: dict[str, str | int] = {"state": state, "order_by": "updated_at", "sort": "asc"}
+        if updated_after is not None:
+            params["updated_after"] = _iso_time(updated_after)
+        return await self._get_all(f"/projects/{_project(project_id)}/merge_requests", params)
+
+    async def create_branch(
+        self, project_id: ProjectRef, *, branch: str, ref: str
+    ) -> dict[str, Any]:
+        """Create ``branch`` at ``ref`` (a branch name or a commit SHA).
+
+        GitLab answers 400 ``Branch already exists`` or ``Invalid reference
+        name`` (``GitLabError`` with ``status_code`` 400). Not retried after a 5xx.
+        """
+        _branch(branch)
+        _branch(ref)
+        response = await self._send(
+            "POST",
+            f"/projects/{_project(project_id)}/repository/branches",
+            json={"branch": branch, "ref": ref},
+            audit_target={"branch": branch, "ref": ref},
+        )
+        return _object(response)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -391,6 +499,32 @@ def _sha(value: str) -> str:
     if not _SHA.match(value):
         raise ValueError(f"not a commit SHA: {value!r}")
     return value
+
+
+def _branch(name: str) -> str:
+    """A branch name git accepts (``git check-ref-format`` rules), checked before it is sent."""
+    if (
+        not name
+        or len(name) > 255
+        or name.startswith(("-", "/"))
+        or name.endswith(("/", ".", ".lock"))
+        or ".." in name
+        or "//" in name
+        or "@{" in name
+        or any(c in _BAD_REF_CHARS or ord(c) < 32 or ord(c) == 127 for c in name)
+    ):
+        raise ValueError(f"not a valid branch name: {name[:80]!r}")
+    return name
+
+
+def _iso_time(value: str) -> str:
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError("updated_after needs a time zone")
+    return parsed.isoformat()
 
 
 def _require_text(body: str) -> None:

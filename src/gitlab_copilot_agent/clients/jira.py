@@ -13,6 +13,7 @@ method                   audit action / target (``resource_type=issue``)
 ``transition_issue``     ``jira.api.get_transitions``, then ``jira.api.transition_issue``
                          with transition_id, transition_name, to_status
 ``add_comment``          ``jira.api.add_comment`` issue_key, project_key, body_chars
+``list_comments``        ``jira.api.list_comments`` issue_key, project_key (one entry per page)
 =======================  =========================================================
 
 Auditing is not written here: like ``GitLabClient``, the ``httpx.AsyncClient``
@@ -69,6 +70,7 @@ __all__ = [
     "JIRA_ROUTES",
     "MAX_COMMENT_CHARS",
     "JiraClient",
+    "JiraComment",
     "JiraError",
     "JiraIssue",
     "JiraTransition",
@@ -83,7 +85,8 @@ MAX_PAGE_SIZE: Final = 100
 MAX_ISSUES: Final = 5_000
 MAX_TEXT_CHARS: Final = 100_000
 """The longest description read from an issue (its ADF flattened to text)."""
-DEFAULT_FIELDS: Final = ("summary", "status", "description", "project")
+DEFAULT_FIELDS: Final = ("summary", "status", "description", "project", "reporter")
+MAX_COMMENTS: Final = 5_000
 
 _ISSUE = "/issue/{issue_key}"
 JIRA_ROUTES: Final = (
@@ -93,6 +96,7 @@ JIRA_ROUTES: Final = (
     Route("GET", f"{_ISSUE}/transitions", "jira.api.get_transitions", "issue"),
     Route("POST", f"{_ISSUE}/transitions", "jira.api.transition_issue", "issue"),
     Route("POST", f"{_ISSUE}/comment", "jira.api.add_comment", "issue"),
+    Route("GET", f"{_ISSUE}/comment", "jira.api.list_comments", "issue"),
 )
 """The audited Jira endpoints (paths relative to ``/rest/api/3``)."""
 
@@ -127,6 +131,18 @@ class JiraIssue:
     summary: str
     description: str
     status: str
+    reporter_account_id: str | None = None
+
+
+@dataclass(frozen=True)
+class JiraComment:
+    """A comment on an issue; ``text`` is its ADF body's plain text (untrusted)."""
+
+    id: str
+    author_account_id: str
+    author_name: str
+    text: str
+    created: str
 
 
 @dataclass(frozen=True)
@@ -233,7 +249,7 @@ class JiraClient:
             raise ValueError(f"page_size must be from 1 to {MAX_PAGE_SIZE}")
         if not 1 <= max_issues <= MAX_ISSUES:
             raise ValueError(f"max_issues must be from 1 to {MAX_ISSUES}")
-        wanted = {"summary", "status", "description", "project"} | set(fields)
+        wanted = set(DEFAULT_FIELDS) | set(fields)
         if not all(_FIELD.match(f) for f in wanted):
             raise ValueError("a field name has characters Jira field ids do not")
         target = {"project_key": _project_key(project_key)} if project_key else {}
@@ -302,7 +318,7 @@ class JiraClient:
         for item in offered:
             if not isinstance(item, dict):
                 raise self._unexpected(response, "transition objects")
-            to = item.get("to") if isinstance(item.get("to"), dict) else {}
+            to = _dict(item.get("to"))
             transition_id, name = item.get("id"), item.get("name")
             if not isinstance(transition_id, str | int) or not isinstance(name, str):
                 raise self._unexpected(response, "transitions with an id and a name")
@@ -373,6 +389,36 @@ class JiraClient:
         if not isinstance(comment_id, str | int) or isinstance(comment_id, bool):
             raise self._unexpected(response, "a comment id")
         return str(comment_id)
+
+    async def list_comments(self, key: str, *, max_comments: int = 1_000) -> list[JiraComment]:
+        """The issue's comments, oldest first, at most ``max_comments`` (all pages of 100)."""
+        key = _issue_key(key)
+        if not 1 <= max_comments <= MAX_COMMENTS:
+            raise ValueError(f"max_comments must be from 1 to {MAX_COMMENTS}")
+        found: list[JiraComment] = []
+        # Offset paging (startAt/total): the comment API is not the search API.
+        for page in range(1, -(-max_comments // MAX_PAGE_SIZE) + 2):
+            response = await self._send(
+                "GET",
+                f"/issue/{key}/comment",
+                params={
+                    "startAt": len(found),
+                    "maxResults": MAX_PAGE_SIZE,
+                    "orderBy": "created",
+                },
+                audit_target=_target(key),
+                audit_details={"page": page},
+            )
+            body = _object(response)
+            chunk = body.get("comments")
+            total = body.get("total")
+            if not isinstance(chunk, list):
+                raise self._unexpected(response, "a comments array")
+            found.extend(_comment(item, response) for item in chunk)
+            done = not chunk or not isinstance(total, int) or len(found) >= total
+            if done or len(found) >= max_comments:
+                return found[:max_comments]
+        return found[:max_comments]
 
     # -- plumbing --------------------------------------------------------------
 
@@ -476,6 +522,10 @@ def _target(key: str) -> dict[str, Any]:
     return {"project_key": key.rsplit("-", 1)[0]}
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _object(response: httpx.Response) -> dict[str, Any]:
     decoded = decode_json(response)
     if not isinstance(decoded, dict):
@@ -500,9 +550,9 @@ def _issue(item: Any, response: httpx.Response) -> JiraIssue:
             path=response.request.url.path,
         )
     key = item["key"][:120]
-    fields = item.get("fields") if isinstance(item.get("fields"), dict) else {}
-    project = fields.get("project") if isinstance(fields.get("project"), dict) else {}
-    status = fields.get("status") if isinstance(fields.get("status"), dict) else {}
+    fields = _dict(item.get("fields"))
+    project = _dict(fields.get("project"))
+    status = _dict(fields.get("status"))
     summary = fields.get("summary")
     project_key = project.get("key") if isinstance(project.get("key"), str) else None
     return JiraIssue(
@@ -511,6 +561,37 @@ def _issue(item: Any, response: httpx.Response) -> JiraIssue:
         summary=summary[:1_000] if isinstance(summary, str) else "",
         description=_adf_text(fields.get("description"))[:MAX_TEXT_CHARS],
         status=str(status.get("name", ""))[:255],
+        reporter_account_id=_account_id(_dict(fields.get("reporter"))),
+    )
+
+
+def _account_id(user: dict[str, Any]) -> str | None:
+    # Cloud names users by accountId; Data Center by name/key.
+    for field_name in ("accountId", "name", "key"):
+        value = user.get(field_name)
+        if isinstance(value, str) and value:
+            return value[:128]
+    return None
+
+
+def _comment(item: Any, response: httpx.Response) -> JiraComment:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str | int):
+        raise JiraError(
+            response.status_code,
+            "expected comments with an id",
+            error_class=ErrorClass.VALIDATION_ERROR,
+            method=response.request.method,
+            path=response.request.url.path,
+        )
+    author = _dict(item.get("author"))
+    name = author.get("displayName")
+    created = item.get("created")
+    return JiraComment(
+        id=str(item["id"]),
+        author_account_id=_account_id(author) or "",
+        author_name=name[:255] if isinstance(name, str) else "",
+        text=_adf_text(item.get("body"))[:MAX_TEXT_CHARS],
+        created=created[:64] if isinstance(created, str) else "",
     )
 
 
