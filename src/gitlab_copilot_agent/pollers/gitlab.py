@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from auditkeep.context import get_correlation_id
 from gitlab_copilot_agent.commands.parse import parse_command
@@ -48,7 +48,11 @@ Dispatch = Callable[[str, Mapping[str, Any]], Awaitable[object]]
 
 class GitLabAPI(Protocol):
     async def list_merge_requests(
-        self, project_id: int, *, state: str = "opened", updated_after: str | None = None
+        self,
+        project_id: int,
+        *,
+        state: Literal["opened", "closed", "merged", "locked", "all"] = "opened",
+        updated_after: str | None = None,
     ) -> list[dict[str, Any]]: ...
 
     async def list_mr_notes(self, project_id: int, mr_iid: int) -> list[dict[str, Any]]: ...
