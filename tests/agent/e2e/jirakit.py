@@ -29,7 +29,10 @@ from auditkeep.testing import read_trail, validate_entries
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
 
-from codingkit import FILES, PROJECT, REPO, TOKEN, child_environment
+from codingkit import FILES, PROJECT, REPO, SRC, TOKEN, child_environment
+
+# The task processes import this checkout's library too, not an installed copy.
+CHILD_PYTHONPATH = f"{SRC}:{SRC.parent / 'packages' / 'auditkeep' / 'src'}"
 
 JIRA_EMAIL = "agent@example.com"
 # Shaped like no known credential: only the agent's own registration can scrub it.
@@ -120,6 +123,7 @@ def jira_world(
     """The stand-ins and the settings; agents are started by the test (``start_agent``)."""
     trail = tmp / "audit.jsonl"
     child_environment(monkeypatch, tmp, trail)
+    monkeypatch.setenv("PYTHONPATH", CHILD_PYTHONPATH)
     git = GitServer(tmp / "git", token=TOKEN).start()
     git.create_repo(REPO, FILES)
     gitlab = GitLabStandin(token=TOKEN)
