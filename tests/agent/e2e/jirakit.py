@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from codingkit import FILES, PROJECT, REPO, SRC, TOKEN, child_environment
 from prometheus_client import CollectorRegistry
 
 from agent_standins.git_server import GitServer
@@ -28,8 +29,6 @@ from auditkeep.sinks.file import FileSink
 from auditkeep.testing import read_trail, validate_entries
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
-
-from codingkit import FILES, PROJECT, REPO, SRC, TOKEN, child_environment
 
 # The task processes import this checkout's library too, not an installed copy.
 CHILD_PYTHONPATH = f"{SRC}:{SRC.parent / 'packages' / 'auditkeep' / 'src'}"
@@ -106,7 +105,10 @@ def count(entries: list[dict[str, Any]], action: str, **match: Any) -> int:
         1
         for e in entries
         if e["action"] == action
-        and all({**e.get("target", {}), **(e.get("details") or {})}.get(k) == v for k, v in match.items())
+        and all(
+            {**e.get("target", {}), **(e.get("details") or {})}.get(k) == v
+            for k, v in match.items()
+        )
     )
 
 

@@ -148,7 +148,9 @@ def test_two_agents_on_one_redis_take_each_issue_once(
             assert world.jira.status_of(key) == "In Review"
         assert count(entries, "jira.issue.skipped", reason="locked") >= 1
         assert count(entries, "task.started") == len(issues)
-        branches = sorted(mr["source_branch"] for mr in world.gitlab.created_merge_requests(PROJECT))
+        branches = sorted(
+            mr["source_branch"] for mr in world.gitlab.created_merge_requests(PROJECT)
+        )
         assert branches == [f"agent/{key}" for key in sorted(issues)]
         actors = {e["actor"]["type"] for e in entries if e["action"].startswith("jira.")}
         assert actors == {"poll_cycle"}
