@@ -313,13 +313,25 @@ class JiraWorkflow:
             binding = self._bindings.get((task.issue_key or "").rsplit("-", 1)[0])
             if binding is None:
                 continue
+            comments: Sequence[Any] = ()
+            if self._coding.gate.now() < task.expires_at:
+                try:  # in the cycle's scope: reading is the cycle's, deciding is the task's
+                    comments = await self._jira.list_comments(task.issue_key or "")
+                except Exception as exc:
+                    if hasattr(exc, "audit_error_class"):
+                        continue  # audited by the client; the next cycle reads again
+                    raise
             with task_scope(task) as trigger:
-                verdict = await self._decide_pending(task, binding, trigger)
+                verdict = await self._decide_pending(task, binding, trigger, comments)
             if verdict is not None:
                 setattr(counts, verdict, getattr(counts, verdict) + 1)
 
     async def _decide_pending(
-        self, task: CodingTask, binding: JiraBinding, trigger: str | None
+        self,
+        task: CodingTask,
+        binding: JiraBinding,
+        trigger: str | None,
+        comments: Sequence[Any],
     ) -> str | None:
         key = task.issue_key or ""
         gate = self._coding.gate
@@ -339,12 +351,6 @@ class JiraWorkflow:
                 )  # fmt: skip
                 return "failed"
             return None
-        try:
-            comments = await self._jira.list_comments(key)
-        except Exception as exc:
-            if hasattr(exc, "audit_error_class"):
-                return None
-            raise
         for comment in comments:
             found = _DECISION.match(str(getattr(comment, "text", "")))
             if found is None or found.group(2).lower() != task.task_id:
