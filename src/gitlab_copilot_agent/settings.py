@@ -827,23 +827,28 @@ class PollerSettings(_Section):
         default=None, validation_alias="JIRA_PROJECT_MAP_FILE"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_map_file(cls, values: Any) -> Any:
+        if not isinstance(values, dict) or "JIRA_PROJECT_MAP_FILE" not in values:
+            return values
+        if "JIRA_PROJECT_MAP" in values:
+            raise _problem("set JIRA_PROJECT_MAP or this, not both", "JIRA_PROJECT_MAP_FILE")
+        path = _text(values["JIRA_PROJECT_MAP_FILE"])
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(65_537)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise _problem(f"cannot be read ({reason})", "JIRA_PROJECT_MAP_FILE") from None
+        try:
+            parsed = _project_map(raw.decode("utf-8", "replace"))
+        except PydanticCustomError as exc:
+            raise _problem(str(exc), "JIRA_PROJECT_MAP_FILE") from None
+        return {**values, "JIRA_PROJECT_MAP": parsed}
+
     @model_validator(mode="after")
     def _complete(self) -> PollerSettings:
-        if self.jira_map_file is not None:
-            if self.jira_map:
-                raise _problem("set JIRA_PROJECT_MAP or this, not both", "JIRA_PROJECT_MAP_FILE")
-            try:
-                with open(self.jira_map_file, "rb") as handle:
-                    raw = handle.read(65_537)
-            except OSError as exc:
-                raise _problem(
-                    f"cannot be read ({exc.strerror or type(exc).__name__})",
-                    "JIRA_PROJECT_MAP_FILE",
-                ) from None
-            try:
-                object.__setattr__(self, "jira_map", _project_map(raw.decode("utf-8", "replace")))
-            except PydanticCustomError as exc:
-                raise _problem(str(exc), "JIRA_PROJECT_MAP_FILE") from None
         if self.jira_enabled and not self.jira_map:
             raise _problem(
                 "is true but no JIRA_PROJECT_MAP (or JIRA_PROJECT_MAP_FILE) binds a Jira project",

@@ -54,7 +54,8 @@ def environment(tmp: Path, values: Mapping[str, str]) -> dict[str, str]:
     """Only what the child needs: no GITLAB_/LLM_/AUDIT_ variable leaks in from the test run."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(SRC),
+        # This checkout's library too, not the one installed in the venv.
+        "PYTHONPATH": f"{SRC}:{SRC.parent / 'packages' / 'auditkeep' / 'src'}",
         "HOME": str(tmp),
         "LANG": "C.UTF-8",
         "AUDIT_LOG_SPOOL_DIR": str(tmp / "spool"),

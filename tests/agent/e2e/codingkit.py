@@ -210,7 +210,8 @@ def child_environment(monkeypatch: pytest.MonkeyPatch, tmp: Path, trail: Path) -
     monkeypatch.setenv("AUDIT_LOG_FILE_MAX_BYTES", "0")
     monkeypatch.setenv("AUDIT_LOG_SPOOL_DIR", str(tmp / "spool-tasks"))
     monkeypatch.setenv("AUDIT_LOG_FLUSH_INTERVAL_S", "0.05")
-    monkeypatch.setenv("PYTHONPATH", str(SRC))
+    # This checkout's library too, not the one installed in the venv.
+    monkeypatch.setenv("PYTHONPATH", f"{SRC}:{SRC.parent / 'packages' / 'auditkeep' / 'src'}")
 
 
 @contextmanager

@@ -125,7 +125,6 @@ def jira_world(
     """The stand-ins and the settings; agents are started by the test (``start_agent``)."""
     trail = tmp / "audit.jsonl"
     child_environment(monkeypatch, tmp, trail)
-    monkeypatch.setenv("PYTHONPATH", CHILD_PYTHONPATH)
     git = GitServer(tmp / "git", token=TOKEN).start()
     git.create_repo(REPO, FILES)
     gitlab = GitLabStandin(token=TOKEN)

@@ -191,7 +191,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         ports.update(gitlab=gitlab_server.port, llm=llm_server.port)
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "PYTHONPATH": f"{hook_dir}:{SRC}",
+            "PYTHONPATH": f"{hook_dir}:{SRC}:{SRC.parent / 'packages' / 'auditkeep' / 'src'}",
             "HOME": str(tmp / "home"),
             "LANG": "C.UTF-8",
             "PORT": str(port),
