@@ -925,6 +925,15 @@ class Settings(BaseModel):
         settings = cls.model_validate(_load(env, tuple(_SECTIONS)))
         if settings.poll.jira_enabled and settings.jira.url is None:
             raise SettingsError({"POLL_JIRA_ENABLED": "is true but JIRA_URL is not set"})
+        for binding in settings.poll.jira_map if settings.poll.jira_enabled else ():
+            if settings.approval.required_for(binding.gitlab_project_id) and not binding.approvers:
+                source = "JIRA_PROJECT_MAP_FILE" if "JIRA_PROJECT_MAP_FILE" in env else ""
+                problem = (
+                    f"{binding.jira_project}.approvers: empty, but GitLab project "
+                    f"{binding.gitlab_project_id} requires approval (APPROVAL_REQUIRED, "
+                    "APPROVAL_EXEMPT_PROJECTS): nobody could approve its tasks"
+                )
+                raise SettingsError({source or "JIRA_PROJECT_MAP": problem})
         return settings
 
     def summary(self) -> str:

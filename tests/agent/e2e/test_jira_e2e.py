@@ -201,3 +201,62 @@ def test_a_failing_step_comments_on_the_issue_and_leaves_it_in_progress(
         cycle = [e for e in entries if e["correlation_id"] == done["correlation_id"]]
         finished = next(e for e in cycle if e["action"] == "poll.cycle.finished")
         assert finished["details"]["failed"] == 1
+
+
+def test_the_reporter_cannot_approve_a_listed_approver_can_reject_and_nothing_is_pushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with jira_world(tmp_path, monkeypatch, approval_exempt=False) as world:
+        reporter = world.jira.issue("PROJ-1")["fields"]["reporter"]["accountId"]
+        world.start_agent()
+        requested = world.wait_for("approval_gate.requested", issue_key="PROJ-1")
+        task_id = requested["details"]["task_id"]
+        world.jira.add_comment_as("PROJ-1", reporter, "Reporter", f"/copilot approve {task_id}")
+        refused = world.wait_for("approval_gate.approval_refused", task_id=task_id)
+        assert refused["details"]["reason"] == "self_approval"
+        world.jira.add_comment_as("PROJ-1", APPROVER, "Ann", f"/copilot reject {task_id} no")
+        done = world.wait_for("jira.issue.finished", issue_key="PROJ-1")
+        assert done["outcome"] == "failure"
+        assert done["error"] == "auth_failure"
+        entries = world.entries()
+        decision = next(e for e in entries if e["action"] == "approval_gate.decision")
+        assert decision["details"]["decision"] == "reject"
+        assert decision["details"]["approver"] == APPROVER
+        assert count(entries, "task.started") == 0
+        assert world.gitlab.created_merge_requests(PROJECT) == []
+        assert world.jira.status_of("PROJ-1") == "In Progress"
+        assert any("was rejected by" in t for t in world.jira.comment_texts("PROJ-1"))
+
+
+def test_an_approval_nobody_gives_expires_and_the_issue_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = {"APPROVAL_TIMEOUT_S": "1"}
+    with jira_world(tmp_path, monkeypatch, approval_exempt=False, extra=extra) as world:
+        world.start_agent()
+        done = world.wait_for("jira.issue.finished", issue_key="PROJ-1")
+        assert done["outcome"] == "failure"
+        entries = world.entries()
+        decision = next(e for e in entries if e["action"] == "approval_gate.decision")
+        assert decision["details"]["decision_reason"] == "expired"
+        assert decision["correlation_id"] == done["correlation_id"]
+        assert any("in time" in t for t in world.jira.comment_texts("PROJ-1"))
+        assert count(entries, "task.started") == 0
+
+
+def test_a_rate_limited_search_fails_the_cycle_with_its_class_and_the_next_cycle_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with jira_world(tmp_path, monkeypatch) as world:
+        world.jira.faults.add("/search/jql", Fault.http(429, retry_after_s=1), times=1)
+        world.start_agent()
+        world.wait_for("jira.issue.finished", issue_key="PROJ-1")
+        entries = world.entries()
+        first = next(e for e in entries if e["action"] == "poll.cycle.finished")
+        assert first["outcome"] == "failure"
+        assert first["error"] == "rate_limit"
+        search = next(e for e in entries if e["action"] == "jira.api.search_issues")
+        assert search["error"] == "rate_limit"
+        assert search["correlation_id"] == first["correlation_id"]
+        backoff = next(e for e in entries if e["action"] == "poll.backoff")
+        assert backoff["details"]["delay_s"] == 0.4

@@ -121,6 +121,18 @@ BAD: list[tuple[str, dict[str, str], str, str]] = [
         "POLL_GITLAB_ENABLED",
         "POLL_GITLAB_PROJECTS is empty",
     ),
+    (
+        "no-approvers",
+        {
+            "POLL_JIRA_ENABLED": "true",
+            **_map(GOOD),
+            "JIRA_URL": "https://x.atlassian.net",
+            "JIRA_EMAIL": "a@example.com",
+            "JIRA_API_TOKEN": "jira-token-0123456789abcdef",
+        },
+        "JIRA_PROJECT_MAP",
+        "PROJ.approvers: empty, but GitLab project 42 requires approval",
+    ),
     ("bad-interval", {"POLL_JIRA_INTERVAL_S": "0"}, "POLL_JIRA_INTERVAL_S", "more than 0"),
     ("bad-project-id", {"POLL_GITLAB_PROJECTS": "42,x"}, "POLL_GITLAB_PROJECTS", "'x'"),
 ]
