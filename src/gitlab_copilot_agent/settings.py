@@ -1003,6 +1003,7 @@ class Settings(BaseModel):
             f"  check:        {check}",
         ]
         lines.append(_jira_summary(self.jira))
+        lines.append(_poll_summary(self.poll))
         return "\n".join(lines)
 
     def secrets(self) -> list[str]:
@@ -1071,6 +1072,25 @@ def _jira_summary(jira: JiraSettings) -> str:
     return (
         f"jira:           {without_userinfo(jira.url)}, {auth}\n"
         f"  calls:        timeout {jira.timeout_s:g} s, {jira.max_retries} retries"
+    )
+
+
+def _poll_summary(poll: PollerSettings) -> str:
+    jira = f"every {poll.jira_interval_s:g} s" if poll.jira_enabled else "off"
+    gitlab = (
+        f"every {poll.gitlab_interval_s:g} s, projects "
+        + ", ".join(str(p) for p in sorted(poll.gitlab_projects))
+        if poll.gitlab_enabled
+        else "off"
+    )
+    bound = "; ".join(
+        f"{b.jira_project} -> {b.gitlab_project_id} ({b.trigger_status} -> "
+        f"{b.in_progress_status} -> {b.in_review_status}, {len(b.approvers)} approver(s))"
+        for b in poll.jira_map
+    )
+    return (
+        f"pollers:        jira {jira}; gitlab {gitlab}; backoff up to {poll.max_backoff_s:g} s\n"
+        f"  jira map:     {bound or 'none'}"
     )
 
 
