@@ -40,6 +40,7 @@ from auditkeep import AuditLogger, register_secret
 from gitlab_copilot_agent.api.deps import Services
 from gitlab_copilot_agent.api.webhooks import WebhookConfig
 from gitlab_copilot_agent.clients.gitlab import GitLabClient
+from gitlab_copilot_agent.clients.jira import JiraClient
 from gitlab_copilot_agent.commands import builtin
 from gitlab_copilot_agent.commands.router import CommandRouter
 from gitlab_copilot_agent.dispatcher import Dispatcher
@@ -87,6 +88,15 @@ class _Parts:
             timeout_s=gitlab.timeout_s,
             max_retries=gitlab.max_retries,
         )
+        self._stack.push_async_callback(client.aclose)
+        return client
+
+    @cached_property
+    def jira(self) -> JiraClient | None:
+        """The Jira client, or None while ``JIRA_URL`` is unset."""
+        if not self.settings.jira.enabled:
+            return None
+        client = JiraClient(self.settings.jira, self.audit)
         self._stack.push_async_callback(client.aclose)
         return client
 
