@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
@@ -26,6 +28,7 @@ from agent_standins.jira import AGENT_ACCOUNT_ID, JiraStandin, adf_problem, adf_
 from agent_standins.servers import ServerHandle, run_in_thread
 from auditkeep import Actor, correlation_scope, new_correlation_id
 from auditkeep.logger import AuditLogger
+from auditkeep.query import cli as auditkeep_cli
 from auditkeep.sinks.memory import InMemorySink
 from auditkeep.testing import capture_events, validate_entries
 from gitlab_copilot_agent.clients.jira import (
@@ -777,3 +780,49 @@ class TestSettings:
         assert TOKEN not in loaded.summary()
         assert BASIC not in loaded.summary()
         assert "jira:           https://acme.atlassian.net, agent@example.com" in loaded.summary()
+
+
+class TestReportByActorType:
+    def test_report_puts_webhook_and_poll_activity_side_by_side(
+        self,
+        standin: JiraStandin,
+        server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+        tmp_path: Path,
+        capsysbinary: pytest.CaptureFixture[bytes],
+    ) -> None:
+        """Real entries of the Jira client, two poll cycles and one webhook delivery, written
+        to a trail: ``auditkeep report`` counts each actor type's entries, failures and
+        correlation ids (cycles, deliveries) in its first section."""
+        logger, sink = audit
+        standin.faults.add("/issue/PROJ-999", Fault.http(404))
+
+        async def activity(client: JiraClient) -> None:
+            for cycle in ("cycle-1", "cycle-2"):
+                with correlation_scope(Actor("poll_cycle", cycle)):
+                    await client.search_issues(JQL)
+            with correlation_scope(Actor("webhook_event", "delivery-1")):
+                await client.get_issue(KEY)
+                with contextlib.suppress(JiraError):
+                    await client.get_issue("PROJ-999")
+
+        asyncio.run(_closing(make_client(server.url, logger), activity))
+        assert len(entries(logger, sink)) == 4  # flushed, and schema-valid
+        trail = tmp_path / "audit.jsonl"
+        trail.write_bytes(b"".join(line.rstrip(b"\n") + b"\n" for line in sink.lines))
+        code = auditkeep_cli.main(["report", str(trail), "--format", "json"])
+        report = orjson.loads(capsysbinary.readouterr().out)
+        assert code == 0
+        rows = {r["actor_type"]: r for r in report["by_actor_type"]}
+        assert {k: (r["entries"], r["failures"], r["correlations"]) for k, r in rows.items()} == {
+            "poll_cycle": (2, 0, 2),
+            "webhook_event": (2, 1, 1),
+        }
+        assert all(r["p95_ms"] > 0 for r in rows.values())
+
+
+async def _closing(client: JiraClient, fn: Callable[[JiraClient], Awaitable[None]]) -> None:
+    try:
+        await fn(client)
+    finally:
+        await client.aclose()
