@@ -99,7 +99,10 @@ class _Parts:
         return client
 
     @cached_property
-    def jira(self) -> JiraClient:
+    def jira(self) -> JiraClient | None:
+        """The Jira client, or None while ``JIRA_URL`` is unset."""
+        if not self.settings.jira.enabled:
+            return None
         client = JiraClient(self.settings.jira, self.audit)
         self._stack.push_async_callback(client.aclose)
         return client

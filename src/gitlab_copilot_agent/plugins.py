@@ -48,8 +48,8 @@ class Parts(Protocol):
     def llm(self) -> LLMProvider: ...
 
     @property
-    def jira(self) -> JiraClient:
-        """The Jira client (``JIRA_*``; only a plugin that needs Jira builds it)."""
+    def jira(self) -> JiraClient | None:
+        """The Jira client (``JIRA_*``), None while ``JIRA_URL`` is unset; built on first use."""
         ...
 
     @property

@@ -265,6 +265,7 @@ async def send_checked(
     json: Any = None,
     audit_target: Mapping[str, Any] | None = None,
     audit_details: Mapping[str, Any] | None = None,
+    read_only: bool | None = None,
 ) -> httpx.Response:
     """One logical call: retried as a read (GET) or a write, a 2xx returned, else raised.
 
@@ -274,11 +275,14 @@ async def send_checked(
         error_message: the service's error text from a failed response, whole
             (it is scrubbed of ``secrets`` and every registered secret, then cut).
         secrets: exact values to scrub besides the redactor's (the client's token).
+        read_only: retried as a read (default: only a GET is); a POST that only
+            queries (Jira's search, whose query goes in the body to stay out
+            of URLs and their logs) says so here.
 
     Raises:
         ApiError: ``error_type``, with the status or the transport failure's class.
     """
-    read = method == "GET"
+    read = method == "GET" if read_only is None else read_only
     try:
         response = await send_with_retries(
             client,

@@ -24,9 +24,12 @@ are ``clients._http.send_checked``'s, the same as GitLab's: reads retried on
 429/502/503/504, timeouts and network errors; writes (transitions, comments)
 only on 429 and when the connection was never made.
 
-Search uses ``/rest/api/3/search/jql`` (the old ``/search`` answers 410 since
-2025) with ``nextPageToken`` paging, bounded by ``max_issues`` and a page count;
-a server that repeats a token is an error, not a loop.
+Search uses ``POST /rest/api/3/search/jql`` (the old ``/search`` answers 410
+since 2025) with ``nextPageToken`` paging, bounded by ``max_issues`` and a page
+count; a server that repeats a token is an error, not a loop. **Decision: POST,
+not GET**: the JQL (configured text that may name anything) travels in the
+body, never in a URL, where proxies' access logs and httpx's own request log
+would keep it; the POST only queries, so it is retried as a read.
 
 Comments are ADF documents built from plain text: one paragraph per line, each
 a single ``text`` node with **no marks**, so nothing in the text (``[x](url)``,
@@ -259,19 +262,20 @@ class JiraClient:
         seen: set[str] = set()
         max_pages = -(-max_issues // page_size) + 1
         for page in range(1, max_pages + 1):
-            params: dict[str, str | int] = {
+            query: dict[str, Any] = {
                 "jql": jql,
                 "maxResults": min(page_size, max_issues - len(issues)),
-                "fields": ",".join(sorted(wanted)),
+                "fields": sorted(wanted),
             }
             if token is not None:
-                params["nextPageToken"] = token
+                query["nextPageToken"] = token
             response = await self._send(
-                "GET",
+                "POST",
                 "/search/jql",
-                params=params,
+                json=query,
                 audit_target=target,
                 audit_details={"jql": shown_jql, "page": page},
+                read_only=True,
             )
             body = decode_json(response)
             chunk = body.get("issues") if isinstance(body, dict) else None
@@ -431,6 +435,7 @@ class JiraClient:
         json: Any = None,
         audit_target: Mapping[str, Any] | None = None,
         audit_details: Mapping[str, Any] | None = None,
+        read_only: bool | None = None,
     ) -> httpx.Response:
         return await send_checked(
             self._client,
@@ -444,6 +449,7 @@ class JiraClient:
             json=json,
             audit_target=audit_target,
             audit_details=audit_details,
+            read_only=read_only,
         )
 
     def _unexpected(self, response: httpx.Response, wanted: str) -> JiraError:

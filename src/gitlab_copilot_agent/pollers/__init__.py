@@ -24,11 +24,15 @@ def install(parts: Parts) -> None:
     if poll.jira_enabled:
         from gitlab_copilot_agent.workflows.jira import JiraWorkflow
 
+        client = parts.jira
+        if client is None:  # Settings.from_env refuses POLL_JIRA_ENABLED without JIRA_URL
+            raise ValueError("POLL_JIRA_ENABLED needs JIRA_URL")
+
         workflow = JiraWorkflow(
             bindings=poll.jira_map,
             dedup_ttl_s=poll.jira_dedup_ttl_s,
             audit=parts.audit,
-            jira=parts.jira,
+            jira=client,
             gitlab=parts.gitlab,
             store=parts.store,
             coding=parts.coding,
