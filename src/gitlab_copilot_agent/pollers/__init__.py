@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gitlab_copilot_agent.logs import get_logger
 from gitlab_copilot_agent.pollers.base import CycleCounts, CycleRunner
 
 if TYPE_CHECKING:
@@ -17,10 +18,18 @@ if TYPE_CHECKING:
 
 __all__ = ["CycleCounts", "CycleRunner", "install"]
 
+_log = get_logger(__name__)
+
 
 def install(parts: Parts) -> None:
     """Start the enabled pollers for the app's lifetime."""
     poll = parts.settings.poll
+    if (poll.jira_enabled or poll.gitlab_enabled) and parts.store.kind == "memory":
+        _log.warning(
+            "REDIS_URL is not set: the pollers remember what they took in this process only "
+            "(another replica, or this one after a restart, may take a Jira issue, review a "
+            "head or run a note again)"
+        )
     if poll.jira_enabled:
         from gitlab_copilot_agent.workflows.jira import JiraWorkflow
 

@@ -260,3 +260,22 @@ def test_a_rate_limited_search_fails_the_cycle_with_its_class_and_the_next_cycle
         assert search["correlation_id"] == first["correlation_id"]
         backoff = next(e for e in entries if e["action"] == "poll.backoff")
         assert backoff["details"]["delay_s"] == 0.4
+
+
+def test_a_pending_approval_survives_a_restart_and_is_decided_by_the_next_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    with jira_world(tmp_path, monkeypatch, redis_url=redis_url, approval_exempt=False) as world:
+        first = world.start_agent()
+        requested = world.wait_for("approval_gate.requested", issue_key="PROJ-1")
+        world.stop_agent(first)
+        world.start_agent()
+        task_id = requested["details"]["task_id"]
+        world.jira.add_comment_as("PROJ-1", APPROVER, "Ann", f"/copilot approve {task_id}")
+        done = world.wait_for("jira.issue.finished", issue_key="PROJ-1")
+        assert done["outcome"] == "success"
+        assert done["correlation_id"] == requested["correlation_id"]
+        entries = world.entries()
+        assert count(entries, "jira.issue.taken") == 1
+        assert count(entries, "task.started") == 1
+        assert len(world.gitlab.created_merge_requests(PROJECT)) == 1
