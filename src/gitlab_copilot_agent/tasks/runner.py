@@ -178,7 +178,8 @@ async def _steps(
                 prompt=coding_prompt(spec),
                 working_directory=str(repo),
                 project_id=spec.project_id,
-                mr_iid=spec.mr_iid,
+                mr_iid=spec.mr_iid or None,  # a Jira task has no MR yet
+                issue_key=spec.issue_key,
             )
         )
     except (LLMError, NotImplementedError, TimeoutError, ConnectionError) as exc:

@@ -77,6 +77,9 @@ def test_one_cycle_takes_an_issue_to_a_draft_mr_under_its_own_correlation_id(
         # The targets name the issue, the branch and the MR.
         moves = [e for e in mine if e["action"] == "jira.api.transition_issue"]
         assert [m["target"]["issue_key"] for m in moves] == ["PROJ-1", "PROJ-1"]
+        llm = next(e for e in mine if e["action"] == "copilot.sdk.coding_request")
+        assert llm["target"] == {"resource_type": "llm", "project_id": PROJECT,
+                                 "issue_key": "PROJ-1"}  # fmt: skip
         created = next(e for e in mine if e["action"] == "gitlab.api.create_merge_request")
         assert created["target"]["source_branch"] == "agent/PROJ-1"
         assert created["target"]["target_branch"] == "main"
