@@ -10,6 +10,8 @@ Each cycle, for each project of ``POLL_GITLAB_PROJECTS``:
    workflow as a ``Merge Request Hook`` — so an MR is reviewed once per head
    sha, across restarts and replicas (and the review's own marker in the MR's
    notes still stops a second review of a head the webhook already reviewed);
+   a review that failed (the LLM or GitLab failed: its entries say how) drops
+   the marker, so a later cycle tries that head again (counted ``failed``);
 3. its notes (``gitlab.api.list_mr_notes``): each ``/copilot`` note not
    dispatched yet (``copilot:poll:note:<p>:<note>``, set-if-absent) goes to the
    command router as a ``Note Hook`` — so a command runs once per note id (and a
@@ -94,9 +96,15 @@ class GitLabPoller:
             if iid is None:
                 continue
             counts.seen += 1
-            if sha and await self._first(keys.poll_review_seen(project, iid, sha), ttl=None):
-                await self._dispatch(MR_HOOK, _mr_payload(project, mr))
-                counts.started += 1
+            marker = keys.poll_review_seen(project, iid, sha) if sha else None
+            if marker is not None and await self._first(marker, ttl=None):
+                results = await self._dispatch(MR_HOOK, _mr_payload(project, mr))
+                if isinstance(results, list) and results and all(r is None for r in results):
+                    # The review failed (its calls say why): a later cycle tries this head again.
+                    await self._store.delete(marker)
+                    counts.failed += 1
+                else:
+                    counts.started += 1
             else:
                 counts.skipped += 1
             for note in await self._gitlab.list_mr_notes(project, iid):

@@ -112,3 +112,24 @@ def test_a_failing_listing_fails_the_cycle_backs_off_and_keeps_the_watermark(
         assert [e["error"] for e in failed[:2]] == ["rate_limit", "rate_limit"]
         backoffs = [e for e in entries if e["action"] == "poll.backoff"]
         assert [b["details"]["delay_s"] for b in backoffs[:2]] == [0.4, 0.8]
+
+
+def test_a_review_that_failed_is_tried_again_by_a_later_cycle_and_posted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent_standins.faults import Fault
+
+    with jira_world(tmp_path, monkeypatch, extra=POLLING) as world:
+        _mr(world, "4" * 40)
+        world.gitlab.faults.add(f"/projects/{PROJECT}/merge_requests/{MR}/diffs", Fault.http(502),
+                                times=1)  # fmt: skip
+        world.start_agent()
+        world.wait(lambda es: len(_reviews(es)) == 1)
+        _cycles_after(world, 2)
+        entries = world.entries()
+        assert len(_reviews(entries)) == 1
+        diffs = [e for e in entries if e["action"] == "gitlab.api.get_mr_diff"]
+        assert [e["outcome"] for e in diffs] == ["failure", "success"]
+        finished = [e for e in entries if e["action"] == "poll.cycle.finished"]
+        assert sum(e["details"]["failed"] for e in finished) == 1
+        assert sum(e["details"]["started"] for e in finished) == 1
