@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 import gitlab_copilot_agent.clients as clients_package
 from agent_standins.faults import Fault
@@ -159,7 +160,7 @@ def test_the_same_misbehaviour_leaves_the_same_trail(
         settings = JiraSettings(
             url=jira_server.url,
             email=JIRA_EMAIL,
-            api_token=JIRA_TOKEN,
+            api_token=SecretStr(JIRA_TOKEN),
             timeout_s=TIMEOUT_S,
             max_retries=RETRIES,
         )
