@@ -206,7 +206,13 @@ class JiraClient:
         self._client = build_async_client(
             api_root,
             audit=audit,
-            routes=RouteTable("jira", JIRA_ROUTES, prefix=httpx.URL(api_root).path.rstrip("/")),
+            routes=RouteTable(
+                "jira",
+                JIRA_ROUTES,
+                prefix=httpx.URL(api_root).path.rstrip("/"),
+                # Which limit it was: the per-endpoint burst or the per-issue write limit.
+                rate_limit_headers=("ratelimit-reason",),
+            ),
             timeout_s=timeout_s,
             headers={
                 "Authorization": authorization,

@@ -556,6 +556,7 @@ class TestErrorClasses:
             ("jira.api.get_issue", "success", None, 200, 2),
         ]
         assert found[0]["details"]["retry_after"] == "1"
+        assert found[0]["details"]["ratelimit_reason"] == "jira-burst-based"
 
     def test_rate_limit_every_time_gives_up_as_rate_limit(
         self, standin: JiraStandin, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
