@@ -255,6 +255,7 @@ class GitLabStandin(Standin):
         self._members: dict[tuple[int, int], dict[str, Any]] = {}
         self._heads: dict[tuple[int, int], Callable[[], str]] = {}
         self._created_mrs: set[tuple[int, int]] = set()
+        self._set_updated_at: dict[tuple[int, int], str] = {}  # by the test API, kept by reset()
         self._branches: dict[int, dict[str, str]] = {}
         self._git: dict[int, tuple[BranchHost, str]] = {}
         self._routes = [
@@ -297,6 +298,9 @@ class GitLabStandin(Standin):
                     table.pop(key, None)
             self._created_mrs.clear()
             self._branches.clear()
+            for key, updated_at in self._set_updated_at.items():  # notes posted since bump it
+                if key in self._mrs:
+                    self._mrs[key]["updated_at"] = updated_at
 
     def seed_default(self) -> None:
         """Project 42 ``group/app`` with MR !7 (three files) and two existing notes."""
@@ -457,6 +461,7 @@ class GitLabStandin(Standin):
         }
         with self._lock:
             self._mrs[(project_id, iid)] = mr
+            self._set_updated_at[(project_id, iid)] = str(mr["updated_at"])
             if head is not None:
                 self._heads[(project_id, iid)] = head
             else:
@@ -491,16 +496,21 @@ class GitLabStandin(Standin):
         return [_with_head(mr, head) for mr, head in found]
 
     def touch_merge_request(self, project_id: int, iid: int, updated_at: str | None = None) -> None:
-        """Set the MR's ``updated_at`` (default now): someone changed it."""
+        """Set the MR's ``updated_at`` (default now): someone changed it (kept by ``reset()``,
+        which undoes only what notes posted through the API did)."""
         with self._lock:
-            self._mrs[(project_id, iid)]["updated_at"] = updated_at or _now()
+            stamp = updated_at or _now()
+            self._mrs[(project_id, iid)]["updated_at"] = stamp
+            self._set_updated_at[(project_id, iid)] = stamp
 
     def set_merge_request_state(self, project_id: int, iid: int, state: str) -> None:
         """``opened``, ``closed``, ``merged`` or ``locked``; touches ``updated_at``."""
         if state not in ("opened", "closed", "merged", "locked"):
             raise ValueError(f"not a merge request state: {state!r}")
         with self._lock:
-            self._mrs[(project_id, iid)].update({"state": state, "updated_at": _now()})
+            stamp = _now()
+            self._mrs[(project_id, iid)].update({"state": state, "updated_at": stamp})
+            self._set_updated_at[(project_id, iid)] = stamp
 
     def branches(self, project_id: int) -> dict[str, str]:
         """Branches created through the API on a project without a git server: name -> sha."""

@@ -214,6 +214,35 @@ class TestAuditedTransport:
             (entry,) = _entries(logger, sink)
         assert entry["details"] == {"method": "GET", "retry_after": "7"}
 
+    def test_declared_rate_limit_headers_are_recorded_on_429_only(self) -> None:
+        """A table's ``rate_limit_headers`` join the details of a 429, bounded; not of a 200."""
+        routes = RouteTable(
+            "jira",
+            (Route("GET", "/issue/{issue_key}", "jira.api.get_issue", "issue"),),
+            rate_limit_headers=("RateLimit-Reason", "X-Absent"),
+        )
+        headers = {"Retry-After": "2", "RateLimit-Reason": "jira-per-issue-on-write" + "x" * 200}
+
+        async def go(status: int) -> None:
+            transport = AuditedTransport(
+                logger,
+                routes,
+                wrapped=httpx.MockTransport(lambda r: httpx.Response(status, headers=headers)),
+            )
+            async with httpx.AsyncClient(base_url="http://jira.test", transport=transport) as c:
+                await c.get("/issue/PROJ-1")
+
+        with capture_events() as (logger, sink):
+            asyncio.run(go(429))
+            asyncio.run(go(200))
+            limited, ok = _entries(logger, sink)
+        assert limited["details"] == {
+            "method": "GET",
+            "retry_after": "2",
+            "ratelimit_reason": headers["RateLimit-Reason"][:100],
+        }
+        assert ok["details"] == {"method": "GET"}
+
     @pytest.mark.parametrize(
         ("exc", "error"),
         [

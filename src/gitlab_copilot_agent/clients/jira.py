@@ -104,7 +104,8 @@ JIRA_ROUTES: Final = (
 """The audited Jira endpoints (paths relative to ``/rest/api/3``)."""
 
 _KEY: Final = re.compile(r"^([A-Z][A-Z0-9_]{0,49})-([1-9][0-9]{0,17})$")
-_CONTROL: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# Controls (tab and newline kept), line separators and lone surrogates (not encodable).
+_CONTROL: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _FIELD: Final = re.compile(r"^[A-Za-z0-9_.*-]{1,64}$")
 
 
@@ -205,7 +206,13 @@ class JiraClient:
         self._client = build_async_client(
             api_root,
             audit=audit,
-            routes=RouteTable("jira", JIRA_ROUTES, prefix=httpx.URL(api_root).path.rstrip("/")),
+            routes=RouteTable(
+                "jira",
+                JIRA_ROUTES,
+                prefix=httpx.URL(api_root).path.rstrip("/"),
+                # Which limit it was: the per-endpoint burst or the per-issue write limit.
+                rate_limit_headers=("ratelimit-reason",),
+            ),
             timeout_s=timeout_s,
             headers={
                 "Authorization": authorization,
@@ -466,7 +473,8 @@ def adf_document(text: str, *, link: str | None = None) -> dict[str, Any]:
     """An ADF ``doc`` showing ``text`` literally: a paragraph per line, unmarked text nodes.
 
     Empty lines become empty paragraphs (ADF forbids empty text nodes);
-    control characters other than tab become U+FFFD. ``link`` adds a last
+    control characters other than tab, line separators and lone surrogates
+    become U+FFFD. ``link`` adds a last
     paragraph whose one text node is the URL with a ``link`` mark.
 
     Raises:

@@ -18,10 +18,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from agent_standins.faults import Fault
 from agent_standins.jira import AGENT_ACCOUNT_ID, JiraStandin, adf_problem, adf_text
@@ -380,6 +382,35 @@ class TestActions:
             (AGENT_ACCOUNT_ID, "Copilot Agent", "Waiting for approval."),
         ]
 
+    def test_a_scoped_token_base_url_keeps_its_path(
+        self, audit: tuple[AuditLogger, InMemorySink]
+    ) -> None:
+        """``https://api.atlassian.com/ex/jira/<cloudId>``: requests go under its path and
+        are still mapped to their actions (not ``jira.api.unmapped``)."""
+        logger, sink = audit
+        seen: list[str] = []
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen.append(str(request.url))
+            body = {"key": KEY, "fields": {"summary": "s", "status": {"name": "To Do"}}}
+            return httpx.Response(200, json=body)
+
+        section = JiraSettings(
+            url="https://api.atlassian.com/ex/jira/11223344-aaaa-bbbb-cccc-ddddeeeeffff",
+            email=EMAIL,
+            api_token=SecretStr(TOKEN),
+        )
+        client = JiraClient(section, logger, transport=httpx.MockTransport(answer))
+        issue = call(client, lambda c: c.get_issue(KEY))
+        assert (issue.key, issue.project_key, issue.description) == (KEY, "PROJ", "")
+        assert seen == [
+            "https://api.atlassian.com/ex/jira/11223344-aaaa-bbbb-cccc-ddddeeeeffff"
+            f"/rest/api/3/issue/{KEY}?fields=summary%2Cstatus%2Cdescription%2Cproject%2Creporter"
+        ]
+        assert [(e["action"], e["target"]) for e in entries(logger, sink)] == [
+            ("jira.api.get_issue", ISSUE_TARGET)
+        ]
+
     @pytest.mark.parametrize(
         ("method", "args", "kwargs"),
         [
@@ -462,8 +493,6 @@ class TestErrorClasses:
 
     def test_the_removed_search_endpoint_answers_410(self, server: ServerHandle) -> None:
         """The stand-in's own ``/rest/api/3/search`` is gone, as on Jira Cloud since 2025."""
-        import httpx
-
         auth = {"Authorization": f"Basic {BASIC}"}
         for method, path in (("GET", "/search"), ("POST", "/search"), ("POST", "/search/id")):
             answer = httpx.request(method, f"{server.url}/rest/api/3{path}", headers=auth)
@@ -527,6 +556,7 @@ class TestErrorClasses:
             ("jira.api.get_issue", "success", None, 200, 2),
         ]
         assert found[0]["details"]["retry_after"] == "1"
+        assert found[0]["details"]["ratelimit_reason"] == "jira-burst-based"
 
     def test_rate_limit_every_time_gives_up_as_rate_limit(
         self, standin: JiraStandin, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
@@ -619,8 +649,6 @@ class TestErrorClasses:
         self, standin: JiraStandin, server: ServerHandle
     ) -> None:
         """The stand-in validates ADF like Jira: a plain string body is a 400 ``errors.comment``."""
-        import httpx
-
         answer = httpx.post(
             f"{server.url}/rest/api/3/issue/{KEY}/comment",
             headers={"Authorization": f"Basic {BASIC}"},

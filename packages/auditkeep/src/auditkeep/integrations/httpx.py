@@ -104,6 +104,9 @@ class RouteTable:
     namespace: str
     routes: tuple[Route, ...]
     prefix: str = ""
+    rate_limit_headers: tuple[str, ...] = ()
+    """Headers of a 429 copied into ``details`` (lower-cased, ``-`` as ``_``, at most 100
+    characters), e.g. Jira's ``RateLimit-Reason``; ``Retry-After`` always is."""
 
     def resolve(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
         """Return the action and target of a request (``<namespace>.api.unmapped`` if unknown)."""
@@ -178,8 +181,11 @@ class AuditedTransport(httpx.AsyncBaseTransport):
                 call.http_status = status
                 if status >= 400:
                     call.error_message = f"HTTP {status}"
-                if status == 429 and "retry-after" in response.headers:
-                    call.details["retry_after"] = response.headers["retry-after"]
+                if status == 429:
+                    for name in ("retry-after", *self._routes.rate_limit_headers):
+                        value = response.headers.get(name)
+                        if value is not None:
+                            call.details[name.lower().replace("-", "_")] = value[:100]
                 if route is not None and route.response_target and 200 <= status < 300:
                     call.target.update(await _response_target(response, route.response_target))
         except BaseException:

@@ -60,6 +60,24 @@ def _label(value: object) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
+class _KindStats:
+    """What the report keeps of one actor type."""
+
+    __slots__ = ("correlations", "durations", "entries", "failures")
+
+    def __init__(self) -> None:
+        self.entries = 0
+        self.failures = 0
+        self.correlations: set[str] = set()
+        self.durations: list[float] = []
+
+    def merge(self, other: _KindStats) -> None:
+        self.entries += other.entries
+        self.failures += other.failures
+        self.correlations |= other.correlations
+        self.durations.extend(other.durations)
+
+
 class ReportBuilder:
     """Accumulates entries into the figures of ``auditkeep report``.
 
@@ -79,9 +97,8 @@ class ReportBuilder:
         self.targets: dict[bytes, int] = {}
         self.actors: dict[tuple[str, str], int] = {}
         self.durations: dict[str, list[float]] = {}
-        self.by_actor_type: dict[tuple[str, str], int] = {}
-        self.actor_type_correlations: dict[str, set[str]] = {}
-        self.actor_type_durations: dict[str, list[float]] = {}
+        # Per actor type: one lookup an entry (this runs once per entry of the range).
+        self.actor_types: dict[str, _KindStats] = {}
 
     def collect(self, line: bytes | bytearray, entry: dict[str, Any]) -> None:
         """Count one matching entry (the scan's collector interface)."""
@@ -100,15 +117,12 @@ class ReportBuilder:
             (self.webhook_failures, other.webhook_failures),
             (self.targets, other.targets),
             (self.actors, other.actors),
-            (self.by_actor_type, other.by_actor_type),
         ):
             _add_counts(mine, theirs)
         for action, values in other.durations.items():
             self.durations.setdefault(action, []).extend(values)
-        for kind, ids in other.actor_type_correlations.items():
-            self.actor_type_correlations.setdefault(kind, set()).update(ids)
-        for kind, values in other.actor_type_durations.items():
-            self.actor_type_durations.setdefault(kind, []).extend(values)
+        for kind, theirs_kind in other.actor_types.items():
+            self.actor_types.setdefault(kind, _KindStats()).merge(theirs_kind)
 
     def add(self, entry: Mapping[str, Any]) -> None:
         """Count one entry."""
@@ -144,24 +158,22 @@ class ReportBuilder:
             who = (_label(actor.get("type")), _label(actor.get("id")))
             self.actors[who] = self.actors.get(who, 0) + 1
             kind = who[0]
-        counted = (kind, outcome)
-        self.by_actor_type[counted] = self.by_actor_type.get(counted, 0) + 1
+        stats = self.actor_types.get(kind)
+        if stats is None:
+            stats = self.actor_types[kind] = _KindStats()
+        stats.entries += 1
+        if outcome == "failure":
+            stats.failures += 1
         correlation = entry.get("correlation_id")
         if type(correlation) is str:
-            ids = self.actor_type_correlations.get(kind)
-            if ids is None:
-                ids = self.actor_type_correlations[kind] = set()
-            ids.add(correlation)
+            stats.correlations.add(correlation)
         duration = entry.get("duration_ms")
         if type(duration) is float or type(duration) is int:
             values = self.durations.get(action)
             if values is None:
                 values = self.durations[action] = []
             values.append(duration)
-            by_kind = self.actor_type_durations.get(kind)
-            if by_kind is None:
-                by_kind = self.actor_type_durations[kind] = []
-            by_kind.append(duration)
+            stats.durations.append(duration)
 
     def result(self) -> dict[str, Any]:
         """The report as plain data (what ``--format json`` prints).
@@ -226,18 +238,15 @@ class ReportBuilder:
         }
 
     def _by_actor_type(self) -> list[dict[str, Any]]:
-        totals: dict[str, dict[str, int]] = {}
-        for (kind, outcome), count in self.by_actor_type.items():
-            totals.setdefault(kind, {})[outcome] = count
         rows: list[dict[str, Any]] = []
-        for kind, counts in totals.items():
-            durations = sorted(self.actor_type_durations.get(kind, []))
+        for kind, stats in self.actor_types.items():
+            durations = sorted(stats.durations)
             rows.append(
                 {
                     "actor_type": kind,
-                    "entries": sum(counts.values()),
-                    "failures": counts.get("failure", 0),
-                    "correlations": len(self.actor_type_correlations.get(kind, ())),
+                    "entries": stats.entries,
+                    "failures": stats.failures,
+                    "correlations": len(stats.correlations),
                     "p95_ms": percentile(durations, 0.95) if durations else None,
                 }
             )
