@@ -43,6 +43,14 @@ _FIELDS: Final = frozenset(
 )
 
 
+_PLAIN: Final = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+def _name(value: str) -> str:
+    """A key as a message may show it: as is when plain, else escaped and cut (one line)."""
+    return value if _PLAIN.fullmatch(value) else repr(value[:40])
+
+
 class MapError(ValueError):
     """The map is invalid; the message names the key (``PROJ.trigger_status: ...``)."""
 
@@ -86,9 +94,10 @@ def parse_project_map(raw: str | bytes) -> tuple[JiraBinding, ...]:
         raise MapError(f"binds more than {MAX_PROJECTS} Jira projects")
     bindings = []
     for key, value in data.items():
-        shown = key[:40] if isinstance(key, str) else "?"
         if not _PROJECT_KEY.fullmatch(key):
-            raise MapError(f"{shown!r} is not a Jira project key (upper-case letters and digits)")
+            raise MapError(
+                f"{key[:40]!r} is not a Jira project key (upper-case letters and digits)"
+            )
         if not isinstance(value, dict):
             raise MapError(f"{key}: must be an object with at least gitlab_project_id")
         bindings.append(_binding(key, value))
@@ -99,7 +108,7 @@ def _binding(key: str, value: dict[str, Any]) -> JiraBinding:
     unknown = sorted(set(value) - _FIELDS)
     if unknown:
         raise MapError(
-            f"{key}.{unknown[0][:40]}: unknown key (known: {', '.join(sorted(_FIELDS))})"
+            f"{key}.{_name(unknown[0])}: unknown key (known: {', '.join(sorted(_FIELDS))})"
         )
     project = value.get("gitlab_project_id")
     if not isinstance(project, int) or isinstance(project, bool) or not 1 <= project < 10**18:

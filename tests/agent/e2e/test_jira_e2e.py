@@ -105,7 +105,10 @@ def test_with_approval_required_the_gate_asks_on_the_issue_and_only_a_listed_app
         requested = world.wait_for("approval_gate.requested", issue_key="PROJ-1")
         task_id, cid = requested["details"]["task_id"], requested["correlation_id"]
         assert requested["details"]["approval_required"] is True
-        assert any(task_id in t for t in world.jira.comment_texts("PROJ-1"))
+        deadline = time.monotonic() + 10  # the request is on the trail just before the comment
+        while not any(task_id in t for t in world.jira.comment_texts("PROJ-1")):
+            assert time.monotonic() < deadline, world.jira.comment_texts("PROJ-1")
+            time.sleep(0.02)
         time.sleep(0.6)  # a few cycles: nothing happens without a decision
         assert world.gitlab.created_merge_requests(PROJECT) == []
         assert count(world.entries(), "task.started") == 0
