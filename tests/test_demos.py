@@ -62,7 +62,12 @@ class TestDemos:
         entries = validate_entries(read_trail(tmp_path / "out" / "audit.jsonl"))
         refused = [e["details"]["reason"] for e in entries if e["action"].endswith("refused")]
         assert refused == ["self_approval", "not_an_approver"]
-        (push,) = [e for e in entries if e["action"] == "gitlab.api.push_branch"]
+        (push,) = [
+            e
+            for e in entries
+            if e["action"] == "gitlab.api.push_branch"
+            and e["target"]["branch"] == "feature/search-docs"  # the Jira scenario pushes too
+        ]
         assert push["outcome"] == "success"
         task_cid = push["correlation_id"]
         assert f"auditkeep trace {task_cid}" in out
@@ -72,6 +77,32 @@ class TestDemos:
             assert action in [e["action"] for e in task]
         finished = next(e for e in task if e["action"] == "task.finished")
         assert finished["outcome"] == "success"
+
+    def test_agent_demo_takes_a_jira_issue_to_a_draft_mr_and_traces_the_cycle(
+        self, tmp_path: Path
+    ) -> None:
+        """The Jira scenario: the poller takes the issue, the gate asks on it, a listed Jira
+        approver approves, the task pushes ``agent/PROJ-7``, a draft MR opens, the issue gets
+        the link and moves to In Review; ``auditkeep trace`` of the cycle shows it all."""
+        result = run("gitlab_copilot_agent.cli", "demo", "--dir", "out", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "waits for approval on branch agent/PROJ-7" in out
+        assert "'Draft: PROJ-7: " in out
+        assert "draft=True" in out
+        assert "Jira transitions: To Do -> In Progress -> In Review" in out
+        entries = validate_entries(read_trail(tmp_path / "out" / "audit.jsonl"))
+        (taken,) = [e for e in entries if e["action"] == "jira.issue.taken"]
+        cycle = taken["correlation_id"]
+        assert taken["actor"]["type"] == "poll_cycle"
+        assert f"auditkeep trace {cycle}" in out
+        mine = [e["action"] for e in entries if e["correlation_id"] == cycle]
+        for action in ("poll.cycle.started", "approval_gate.decision", "gitlab.api.push_branch",
+                       "gitlab.api.create_merge_request", "jira.issue.finished"):  # fmt: skip
+            assert action in mine, action
+        decision = next(e for e in entries if e["action"] == "approval_gate.decision"
+                        and e["target"].get("issue_key") == "PROJ-7")  # fmt: skip
+        assert decision["details"]["approver"] == "acc-mia-0006"
 
     def test_library_demo_writes_and_queries_its_burst(self, tmp_path: Path) -> None:
         """`auditkeep demo` writes every entry it reports and queries them back."""

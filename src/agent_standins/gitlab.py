@@ -12,6 +12,15 @@ matched on the raw path, so an unencoded ``group/app`` gives 404 as on GitLab):
 - ``GET|POST /projects/:id/repository/commits/:sha/discussions`` — list and create
   (201 + discussion); a ``position`` must name a changed file and a line of its diff,
   else 400 ``line_code can't be blank`` as on GitLab.
+- ``GET|POST /projects/:id/merge_requests`` — list (``state`` opened/closed/merged/
+  locked/all, ``updated_after``, ``order_by`` created_at/updated_at, ``sort``;
+  paginated) and create (201 + MR; a ``Draft:``/``[Draft]``/``(Draft)``/``Draft -``
+  title prefix makes it a draft, as on GitLab; 409 when an open MR already has
+  the same source and target branch; 400 for a source branch the project lacks).
+- ``POST /projects/:id/repository/branches`` (``branch``, ``ref``) — 201 + the
+  branch; 400 ``Branch already exists`` / ``Invalid reference name``. With a
+  git server (``add_project(..., git=server)``), the branch is made there, and
+  MRs created through the API take their head from it.
 - ``GET /projects/:id/members/all/:user_id`` — a member (direct or inherited) with
   its ``access_level`` (10 guest … 50 owner); 404 ``{"message":"404 Not found"}``
   for anyone else, as GitLab answers.
@@ -61,7 +70,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.requests import Request
@@ -75,6 +84,7 @@ __all__ = [
     "DEFAULT_PROJECT_ID",
     "DEFAULT_PROJECT_PATH",
     "DEFAULT_TOKEN",
+    "BranchHost",
     "GitLabStandin",
     "diff_file",
     "render_gitlab_error",
@@ -210,7 +220,7 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-def _message(status: int, text: str) -> JSONResponse:
+def _message(status: int, text: str | list[str]) -> JSONResponse:
     return JSONResponse({"message": text}, status_code=status)
 
 
@@ -244,10 +254,17 @@ class GitLabStandin(Standin):
         self._discussions: list[dict[str, Any]] = []
         self._members: dict[tuple[int, int], dict[str, Any]] = {}
         self._heads: dict[tuple[int, int], Callable[[], str]] = {}
+        self._created_mrs: set[tuple[int, int]] = set()
+        self._set_updated_at: dict[tuple[int, int], str] = {}  # by the test API, kept by reset()
+        self._branches: dict[int, dict[str, str]] = {}
+        self._git: dict[int, tuple[BranchHost, str]] = {}
         self._routes = [
             route("GET", "/projects/{id}/members/all/{user_id}", self._get_member),
             route("GET", "/user", self._get_user),
             route("GET", "/projects/{id}", self._get_project),
+            route("GET", "/projects/{id}/merge_requests", self._list_mrs),
+            route("POST", "/projects/{id}/merge_requests", self._create_mr),
+            route("POST", "/projects/{id}/repository/branches", self._create_branch),
             route("GET", "/projects/{id}/merge_requests/{iid}", self._get_mr),
             route("GET", "/projects/{id}/merge_requests/{iid}/diffs", self._get_diffs),
             route("GET", "/projects/{id}/merge_requests/{iid}/notes", self._list_notes),
@@ -276,6 +293,14 @@ class GitLabStandin(Standin):
             for key, notes in self._notes.items():
                 self._notes[key] = [n for n in notes if n.get("_seeded")]
             self._discussions.clear()
+            for key in self._created_mrs:
+                for table in (self._mrs, self._diffs, self._notes, self._heads):
+                    table.pop(key, None)
+            self._created_mrs.clear()
+            self._branches.clear()
+            for key, updated_at in self._set_updated_at.items():  # notes posted since bump it
+                if key in self._mrs:
+                    self._mrs[key]["updated_at"] = updated_at
 
     def seed_default(self) -> None:
         """Project 42 ``group/app`` with MR !7 (three files) and two existing notes."""
@@ -345,8 +370,16 @@ class GitLabStandin(Standin):
         *,
         default_branch: str = "main",
         http_url_to_repo: str | None = None,
+        git: BranchHost | None = None,
+        repo_path: str | None = None,
     ) -> dict[str, Any]:
+        """A project; with ``git`` (a ``GitServer``) its branches live in repository
+        ``repo_path`` (default ``path_with_namespace``) there, and the branches API
+        creates them there."""
         web_url = f"http://gitlab.standin/{path_with_namespace}"
+        if git is not None:
+            with self._lock:
+                self._git[project_id] = (git, repo_path or path_with_namespace)
         project = {
             "id": project_id,
             "name": path_with_namespace.rsplit("/", 1)[-1],
@@ -428,6 +461,7 @@ class GitLabStandin(Standin):
         }
         with self._lock:
             self._mrs[(project_id, iid)] = mr
+            self._set_updated_at[(project_id, iid)] = str(mr["updated_at"])
             if head is not None:
                 self._heads[(project_id, iid)] = head
             else:
@@ -453,6 +487,35 @@ class GitLabStandin(Standin):
             mr = dict(self._mrs[(project_id, iid)])
             head = self._heads.get((project_id, iid))
         return _with_head(mr, head)
+
+    def created_merge_requests(self, project_id: int) -> list[dict[str, Any]]:
+        """MRs opened through the API in this project, in order of creation."""
+        with self._lock:
+            keys = sorted(k for k in self._created_mrs if k[0] == project_id)
+            found = [(dict(self._mrs[k]), self._heads.get(k)) for k in keys]
+        return [_with_head(mr, head) for mr, head in found]
+
+    def touch_merge_request(self, project_id: int, iid: int, updated_at: str | None = None) -> None:
+        """Set the MR's ``updated_at`` (default now): someone changed it (kept by ``reset()``,
+        which undoes only what notes posted through the API did)."""
+        with self._lock:
+            stamp = updated_at or _now()
+            self._mrs[(project_id, iid)]["updated_at"] = stamp
+            self._set_updated_at[(project_id, iid)] = stamp
+
+    def set_merge_request_state(self, project_id: int, iid: int, state: str) -> None:
+        """``opened``, ``closed``, ``merged`` or ``locked``; touches ``updated_at``."""
+        if state not in ("opened", "closed", "merged", "locked"):
+            raise ValueError(f"not a merge request state: {state!r}")
+        with self._lock:
+            stamp = _now()
+            self._mrs[(project_id, iid)].update({"state": state, "updated_at": stamp})
+            self._set_updated_at[(project_id, iid)] = stamp
+
+    def branches(self, project_id: int) -> dict[str, str]:
+        """Branches created through the API on a project without a git server: name -> sha."""
+        with self._lock:
+            return dict(self._branches.get(project_id, {}))
 
     def posted_notes(self, project_id: int, iid: int) -> list[dict[str, Any]]:
         """Notes created through the API on this MR, oldest first."""
@@ -527,6 +590,162 @@ class GitLabStandin(Standin):
             head = self._heads.get((mr["project_id"], mr["iid"]))
         return JSONResponse(_with_head({**mr, "user_notes_count": user_notes}, head))
 
+    async def _list_mrs(self, request: Request, id: str) -> Response:
+        project = self._project(id)
+        if project is None:
+            return _message(404, "404 Project Not Found")
+        query = request.query_params
+        state = query.get("state", "all")
+        if state != "all" and state not in _MR_STATES:
+            return JSONResponse({"error": "state does not have a valid value"}, status_code=400)
+        after = _parse_time(query.get("updated_after"))
+        if after is False:
+            return JSONResponse({"error": "updated_after is invalid"}, status_code=400)
+        order = query.get("order_by", "created_at")
+        if order not in ("created_at", "updated_at"):
+            return JSONResponse({"error": "order_by does not have a valid value"}, status_code=400)
+        with self._lock:
+            found = [
+                _with_head(dict(mr), self._heads.get(key))
+                for key, mr in self._mrs.items()
+                if key[0] == project["id"]
+                and (state == "all" or mr["state"] == state)
+                and (after is None or _parse_time(mr["updated_at"]) > after)  # type: ignore[operator]
+            ]
+        found.sort(
+            key=lambda mr: (mr[order], mr["iid"]), reverse=query.get("sort", "desc") != "asc"
+        )
+        return _paginated(request, found)
+
+    async def _create_mr(self, request: Request, id: str) -> Response:
+        project = self._project(id)
+        if project is None:
+            return _message(404, "404 Project Not Found")
+        params = await _params(request)
+        for name in ("source_branch", "target_branch", "title"):
+            value = params.get(name)
+            if not isinstance(value, str) or not value.strip():
+                return JSONResponse({"error": f"{name} is missing"}, status_code=400)
+        source, target = params["source_branch"], params["target_branch"]
+        pid = project["id"]
+        for branch in (source, target):
+            if not self._branch_exists(pid, branch, project["default_branch"]):
+                return _message(400, [f"{_branch_label(branch, source)} branch does not exist"])
+        with self._lock:
+            duplicate = next(
+                (
+                    mr["iid"]
+                    for key, mr in self._mrs.items()
+                    if key[0] == pid
+                    and mr["state"] == "opened"
+                    and (mr["source_branch"], mr["target_branch"]) == (source, target)
+                ),
+                None,
+            )
+            iid = max((key[1] for key in self._mrs if key[0] == pid), default=0) + 1
+        if duplicate is not None:
+            return _message(
+                409,
+                [f"Another open merge request already exists for this source branch: !{duplicate}"],
+            )
+        git = self._git.get(pid)
+        head = (lambda: git[0].head(git[1], source)) if git is not None else None
+        mr = self.add_merge_request(
+            pid,
+            iid,
+            files=[],
+            title=params["title"].strip(),
+            description=str(params.get("description") or ""),
+            source_branch=source,
+            target_branch=target,
+            head=head,
+            head_sha=None if head is not None else self.branches(pid).get(source),
+        )
+        now = _now()
+        with self._lock:
+            self._created_mrs.add((pid, iid))
+            stored = self._mrs[(pid, iid)]
+            draft = bool(_DRAFT.match(stored["title"]))
+            stored.update(
+                {
+                    "draft": draft,
+                    "work_in_progress": draft,
+                    "created_at": now,
+                    "updated_at": now,
+                    "author": {k: self.user.get(k) for k in ("id", "username", "name", "state")},
+                    "force_remove_source_branch": bool(params.get("remove_source_branch")),
+                }
+            )
+            mr = _with_head(dict(stored), self._heads.get((pid, iid)))
+        return JSONResponse(mr, status_code=201)
+
+    def _branch_exists(self, project_id: int, branch: str, default_branch: str) -> bool:
+        git = self._git.get(project_id)
+        if git is not None:
+            try:
+                git[0].head(git[1], branch)
+            except Exception:  # noqa: BLE001 - any failure to resolve means "no such branch"
+                return False
+            return True
+        with self._lock:
+            known = self._branches.get(project_id, {})
+            has_mr = any(
+                mr["source_branch"] == branch or mr["target_branch"] == branch
+                for key, mr in self._mrs.items()
+                if key[0] == project_id
+            )
+        return branch == default_branch or branch in known or has_mr
+
+    async def _create_branch(self, request: Request, id: str) -> Response:
+        project = self._project(id)
+        if project is None:
+            return _message(404, "404 Project Not Found")
+        params = await _params(request)
+        branch, ref = params.get("branch"), params.get("ref")
+        if not isinstance(branch, str) or not branch:
+            return JSONResponse({"error": "branch is missing"}, status_code=400)
+        if not isinstance(ref, str) or not ref:
+            return JSONResponse({"error": "ref is missing"}, status_code=400)
+        pid = project["id"]
+        if self._branch_exists(pid, branch, project["default_branch"]):
+            return _message(400, "Branch already exists")
+        git = self._git.get(pid)
+        if git is not None:
+            try:
+                sha = git[0].create_branch(git[1], branch, ref)
+            except Exception:  # noqa: BLE001 - git's refusal is GitLab's 400
+                return _message(400, "Invalid reference name: " + ref)
+        else:
+            if not self._branch_exists(pid, ref, project["default_branch"]) and not _SHA.match(ref):
+                return _message(400, "Invalid reference name: " + ref)
+            sha = _sha(pid, branch, ref)
+            with self._lock:
+                self._branches.setdefault(pid, {})[branch] = sha
+        return JSONResponse(
+            {
+                "name": branch,
+                "commit": {
+                    "id": sha,
+                    "short_id": sha[:8],
+                    "created_at": _now(),
+                    "parent_ids": [],
+                    "title": "Initial commit",
+                    "message": "Initial commit",
+                    "author_name": "Jane Doe",
+                    "author_email": "jdoe@example.com",
+                    "web_url": f"{project['web_url']}/-/commit/{sha}",
+                },
+                "merged": False,
+                "protected": False,
+                "developers_can_push": False,
+                "developers_can_merge": False,
+                "can_push": True,
+                "default": False,
+                "web_url": f"{project['web_url']}/-/tree/{branch}",
+            },
+            status_code=201,
+        )
+
     async def _get_member(self, request: Request, id: str, user_id: str) -> Response:
         project = self._project(id)
         if project is None:
@@ -570,6 +789,8 @@ class GitLabStandin(Standin):
         note["internal"] = bool(params.get("internal", False))
         with self._lock:
             self._notes[(mr["project_id"], mr["iid"])].append(note)
+            # A new note touches its MR, as on GitLab (what a poller's updated_after sees).
+            self._mrs[(mr["project_id"], mr["iid"])]["updated_at"] = note["created_at"]
         return JSONResponse(_public(note), status_code=201)
 
     def _note(
@@ -656,12 +877,40 @@ class GitLabStandin(Standin):
         return JSONResponse(discussion, status_code=201)
 
 
+class BranchHost(Protocol):
+    """Where a project's branches live (``agent_standins.git_server.GitServer`` is one)."""
+
+    def create_branch(self, path: str, branch: str, from_ref: str = "main") -> str: ...
+
+    def head(self, path: str, branch: str) -> str: ...
+
+
+# GitLab's MergeRequest draft prefixes (the WIP forms are gone since 16.0).
+_DRAFT = re.compile(r"^\s*(\[draft\]|\(draft\)|draft:|draft\s-\s|draft\s)\s*", re.IGNORECASE)
+_MR_STATES = ("opened", "closed", "merged", "locked")
+
+
 def _with_head(mr: dict[str, Any], head: Callable[[], str] | None) -> dict[str, Any]:
     """The MR with its source branch's live head (a git server's), when it has one."""
     if head is None:
         return mr
     sha = head()
     return {**mr, "sha": sha, "diff_refs": {**mr["diff_refs"], "head_sha": sha}}
+
+
+def _parse_time(value: str | None) -> datetime | bool | None:
+    """An ISO 8601 time (None when absent, False when unreadable)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _branch_label(branch: str, source: str) -> str:
+    return "Source" if branch == source else "Target"
 
 
 def _public(note: dict[str, Any]) -> dict[str, Any]:

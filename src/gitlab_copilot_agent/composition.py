@@ -37,9 +37,11 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 import auditkeep
 from auditkeep import AuditLogger, register_secret
+from gitlab_copilot_agent import pollers
 from gitlab_copilot_agent.api.deps import Services
 from gitlab_copilot_agent.api.webhooks import WebhookConfig
 from gitlab_copilot_agent.clients.gitlab import GitLabClient
+from gitlab_copilot_agent.clients.jira import JiraClient
 from gitlab_copilot_agent.commands import builtin
 from gitlab_copilot_agent.commands.router import CommandRouter
 from gitlab_copilot_agent.dispatcher import Dispatcher
@@ -56,9 +58,15 @@ from gitlab_copilot_agent.workflows import coding, review
 
 __all__ = ["DEFAULT_PLUGINS", "DRAIN_TIMEOUT_S", "compose"]
 
-DEFAULT_PLUGINS: Final[tuple[Plugin, ...]] = (builtin.install, review.install, coding.install)
+DEFAULT_PLUGINS: Final[tuple[Plugin, ...]] = (
+    builtin.install,
+    review.install,
+    coding.install,
+    pollers.install,
+)
 """What the service runs: ``/copilot`` commands (help and placeholders), the review, then the
-coding tasks and their approval gate (``fix``, ``approve``, ``reject``, ``status``, ``cancel``)."""
+coding tasks and their approval gate (``fix``, ``approve``, ``reject``, ``status``, ``cancel``),
+then the pollers that are enabled (``POLL_*``: Jira issues → draft MRs, GitLab MRs and notes)."""
 
 DRAIN_TIMEOUT_S: Final = 30.0
 """How long shutdown waits for deliveries in flight (uvicorn's graceful shutdown is 30 s)."""
@@ -91,6 +99,15 @@ class _Parts:
         return client
 
     @cached_property
+    def jira(self) -> JiraClient | None:
+        """The Jira client, or None while ``JIRA_URL`` is unset."""
+        if not self.settings.jira.enabled:
+            return None
+        client = JiraClient(self.settings.jira, self.audit)
+        self._stack.push_async_callback(client.aclose)
+        return client
+
+    @cached_property
     def llm(self) -> LLMProvider:
         provider = build_provider(self.settings.llm, self.audit)
         self._stack.push_async_callback(provider.aclose)
@@ -119,6 +136,17 @@ class _Parts:
     @cached_property
     def executor(self) -> Executor:
         return LocalExecutor(self.settings)
+
+    @cached_property
+    def coding(self) -> coding.CodingWorkflow:
+        return coding.CodingWorkflow(
+            settings=self.settings,
+            audit=self.audit,
+            gitlab=self.gitlab,
+            store=self.store,
+            executor=self.executor,
+            router=self.commands,
+        )
 
     def start_background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         task = asyncio.get_running_loop().create_task(_background(name, run), name=name)

@@ -14,7 +14,12 @@ agent itself on a real socket, then sends real webhooks:
    the developer approving their own request (refused), a non-member trying
    (refused), a maintainer approving; the task runs in its own process
    (``gitlab-copilot-agent run-task``), pushes to the git server, and the
-   agent posts the result.
+   agent posts the result;
+3. the Jira issue (a Jira stand-in; the Jira poller on): an issue in "To Do" is
+   picked up by a poll cycle, moved to In Progress, given a branch
+   ``agent/<KEY>``; the gate asks on the issue, a listed Jira approver's comment
+   approves; the task pushes, a draft MR opens, its link is commented on the
+   issue and the issue moves to In Review — all under the cycle's correlation id.
 
 Then it prints the trail of each with ``auditkeep trace`` and a short
 ``auditkeep report``.
@@ -49,6 +54,7 @@ from agent_standins.gitlab import (
     GitLabStandin,
     diff_file,
 )
+from agent_standins.jira import JiraStandin
 from agent_standins.llm import DEFAULT_API_KEY, LLMStandin
 from agent_standins.servers import run_in_thread
 from auditkeep.config import AuditConfig
@@ -202,6 +208,67 @@ def _coding_scenario(http: httpx.Client, gitlab: GitLabStandin, git: GitServer) 
     return task_cid
 
 
+# -- the Jira scenario (issue 13) -----------------------------------------------------
+
+JIRA_EMAIL = "agent@example.com"
+JIRA_TOKEN = "demo-jira-api-token-7c2e9a41"  # noqa: S105 - the stand-in's, registered as secret
+JIRA_ISSUE = "PROJ-7"
+JIRA_APPROVER = "acc-mia-0006"
+JIRA_SETTINGS = {
+    "JIRA_EMAIL": JIRA_EMAIL,
+    "JIRA_API_TOKEN": JIRA_TOKEN,
+    "POLL_JIRA_ENABLED": "true",
+    "POLL_JIRA_INTERVAL_S": "0.5",
+    "JIRA_PROJECT_MAP": orjson.dumps(
+        {
+            "PROJ": {
+                "gitlab_project_id": DEFAULT_PROJECT_ID,
+                "target_branch": "main",
+                "approvers": [JIRA_APPROVER],
+            }
+        }
+    ).decode(),
+}
+
+
+def _wait(check: Any, timeout_s: float = 60) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _jira_scenario(jira: JiraStandin, gitlab: GitLabStandin, git: GitServer) -> str:
+    """A Jira issue through the poller to a draft MR; returns the poll cycle's correlation id."""
+    print(f"\n== Jira issue {JIRA_ISSUE} in 'To Do' (the Jira poller runs every 0.5 s)")
+    jira.add_issue(JIRA_ISSUE, summary="Mention the health check in the README",
+                   description="Add a line about GET /healthz.")  # fmt: skip
+    if not _wait(lambda: any("waits for approval" in t for t in jira.comment_texts(JIRA_ISSUE))):
+        print("!! the poller did not take the issue within 60 s")
+        return ""
+    asked = next(t for t in jira.comment_texts(JIRA_ISSUE) if "waits for approval" in t)
+    print(f"   status now: {jira.status_of(JIRA_ISSUE)}")
+    print(f"   agent (Jira comment): {asked[:160]}…")
+    task_id = asked.split()[2]
+    cycle_cid = asked.rsplit("auditkeep trace ", 1)[-1].strip()
+    jira.add_comment_as(JIRA_ISSUE, JIRA_APPROVER, "Mia Maintainer", f"/copilot approve {task_id}")
+    print(f"-> Mia (a listed Jira approver) comments: '/copilot approve {task_id}'")
+    if not _wait(lambda: jira.status_of(JIRA_ISSUE) == "In Review"):
+        print(f"!! the issue is still {jira.status_of(JIRA_ISSUE)!r}")
+        return cycle_cid
+    for mr in gitlab.created_merge_requests(DEFAULT_PROJECT_ID):
+        print(f"   draft MR !{mr['iid']}: {mr['title']!r} ({mr['source_branch']} -> "
+              f"{mr['target_branch']}, draft={mr['draft']})")  # fmt: skip
+    print(f"   agent (Jira comment): {jira.comment_texts(JIRA_ISSUE)[-1][:160]}")
+    moves = " -> ".join(to for _from, to in jira.transitions_done(JIRA_ISSUE))
+    print(f"   Jira transitions: To Do -> {moves}")
+    branch = f"agent/{JIRA_ISSUE}"
+    print(f"   {branch}: {git.commit_message(DEFAULT_PROJECT_PATH, branch).splitlines()[0]}")
+    return cycle_cid
+
+
 def _audit_environment(root: Path) -> dict[str, str]:
     if os.environ.get("AUDIT_LOG_DESTINATION"):
         return dict(os.environ)
@@ -231,10 +298,12 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
     os.environ.update({k: v for k, v in environment.items() if k.startswith("AUDIT_LOG_")})
     audit = audit_config.build()
     gitlab, llm = GitLabStandin(), LLMStandin()
+    jira = JiraStandin(email=JIRA_EMAIL, token=JIRA_TOKEN)
     git = GitServer(root / "git", token=DEFAULT_TOKEN)
     with (
         run_in_thread(gitlab.app) as gitlab_server,
         run_in_thread(llm.app) as llm_server,
+        run_in_thread(jira.app) as jira_server,
         git,
         _redis(root) as redis_url,
     ):
@@ -244,6 +313,7 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
             DEFAULT_PROJECT_ID,
             DEFAULT_PROJECT_PATH,
             http_url_to_repo=git.repo_url(DEFAULT_PROJECT_PATH),
+            git=git,
         )
         gitlab.add_merge_request(
             DEFAULT_PROJECT_ID,
@@ -270,6 +340,8 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
                 "GIT_ALLOWED_HTTP_HOSTS": "127.0.0.1",
                 "TASK_WORK_DIR": str(root / "tasks"),
                 **({"REDIS_URL": redis_url} if redis_url else {}),
+                "JIRA_URL": jira_server.url,
+                **JIRA_SETTINGS,
             }
         )
         print(
@@ -308,6 +380,8 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
                 print("!! the review did not arrive within 30 s")
             task_cid = _coding_scenario(http, gitlab, git)
             pushed = "Copilot-Task-Id" in git.commit_message(DEFAULT_PROJECT_PATH, CODING_BRANCH)
+            cycle_cid = _jira_scenario(jira, gitlab, git)
+            in_review = jira.status_of(JIRA_ISSUE) == "In Review"
         review_cid = opened.json().get("correlation_id", "")
     audit.close()
 
@@ -320,7 +394,7 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
     if reviews:
         first_line = scrub(reviews[-1]["body"]).splitlines()[0]
         print("   " + scrub_then_cut(first_line, 100))
-    ok = bool(reviews) and pushed
+    ok = bool(reviews) and pushed and in_review
     if audit_config.file_path is None or "file" not in audit_config.destinations:
         print("\n(the trail went to the configured AUDIT_LOG_DESTINATION, not a file)")
         return 0 if ok else 1
@@ -332,6 +406,8 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
     auditkeep_main(["trace", review_cid, trail, "--format", "table"])
     print(f"\n== auditkeep trace {task_cid}   (the coding task, from the comment to the push)")
     auditkeep_main(["trace", task_cid, trail, "--format", "table"])
+    print(f"\n== auditkeep trace {cycle_cid}   (the Jira issue: the poll cycle that took it)")
+    auditkeep_main(["trace", cycle_cid, trail, "--format", "table"])
     print("\n== auditkeep report")
     auditkeep_main(["report", trail, "--format", "table"])
     print("\n== auditkeep query --action 'webhook.auth.*' --outcome failure")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from auditkeep.logger import AuditLogger
     from gitlab_copilot_agent.clients.gitlab import GitLabClient
+    from gitlab_copilot_agent.clients.jira import JiraClient
     from gitlab_copilot_agent.commands.router import CommandRouter
     from gitlab_copilot_agent.events import EventRouter
     from gitlab_copilot_agent.identity import AgentIdentity
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from gitlab_copilot_agent.settings import Settings
     from gitlab_copilot_agent.state.base import StateStore
     from gitlab_copilot_agent.tasks.executor import Executor
+    from gitlab_copilot_agent.workflows.coding import CodingWorkflow
 
 
 class Parts(Protocol):
@@ -46,6 +48,11 @@ class Parts(Protocol):
     def llm(self) -> LLMProvider: ...
 
     @property
+    def jira(self) -> JiraClient | None:
+        """The Jira client (``JIRA_*``), None while ``JIRA_URL`` is unset; built on first use."""
+        ...
+
+    @property
     def identity(self) -> AgentIdentity: ...
 
     @property
@@ -56,6 +63,12 @@ class Parts(Protocol):
     @property
     def executor(self) -> Executor:
         """Where coding tasks run (``TASK_EXECUTOR``)."""
+        ...
+
+    @property
+    def coding(self) -> CodingWorkflow:
+        """The coding workflow (one per service: its task slots and running tasks are shared
+        by the ``/copilot`` commands and the Jira workflow)."""
         ...
 
     def start_background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:

@@ -11,11 +11,12 @@ deliveries are authenticated and bounded, docs/ingress.md), ``llm``
 (``LLM_*``, ``COPILOT_CLI_PATH``, ``GITHUB_TOKEN``), ``server`` (``HOST``,
 ``PORT``, ``METRICS_PORT``, ``METRICS_TOKEN``, ``API_DOCS_ENABLED``), ``logs``
 (``LOG_FORMAT``, ``LOG_LEVEL``), ``redis`` (``REDIS_*``), ``approval``
-(``APPROVAL_*``), ``executor`` (``TASK_*``) and ``coding`` (``CODING_*``,
-``GIT_*``). The parts still to come (Kubernetes, Jira) each add a section
-model here and a field on ``Settings``; the loader and the error wording need
-no change. ``TaskSettings`` is the subset a task process reads (it never gets
-the webhook secrets).
+(``APPROVAL_*``), ``executor`` (``TASK_*``), ``coding`` (``CODING_*``,
+``GIT_*``) and ``jira`` (``JIRA_*``; off while ``JIRA_URL`` is unset). The parts
+still to come (Kubernetes) each add a section model here and a field on
+``Settings``; the loader and the error wording need no change.
+``TaskSettings`` is the subset a task process reads (it never gets the
+webhook secrets, nor Jira's).
 
 Rules every value follows:
 
@@ -228,6 +229,13 @@ def _host(value: object) -> str:
     return text
 
 
+def _email(value: object) -> str:
+    text = _text(value)
+    if len(text) > 254 or any(c.isspace() for c in text) or text.count("@") != 1:
+        raise _problem(f"must be an email address, got {_shown(text)}")
+    return text
+
+
 def _networks(value: object) -> tuple[Network, ...]:
     if isinstance(value, tuple):
         return value
@@ -302,6 +310,70 @@ class GitLabSettings(_Section):
     max_retries: Annotated[int, BeforeValidator(_integer(0, 10))] = Field(
         default=3, validation_alias="GITLAB_MAX_RETRIES"
     )
+
+
+class JiraSettings(_Section):
+    """``JIRA_*``: the Jira site and its credentials; Jira is off while ``JIRA_URL`` is unset.
+
+    Jira Cloud takes ``JIRA_EMAIL`` + ``JIRA_API_TOKEN`` (Basic auth); Jira Data
+    Center a personal access token, ``JIRA_PAT`` (Bearer). Exactly one of the two.
+    """
+
+    url: Annotated[str | None, BeforeValidator(_http_url)] = Field(
+        default=None, validation_alias="JIRA_URL"
+    )
+    email: Annotated[str | None, BeforeValidator(_email)] = Field(
+        default=None, validation_alias="JIRA_EMAIL"
+    )
+    api_token: Annotated[SecretStr | None, BeforeValidator(_secret)] = Field(
+        default=None, validation_alias="JIRA_API_TOKEN"
+    )
+    pat: Annotated[SecretStr | None, BeforeValidator(_secret)] = Field(
+        default=None, validation_alias="JIRA_PAT"
+    )
+    timeout_s: Annotated[float, BeforeValidator(_seconds(600))] = Field(
+        default=30.0, validation_alias="JIRA_TIMEOUT_S"
+    )
+    max_retries: Annotated[int, BeforeValidator(_integer(0, 10))] = Field(
+        default=3, validation_alias="JIRA_MAX_RETRIES"
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> JiraSettings:
+        basic = self.email is not None or self.api_token is not None
+        if self.url is None:
+            if basic or self.pat is not None:
+                raise _problem("required when Jira credentials are set", "JIRA_URL")
+            return self
+        if basic and self.pat is not None:
+            raise _problem("set JIRA_PAT or JIRA_EMAIL with JIRA_API_TOKEN, not both", "JIRA_PAT")
+        if self.pat is None and self.api_token is None:
+            raise _problem(
+                "required with JIRA_URL (or JIRA_PAT for Jira Data Center)", "JIRA_API_TOKEN"
+            )
+        if self.pat is None and self.email is None:
+            raise _problem("required with JIRA_API_TOKEN (Basic auth is email:token)", "JIRA_EMAIL")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header value (``Basic …`` or ``Bearer …``)."""
+        if self.pat is not None:
+            return f"Bearer {self.pat.get_secret_value()}"
+        if self.email is None or self.api_token is None:
+            raise ValueError("Jira is not configured (JIRA_URL is unset)")
+        pair = f"{self.email}:{self.api_token.get_secret_value()}".encode()
+        return f"Basic {base64.b64encode(pair).decode('ascii')}"
+
+    def secrets(self) -> list[str]:
+        """The token, the PAT, the Basic header's value and URL credentials (raw forms)."""
+        raw = [v.get_secret_value() for v in (self.api_token, self.pat) if v is not None]
+        if self.url is not None:
+            raw.append(self.authorization().split(" ", 1)[1])
+        return raw + userinfo_secrets(self.url)
 
 
 class WebhookSettings(_Section):
@@ -703,6 +775,90 @@ class CodingSettings(_Section):
     git_author_email: Text = Field(default="agent@localhost", validation_alias="GIT_AUTHOR_EMAIL")
 
 
+# -- pollers and the Jira project map (issue 13) --------------------------------------
+
+
+def _project_map(value: object) -> tuple[Any, ...]:
+    from gitlab_copilot_agent.jira_map import MapError, parse_project_map
+
+    if isinstance(value, tuple):
+        return value
+    try:
+        return parse_project_map(_text(value))
+    except MapError as exc:
+        raise _problem(str(exc)) from None
+
+
+class PollerSettings(_Section):
+    """``POLL_*`` and the Jira project map (``JIRA_PROJECT_MAP`` JSON or ``_FILE``); see
+    ``jira_map`` for the map's format. Each poller is off unless enabled."""
+
+    jira_enabled: Annotated[bool, BeforeValidator(_boolean)] = Field(
+        default=False, validation_alias="POLL_JIRA_ENABLED"
+    )
+    jira_interval_s: Annotated[float, BeforeValidator(_seconds(86_400))] = Field(
+        default=60.0, validation_alias="POLL_JIRA_INTERVAL_S"
+    )
+    gitlab_enabled: Annotated[bool, BeforeValidator(_boolean)] = Field(
+        default=False, validation_alias="POLL_GITLAB_ENABLED"
+    )
+    gitlab_interval_s: Annotated[float, BeforeValidator(_seconds(86_400))] = Field(
+        default=60.0, validation_alias="POLL_GITLAB_INTERVAL_S"
+    )
+    gitlab_projects: Annotated[frozenset[int], BeforeValidator(_project_ids)] = Field(
+        default=frozenset(), validation_alias="POLL_GITLAB_PROJECTS"
+    )
+    gitlab_lookback_s: Annotated[int, BeforeValidator(_integer(0, 30 * 86_400))] = Field(
+        default=3600, validation_alias="POLL_GITLAB_LOOKBACK_S"
+    )
+    max_backoff_s: Annotated[float, BeforeValidator(_seconds(3600))] = Field(
+        default=300.0, validation_alias="POLL_MAX_BACKOFF_S"
+    )
+    shutdown_grace_s: Annotated[float, BeforeValidator(_seconds(600))] = Field(
+        default=10.0, validation_alias="POLL_SHUTDOWN_GRACE_S"
+    )
+    jira_dedup_ttl_s: Annotated[int, BeforeValidator(_integer(60, 365 * 86_400))] = Field(
+        default=30 * 86_400, validation_alias="JIRA_DEDUP_TTL_S"
+    )
+    jira_map: Annotated[tuple[Any, ...], BeforeValidator(_project_map)] = Field(
+        default=(), validation_alias="JIRA_PROJECT_MAP"
+    )
+    jira_map_file: Annotated[str | None, BeforeValidator(_text)] = Field(
+        default=None, validation_alias="JIRA_PROJECT_MAP_FILE"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_map_file(cls, values: Any) -> Any:
+        if not isinstance(values, dict) or "JIRA_PROJECT_MAP_FILE" not in values:
+            return values
+        if "JIRA_PROJECT_MAP" in values:
+            raise _problem("set JIRA_PROJECT_MAP or this, not both", "JIRA_PROJECT_MAP_FILE")
+        path = _text(values["JIRA_PROJECT_MAP_FILE"])
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(65_537)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise _problem(f"cannot be read ({reason})", "JIRA_PROJECT_MAP_FILE") from None
+        try:
+            parsed = _project_map(raw.decode("utf-8", "replace"))
+        except PydanticCustomError as exc:
+            raise _problem(str(exc), "JIRA_PROJECT_MAP_FILE") from None
+        return {**values, "JIRA_PROJECT_MAP": parsed}
+
+    @model_validator(mode="after")
+    def _complete(self) -> PollerSettings:
+        if self.jira_enabled and not self.jira_map:
+            raise _problem(
+                "is true but no JIRA_PROJECT_MAP (or JIRA_PROJECT_MAP_FILE) binds a Jira project",
+                "POLL_JIRA_ENABLED",
+            )
+        if self.gitlab_enabled and not self.gitlab_projects:
+            raise _problem("is true but POLL_GITLAB_PROJECTS is empty", "POLL_GITLAB_ENABLED")
+        return self
+
+
 _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "gitlab": GitLabSettings,
     "webhook": WebhookSettings,
@@ -713,6 +869,8 @@ _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "approval": ApprovalSettings,
     "executor": ExecutorSettings,
     "coding": CodingSettings,
+    "jira": JiraSettings,
+    "poll": PollerSettings,
 }
 _TASK_SECTIONS: Final = ("gitlab", "llm", "logs", "coding")
 
@@ -753,6 +911,8 @@ class Settings(BaseModel):
     approval: ApprovalSettings = ApprovalSettings()
     executor: ExecutorSettings = ExecutorSettings()
     coding: CodingSettings = CodingSettings()
+    jira: JiraSettings = JiraSettings()
+    poll: PollerSettings = PollerSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -762,7 +922,19 @@ class Settings(BaseModel):
             SettingsError: naming each invalid variable (all of them, in one line).
         """
         env = os.environ if environ is None else environ
-        return cls.model_validate(_load(env, tuple(_SECTIONS)))
+        settings = cls.model_validate(_load(env, tuple(_SECTIONS)))
+        if settings.poll.jira_enabled and settings.jira.url is None:
+            raise SettingsError({"POLL_JIRA_ENABLED": "is true but JIRA_URL is not set"})
+        for binding in settings.poll.jira_map if settings.poll.jira_enabled else ():
+            if settings.approval.required_for(binding.gitlab_project_id) and not binding.approvers:
+                source = "JIRA_PROJECT_MAP_FILE" if "JIRA_PROJECT_MAP_FILE" in env else ""
+                problem = (
+                    f"{binding.jira_project}.approvers: empty, but GitLab project "
+                    f"{binding.gitlab_project_id} requires approval (APPROVAL_REQUIRED, "
+                    "APPROVAL_EXEMPT_PROJECTS): nobody could approve its tasks"
+                )
+                raise SettingsError({source or "JIRA_PROJECT_MAP": problem})
+        return settings
 
     def summary(self) -> str:
         """What the settings resolve to, for ``check-config``; secrets only as "set (N chars)"."""
@@ -830,6 +1002,8 @@ class Settings(BaseModel):
             f"  patches:      at most {coding.max_patch_bytes} bytes; protected {protected}",
             f"  check:        {check}",
         ]
+        lines.append(_jira_summary(self.jira))
+        lines.append(_poll_summary(self.poll))
         return "\n".join(lines)
 
     def secrets(self) -> list[str]:
@@ -847,6 +1021,7 @@ class Settings(BaseModel):
             raw.append(self.webhook.signing_token.get_secret_value().removeprefix("whsec_"))
         raw += userinfo_secrets(self.gitlab.url) + userinfo_secrets(self.llm.base_url)
         raw += userinfo_secrets(self.redis.url)
+        raw += self.jira.secrets()
         return sorted({form for value in raw for form in secret_forms(value)})
 
 
@@ -883,6 +1058,39 @@ def task_variables() -> tuple[str, ...]:
         str(f.validation_alias)
         for name in _TASK_SECTIONS
         for f in _SECTIONS[name].model_fields.values()
+    )
+
+
+def _jira_summary(jira: JiraSettings) -> str:
+    if jira.url is None:
+        return "jira:           off (JIRA_URL unset)"
+    auth = (
+        f"PAT {_set(jira.pat)}"
+        if jira.pat is not None
+        else f"{jira.email}, token {_set(jira.api_token)}"
+    )
+    return (
+        f"jira:           {without_userinfo(jira.url)}, {auth}\n"
+        f"  calls:        timeout {jira.timeout_s:g} s, {jira.max_retries} retries"
+    )
+
+
+def _poll_summary(poll: PollerSettings) -> str:
+    jira = f"every {poll.jira_interval_s:g} s" if poll.jira_enabled else "off"
+    gitlab = (
+        f"every {poll.gitlab_interval_s:g} s, projects "
+        + ", ".join(str(p) for p in sorted(poll.gitlab_projects))
+        if poll.gitlab_enabled
+        else "off"
+    )
+    bound = "; ".join(
+        f"{b.jira_project} -> {b.gitlab_project_id} ({b.trigger_status} -> "
+        f"{b.in_progress_status} -> {b.in_review_status}, {len(b.approvers)} approver(s))"
+        for b in poll.jira_map
+    )
+    return (
+        f"pollers:        jira {jira}; gitlab {gitlab}; backoff up to {poll.max_backoff_s:g} s\n"
+        f"  jira map:     {bound or 'none'}"
     )
 
 

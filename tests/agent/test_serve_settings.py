@@ -81,6 +81,18 @@ BAD: list[tuple[str, dict[str, str | None], str]] = [
     ("newline-metrics-token", {"METRICS_TOKEN": "metrics-token-0123456789\n"}, "METRICS_TOKEN"),
     ("metrics-port-is-port", {"METRICS_PORT": "8080"}, "METRICS_PORT"),
     ("docs-not-a-flag", {"API_DOCS_ENABLED": "sure"}, "API_DOCS_ENABLED"),
+    # Jira (off unless JIRA_URL is set): one way to authenticate, named when missing.
+    ("jira-without-token", {"JIRA_URL": "https://acme.atlassian.net"}, "JIRA_API_TOKEN"),
+    ("jira-token-without-url", {"JIRA_PAT": "jira-dc-pat-0123456789"}, "JIRA_URL"),
+    (
+        "jira-newline-token",
+        {
+            "JIRA_URL": "https://acme.atlassian.net",
+            "JIRA_EMAIL": "agent@example.com",
+            "JIRA_API_TOKEN": "ATATT-trailing-newline-0000\n",
+        },
+        "JIRA_API_TOKEN",
+    ),
     ("bad-audit-number", {"AUDIT_LOG_BUFFER_SIZE": "lots"}, "AUDIT_LOG_BUFFER_SIZE"),
     ("audit-file-missing", {"AUDIT_LOG_DESTINATION": "file"}, "AUDIT_LOG_FILE_PATH"),
     (
@@ -117,7 +129,14 @@ def test_a_bad_setting_stops_before_binding_with_one_line(
     for wording in ("Traceback", "Value error", "validation error", "pydantic", "input_value"):
         assert wording not in result.stderr
     assert bound(tmp_path) == []
-    for name in ("GITLAB_TOKEN", "GITLAB_WEBHOOK_SECRET", "LLM_API_KEY", "METRICS_TOKEN"):
+    for name in (
+        "GITLAB_TOKEN",
+        "GITLAB_WEBHOOK_SECRET",
+        "LLM_API_KEY",
+        "METRICS_TOKEN",
+        "JIRA_API_TOKEN",
+        "JIRA_PAT",
+    ):
         secret = values.get(name, "").strip()
         if len(secret) >= 8:
             assert secret not in result.stderr

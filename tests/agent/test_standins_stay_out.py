@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 import agent_standins
+import auditkeep
 import gitlab_copilot_agent
 
 AGENT = Path(gitlab_copilot_agent.__file__).resolve().parent
@@ -79,7 +80,7 @@ class TestStandinsStayOut:
             check=False,
             env={
                 "PATH": "/usr/bin:/bin",
-                "PYTHONPATH": str(AGENT.parent),
+                "PYTHONPATH": f"{AGENT.parent}:{Path(auditkeep.__file__).resolve().parents[1]}",
                 "HOME": str(tmp_path),
                 "AUDIT_LOG_ENABLED": "false",
             },

@@ -15,7 +15,12 @@ import httpx
 import pytest
 
 from auditkeep import Actor, correlation_scope
-from auditkeep.integrations.httpx import AuditedTransport, Route, RouteTable
+from auditkeep.integrations.httpx import (
+    MAX_RESPONSE_TARGET_BYTES,
+    AuditedTransport,
+    Route,
+    RouteTable,
+)
 from auditkeep.logger import AuditLogger
 from auditkeep.sinks.memory import InMemorySink
 from auditkeep.testing import capture_events, validate_entries
@@ -209,6 +214,35 @@ class TestAuditedTransport:
             (entry,) = _entries(logger, sink)
         assert entry["details"] == {"method": "GET", "retry_after": "7"}
 
+    def test_declared_rate_limit_headers_are_recorded_on_429_only(self) -> None:
+        """A table's ``rate_limit_headers`` join the details of a 429, bounded; not of a 200."""
+        routes = RouteTable(
+            "jira",
+            (Route("GET", "/issue/{issue_key}", "jira.api.get_issue", "issue"),),
+            rate_limit_headers=("RateLimit-Reason", "X-Absent"),
+        )
+        headers = {"Retry-After": "2", "RateLimit-Reason": "jira-per-issue-on-write" + "x" * 200}
+
+        async def go(status: int) -> None:
+            transport = AuditedTransport(
+                logger,
+                routes,
+                wrapped=httpx.MockTransport(lambda r: httpx.Response(status, headers=headers)),
+            )
+            async with httpx.AsyncClient(base_url="http://jira.test", transport=transport) as c:
+                await c.get("/issue/PROJ-1")
+
+        with capture_events() as (logger, sink):
+            asyncio.run(go(429))
+            asyncio.run(go(200))
+            limited, ok = _entries(logger, sink)
+        assert limited["details"] == {
+            "method": "GET",
+            "retry_after": "2",
+            "ratelimit_reason": headers["RateLimit-Reason"][:100],
+        }
+        assert ok["details"] == {"method": "GET"}
+
     @pytest.mark.parametrize(
         ("exc", "error"),
         [
@@ -293,6 +327,75 @@ class TestAuditedTransport:
             {"method": "POST", "attempt": 2},
             201,
         )
+
+    @pytest.mark.parametrize(
+        ("status", "body", "added"),
+        [
+            (201, {"iid": 12, "web_url": "http://x/12", "draft": True}, {"mr_iid": 12}),
+            (201, {"iid": "12"}, {"mr_iid": "12"}),
+            (201, {"iid": True}, {}),  # a bool is not an id
+            (201, {"iid": None}, {}),
+            (201, [{"iid": 12}], {}),  # only a JSON object
+            (400, {"iid": 12}, {}),  # only a success
+        ],
+    )
+    def test_response_target_fields_come_from_a_successful_answer(
+        self, status: int, body: Any, added: dict[str, Any]
+    ) -> None:
+        """A create call's new id joins the target; the client still reads the whole body."""
+        routes = RouteTable(
+            "gitlab",
+            (
+                Route(
+                    "POST",
+                    "/projects/{project_id}/merge_requests",
+                    "gitlab.api.create_merge_request",
+                    "merge_request",
+                    response_target={"mr_iid": "iid"},
+                ),
+            ),
+            prefix="/api/v4",
+        )
+
+        async def go() -> httpx.Response:
+            transport = AuditedTransport(
+                logger,
+                routes,
+                wrapped=httpx.MockTransport(lambda r: httpx.Response(status, json=body)),
+            )
+            async with httpx.AsyncClient(base_url=BASE, transport=transport) as client:
+                return await client.post("/projects/42/merge_requests", json={})
+
+        with capture_events() as (logger, sink):
+            response = asyncio.run(go())
+            (entry,) = _entries(logger, sink)
+        assert response.json() == body
+        assert entry["target"] == {"resource_type": "merge_request", "project_id": 42, **added}
+
+    def test_response_target_skips_an_oversized_answer(self) -> None:
+        """Bounded: an answer over MAX_RESPONSE_TARGET_BYTES adds nothing (and is not parsed)."""
+        routes = RouteTable(
+            "t",
+            (
+                Route(
+                    "POST", "/things", "t.api.create", "thing", response_target={"thing_id": "id"}
+                ),
+            ),
+        )
+        big = {"id": 5, "pad": "x" * (MAX_RESPONSE_TARGET_BYTES + 10)}
+
+        async def go() -> httpx.Response:
+            transport = AuditedTransport(
+                logger, routes, wrapped=httpx.MockTransport(lambda r: httpx.Response(201, json=big))
+            )
+            async with httpx.AsyncClient(base_url="http://t.test", transport=transport) as client:
+                return await client.post("/things")
+
+        with capture_events() as (logger, sink):
+            response = asyncio.run(go())
+            (entry,) = _entries(logger, sink)
+        assert response.json()["id"] == 5
+        assert entry["target"] == {"resource_type": "thing"}
 
     def test_unmapped_requests_are_still_audited(self) -> None:
         """A path no route knows emits ``<namespace>.api.unmapped`` with method and path."""

@@ -112,6 +112,7 @@ KEPT_KEYS = [
     "auth_method",
     "author",
     "issue_key",
+    "project_key",
     "primary_key",
     "public_key",
     "idempotency_key",

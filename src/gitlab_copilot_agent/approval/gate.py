@@ -314,6 +314,45 @@ class ApprovalGate:
             )  # fmt: skip
         return await self._decide(task, "reject", reason, by, by_id, check, trigger, note=note)
 
+    async def decide_listed(
+        self,
+        task: CodingTask,
+        *,
+        decision: str,
+        by: str,
+        listed: bool,
+        via: str,
+        trigger: str | None,
+        requester: str | None = None,
+    ) -> Decision | Refusal:
+        """A decision from outside GitLab: a Jira comment (``workflows.jira``), whose author
+        is checked against a list the operator configured (``approvers`` in the Jira project
+        map) — never the issue's reporter (``requester``) unless ``APPROVAL_ALLOW_SELF``.
+        The decision binds to the same task, instruction and head as a GitLab approval."""
+        action = "approve" if decision == "approve" else "reject"
+        if self.now() >= task.expires_at:
+            refusal = self._refuse(task, "expired", by, None, "the request expired",
+                                   action=action, trigger=trigger)  # fmt: skip
+            await self.expire(task, trigger=trigger)
+            return refusal
+        if (
+            requester is not None
+            and by == requester
+            and not self.policy.settings.allow_self_approval
+        ):
+            return self._refuse(task, "self_approval", by, None, "the reporter may not approve",
+                                action=action, trigger=trigger)  # fmt: skip
+        if not listed:
+            return self._refuse(task, "not_an_approver", by, None, f"not listed in {via}",
+                                action=action, trigger=trigger)  # fmt: skip
+        taken = await self._store.take(keys.approval(task.task_id))
+        if taken is None:
+            return self._refuse(task, "unknown_task", by, None, "already decided",
+                                action=action, trigger=trigger)  # fmt: skip
+        check = ApproverCheck(True, via=via)
+        reason = "approved" if action == "approve" else "rejected"
+        return await self._decide(task, action, reason, by, None, check, trigger)
+
     async def expire(self, task: CodingTask, *, trigger: str | None = None) -> Decision | None:
         """Close a request nobody decided in time: ``reject``/``expired`` (None if decided)."""
         taken = await self._store.take(keys.approval(task.task_id))

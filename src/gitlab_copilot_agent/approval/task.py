@@ -41,6 +41,9 @@ class CodingTask:
         approval_required: the project's policy when it was asked.
         lock_token: proves this task holds the MR's lock.
         actor_type, actor_id: the scope's actor when it was asked.
+        issue_key: the Jira issue a Jira-triggered task implements (``workflows.jira``);
+            such a task has no merge request yet (``mr_iid`` 0): it pushes to a new
+            branch, and its draft MR is opened after the push.
     """
 
     task_id: str
@@ -61,6 +64,7 @@ class CodingTask:
     lock_token: str
     actor_type: str = "webhook_event"
     actor_id: str = "unknown"
+    issue_key: str | None = None
 
     @property
     def instruction_sha256(self) -> str:
@@ -72,12 +76,25 @@ class CodingTask:
 
     def target(self) -> dict[str, Any]:
         """The audit target of the task's own entries."""
-        return {
+        target: dict[str, Any] = {
             "resource_type": "coding_task",
             "task_id": self.task_id,
             "project_id": self.project_id,
-            "mr_iid": self.mr_iid,
         }
+        if self.mr_iid:
+            target["mr_iid"] = self.mr_iid
+        if self.issue_key:
+            target["issue_key"] = self.issue_key
+        return target
+
+    @property
+    def lock_key(self) -> str:
+        """What the task holds while it waits and runs: its MR, or its Jira issue."""
+        from gitlab_copilot_agent.state import keys
+
+        if self.issue_key:
+            return keys.jira_lock(self.issue_key)
+        return keys.mr_lock(self.project_id, self.mr_iid)
 
     def to_record(self) -> dict[str, Any]:
         return {**asdict(self), "instruction_sha256": self.instruction_sha256}

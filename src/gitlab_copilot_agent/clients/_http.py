@@ -22,6 +22,13 @@ site writes audit code.
 - each attempt is numbered in the audit entry (``details.attempt`` = 1, 2, …)
   through the request's ``audit`` extension, so a security engineer sees every
   request that reached the server, not one summary.
+
+``send_checked`` is one logical call as every client makes it: reads and
+writes retried by the rules above, a final non-2xx or transport failure raised
+as the client's ``ApiError`` subclass with the error class (``auth_failure``,
+``not_found``, ``rate_limit``, ``timeout``, ...) and a message scrubbed whole
+before it is cut. GitLab and Jira share it, so their retries and error classes
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -29,24 +36,39 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final, Literal
 
 import httpx
+import orjson
 
-from auditkeep import AuditLogger, parse_retry_after
+from auditkeep import (
+    AuditLogger,
+    ErrorClass,
+    classify_exception,
+    classify_http_status,
+    parse_retry_after,
+)
 from auditkeep.integrations.httpx import AuditedTransport, RouteTable
+from gitlab_copilot_agent.scrub import scrub_then_cut
 
 __all__ = [
+    "MAX_MESSAGE_CHARS",
     "READ_RETRY_EXCEPTIONS",
     "READ_RETRY_STATUSES",
     "WRITE_RETRY_EXCEPTIONS",
     "WRITE_RETRY_STATUSES",
+    "ApiError",
     "RetryPolicy",
     "build_async_client",
+    "decode_json",
+    "send_checked",
     "send_with_retries",
 ]
+
+MAX_MESSAGE_CHARS: Final = 500
+"""The longest error message an ``ApiError`` carries (after scrubbing)."""
 
 READ_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 """Answers after which a read is sent again."""
@@ -193,3 +215,113 @@ async def send_with_retries(
 def _longest(timeout: httpx.Timeout) -> float:
     values = [timeout.connect, timeout.read, timeout.write, timeout.pool]
     return max((v for v in values if v is not None), default=float("inf"))
+
+
+class ApiError(Exception):
+    """An API call failed after its retries (the base of ``GitLabError``, ``JiraError``).
+
+    Attributes:
+        status_code: the HTTP status, or None when no answer came (timeout,
+            network error); auditkeep's classifier reads it.
+        message: the service's error text, scrubbed and cut; never a token.
+        audit_error_class: the ``ErrorClass`` value of the failure.
+        method, path: the request (path relative to the API root).
+
+    .. versionadded:: 0.1.0
+    """
+
+    service: ClassVar[str] = "HTTP"
+
+    def __init__(
+        self,
+        status_code: int | None,
+        message: str,
+        *,
+        error_class: ErrorClass | None = None,
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        self.status_code = status_code
+        self.message = message
+        self.method = method
+        self.path = path
+        found = error_class or (classify_http_status(status_code) if status_code else None)
+        self.audit_error_class = str(found or ErrorClass.INTERNAL_ERROR)
+        where = f" ({method} {path})" if method else ""
+        what = f"HTTP {status_code}" if status_code is not None else self.audit_error_class
+        super().__init__(f"{self.service} API {what}: {message}{where}")
+
+
+async def send_checked(
+    client: httpx.AsyncClient,
+    method: Literal["GET", "POST", "PUT", "DELETE"],
+    path: str,
+    *,
+    policy: RetryPolicy,
+    error_type: type[ApiError],
+    error_message: Callable[[httpx.Response], str],
+    secrets: Sequence[str] = (),
+    params: Mapping[str, str | int] | None = None,
+    json: Any = None,
+    audit_target: Mapping[str, Any] | None = None,
+    audit_details: Mapping[str, Any] | None = None,
+    read_only: bool | None = None,
+) -> httpx.Response:
+    """One logical call: retried as a read (GET) or a write, a 2xx returned, else raised.
+
+    Args:
+        path: relative to the client's base URL (a leading ``/`` is dropped).
+        error_type: the client's ``ApiError`` subclass.
+        error_message: the service's error text from a failed response, whole
+            (it is scrubbed of ``secrets`` and every registered secret, then cut).
+        secrets: exact values to scrub besides the redactor's (the client's token).
+        read_only: retried as a read (default: only a GET is); a POST that only
+            queries (Jira's search, whose query goes in the body to stay out
+            of URLs and their logs) says so here.
+
+    Raises:
+        ApiError: ``error_type``, with the status or the transport failure's class.
+    """
+    read = method == "GET" if read_only is None else read_only
+    try:
+        response = await send_with_retries(
+            client,
+            method,
+            path.removeprefix("/"),
+            policy=policy,
+            retry_statuses=READ_RETRY_STATUSES if read else WRITE_RETRY_STATUSES,
+            retry_exceptions=READ_RETRY_EXCEPTIONS if read else WRITE_RETRY_EXCEPTIONS,
+            params=params,
+            json=json,
+            audit_target=audit_target,
+            audit_details=audit_details,
+        )
+    except httpx.HTTPError as exc:
+        raise error_type(
+            None,
+            scrub_then_cut(_describe(exc), MAX_MESSAGE_CHARS, *secrets),
+            error_class=classify_exception(exc),
+            method=method,
+            path=path,
+        ) from exc
+    if response.is_success:
+        return response
+    raise error_type(
+        response.status_code,
+        scrub_then_cut(error_message(response), MAX_MESSAGE_CHARS, *secrets),
+        method=method,
+        path=path,
+    )
+
+
+def decode_json(response: httpx.Response) -> Any:
+    """The JSON body, or None when it is not JSON."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -14,10 +14,16 @@ method                             audit action / target
 ``get_project_info``               ``gitlab.api.get_project_info`` project
 ``get_current_user``               ``gitlab.api.get_current_user`` user
 ``get_project_member``             ``gitlab.api.get_project_member`` project_member
+``create_merge_request``           ``gitlab.api.create_merge_request`` merge_request
+                                   + source/target branch, draft, ``mr_iid``
+``list_merge_requests``            ``gitlab.api.list_merge_requests`` merge_request
+``create_branch``                  ``gitlab.api.create_branch`` branch + branch, ref
 =================================  ==============================================
 
 Targets carry ``project_id`` (an integer, or the ``group/sub/project`` path),
-``mr_iid`` and ``commit_sha`` from the request path.
+``mr_iid`` and ``commit_sha`` from the request path; a merge request the agent
+opens gets its ``mr_iid`` from GitLab's answer (``Route.response_target``), so
+the entry says which MR was created.
 
 Auditing is not written here: the client's ``httpx.AsyncClient`` sends through
 ``AuditedTransport`` with ``GITLAB_ROUTES``, so each request on the wire emits
@@ -47,27 +53,24 @@ body that echoes the token cannot leave part of it in a message.
 
 from __future__ import annotations
 
+import datetime
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
 import httpx
-import orjson
 
-from auditkeep import ErrorClass, classify_exception, classify_http_status
+from auditkeep import ErrorClass
 from auditkeep.integrations.httpx import Route, RouteTable
 from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.clients._http import (
-    READ_RETRY_EXCEPTIONS,
-    READ_RETRY_STATUSES,
-    WRITE_RETRY_EXCEPTIONS,
-    WRITE_RETRY_STATUSES,
+    ApiError,
     RetryPolicy,
     build_async_client,
-    send_with_retries,
+    decode_json,
+    send_checked,
 )
-from gitlab_copilot_agent.scrub import scrub_then_cut
 
 __all__ = ["GITLAB_ROUTES", "CommentType", "GitLabClient", "GitLabError", "ProjectRef"]
 
@@ -87,6 +90,22 @@ GITLAB_ROUTES: Final = (
     Route("POST", f"{_MR}/notes", "gitlab.api.post_mr_note", "merge_request"),
     Route("POST", _COMMIT_DISCUSSIONS, "gitlab.api.post_commit_discussion", "commit"),
     Route("GET", "/projects/{project_id}", "gitlab.api.get_project_info", "project"),
+    Route(
+        "POST",
+        "/projects/{project_id}/merge_requests",
+        "gitlab.api.create_merge_request",
+        "merge_request",
+        response_target={"mr_iid": "iid"},
+    ),
+    Route(
+        "GET",
+        "/projects/{project_id}/merge_requests",
+        "gitlab.api.list_merge_requests",
+        "merge_request",
+    ),
+    Route(
+        "POST", "/projects/{project_id}/repository/branches", "gitlab.api.create_branch", "branch"
+    ),
     Route("GET", "/user", "gitlab.api.get_current_user", "user"),
     Route(
         "GET",
@@ -98,11 +117,13 @@ GITLAB_ROUTES: Final = (
 """The audited GitLab endpoints (paths relative to the API prefix)."""
 
 _SHA = re.compile(r"^[0-9a-fA-F]{7,64}$")
-_MAX_MESSAGE_CHARS: Final = 500
+# GitLab's draft title prefixes (MergeRequest::DRAFT_REGEX, without the old WIP forms).
+_DRAFT = re.compile(r"^\s*(\[draft\]|\(draft\)|draft:|draft\s-\s|draft\s)", re.IGNORECASE)
+_BAD_REF_CHARS = frozenset(" ~^:?*[\\")
 
 
-class GitLabError(Exception):
-    """A GitLab call failed after its retries.
+class GitLabError(ApiError):
+    """A GitLab call failed after its retries (``clients._http.ApiError``).
 
     Attributes:
         status_code: the HTTP status, or None when no answer came (timeout,
@@ -115,24 +136,7 @@ class GitLabError(Exception):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(
-        self,
-        status_code: int | None,
-        message: str,
-        *,
-        error_class: ErrorClass | None = None,
-        method: str = "",
-        path: str = "",
-    ) -> None:
-        self.status_code = status_code
-        self.message = message
-        self.method = method
-        self.path = path
-        found = error_class or (classify_http_status(status_code) if status_code else None)
-        self.audit_error_class = str(found or ErrorClass.INTERNAL_ERROR)
-        where = f" ({method} {path})" if method else ""
-        what = f"HTTP {status_code}" if status_code is not None else self.audit_error_class
-        super().__init__(f"GitLab API {what}: {message}{where}")
+    service = "GitLab"
 
 
 class GitLabClient:
@@ -227,11 +231,15 @@ class GitLabClient:
         """Every changed file of the MR (``/diffs``, all pages of 100)."""
         return await self._get_all(f"{_mr_path(project_id, mr_iid)}/diffs")
 
-    async def list_mr_notes(self, project_id: ProjectRef, mr_iid: int) -> list[dict[str, Any]]:
-        """Every note of the MR, oldest first, system notes included."""
+    async def list_mr_notes(
+        self, project_id: ProjectRef, mr_iid: int, *, sort: Literal["asc", "desc"] = "asc"
+    ) -> list[dict[str, Any]]:
+        """Every note of the MR by creation time (oldest first by default), system ones too."""
+        if sort not in ("asc", "desc"):
+            raise ValueError(f"sort must be 'asc' or 'desc', not {sort!r}")
         return await self._get_all(
             f"{_mr_path(project_id, mr_iid)}/notes",
-            {"sort": "asc", "order_by": "created_at"},
+            {"sort": sort, "order_by": "created_at"},
         )
 
     async def post_mr_note(
@@ -319,6 +327,84 @@ class GitLabClient:
             raise ValueError(f"user_id must be a positive integer, not {user_id!r}")
         return _object(await self._get(f"/projects/{_project(project_id)}/members/all/{user_id}"))
 
+    async def create_merge_request(
+        self,
+        project_id: ProjectRef,
+        *,
+        source_branch: str,
+        target_branch: str,
+        title: str,
+        description: str = "",
+        draft: bool = True,
+    ) -> dict[str, Any]:
+        """Open a merge request, by default a draft (``Draft: `` title prefix, as GitLab marks).
+
+        The audit entry's target has ``mr_iid`` from GitLab's answer. Retried
+        only on 429 and when the connection was never made (never twice created).
+        """
+        _branch(source_branch)
+        _branch(target_branch)
+        if source_branch == target_branch:
+            raise ValueError("source_branch and target_branch are the same")
+        _require_text(title)
+        shown = title.strip()
+        if draft and not _DRAFT.match(shown):
+            shown = f"Draft: {shown}"
+        response = await self._send(
+            "POST",
+            f"/projects/{_project(project_id)}/merge_requests",
+            json={
+                "source_branch": source_branch,
+                "target_branch": target_branch,
+                "title": shown,
+                "description": description,
+                "remove_source_branch": True,
+            },
+            audit_target={
+                "source_branch": source_branch,
+                "target_branch": target_branch,
+                "draft": draft,
+            },
+            audit_details={"title_chars": len(shown), "description_chars": len(description)},
+        )
+        return _object(response)
+
+    async def list_merge_requests(
+        self,
+        project_id: ProjectRef,
+        *,
+        state: Literal["opened", "closed", "merged", "locked", "all"] = "opened",
+        updated_after: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The project's MRs in ``state``, least recently updated first (all pages).
+
+        ``updated_after`` is an ISO 8601 time with a zone (a poller's watermark).
+        """
+        if state not in ("opened", "closed", "merged", "locked", "all"):
+            raise ValueError(f"not a merge request state: {state!r}")
+        params: dict[str, str | int] = {"state": state, "order_by": "updated_at", "sort": "asc"}
+        if updated_after is not None:
+            params["updated_after"] = _iso_time(updated_after)
+        return await self._get_all(f"/projects/{_project(project_id)}/merge_requests", params)
+
+    async def create_branch(
+        self, project_id: ProjectRef, *, branch: str, ref: str
+    ) -> dict[str, Any]:
+        """Create ``branch`` at ``ref`` (a branch name or a commit SHA).
+
+        GitLab answers 400 ``Branch already exists`` or ``Invalid reference
+        name`` (``GitLabError`` with ``status_code`` 400). Not retried after a 5xx.
+        """
+        _branch(branch)
+        _branch(ref)
+        response = await self._send(
+            "POST",
+            f"/projects/{_project(project_id)}/repository/branches",
+            json={"branch": branch, "ref": ref},
+            audit_target={"branch": branch, "ref": ref},
+        )
+        return _object(response)
+
     # -- plumbing --------------------------------------------------------------
 
     async def _get(
@@ -339,7 +425,7 @@ class GitLabClient:
             response = await self._get(
                 path, {**(params or {}), "page": page, "per_page": PER_PAGE}, {"page": page}
             )
-            chunk = _decode(response)
+            chunk = decode_json(response)
             if not isinstance(chunk, list):
                 raise self._unexpected(response, "a JSON array")
             items.extend(chunk)
@@ -365,35 +451,18 @@ class GitLabClient:
         audit_target: Mapping[str, Any] | None = None,
         audit_details: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
-        read = method == "GET"
-        try:
-            response = await send_with_retries(
-                self._client,
-                method,
-                path.removeprefix("/"),
-                policy=self._policy,
-                retry_statuses=READ_RETRY_STATUSES if read else WRITE_RETRY_STATUSES,
-                retry_exceptions=READ_RETRY_EXCEPTIONS if read else WRITE_RETRY_EXCEPTIONS,
-                params=params,
-                json=json,
-                audit_target=audit_target,
-                audit_details=audit_details,
-            )
-        except httpx.HTTPError as exc:
-            raise GitLabError(
-                None,
-                scrub_then_cut(_describe(exc), _MAX_MESSAGE_CHARS, self._token),
-                error_class=classify_exception(exc),
-                method=method,
-                path=path,
-            ) from exc
-        if response.is_success:
-            return response
-        raise GitLabError(
-            response.status_code,
-            scrub_then_cut(_error_message(response), _MAX_MESSAGE_CHARS, self._token),
-            method=method,
-            path=path,
+        return await send_checked(
+            self._client,
+            method,
+            path,
+            policy=self._policy,
+            error_type=GitLabError,
+            error_message=_error_message,
+            secrets=(self._token,),
+            params=params,
+            json=json,
+            audit_target=audit_target,
+            audit_details=audit_details,
         )
 
     def _unexpected(self, response: httpx.Response, wanted: str) -> GitLabError:
@@ -432,20 +501,39 @@ def _sha(value: str) -> str:
     return value
 
 
+def _branch(name: str) -> str:
+    """A branch name git accepts (``git check-ref-format`` rules), checked before it is sent."""
+    if (
+        not name
+        or len(name) > 255
+        or name.startswith(("-", "/"))
+        or name.endswith(("/", ".", ".lock"))
+        or ".." in name
+        or "//" in name
+        or "@{" in name
+        or any(c in _BAD_REF_CHARS or ord(c) < 32 or ord(c) == 127 for c in name)
+    ):
+        raise ValueError(f"not a valid branch name: {name[:80]!r}")
+    return name
+
+
+def _iso_time(value: str) -> str:
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError("updated_after needs a time zone")
+    return parsed.isoformat()
+
+
 def _require_text(body: str) -> None:
     if not body.strip():
         raise ValueError("the comment body is empty")
 
 
-def _decode(response: httpx.Response) -> Any:
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
-
-
 def _object(response: httpx.Response) -> dict[str, Any]:
-    decoded = _decode(response)
+    decoded = decode_json(response)
     if not isinstance(decoded, dict):
         raise GitLabError(
             response.status_code,
@@ -477,7 +565,7 @@ def _error_message(response: httpx.Response) -> str:
 
     Whole, not shortened: the caller scrubs it and then cuts it.
     """
-    decoded = _decode(response)
+    decoded = decode_json(response)
     if isinstance(decoded, dict):
         for key in ("message", "error_description", "error"):
             if key in decoded:
@@ -494,8 +582,3 @@ def _flatten(value: Any) -> str:
     if isinstance(value, dict):
         return "; ".join(f"{k}: {_flatten(v)}" for k, v in value.items())
     return str(value)
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -10,6 +10,12 @@ key                                 value                                  lives
 ``copilot:lock:mr:<project>:<mr>``  who holds the MR (one task at a time)  renewed while held
 ``copilot:lastresult:mr:<p>:<mr>``  the MR's last task result (a copy)        7 days
 ``copilot:dedup:note:<p>:<note>``   a command note already handled         1 day
+``copilot:lock:jira:<KEY>``         who works on a Jira issue now          renewed while held
+``copilot:dedup:jira:<KEY>``        a Jira issue already taken up          ``JIRA_DEDUP_TTL_S``
+``copilot:dedup:jiracomment:<K>:<c>`` a Jira decision comment handled     7 days
+``copilot:poll:note:<p>:<note>``    a note the GitLab poller dispatched    1 day
+``copilot:poll:review:<p>:<mr>:<sha>`` an MR head the poller dispatched    7 days
+``copilot:poll:watermark:<name>``   where a poller's next listing starts   30 days
 ==================================  =====================================  ==================
 """
 
@@ -53,3 +59,31 @@ def note_seen(project_id: int, note_id: int) -> str:
 
 def mr_last_result(project_id: int, mr_iid: int) -> str:
     return f"{PREFIX}lastresult:mr:{project_id}:{mr_iid}"
+
+
+def jira_lock(issue_key: str) -> str:
+    return f"{PREFIX}lock:jira:{issue_key}"
+
+
+def jira_seen(issue_key: str) -> str:
+    return f"{PREFIX}dedup:jira:{issue_key}"
+
+
+def jira_comment_seen(issue_key: str, comment_id: str) -> str:
+    return f"{PREFIX}dedup:jiracomment:{issue_key}:{comment_id[:64]}"
+
+
+def poll_note_seen(project_id: int, note_id: int) -> str:
+    # Not note_seen: that one is the coding workflow's own first-sighting check.
+    return f"{PREFIX}poll:note:{project_id}:{note_id}"
+
+
+def poll_review_seen(project_id: int, mr_iid: int, head_sha: str) -> str:
+    return f"{PREFIX}poll:review:{project_id}:{mr_iid}:{head_sha}"
+
+
+def poll_watermark(name: str) -> str:
+    return f"{PREFIX}poll:watermark:{name}"
+
+
+WATERMARK_TTL_S: Final = 30 * 86_400

@@ -100,6 +100,11 @@ class _Result:
 
 def coding_prompt(spec: TaskSpec) -> str:
     """What the model is asked (the instruction; the provider adds the repository's context)."""
+    if spec.issue_key:
+        return (
+            f"Implement Jira issue {spec.issue_key} on the branch `{spec.branch}`.\n\n"
+            f"{spec.instruction}\n"
+        )
     return (
         f"Change the source branch `{spec.branch}` of merge request !{spec.mr_iid} as follows.\n\n"
         f"{spec.instruction}\n"
@@ -109,6 +114,8 @@ def coding_prompt(spec: TaskSpec) -> str:
 def commit_message(spec: TaskSpec) -> str:
     first = spec.instruction.strip().splitlines()[0] if spec.instruction.strip() else "change"
     title = first if len(first) <= 60 else first[:59] + "…"
+    if spec.issue_key:
+        return f"feat({spec.issue_key}): {title}\n\nRequested in Jira issue {spec.issue_key}.\n"
     return f"copilot: {title}\n\nRequested in merge request !{spec.mr_iid}.\n"
 
 
@@ -153,7 +160,7 @@ async def _steps(
     facts: dict[str, Any],
 ) -> _Result:
     coding = settings.coding
-    git_target = {"project_id": spec.project_id, "mr_iid": spec.mr_iid, "task_id": spec.task_id}
+    git_target = spec.git_target()
     try:
         cloned = await git.clone(spec.repo_url, spec.branch, repo, target=git_target)
     except GitError as exc:
@@ -171,7 +178,8 @@ async def _steps(
                 prompt=coding_prompt(spec),
                 working_directory=str(repo),
                 project_id=spec.project_id,
-                mr_iid=spec.mr_iid,
+                mr_iid=spec.mr_iid or None,  # a Jira task has no MR yet
+                issue_key=spec.issue_key,
             )
         )
     except (LLMError, NotImplementedError, TimeoutError, ConnectionError) as exc:

@@ -49,6 +49,8 @@ class TaskSpec:
     instruction: str
     instruction_sha256: str
     attempt: int = 1
+    issue_key: str | None = None
+    """A Jira-triggered task: no MR yet (``mr_iid`` 0), ``branch`` is its new branch."""
 
     @classmethod
     def for_task(cls, task: CodingTask, attempt: int = 1) -> TaskSpec:
@@ -63,6 +65,7 @@ class TaskSpec:
             instruction=task.instruction,
             instruction_sha256=task.instruction_sha256,
             attempt=attempt,
+            issue_key=task.issue_key,
         )
 
     def to_json(self) -> bytes:
@@ -77,13 +80,18 @@ class TaskSpec:
         if not isinstance(data, dict):
             raise ValueError("the task spec is not a JSON object")
         expected = {f.name: f.type for f in fields(cls)}
-        missing = [n for n in expected if n not in data and n != "attempt"]
+        missing = [n for n in expected if n not in data and n not in ("attempt", "issue_key")]
         if missing:
             raise ValueError(f"the task spec lacks {', '.join(missing)}")
         spec = cls(**{k: data[k] for k in expected if k in data})
+        if spec.issue_key is not None and (
+            not isinstance(spec.issue_key, str) or not 1 <= len(spec.issue_key) <= 64
+        ):
+            raise ValueError("the task spec's issue_key is not a Jira issue key")
         for name in ("project_id", "mr_iid", "attempt"):
             value = getattr(spec, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            lowest = 0 if name == "mr_iid" and spec.issue_key else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
                 raise ValueError(f"the task spec's {name} is not a positive integer")
         for name in ("task_id", "correlation_id", "repo_url", "branch", "head_sha", "instruction"):
             if not isinstance(getattr(spec, name), str) or not getattr(spec, name):
@@ -91,12 +99,16 @@ class TaskSpec:
         return spec
 
     def target(self) -> dict[str, Any]:
-        return {
-            "resource_type": "coding_task",
-            "task_id": self.task_id,
-            "project_id": self.project_id,
-            "mr_iid": self.mr_iid,
-        }
+        return {"resource_type": "coding_task", **self.git_target()}
+
+    def git_target(self) -> dict[str, Any]:
+        """What the git steps' entries name (no MR for a Jira task: its issue instead)."""
+        target: dict[str, Any] = {"project_id": self.project_id, "task_id": self.task_id}
+        if self.mr_iid:
+            target["mr_iid"] = self.mr_iid
+        if self.issue_key:
+            target["issue_key"] = self.issue_key
+        return target
 
 
 @dataclass(frozen=True)

@@ -328,10 +328,19 @@ class CodingWorkflow:
 
     # -- the task ------------------------------------------------------------------
 
-    async def _run(self, task: CodingTask, decision: Decision, trigger: str | None) -> None:
+    async def run_approved(
+        self, task: CodingTask, decision: Decision, trigger: str | None = None
+    ) -> TaskOutcome | None:
+        """Run an approved task (``workflows.jira`` too) and return how it ended (None only
+        when it could not start)."""
+        return await self._run(task, decision, trigger)
+
+    async def _run(
+        self, task: CodingTask, decision: Decision, trigger: str | None
+    ) -> TaskOutcome | None:
         """Run an approved task in its own process and record how it ended."""
         with task_scope(task):
-            lock = keys.mr_lock(task.project_id, task.mr_iid)
+            lock = task.lock_key
             with contextlib.suppress(StateStoreError):
                 await self._store.update_lock(
                     lock, task.lock_token, _lock_value(task, "running"), ttl_s=RUN_LOCK_TTL_S
@@ -383,6 +392,7 @@ class CodingWorkflow:
                     await self._finish(task, decision, outcome, started, trigger)
                 self._running.pop(task.task_id, None)
                 await self._release(task)
+            return outcome
 
     async def _finish(
         self,
@@ -411,11 +421,12 @@ class CodingWorkflow:
         try:
             try:
                 await self._store.put(key, result, ttl_s=keys.RESULT_TTL_S)
-                await self._store.put(
-                    keys.mr_last_result(task.project_id, task.mr_iid),
-                    result,
-                    ttl_s=keys.RESULT_TTL_S,
-                )
+                if task.mr_iid:
+                    await self._store.put(
+                        keys.mr_last_result(task.project_id, task.mr_iid),
+                        result,
+                        ttl_s=keys.RESULT_TTL_S,
+                    )
             except StateStoreError as exc:
                 self._audit.emit(
                     TASK_RESULT_STORED,
@@ -436,10 +447,14 @@ class CodingWorkflow:
                         "status": outcome.status,
                     },
                 )
-            with contextlib.suppress(GitLabError):
-                await self._gitlab.post_mr_note(
-                    task.project_id, task.mr_iid, _result_text(task, outcome), comment_type="note"
-                )
+            if task.mr_iid:  # a Jira task has no MR yet: workflows.jira reports on the issue
+                with contextlib.suppress(GitLabError):
+                    await self._gitlab.post_mr_note(
+                        task.project_id,
+                        task.mr_iid,
+                        _result_text(task, outcome),
+                        comment_type="note",
+                    )
         finally:
             failed = not outcome.succeeded
             self._audit.emit(
@@ -467,7 +482,7 @@ class CodingWorkflow:
             )
 
     async def _renew(self, task: CodingTask) -> None:
-        lock = keys.mr_lock(task.project_id, task.mr_iid)
+        lock = task.lock_key
         while True:
             await asyncio.sleep(RUN_LOCK_TTL_S / 3)
             try:
@@ -507,8 +522,8 @@ class CodingWorkflow:
             return 0
         closed = 0
         for task in pending:
-            if self.gate.now() < task.expires_at:
-                continue
+            if task.issue_key or self.gate.now() < task.expires_at:
+                continue  # Jira tasks are expired by workflows.jira, which reports on the issue
             with correlation_scope(EXPIRY_ACTOR, task.correlation_id):
                 try:
                     decision = await self.gate.expire(task)
@@ -656,9 +671,7 @@ class CodingWorkflow:
 
     async def _release(self, task: CodingTask) -> None:
         with contextlib.suppress(StateStoreError):
-            await self._store.release_lock(
-                keys.mr_lock(task.project_id, task.mr_iid), task.lock_token
-            )
+            await self._store.release_lock(task.lock_key, task.lock_token)
 
     async def _reply(self, context: CommandContext, body: str) -> None:
         with contextlib.suppress(GitLabError):
@@ -749,14 +762,7 @@ def install(parts: Parts) -> None:
     """Register ``fix``/``code``, ``approve``, ``reject``, ``status``, ``cancel``; start the
     approval expiry sweep."""
     router = parts.commands
-    workflow = CodingWorkflow(
-        settings=parts.settings,
-        audit=parts.audit,
-        gitlab=parts.gitlab,
-        store=parts.store,
-        executor=parts.executor,
-        router=router,
-    )
+    workflow = parts.coding
     router.on(
         "fix",
         workflow.fix,

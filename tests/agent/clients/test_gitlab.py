@@ -49,6 +49,9 @@ def standin() -> GitLabStandin:
     )
     for n in range(120):
         gitlab.add_note(PROJECT, 8, f"note {n}")
+    # A merged MR: its source branch exists, and no open MR uses it (create_merge_request).
+    gitlab.add_merge_request(PROJECT, 10, files=[], source_branch="feature/docs")
+    gitlab.set_merge_request_state(PROJECT, 10, "merged")
     return gitlab
 
 
@@ -164,6 +167,31 @@ CALLS: dict[str, tuple[ArgsFor, str, dict[str, Any]]] = {
         "gitlab.api.get_project_member",
         {"resource_type": "project_member", "project_id": PROJECT, "user_id": 5},
     ),
+    "create_merge_request": (
+        lambda s: (
+            (PROJECT,),
+            {"source_branch": "feature/docs", "target_branch": "main", "title": "Docs"},
+        ),
+        "gitlab.api.create_merge_request",
+        {
+            "resource_type": "merge_request",
+            "project_id": PROJECT,
+            "source_branch": "feature/docs",
+            "target_branch": "main",
+            "draft": True,
+            "mr_iid": 11,
+        },
+    ),
+    "list_merge_requests": (
+        lambda s: ((PROJECT,), {}),
+        "gitlab.api.list_merge_requests",
+        {"resource_type": "merge_request", "project_id": PROJECT},
+    ),
+    "create_branch": (
+        lambda s: ((PROJECT,), {"branch": "agent/PROJ-1", "ref": "main"}),
+        "gitlab.api.create_branch",
+        {"resource_type": "branch", "project_id": PROJECT, "branch": "agent/PROJ-1", "ref": "main"},
+    ),
 }
 NOT_API_CALLS = {"aclose"}  # public coroutines that send nothing
 
@@ -196,7 +224,7 @@ class TestActions:
         expected_target = {
             k: (head_sha(standin) if v == "<head_sha>" else v) for k, v in target.items()
         }
-        status = 201 if method.startswith("post_") else 200
+        status = 201 if method.startswith(("post_", "create_")) else 200
         assert (entry["action"], entry["target"], entry["outcome"], entry["http_status"]) == (
             action,
             expected_target,
@@ -944,3 +972,168 @@ class TestGitLabStandin:
         assert (second["sha"], second["diff_refs"]["head_sha"]) == ("b" * 40, "b" * 40)
         assert standin.merge_request(43, 1)["sha"] == "b" * 40
         assert project.json()["http_url_to_repo"] == "http://127.0.0.1:1/group/lib.git"
+
+
+class TestMergeRequestsTheAgentOpens:
+    def test_a_draft_mr_is_opened_and_its_iid_audited(
+        self, standin: GitLabStandin, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
+    ) -> None:
+        """``Draft: `` prefix (GitLab's draft marker), never doubled; the entry names the new MR."""
+        logger, sink = audit
+
+        async def open_two(client: GitLabClient) -> list[dict[str, Any]]:
+            first = await client.create_merge_request(
+                PROJECT, source_branch="feature/docs", target_branch="main", title="Docs"
+            )
+            await client.create_branch(PROJECT, branch="agent/PROJ-2", ref="main")
+            second = await client.create_merge_request(
+                PROJECT,
+                source_branch="agent/PROJ-2",
+                target_branch="main",
+                title="draft: already marked",
+            )
+            third_branch = await client.create_branch(PROJECT, branch="agent/PROJ-3", ref="main")
+            third = await client.create_merge_request(
+                PROJECT,
+                source_branch="agent/PROJ-3",
+                target_branch="main",
+                title="Ready",
+                draft=False,
+            )
+            assert third["sha"] == third_branch["commit"]["id"]
+            return [first, second, third]
+
+        opened = call(make_client(server.url, logger), open_two)
+        assert [(m["iid"], m["title"], m["draft"]) for m in opened] == [
+            (11, "Draft: Docs", True),
+            (12, "draft: already marked", True),
+            (13, "Ready", False),
+        ]
+        assert standin.created_merge_requests(PROJECT) == opened
+        creates = [e for e in entries(logger, sink) if e["action"].endswith("merge_request")]
+        assert [
+            (e["target"]["mr_iid"], e["target"]["draft"], e["http_status"]) for e in creates
+        ] == [
+            (11, True, 201),
+            (12, True, 201),
+            (13, False, 201),
+        ]
+
+    def test_a_second_mr_for_the_same_branch_is_refused_once(
+        self, standin: GitLabStandin, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
+    ) -> None:
+        """GitLab's 409 (array message) is a client_error, not retried, with no mr_iid."""
+        logger, sink = audit
+        with pytest.raises(GitLabError) as raised:
+            call(
+                make_client(server.url, logger),
+                lambda c: c.create_merge_request(
+                    PROJECT, source_branch="feature/search", target_branch="main", title="Again"
+                ),
+            )
+        assert (raised.value.status_code, raised.value.audit_error_class) == (409, "client_error")
+        assert "already exists for this source branch: !7" in raised.value.message
+        (entry,) = entries(logger, sink)
+        assert summary(entry) == (
+            "gitlab.api.create_merge_request",
+            "failure",
+            "client_error",
+            409,
+            1,
+        )
+        assert "mr_iid" not in entry["target"]
+        assert standin.created_merge_requests(PROJECT) == []
+
+    def test_create_is_not_retried_after_a_5xx(
+        self, standin: GitLabStandin, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
+    ) -> None:
+        """GitLab may have opened it: one POST, one failure entry (the shared write policy)."""
+        logger, sink = audit
+        standin.faults.add(f"/projects/{PROJECT}/merge_requests", Fault.http(503), method="POST")
+        with pytest.raises(GitLabError):
+            call(
+                make_client(server.url, logger),
+                lambda c: c.create_merge_request(
+                    PROJECT, source_branch="feature/docs", target_branch="main", title="Docs"
+                ),
+            )
+        assert [r.method for r in standin.requests] == ["POST"]
+        assert [summary(e) for e in entries(logger, sink)] == [
+            ("gitlab.api.create_merge_request", "failure", "server_error", 503, 1)
+        ]
+
+    def test_list_filters_by_state_and_updated_after(
+        self, standin: GitLabStandin, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
+    ) -> None:
+        """Open MRs only, least recently updated first; a watermark keeps the newer ones."""
+        logger, sink = audit
+        standin.touch_merge_request(PROJECT, 8, "2026-06-01T12:00:00.000Z")
+        standin.touch_merge_request(PROJECT, 9, "2026-06-02T12:00:00.000Z")
+        try:
+
+            async def both(client: GitLabClient) -> tuple[list[int], list[int]]:
+                everything = await client.list_merge_requests(PROJECT)
+                newer = await client.list_merge_requests(
+                    PROJECT, updated_after="2026-06-01T12:00:00Z"
+                )
+                return [m["iid"] for m in everything], [m["iid"] for m in newer]
+
+            everything, newer = call(make_client(server.url, logger), both)
+        finally:
+            for iid in (8, 9):
+                standin.touch_merge_request(PROJECT, iid, "2026-05-01T10:00:00.000Z")
+        assert everything == [7, 8, 9]  # 10 is merged
+        assert newer == [9]
+        assert [r.query.split("&page=")[0] for r in standin.requests] == [
+            "state=opened&order_by=updated_at&sort=asc",
+            "state=opened&order_by=updated_at&sort=asc&updated_after=2026-06-01T12%3A00%3A00%2B00%3A00",
+        ]
+        assert [e["action"] for e in entries(logger, sink)] == [
+            "gitlab.api.list_merge_requests"
+        ] * 2
+
+    def test_an_existing_branch_is_a_400(
+        self, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
+    ) -> None:
+        """``Branch already exists``: what the Jira flow reads to pick the next branch name."""
+        logger, sink = audit
+        with pytest.raises(GitLabError) as raised:
+            call(
+                make_client(server.url, logger),
+                lambda c: c.create_branch(PROJECT, branch="feature/search", ref="main"),
+            )
+        assert (raised.value.status_code, raised.value.message) == (400, "Branch already exists")
+        (entry,) = entries(logger, sink)
+        assert entry["target"] == {
+            "resource_type": "branch",
+            "project_id": PROJECT,
+            "branch": "feature/search",
+            "ref": "main",
+        }
+
+    @pytest.mark.parametrize(
+        ("method", "kwargs"),
+        [
+            ("create_branch", {"branch": "a..b", "ref": "main"}),
+            ("create_branch", {"branch": "-x", "ref": "main"}),
+            ("create_branch", {"branch": "ok", "ref": "ma in"}),
+            ("create_merge_request", {"source_branch": "a", "target_branch": "a", "title": "t"}),
+            ("create_merge_request", {"source_branch": "a", "target_branch": "b", "title": " "}),
+            ("list_merge_requests", {"state": "everything"}),
+            ("list_merge_requests", {"updated_after": "yesterday"}),
+            ("list_merge_requests", {"updated_after": "2026-06-01T12:00:00"}),
+        ],
+    )
+    def test_bad_arguments_never_reach_gitlab(
+        self,
+        method: str,
+        kwargs: dict[str, Any],
+        standin: GitLabStandin,
+        server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+    ) -> None:
+        logger, sink = audit
+        with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
+            call(make_client(server.url, logger), invoke(method, (PROJECT,), kwargs))
+        assert standin.requests == []
+        assert entries(logger, sink) == []

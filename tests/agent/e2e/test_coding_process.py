@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from codingkit import (
     BRANCH,
+    CHILD_PYTHONPATH,
     DEV,
     FILES,
     MAINTAINER,
@@ -45,7 +46,6 @@ from codingkit import (
     OUTSIDER,
     PROJECT,
     REPO,
-    SRC,
     US3,
     in_order,
 )
@@ -191,7 +191,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         ports.update(gitlab=gitlab_server.port, llm=llm_server.port)
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "PYTHONPATH": f"{hook_dir}:{SRC}",
+            "PYTHONPATH": f"{hook_dir}:{CHILD_PYTHONPATH}",
             "HOME": str(tmp / "home"),
             "LANG": "C.UTF-8",
             "PORT": str(port),

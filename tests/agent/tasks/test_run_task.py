@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "e2e"))
-from codingkit import BRANCH, FILES, REPO, SRC, TOKEN
+from codingkit import BRANCH, CHILD_PYTHONPATH, FILES, REPO, TOKEN
 
 from agent_standins.git_server import GitServer
 from auditkeep import Actor, correlation_scope
@@ -55,7 +55,7 @@ def spec_for(git: GitServer) -> TaskSpec:
 def task_env(tmp: Path, git: GitServer) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "PYTHONPATH": str(SRC),
+        "PYTHONPATH": CHILD_PYTHONPATH,
         "HOME": str(tmp),
         "GITLAB_URL": git.url,
         "GITLAB_TOKEN": TOKEN,

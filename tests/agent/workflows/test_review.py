@@ -166,6 +166,8 @@ class RouterParts:
     settings: Any = None
     store: Any = None
     executor: Any = None
+    coding: Any = None
+    jira: Any = None
 
     def start_background(self, name: str, run: Any) -> None:
         raise AssertionError("the review workflow starts no background task")

@@ -94,6 +94,24 @@ EXPECTED_REPORT = {
     "failures": 4,
     "first_timestamp": "2026-11-20T08:00:00.000000Z",
     "last_timestamp": "2026-11-20T08:08:00.000000Z",
+    # Webhook- and poll-driven activity side by side: the webhook scopes are 4
+    # correlation ids (one delivery that was reviewed, three rejected ones).
+    "by_actor_type": [
+        {
+            "actor_type": "webhook_event",
+            "entries": 7,
+            "failures": 4,
+            "correlations": 4,
+            "p95_ms": 1000.0,
+        },
+        {
+            "actor_type": "poll_cycle",
+            "entries": 1,
+            "failures": 0,
+            "correlations": 1,
+            "p95_ms": 50.0,
+        },
+    ],
     "by_action": [
         {"action": "webhook.auth", "success": 0, "failure": 3, "total": 3},
         {"action": "gitlab.api.get_mr_details", "success": 2, "failure": 0, "total": 2},
@@ -209,6 +227,15 @@ class TestReport:
             "failures": 2,
             "first_timestamp": "2026-11-20T08:06:00.000000Z",
             "last_timestamp": "2026-11-20T08:07:00.000000Z",
+            "by_actor_type": [
+                {
+                    "actor_type": "webhook_event",
+                    "entries": 2,
+                    "failures": 2,
+                    "correlations": 2,
+                    "p95_ms": None,
+                }
+            ],
             "by_action": [{"action": "webhook.auth", "success": 0, "failure": 2, "total": 2}],
             "failures_by_error": [{"error": "auth_failure", "count": 2}],
             "webhook_auth_failures": [
@@ -230,6 +257,11 @@ class TestReport:
         assert out == (
             "8 entries, 4 failures, "
             "from 2026-11-20T08:00:00.000000Z to 2026-11-20T08:08:00.000000Z\n"
+            "\n"
+            "Activity by actor type\n"
+            "ACTOR_TYPE     ENTRIES  FAILURES  CORRELATIONS  P95_MS\n"
+            "webhook_event        7         4             4  1000.0\n"
+            "poll_cycle           1         0             1    50.0\n"
             "\n"
             "Calls by action and outcome\n"
             "ACTION                      SUCCESS  FAILURE  TOTAL\n"

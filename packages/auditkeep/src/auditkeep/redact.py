@@ -162,6 +162,8 @@ CREDENTIAL_KEY: Final = KeyRule(
     plain_qualifiers=frozenset(
         {
             "issue",
+            # a Jira project's key (PROJ), the other half of an issue key
+            "project",
             "primary",
             "foreign",
             "public",

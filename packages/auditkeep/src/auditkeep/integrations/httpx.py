@@ -6,6 +6,12 @@ A ``RouteTable`` maps method and path to the action name and target; a request
 no route knows still emits an entry, under ``<namespace>.api.unmapped`` with
 its path, so a new call path can never go unaudited (and tests can fail on it).
 
+A route may also take target fields from a successful answer
+(``response_target``): a create call's new id (``mr_iid`` of a merge request
+just opened) is known only then. The body is read in the transport only for
+those routes, only for a 2xx JSON object of at most ``MAX_RESPONSE_TARGET_BYTES``,
+and only scalar values are copied (strings cut to 200 characters).
+
 Needs the ``http`` extra (``httpx``); without it, importing this module raises
 ``auditkeep.MissingDependencyError`` naming the extra.
 
@@ -14,6 +20,7 @@ Needs the ``http`` extra (``httpx``); without it, importing this module raises
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -32,9 +39,11 @@ except ImportError as exc:
 from auditkeep.context import correlation_headers
 from auditkeep.logger import AuditLogger
 
-__all__ = ["AuditedTransport", "Route", "RouteTable"]
+__all__ = ["MAX_RESPONSE_TARGET_BYTES", "AuditedTransport", "Route", "RouteTable"]
 
 _PARAM = re.compile(r"\{(\w+)\}")
+MAX_RESPONSE_TARGET_BYTES = 1_048_576
+"""The largest answer read for ``Route.response_target`` (a larger one adds nothing)."""
 
 
 def _coerce(name: str, value: str) -> str | int:
@@ -51,7 +60,9 @@ class Route:
     "gitlab.api.get_mr_details", "merge_request")``.
 
     Path parameters become target fields, URL-decoded; ``*_id``/``*_iid``
-    parameters made of digits become integers.
+    parameters made of digits become integers. ``response_target`` maps
+    target fields to keys of a successful JSON object answer
+    (``{"mr_iid": "iid"}``).
 
     .. versionadded:: 0.1.0
     """
@@ -61,6 +72,7 @@ class Route:
     action: str
     resource_type: str
     target_extra: Mapping[str, Any] = field(default_factory=dict)
+    response_target: Mapping[str, str] = field(default_factory=dict)
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -92,15 +104,28 @@ class RouteTable:
     namespace: str
     routes: tuple[Route, ...]
     prefix: str = ""
+    rate_limit_headers: tuple[str, ...] = ()
+    """Headers of a 429 copied into ``details`` (lower-cased, ``-`` as ``_``, at most 100
+    characters), e.g. Jira's ``RateLimit-Reason``; ``Retry-After`` always is."""
 
     def resolve(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
         """Return the action and target of a request (``<namespace>.api.unmapped`` if unknown)."""
+        route, target = self.find(method, path)
+        if route is not None:
+            return route.action, target
+        return f"{self.namespace}.api.unmapped", target
+
+    def find(self, method: str, path: str) -> tuple[Route | None, dict[str, Any]]:
+        """The matching route and its target, or None and the unmapped target.
+
+        .. versionadded:: 0.1.0
+        """
         relative = path[len(self.prefix) :] if path.startswith(self.prefix) else path
         for route in self.routes:
             target = route.match(method, relative)
             if target is not None:
-                return route.action, target
-        return f"{self.namespace}.api.unmapped", {
+                return route, target
+        return None, {
             "resource_type": "http_endpoint",
             "method": method,
             "path": relative,
@@ -141,7 +166,8 @@ class AuditedTransport(httpx.AsyncBaseTransport):
         # The raw path: url.path is percent-decoded, which would split an
         # encoded segment such as "group%2Fapp" into two.
         raw_path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
-        action, target = self._routes.resolve(request.method, raw_path)
+        route, target = self._routes.find(request.method, raw_path)
+        action = route.action if route is not None else f"{self._routes.namespace}.api.unmapped"
         extra = request.extensions.get("audit", {})
         target = {**target, **extra.get("target", {})}
         details: dict[str, Any] = {"method": request.method, **extra.get("details", {})}
@@ -155,8 +181,13 @@ class AuditedTransport(httpx.AsyncBaseTransport):
                 call.http_status = status
                 if status >= 400:
                     call.error_message = f"HTTP {status}"
-                if status == 429 and "retry-after" in response.headers:
-                    call.details["retry_after"] = response.headers["retry-after"]
+                if status == 429:
+                    for name in ("retry-after", *self._routes.rate_limit_headers):
+                        value = response.headers.get(name)
+                        if value is not None:
+                            call.details[name.lower().replace("-", "_")] = value[:100]
+                if route is not None and route.response_target and 200 <= status < 300:
+                    call.target.update(await _response_target(response, route.response_target))
         except BaseException:
             # Recorded, but the entry could not be written (a closed logger):
             # the caller gets the error, so the response it never sees is closed.
@@ -167,3 +198,28 @@ class AuditedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._wrapped.aclose()
+
+
+async def _response_target(response: httpx.Response, fields: Mapping[str, str]) -> dict[str, Any]:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and len(declared) < 12 and int(declared) > MAX_RESPONSE_TARGET_BYTES:
+        return {}
+    content = await response.aread()
+    if len(content) > MAX_RESPONSE_TARGET_BYTES:
+        return {}
+    try:
+        decoded = json.loads(content)
+    except ValueError:
+        return {}
+    if not isinstance(decoded, dict):
+        return {}
+    found: dict[str, Any] = {}
+    for name, key in fields.items():
+        value = decoded.get(key)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int) and abs(value) < 10**18:
+            found[name] = value
+        elif isinstance(value, str):
+            found[name] = value[:200]
+    return found

@@ -3,6 +3,11 @@
 Percentiles use the nearest-rank method: p95 is the smallest duration that at
 least 95 % of the calls did not exceed, always a duration that was measured.
 
+Activity by actor type puts what webhooks caused beside what poll cycles (or
+admin actions) caused: per ``actor.type``, the entries, the failures, the
+distinct correlation ids (deliveries, cycles: the units of work) and the p95
+duration of the calls that carry one.
+
 Webhook authentication failures are the failed entries whose action has a
 dotted part starting with ``webhook`` (``webhook.auth``, ``webhook.received``).
 Their source IP and rejection reason are read from ``details``, then
@@ -55,6 +60,24 @@ def _label(value: object) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
+class _KindStats:
+    """What the report keeps of one actor type."""
+
+    __slots__ = ("correlations", "durations", "entries", "failures")
+
+    def __init__(self) -> None:
+        self.entries = 0
+        self.failures = 0
+        self.correlations: set[str] = set()
+        self.durations: list[float] = []
+
+    def merge(self, other: _KindStats) -> None:
+        self.entries += other.entries
+        self.failures += other.failures
+        self.correlations |= other.correlations
+        self.durations.extend(other.durations)
+
+
 class ReportBuilder:
     """Accumulates entries into the figures of ``auditkeep report``.
 
@@ -74,6 +97,8 @@ class ReportBuilder:
         self.targets: dict[bytes, int] = {}
         self.actors: dict[tuple[str, str], int] = {}
         self.durations: dict[str, list[float]] = {}
+        # Per actor type: one lookup an entry (this runs once per entry of the range).
+        self.actor_types: dict[str, _KindStats] = {}
 
     def collect(self, line: bytes | bytearray, entry: dict[str, Any]) -> None:
         """Count one matching entry (the scan's collector interface)."""
@@ -96,6 +121,8 @@ class ReportBuilder:
             _add_counts(mine, theirs)
         for action, values in other.durations.items():
             self.durations.setdefault(action, []).extend(values)
+        for kind, theirs_kind in other.actor_types.items():
+            self.actor_types.setdefault(kind, _KindStats()).merge(theirs_kind)
 
     def add(self, entry: Mapping[str, Any]) -> None:
         """Count one entry."""
@@ -126,15 +153,27 @@ class ReportBuilder:
             packed = orjson.dumps(target, option=orjson.OPT_SORT_KEYS)
             self.targets[packed] = self.targets.get(packed, 0) + 1
         actor = entry.get("actor")
+        kind = _UNKNOWN
         if type(actor) is dict:
             who = (_label(actor.get("type")), _label(actor.get("id")))
             self.actors[who] = self.actors.get(who, 0) + 1
+            kind = who[0]
+        stats = self.actor_types.get(kind)
+        if stats is None:
+            stats = self.actor_types[kind] = _KindStats()
+        stats.entries += 1
+        if outcome == "failure":
+            stats.failures += 1
+        correlation = entry.get("correlation_id")
+        if type(correlation) is str:
+            stats.correlations.add(correlation)
         duration = entry.get("duration_ms")
         if type(duration) is float or type(duration) is int:
             values = self.durations.get(action)
             if values is None:
                 values = self.durations[action] = []
             values.append(duration)
+            stats.durations.append(duration)
 
     def result(self) -> dict[str, Any]:
         """The report as plain data (what ``--format json`` prints).
@@ -178,6 +217,7 @@ class ReportBuilder:
             "failures": sum(self.errors.values()),
             "first_timestamp": self.first,
             "last_timestamp": self.last,
+            "by_actor_type": self._by_actor_type(),
             "by_action": by_action,
             "failures_by_error": [
                 {"error": error, "count": count} for error, count in _ranked(self.errors)
@@ -197,6 +237,22 @@ class ReportBuilder:
             "slowest_actions": slowest,
         }
 
+    def _by_actor_type(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for kind, stats in self.actor_types.items():
+            durations = sorted(stats.durations)
+            rows.append(
+                {
+                    "actor_type": kind,
+                    "entries": stats.entries,
+                    "failures": stats.failures,
+                    "correlations": len(stats.correlations),
+                    "p95_ms": percentile(durations, 0.95) if durations else None,
+                }
+            )
+        rows.sort(key=lambda row: (-int(row["entries"]), str(row["actor_type"])))
+        return rows
+
 
 def _add_counts(mine: dict[Any, int], theirs: dict[Any, int]) -> None:
     for key, count in theirs.items():
@@ -215,6 +271,10 @@ def _counts(*names: str) -> tuple[Column, ...]:
 
 
 _BY_ACTION: Final = (Column("ACTION", 0, wrap=True), *_counts("SUCCESS", "FAILURE", "TOTAL"))
+_BY_ACTOR_TYPE: Final = (
+    Column("ACTOR_TYPE", 0),
+    *_counts("ENTRIES", "FAILURES", "CORRELATIONS", "P95_MS"),
+)
 _BY_ERROR: Final = (Column("ERROR", 0), *_counts("COUNT"))
 _WEBHOOK_FAILURES: Final = (
     Column("SOURCE_IP", 0),
@@ -249,6 +309,20 @@ def render_report(report: Mapping[str, Any], *, width: int | None = None) -> str
         out.append("\n" + fill(title, width))
         out.append(render_table(columns, rows, width=width) if rows else "(none)\n")
 
+    section(
+        "Activity by actor type",
+        _BY_ACTOR_TYPE,
+        [
+            [
+                row["actor_type"],
+                str(row["entries"]),
+                str(row["failures"]),
+                str(row["correlations"]),
+                format_ms(row["p95_ms"]) if row["p95_ms"] is not None else "-",
+            ]
+            for row in report["by_actor_type"]
+        ],
+    )
     section(
         "Calls by action and outcome",
         _BY_ACTION,
