@@ -842,6 +842,13 @@ class TestSettings:
         assert TOKEN not in loaded.summary()
         assert BASIC not in loaded.summary()
         assert "jira:           https://acme.atlassian.net, agent@example.com" in loaded.summary()
+        data_center = Settings.from_env(
+            {**self.BASE, "JIRA_URL": "https://jira.example.com", "JIRA_PAT": PAT}
+        )
+        assert PAT in data_center.secrets()
+        assert data_center.jira.authorization() == f"Bearer {PAT}"
+        assert PAT not in data_center.summary()
+        assert "(Data Center, REST v2)" in data_center.summary()
 
 
 class TestReportByActorType:
