@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import inspect
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -989,3 +990,88 @@ class TestDataCenter:
             httpx.post(f"{dc_server.url}/rest/api/2/search/jql", headers=auth, json={}).status_code
             == 404
         )
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "key",
+                    "id",
+                    "fields",
+                    "issues",
+                    "transitions",
+                    "comments",
+                    "to",
+                    "name",
+                    "status",
+                    "project",
+                    "summary",
+                    "description",
+                    "content",
+                    "type",
+                    "text",
+                    "nextPageToken",
+                    "isLast",
+                    "total",
+                    "author",
+                    "body",
+                    "accountId",
+                    "reporter",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+class TestHostileAnswers:
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        body=JSON,
+        method=st.sampled_from(
+            ["get_issue", "get_transitions", "search_issues", "list_comments", "add_comment"]
+        ),
+        data_center=st.booleans(),
+    )
+    def test_any_json_answer_is_a_result_or_a_jira_error(
+        self, body: Any, method: str, data_center: bool
+    ) -> None:
+        """Whatever JSON a 2xx carries, a call returns or raises ``JiraError``
+        (``validation_error``), never a ``TypeError``/``KeyError``/``AttributeError``."""
+        answer = json.dumps(body).encode()  # stdlib: big integers too, as a server may send
+        section = JiraSettings(
+            url="https://jira.example.com",
+            **({"pat": SecretStr(PAT)} if data_center else {"email": EMAIL, "api_token": TOKEN}),
+            max_retries=0,
+        )
+        args: dict[str, tuple[Any, ...]] = {
+            "get_issue": (KEY,),
+            "get_transitions": (KEY,),
+            "search_issues": (JQL,),
+            "list_comments": (KEY,),
+            "add_comment": (KEY, "x"),
+        }
+        with capture_events() as (logger, _sink):
+            client = JiraClient(
+                section,
+                logger,
+                transport=httpx.MockTransport(lambda r: httpx.Response(200, content=answer)),
+            )
+
+            async def go() -> str | None:
+                try:
+                    await getattr(client, method)(*args[method])
+                except JiraError as exc:
+                    return exc.audit_error_class
+                finally:
+                    await client.aclose()
+                return None
+
+            assert asyncio.run(go()) in (None, "validation_error")
