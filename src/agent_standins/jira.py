@@ -27,6 +27,10 @@ Endpoints (under ``/rest/api/3``):
   "comments": [...]}``, oldest first, offset paging (``startAt``, ``maxResults``
   up to 100).
 
+``JiraStandin(data_center=True)`` is Jira Data Center instead (REST v2 under
+``/rest/api/2``: ``/search`` with ``startAt``/``total``, wiki-markup strings
+for descriptions and comments; no v3 and no ``/search/jql``).
+
 Authentication: ``Authorization: Basic base64(email:api_token)`` (Cloud) or
 ``Authorization: Bearer <pat>`` (Data Center personal access token); anything
 else gets Jira's 401 ``{"message": "Client must be authenticated to access this
@@ -87,6 +91,7 @@ __all__ = [
 ]
 
 API_PREFIX: Final = "/rest/api/3"
+DC_API_PREFIX: Final = "/rest/api/2"
 DEFAULT_EMAIL: Final = "agent@example.com"
 DEFAULT_TOKEN: Final = "ATATT3xFfGF0-standin-5e1a9c7b2d4f"  # noqa: S105 - the stand-in's fake token
 DEFAULT_STATUSES: Final = ("To Do", "In Progress", "In Review", "Done")
@@ -329,6 +334,11 @@ class JiraStandin(Standin):
         pat: a Data Center personal access token accepted as ``Bearer`` (None: Bearer refused).
         statuses: the workflow's statuses, in order.
         project_names: display names by project key (default: the key).
+        data_center: be Jira Data Center instead: REST v2 under ``/rest/api/2``
+            (no v3, no ``/search/jql``), ``POST|GET /search`` with ``startAt``/
+            ``total`` paging, descriptions and comment bodies as wiki-markup
+            strings (an ADF object is a 400), Bearer PATs and Basic
+            ``username:password`` (``email``/``token`` here).
     """
 
     def __init__(
@@ -339,8 +349,11 @@ class JiraStandin(Standin):
         pat: str | None = None,
         statuses: Sequence[str] = DEFAULT_STATUSES,
         project_names: Mapping[str, str] | None = None,
+        data_center: bool = False,
     ) -> None:
-        super().__init__(prefix=API_PREFIX)
+        self.data_center = data_center
+        self.api_prefix = DC_API_PREFIX if data_center else API_PREFIX
+        super().__init__(prefix=self.api_prefix)
         if not statuses:
             raise ValueError("a workflow needs at least one status")
         self.email = email
@@ -351,12 +364,19 @@ class JiraStandin(Standin):
         self._issues: dict[str, _Issue] = {}
         self._issue_ids = itertools.count(10001)
         self._comment_ids = itertools.count(20001)
+        searches = (
+            [route("GET", "/search", self._search_v2), route("POST", "/search", self._search_v2)]
+            if data_center
+            else [
+                route("GET", "/search/jql", self._search),
+                route("POST", "/search/jql", self._search),
+                route("GET", "/search", self._removed),
+                route("POST", "/search", self._removed),
+                route("POST", "/search/id", self._removed),
+            ]
+        )
         self._routes = [
-            route("GET", "/search/jql", self._search),
-            route("POST", "/search/jql", self._search),
-            route("GET", "/search", self._removed),
-            route("POST", "/search", self._removed),
-            route("POST", "/search/id", self._removed),
+            *searches,
             route("GET", "/issue/{key}", self._get_issue),
             route("GET", "/issue/{key}/transitions", self._get_transitions),
             route("POST", "/issue/{key}/transitions", self._do_transition),
@@ -447,7 +467,8 @@ class JiraStandin(Standin):
 
     def add_comment_as(self, key: str, account_id: str, name: str, text: str) -> dict[str, Any]:
         """A comment by someone else (a human answering the agent); kept by ``reset()``."""
-        comment = self._comment_json(self._issues[key], _doc(text), _user(account_id, name))
+        body: Any = text if self.data_center else _doc(text)
+        comment = self._comment_json(self._issues[key], body, _user(account_id, name))
         comment["_seeded"] = True
         with self._lock:
             self._issues[key].comments.append(comment)
@@ -459,14 +480,17 @@ class JiraStandin(Standin):
             return [_public(c) for c in self._issues[key].comments if not c.get("_seeded")]
 
     def comment_texts(self, key: str) -> list[str]:
-        """The plain text of each posted comment."""
-        return [adf_text(c["body"]) for c in self.comments(key)]
+        """The plain text of each posted comment (Data Center: the wiki markup as sent)."""
+        return [
+            c["body"] if isinstance(c["body"], str) else adf_text(c["body"])
+            for c in self.comments(key)
+        ]
 
     # -- the API ---------------------------------------------------------------
 
     async def dispatch(self, request: Request) -> Response:
         path = path_of(request)
-        if not path.startswith(API_PREFIX + "/"):
+        if not path.startswith(self.api_prefix + "/"):
             return _errors(404, "Not found")
         if not self._authenticated(request.headers.get("authorization", "")):
             return JSONResponse(
@@ -477,7 +501,7 @@ class JiraStandin(Standin):
         return await match_route(
             self._routes,
             request,
-            path[len(API_PREFIX) :],
+            path[len(self.api_prefix) :],
             not_found=lambda: _errors(404, "null for uri: " + path),
             not_allowed=lambda: _errors(405, "Method Not Allowed"),
         )
@@ -530,7 +554,11 @@ class JiraStandin(Standin):
         everything: dict[str, Any] = {
             "summary": issue.summary,
             "status": self._status_json(issue.status),
-            "description": _doc(issue.description) if issue.description else None,
+            "description": (
+                (issue.description if self.data_center else _doc(issue.description))
+                if issue.description
+                else None
+            ),
             "project": {
                 "self": f"{_BASE_URL}/rest/api/3/project/{issue.project}",
                 "id": str(10000 + sum(map(ord, issue.project))),
@@ -616,6 +644,38 @@ class JiraStandin(Standin):
             answer["isLast"] = True
         return JSONResponse(answer)
 
+    async def _search_v2(self, request: Request) -> Response:
+        """Data Center's search: ``startAt``/``maxResults``/``total``, all fields by default."""
+        if request.method == "POST":
+            try:
+                params = orjson.loads(await request.body())
+            except orjson.JSONDecodeError:
+                return _errors(400, "Invalid request payload.")
+            if not isinstance(params, dict):
+                return _errors(400, "Invalid request payload.")
+            raw_fields = params.get("fields")
+            field_list = raw_fields if isinstance(raw_fields, list) else None
+        else:
+            params = dict(request.query_params)
+            field_list = params["fields"].split(",") if "fields" in params else None
+        jql = params.get("jql", "")
+        try:
+            clauses = _parse_jql(jql if isinstance(jql, str) else "")
+            start = max(0, int(params.get("startAt", 0)))
+            size = max(1, min(MAX_RESULTS, int(params.get("maxResults", 50))))
+        except _JqlError as exc:
+            return _errors(400, str(exc))
+        except (TypeError, ValueError):
+            return _errors(400, "The value of startAt or maxResults is not valid.")
+        with self._lock:
+            matching = [i for i in self._issues.values() if self._matches(i, clauses)]
+            matching.sort(key=lambda i: int(i.id), reverse=True)
+            fields = {f.strip() for f in field_list} if field_list is not None else None
+            page = [self._issue_json(i, fields) for i in matching[start : start + size]]
+        return JSONResponse(
+            {"startAt": start, "maxResults": size, "total": len(matching), "issues": page}
+        )
+
     def _matches(self, issue: _Issue, clauses: list[tuple[str, set[str]]]) -> bool:
         for name, values in clauses:
             have = {"project": issue.project, "status": issue.status, "key": issue.key}[name]
@@ -687,17 +747,20 @@ class JiraStandin(Standin):
         except orjson.JSONDecodeError:
             return _errors(400, "Invalid request payload. Refer to the REST API documentation.")
         body = params.get("body") if isinstance(params, dict) else None
-        problem = adf_problem(body)
-        if problem is not None or not isinstance(body, dict):
-            return _errors(400, comment=problem or "Comment body is not valid!")
+        if self.data_center:
+            problem = _wiki_problem(body)
+        else:
+            problem = adf_problem(body)
+            if problem is None and not isinstance(body, dict):
+                problem = "Comment body is not valid!"
+        if problem is not None:
+            return _errors(400, comment=problem)
         comment = self._comment_json(issue, body, _user(AGENT_ACCOUNT_ID, "Copilot Agent"))
         with self._lock:
             issue.comments.append(comment)
         return JSONResponse(comment, status_code=201)
 
-    def _comment_json(
-        self, issue: _Issue, body: dict[str, Any], author: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _comment_json(self, issue: _Issue, body: Any, author: dict[str, Any]) -> dict[str, Any]:
         now = _now()
         comment_id = str(next(self._comment_ids))
         return {
@@ -732,6 +795,17 @@ class JiraStandin(Standin):
                 "comments": everything[start : start + size],
             }
         )
+
+
+def _wiki_problem(body: Any) -> str | None:
+    if not isinstance(body, str) or not body.strip():
+        return "Comment body can not be empty!"
+    if len(body) > MAX_COMMENT_CHARS:
+        return (
+            f"The entered text is too long. It exceeds the allowed limit of "
+            f"{MAX_COMMENT_CHARS:,} characters."
+        )
+    return None
 
 
 def _user(account_id: str, name: str) -> dict[str, Any]:

@@ -1065,9 +1065,9 @@ def _jira_summary(jira: JiraSettings) -> str:
     if jira.url is None:
         return "jira:           off (JIRA_URL unset)"
     auth = (
-        f"PAT {_set(jira.pat)}"
+        f"PAT {_set(jira.pat)} (Data Center, REST v2)"
         if jira.pat is not None
-        else f"{jira.email}, token {_set(jira.api_token)}"
+        else f"{jira.email}, token {_set(jira.api_token)} (Cloud, REST v3)"
     )
     return (
         f"jira:           {without_userinfo(jira.url)}, {auth}\n"

@@ -31,6 +31,11 @@ not GET**: the JQL (configured text that may name anything) travels in the
 body, never in a URL, where proxies' access logs and httpx's own request log
 would keep it; the POST only queries, so it is retried as a read.
 
+**Jira Data Center** (a ``JIRA_PAT``) has no REST v3: the client speaks v2 there
+(``/rest/api/2``, search by ``POST /search`` with ``startAt`` paging, comment
+bodies in wiki markup, the text inside a ``{noformat}`` block: see
+``wiki_document``), with the same actions and targets.
+
 Comments are ADF documents built from plain text: one paragraph per line, each
 a single ``text`` node with **no marks**, so nothing in the text (``[x](url)``,
 ``*bold*``, ``{code}``, HTML, JSON) becomes a link, a mark or a node; ADF is
@@ -70,6 +75,7 @@ from gitlab_copilot_agent.scrub import scrub_then_cut
 from gitlab_copilot_agent.settings import JiraSettings
 
 __all__ = [
+    "JIRA_DC_ROUTES",
     "JIRA_ROUTES",
     "MAX_COMMENT_CHARS",
     "JiraClient",
@@ -78,9 +84,12 @@ __all__ = [
     "JiraIssue",
     "JiraTransition",
     "adf_document",
+    "wiki_document",
 ]
 
 API_PATH: Final = "/rest/api/3"
+DC_API_PATH: Final = "/rest/api/2"
+"""Jira Data Center has no REST v3 (nor ADF): its API is v2, with wiki-markup bodies."""
 MAX_COMMENT_CHARS: Final = 32_000
 """The longest comment text sent (Jira's limit is 32,767 characters)."""
 MAX_JQL_CHARS: Final = 4_000
@@ -101,12 +110,19 @@ JIRA_ROUTES: Final = (
     Route("POST", f"{_ISSUE}/comment", "jira.api.add_comment", "issue"),
     Route("GET", f"{_ISSUE}/comment", "jira.api.list_comments", "issue"),
 )
-"""The audited Jira endpoints (paths relative to ``/rest/api/3``)."""
+"""The audited Jira Cloud endpoints (paths relative to ``/rest/api/3``)."""
+JIRA_DC_ROUTES: Final = (
+    Route("POST", "/search", "jira.api.search_issues", "issue"),
+    Route("GET", "/search", "jira.api.search_issues", "issue"),
+    *(r for r in JIRA_ROUTES if not r.template.startswith("/search")),
+)
+"""The audited Jira Data Center endpoints (relative to ``/rest/api/2``; search is ``/search``)."""
 
 _KEY: Final = re.compile(r"^([A-Z][A-Z0-9_]{0,49})-([1-9][0-9]{0,17})$")
 # Controls (tab and newline kept), line separators and lone surrogates (not encodable).
 _CONTROL: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _FIELD: Final = re.compile(r"^[A-Za-z0-9_.*-]{1,64}$")
+_NOFORMAT: Final = re.compile(r"\{noformat", re.IGNORECASE)
 
 
 class JiraError(ApiError):
@@ -186,9 +202,12 @@ class JiraClient:
     ) -> None:
         if settings.url is None:
             raise ValueError("Jira is not configured (JIRA_URL is unset)")
+        # A PAT is Data Center's credential (Cloud has none): REST v2 there.
+        self.data_center = settings.pat is not None
+        api_path = DC_API_PATH if self.data_center else API_PATH
         api_root = settings.url.rstrip("/")
-        if not api_root.endswith(API_PATH):
-            api_root += API_PATH
+        if not api_root.endswith(api_path):
+            api_root += api_path
         self.api_url = api_root
         authorization = settings.authorization()
         self._secrets = tuple(settings.secrets())
@@ -208,7 +227,7 @@ class JiraClient:
             audit=audit,
             routes=RouteTable(
                 "jira",
-                JIRA_ROUTES,
+                JIRA_DC_ROUTES if self.data_center else JIRA_ROUTES,
                 prefix=httpx.URL(api_root).path.rstrip("/"),
                 # Which limit it was: the per-endpoint burst or the per-issue write limit.
                 rate_limit_headers=("ratelimit-reason",),
@@ -264,6 +283,10 @@ class JiraClient:
             raise ValueError("a field name has characters Jira field ids do not")
         target = {"project_key": _project_key(project_key)} if project_key else {}
         shown_jql = scrub_then_cut(jql, 300, *self._secrets)
+        if self.data_center:
+            return await self._search_by_offset(
+                jql, sorted(wanted), page_size, max_issues, target, shown_jql
+            )
         issues: list[JiraIssue] = []
         token: str | None = None
         seen: set[str] = set()
@@ -304,6 +327,47 @@ class JiraClient:
             error_class=ErrorClass.VALIDATION_ERROR,
             method="GET",
             path="/search/jql",
+        )
+
+    async def _search_by_offset(
+        self,
+        jql: str,
+        fields: list[str],
+        page_size: int,
+        max_issues: int,
+        target: Mapping[str, Any],
+        shown_jql: str,
+    ) -> list[JiraIssue]:
+        """Data Center's ``POST /rest/api/2/search``: ``startAt`` paging up to ``total``."""
+        issues: list[JiraIssue] = []
+        max_pages = -(-max_issues // page_size) + 1
+        for page in range(1, max_pages + 1):
+            response = await self._send(
+                "POST",
+                "/search",
+                json={
+                    "jql": jql,
+                    "startAt": len(issues),
+                    "maxResults": min(page_size, max_issues - len(issues)),
+                    "fields": fields,
+                },
+                audit_target=target,
+                audit_details={"jql": shown_jql, "page": page},
+                read_only=True,
+            )
+            body = _object(response)
+            chunk, total = body.get("issues"), body.get("total")
+            if not isinstance(chunk, list):
+                raise self._unexpected(response, "an object with an issues array")
+            issues.extend(_issue(item, response) for item in chunk)
+            if not chunk or not isinstance(total, int) or len(issues) >= min(total, max_issues):
+                return issues[:max_issues]
+        raise JiraError(
+            None,
+            f"more than {max_pages} pages for {max_issues} issues",
+            error_class=ErrorClass.VALIDATION_ERROR,
+            method="POST",
+            path="/search",
         )
 
     async def get_issue(self, key: str) -> JiraIssue:
@@ -388,7 +452,10 @@ class JiraClient:
         Not retried after a 5xx or a timeout (Jira may have posted it).
         """
         key = _issue_key(key)
-        document = adf_document(scrub_then_cut(text, MAX_COMMENT_CHARS, *self._secrets), link=link)
+        shown = scrub_then_cut(text, MAX_COMMENT_CHARS, *self._secrets)
+        document: Any = (
+            wiki_document(shown, link=link) if self.data_center else adf_document(shown, link=link)
+        )
         response = await self._send(
             "POST",
             f"/issue/{key}/comment",
@@ -503,6 +570,31 @@ def adf_document(text: str, *, link: str | None = None) -> dict[str, Any]:
             }
         )
     return {"type": "doc", "version": 1, "content": content}
+
+
+def wiki_document(text: str, *, link: str | None = None) -> str:
+    """Jira Data Center's comment body: ``text`` in a ``{noformat}`` block, shown literally.
+
+    Wiki markup would read ``*bold*``, ``[x|url]``, ``{code}``, ``!image!`` in the
+    text; inside ``{noformat}`` nothing is read but the block's own end, so any
+    ``{noformat`` in the text gets a zero-width space after its brace. ``link``
+    adds ``[url|url]`` after the block. Controls as in ``adf_document``.
+
+    Raises:
+        ValueError: ``text`` is blank and there is no link, or ``link`` is not an
+            http(s) URL (or holds ``|``, ``[`` or ``]``, which would end the link).
+    """
+    if not text.strip() and link is None:
+        raise ValueError("the comment is empty")
+    clean = _CONTROL.sub("\ufffd", text.replace("\r\n", "\n").replace("\r", "\n"))
+    literal = _NOFORMAT.sub(lambda found: "{\u200b" + found.group(0)[1:], clean)
+    parts = [f"{{noformat}}\n{literal}\n{{noformat}}"] if clean.strip() else []
+    if link is not None:
+        url = _http_link(link)
+        if any(c in url for c in "|[]"):
+            raise ValueError("link must not contain |, [ or ]")
+        parts.append(f"[{url}|{url}]")
+    return "\n".join(parts)
 
 
 def _http_link(url: str) -> str:

@@ -13,7 +13,9 @@ import asyncio
 import base64
 import contextlib
 import inspect
+import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +41,7 @@ from gitlab_copilot_agent.clients.jira import (
     JiraError,
     JiraIssue,
     adf_document,
+    wiki_document,
 )
 from gitlab_copilot_agent.settings import JiraSettings, Settings, SettingsError
 
@@ -72,9 +75,26 @@ def server(standin: JiraStandin) -> Iterator[ServerHandle]:
         yield handle
 
 
+@pytest.fixture(scope="module")
+def dc_standin() -> JiraStandin:
+    """Jira Data Center: REST v2, wiki-markup bodies, the PAT as Bearer."""
+    jira = JiraStandin(email=EMAIL, token=TOKEN, pat=PAT, data_center=True)
+    for n in range(1, ISSUES + 1):
+        jira.add_issue(f"PROJ-{n}", summary=f"Issue {n}", description=f"Do thing {n}.")
+    jira.add_comment_as("PROJ-3", "jdoe", "Jane Doe", "/copilot approve task-1")
+    return jira
+
+
+@pytest.fixture(scope="module")
+def dc_server(dc_standin: JiraStandin) -> Iterator[ServerHandle]:
+    with run_in_thread(dc_standin.app) as handle:
+        yield handle
+
+
 @pytest.fixture(autouse=True)
-def _fresh_standin(standin: JiraStandin) -> None:
+def _fresh_standin(standin: JiraStandin, dc_standin: JiraStandin) -> None:
     standin.reset()
+    dc_standin.reset()
 
 
 @pytest.fixture
@@ -459,6 +479,28 @@ class TestAdfDocument:
         assert len(adf_text(document)) == len(normalised)
         assert orjson.loads(orjson.dumps(document)) == document
 
+    @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        st.lists(
+            st.sampled_from(["{noformat}", "{NoFormat", "{code}", "[x|http://e]", "*", "\n", "a"])
+            | st.text(max_size=20),
+            min_size=1,
+            max_size=12,
+        )
+        .map("".join)
+        .filter(lambda t: t.strip())
+    )
+    def test_any_text_stays_inside_one_noformat_block(self, text: str) -> None:
+        """Data Center: exactly the two fences end or open a block, whatever the text."""
+        body = wiki_document(text)
+        assert len(re.findall(r"\{noformat", body, re.IGNORECASE)) == 2
+        assert body.startswith("{noformat}\n")
+        assert body.endswith("\n{noformat}")
+        inner = body[len("{noformat}\n") : -len("\n{noformat}")]
+        normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+        forged = len(re.findall(r"\{noformat", normalised, re.IGNORECASE))
+        assert len(inner) == len(normalised) + forged  # one zero-width space each
+
 
 class TestErrorClasses:
     @pytest.mark.parametrize(
@@ -516,15 +558,6 @@ class TestErrorClasses:
         assert [summary(e) for e in entries(logger, sink)] == [
             ("jira.api.get_issue", "failure", "auth_failure", 401, 1)
         ]
-
-    def test_data_center_pat_is_sent_as_bearer(
-        self, standin: JiraStandin, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
-    ) -> None:
-        logger, _sink = audit
-        client = make_client(server.url, logger, auth={"pat": PAT})
-        issue = call(client, lambda c: c.get_issue(KEY))
-        assert issue.key == KEY
-        assert standin.requests[0].headers["authorization"] == "Bearer [checked]"
 
     def test_unknown_issue_is_not_found(
         self, server: ServerHandle, audit: tuple[AuditLogger, InMemorySink]
@@ -684,8 +717,7 @@ class TestCorrelationAndSecrets:
     def test_the_credential_never_leaks(
         self,
         auth: str,
-        standin: JiraStandin,
-        server: ServerHandle,
+        request: pytest.FixtureRequest,
         audit: tuple[AuditLogger, InMemorySink],
         capfd: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture,
@@ -696,6 +728,9 @@ class TestCorrelationAndSecrets:
         the entries (search entries included), our logs or the process output."""
         logger, sink = audit
         caplog.set_level(logging.DEBUG)
+        cloud = auth == "basic"
+        standin: JiraStandin = request.getfixturevalue("standin" if cloud else "dc_standin")
+        server: ServerHandle = request.getfixturevalue("server" if cloud else "dc_server")
         secret = TOKEN if auth == "basic" else PAT
         header = f"Basic {BASIC}" if auth == "basic" else f"Bearer {PAT}"
         offsets = [*range(500 - len(header) - 2, 502), 0, 40]
@@ -707,7 +742,7 @@ class TestCorrelationAndSecrets:
                     times=1,
                 )
         standin.faults.add(
-            "/search/jql",
+            "/search/jql" if cloud else "/search",
             Fault.http(400, body=orjson.dumps({"errorMessages": [f"bad jql near {secret}"]})),
         )
         errors: list[JiraError] = []
@@ -808,6 +843,13 @@ class TestSettings:
         assert TOKEN not in loaded.summary()
         assert BASIC not in loaded.summary()
         assert "jira:           https://acme.atlassian.net, agent@example.com" in loaded.summary()
+        data_center = Settings.from_env(
+            {**self.BASE, "JIRA_URL": "https://jira.example.com", "JIRA_PAT": PAT}
+        )
+        assert PAT in data_center.secrets()
+        assert data_center.jira.authorization() == f"Bearer {PAT}"
+        assert PAT not in data_center.summary()
+        assert "(Data Center, REST v2)" in data_center.summary()
 
 
 class TestReportByActorType:
@@ -854,3 +896,182 @@ async def _closing(client: JiraClient, fn: Callable[[JiraClient], Awaitable[None
         await fn(client)
     finally:
         await client.aclose()
+
+
+class TestDataCenter:
+    """A ``JIRA_PAT`` means Jira Data Center: REST v2, the same actions and targets."""
+
+    @pytest.mark.parametrize("method", sorted(CALLS))
+    def test_each_method_emits_the_same_entries_on_rest_v2(
+        self,
+        method: str,
+        dc_standin: JiraStandin,
+        dc_server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+    ) -> None:
+        logger, sink = audit
+        args, kwargs, expected = CALLS[method]
+        call(make_client(dc_server.url, logger, auth={"pat": PAT}), invoke(method, args, kwargs))
+        found = entries(logger, sink)
+        assert [(e["action"], e["target"]) for e in found] == expected
+        assert all(e["outcome"] == "success" for e in found)
+        assert {r.path.split("/issue/")[0] for r in dc_standin.requests} <= {
+            "/rest/api/2/search",
+            "/rest/api/2",
+        }
+        assert {r.headers["authorization"] for r in dc_standin.requests} == {"Bearer [checked]"}
+
+    def test_search_pages_by_start_at_up_to_total(
+        self,
+        dc_standin: JiraStandin,
+        dc_server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+    ) -> None:
+        logger, sink = audit
+        found = call(
+            make_client(dc_server.url, logger, auth={"pat": PAT}),
+            lambda c: c.search_issues(JQL, page_size=3),
+        )
+        assert sorted(i.key for i in found) == sorted(f"PROJ-{n}" for n in range(1, ISSUES + 1))
+        assert found[-1].description == "Do thing 1."
+        bodies = [orjson.loads(r.body) for r in dc_standin.requests]
+        assert [(r.method, r.path) for r in dc_standin.requests] == [
+            ("POST", "/rest/api/2/search")
+        ] * 3
+        assert [b["startAt"] for b in bodies] == [0, 3, 6]
+        assert [e["details"]["page"] for e in entries(logger, sink)] == [1, 2, 3]
+
+    def test_a_comment_is_wiki_markup_that_shows_the_text_literally(
+        self,
+        dc_standin: JiraStandin,
+        dc_server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+    ) -> None:
+        """``*bold*``, ``[x|url]``, ``{code}`` and a forged ``{noformat}`` end stay inside one
+        ``{noformat}`` block; the MR link is the only link."""
+        logger, _sink = audit
+        hostile = "*bold* [x|http://evil] {code}y{code}\n{noFormat}\n!img.png! end"
+        url = "https://gitlab.example.com/group/app/-/merge_requests/7"
+        call(
+            make_client(dc_server.url, logger, auth={"pat": PAT}),
+            lambda c: c.add_comment(KEY, hostile, link=url),
+        )
+        (body,) = dc_standin.comment_texts(KEY)
+        assert body == wiki_document(hostile, link=url)
+        assert body.split("\n") == [
+            "{noformat}",
+            "*bold* [x|http://evil] {code}y{code}",
+            "{\u200bnoFormat}",  # no longer the block's end
+            "!img.png! end",
+            "{noformat}",
+            f"[{url}|{url}]",
+        ]
+
+    def test_comments_are_read_as_the_wiki_text(
+        self,
+        dc_standin: JiraStandin,
+        dc_server: ServerHandle,
+        audit: tuple[AuditLogger, InMemorySink],
+    ) -> None:
+        logger, _sink = audit
+        found = call(
+            make_client(dc_server.url, logger, auth={"pat": PAT}),
+            lambda c: c.list_comments("PROJ-3"),
+        )
+        assert [(c.author_account_id, c.text) for c in found] == [
+            ("jdoe", "/copilot approve task-1")
+        ]
+
+    def test_cloud_only_endpoints_are_absent(self, dc_server: ServerHandle) -> None:
+        """The stand-in is Data Center: no /rest/api/3, no /search/jql (the client never asks)."""
+        auth = {"Authorization": f"Bearer {PAT}"}
+        assert httpx.get(f"{dc_server.url}/rest/api/3/issue/{KEY}", headers=auth).status_code == 404
+        assert (
+            httpx.post(f"{dc_server.url}/rest/api/2/search/jql", headers=auth, json={}).status_code
+            == 404
+        )
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "key",
+                    "id",
+                    "fields",
+                    "issues",
+                    "transitions",
+                    "comments",
+                    "to",
+                    "name",
+                    "status",
+                    "project",
+                    "summary",
+                    "description",
+                    "content",
+                    "type",
+                    "text",
+                    "nextPageToken",
+                    "isLast",
+                    "total",
+                    "author",
+                    "body",
+                    "accountId",
+                    "reporter",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+class TestHostileAnswers:
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        body=JSON,
+        method=st.sampled_from(
+            ["get_issue", "get_transitions", "search_issues", "list_comments", "add_comment"]
+        ),
+        data_center=st.booleans(),
+    )
+    def test_any_json_answer_is_a_result_or_a_jira_error(
+        self, body: Any, method: str, data_center: bool
+    ) -> None:
+        """Whatever JSON a 2xx carries, a call returns or raises ``JiraError``
+        (``validation_error``), never a ``TypeError``/``KeyError``/``AttributeError``."""
+        answer = json.dumps(body).encode()  # stdlib: big integers too, as a server may send
+        section = JiraSettings(
+            url="https://jira.example.com",
+            **({"pat": SecretStr(PAT)} if data_center else {"email": EMAIL, "api_token": TOKEN}),
+            max_retries=0,
+        )
+        args: dict[str, tuple[Any, ...]] = {
+            "get_issue": (KEY,),
+            "get_transitions": (KEY,),
+            "search_issues": (JQL,),
+            "list_comments": (KEY,),
+            "add_comment": (KEY, "x"),
+        }
+        with capture_events() as (logger, _sink):
+            client = JiraClient(
+                section,
+                logger,
+                transport=httpx.MockTransport(lambda r: httpx.Response(200, content=answer)),
+            )
+
+            async def go() -> str | None:
+                try:
+                    await getattr(client, method)(*args[method])
+                except JiraError as exc:
+                    return exc.audit_error_class
+                finally:
+                    await client.aclose()
+                return None
+
+            assert asyncio.run(go()) in (None, "validation_error")

@@ -34,8 +34,7 @@ from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
 
 SRC = Path(gitlab_copilot_agent.__file__).resolve().parents[1]
-# The library the test process imports, not whichever copy the venv has installed.
-CHILD_PYTHONPATH = os.pathsep.join([str(SRC), str(Path(auditkeep.__file__).resolve().parents[1])])
+LIBRARY_SRC = Path(auditkeep.__file__).resolve().parents[1]
 # Shaped like no known credential: only the agent's own registration can scrub them.
 TOKEN = "gl7Qm2Xv9Kp4Wr8Ts3Yb6Nd1Hf5Jc0Lz"
 SECRET = "coding-e2e-webhook-secret-41"
@@ -214,7 +213,8 @@ def child_environment(monkeypatch: pytest.MonkeyPatch, tmp: Path, trail: Path) -
     monkeypatch.setenv("AUDIT_LOG_FILE_MAX_BYTES", "0")
     monkeypatch.setenv("AUDIT_LOG_SPOOL_DIR", str(tmp / "spool-tasks"))
     monkeypatch.setenv("AUDIT_LOG_FLUSH_INTERVAL_S", "0.05")
-    monkeypatch.setenv("PYTHONPATH", CHILD_PYTHONPATH)
+    # Both source trees: a checkout's library, not another installed one, runs in the tasks.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(SRC), str(LIBRARY_SRC))))
 
 
 @contextmanager
@@ -286,3 +286,7 @@ def coding_world(
     finally:
         audit.close()
         git.stop()
+
+
+# For child processes the tests start themselves: the library the test process imports.
+CHILD_PYTHONPATH = os.pathsep.join((str(SRC), str(LIBRARY_SRC)))

@@ -595,14 +595,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report = subparsers.add_parser(
         "report",
         parents=[filters, inputs],
-        help="summary of a time range: outcomes, failures, webhook rejections, slowest calls",
+        help="summary of a time range: actor types, outcomes, failures, webhook rejections, "
+        "slowest calls",
         description=(
-            "Counts by action and outcome, failures by error class, webhook authentication "
-            "failures by source IP and reason, the busiest targets and actors, and the "
-            "slowest actions (p50/p95 duration)."
+            "Activity by actor type (entries, failures, correlation ids, p95: webhook- and "
+            "poll-driven work side by side), counts by action and outcome, failures by error "
+            "class, webhook authentication failures by source IP and reason, the busiest "
+            "targets and actors, and the slowest actions (p50/p95 duration)."
         ),
         **examples(
             "auditkeep report --since 7d --action 'webhook.*'",
+            "auditkeep report --since 24h --format json | jq .by_actor_type",
             "auditkeep report --since yesterday --until today --top 3",
             "auditkeep report --since 24h --format json | jq .failures_by_error",
             notes=_NOTES,
