@@ -57,10 +57,16 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.server.metrics_port is not None and settings.server.metrics_port == port:
         print(INVALID + "METRICS_PORT: must differ from the port serve listens on", file=sys.stderr)
         return 2
+    from gitlab_copilot_agent import tracing
     from gitlab_copilot_agent.ingress.server_options import run_server
     from gitlab_copilot_agent.logs import configure_logging
     from gitlab_copilot_agent.main import create_app
 
+    try:
+        tracing.configure_from_env()  # only when OTEL_* say so; else imports nothing
+    except tracing.TracingError as exc:
+        print(INVALID + str(exc), file=sys.stderr)
+        return 2
     configure_logging(settings.logs)
     # run_server adds the ingress's limits (header size and deadline, connections,
     # keep-alive, no proxy headers: TRUSTED_PROXIES decides) and METRICS_PORT's listener.
@@ -80,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
         # drains the work in flight and closes the audit logger.
         timeout_graceful_shutdown=30,
     )
+    tracing.shutdown()  # exports the spans still held
     return 0
 
 

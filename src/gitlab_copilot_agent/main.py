@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from auditkeep.logger import AuditLogger
+from gitlab_copilot_agent import tracing
 from gitlab_copilot_agent.api import health, webhooks
 from gitlab_copilot_agent.api.deps import LifespanState
 from gitlab_copilot_agent.composition import compose
@@ -58,4 +59,6 @@ def create_app(
     protect_operational_endpoints(app, settings)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    if tracing.active():  # OTEL_* turned tracing on (gitlab_copilot_agent.tracing)
+        app.add_middleware(tracing.WebhookSpans)
     return app

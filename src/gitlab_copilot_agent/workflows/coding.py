@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 from auditkeep import Actor, ErrorClass, Outcome
 from auditkeep.context import correlation_scope, get_actor, get_correlation_id
 from auditkeep.logger import AuditLogger
+from gitlab_copilot_agent import tracing
 from gitlab_copilot_agent.approval.gate import (
     ApprovalGate,
     Decision,
@@ -330,7 +331,7 @@ class CodingWorkflow:
 
     async def _run(self, task: CodingTask, decision: Decision, trigger: str | None) -> None:
         """Run an approved task in its own process and record how it ended."""
-        with task_scope(task):
+        with task_scope(task), tracing.span("coding.task", {"task_id": task.task_id}):
             lock = keys.mr_lock(task.project_id, task.mr_iid)
             with contextlib.suppress(StateStoreError):
                 await self._store.update_lock(

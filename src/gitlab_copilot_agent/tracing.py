@@ -1,0 +1,249 @@
+"""OpenTelemetry traces for the agent: on only when the standard ``OTEL_*`` variables say so.
+
+Tracing is **on** when ``OTEL_SDK_DISABLED`` is not ``true`` and either
+``OTEL_TRACES_EXPORTER`` names an exporter other than ``none``, or
+``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is
+set (then the exporter is ``otlp``). Otherwise this module imports nothing
+from OpenTelemetry and every helper below is a no-op (``span()`` returns a
+shared null context).
+
+Exporters (``OTEL_TRACES_EXPORTER``, comma-separated): ``otlp`` (OTLP over
+HTTP/protobuf, the ``opentelemetry-exporter-otlp-proto-http`` package: the
+``tracing`` extra; ``OTEL_EXPORTER_OTLP_PROTOCOL`` must be ``http/protobuf``
+when set), ``console`` (stdout), ``none``. The SDK itself reads the rest:
+``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` (the service name
+defaults to ``gitlab-copilot-agent``), ``OTEL_TRACES_SAMPLER[_ARG]``,
+``OTEL_BSP_*`` (the batch processor), and the OTLP exporter's
+``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``/``HEADERS``/``TIMEOUT``/
+``CERTIFICATE``/``COMPRESSION``. Header values are registered with the
+redactor, so a collector's token never reaches a log line or an entry.
+
+What gets a span (besides every audited call, which
+``auditkeep.integrations.opentelemetry`` spans in the library):
+``POST /webhook`` (``WebhookSpans``, a new root: an unauthenticated sender
+does not choose the trace), the handling of each accepted delivery
+(``webhook.handle``), each coding task in the agent (``coding.task``), the
+task process (``task.process``, continuing the agent's trace from
+``TRACEPARENT``) and each of its steps (``task.clone``, ``task.code``,
+``task.validate``, ``task.commit``, ``task.push``), and each Redis command
+(``redis <COMMAND>``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Final
+
+from auditkeep import register_secret
+from gitlab_copilot_agent.settings import SERVICE_NAME
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Tracer
+
+__all__ = [
+    "EXPORTERS",
+    "TracingError",
+    "WebhookSpans",
+    "active",
+    "configure_from_env",
+    "install",
+    "shutdown",
+    "span",
+    "wanted",
+]
+
+EXPORTERS: Final = ("otlp", "console", "none")
+"""The values ``OTEL_TRACES_EXPORTER`` may list."""
+
+_NULL: Final = contextlib.nullcontext()
+_tracer: Tracer | None = None
+_provider: TracerProvider | None = None
+_owned = False
+
+
+class TracingError(ValueError):
+    """A tracing variable is wrong; the message names it, in one line."""
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    return environ.get(name, "").strip().lower() == "true"
+
+
+def _exporters(environ: Mapping[str, str]) -> list[str]:
+    raw = environ.get("OTEL_TRACES_EXPORTER", "")
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    if not names and (
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        names = ["otlp"]
+    return [n for n in names if n != "none"]
+
+
+def wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the ``OTEL_*`` variables turn tracing on (see the module docstring)."""
+    env = os.environ if environ is None else environ
+    return not _flag(env, "OTEL_SDK_DISABLED") and bool(_exporters(env))
+
+
+def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """Set up the SDK from ``OTEL_*`` when they say so; return whether tracing is on.
+
+    Raises:
+        TracingError: an unknown exporter, an unsupported protocol, or the
+            ``tracing`` extra missing for what the variables ask.
+    """
+    env = os.environ if environ is None else environ
+    if not wanted(env):
+        return False
+    names = _exporters(env)
+    unknown = sorted(set(names) - set(EXPORTERS))
+    if unknown:
+        raise TracingError(
+            f"OTEL_TRACES_EXPORTER: unknown exporter {unknown[0]!r}; use {', '.join(EXPORTERS)}"
+        )
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    if "otlp" in names and protocol and protocol.strip() != "http/protobuf":
+        raise TracingError(
+            "OTEL_EXPORTER_OTLP_PROTOCOL: only http/protobuf is supported by this agent"
+        )
+    for variable in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
+        for pair in env.get(variable, "").split(","):
+            _, _, value = pair.partition("=")
+            if value.strip():
+                register_secret(value.strip())
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        exporters: list[Any] = []
+        for name in names:
+            if name == "console":
+                exporters.append(ConsoleSpanExporter())
+            else:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                    OTLPSpanExporter,
+                )
+
+                exporters.append(OTLPSpanExporter())
+    except ImportError as exc:
+        raise TracingError(
+            f"OTEL_TRACES_EXPORTER: tracing needs {exc.name or 'opentelemetry'}, which is not "
+            "installed: pip install 'gitlab-copilot-agent[tracing]'"
+        ) from None
+    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES over this default.
+    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    install(provider, owned=True)
+    return True
+
+
+def install(provider: TracerProvider, *, owned: bool = False) -> None:
+    """Trace with ``provider`` (tests pass one with an in-memory exporter).
+
+    Also enables ``auditkeep.integrations.opentelemetry`` on the same provider:
+    trace ids in entries, a span per audited call, ``TRACEPARENT`` into task
+    processes. ``owned``: ``shutdown()`` shuts the provider down too.
+    """
+    from auditkeep.integrations import opentelemetry as audit_tracing
+
+    global _tracer, _provider, _owned
+    _tracer = provider.get_tracer("gitlab_copilot_agent")
+    _provider, _owned = provider, owned
+    audit_tracing.enable(tracer_provider=provider)
+
+
+def shutdown() -> None:
+    """Stop tracing; an SDK set up from ``OTEL_*`` exports what it holds first."""
+    global _tracer, _provider, _owned
+    if _tracer is None:
+        return
+    from auditkeep.integrations import opentelemetry as audit_tracing
+
+    audit_tracing.disable()
+    provider, owned = _provider, _owned
+    _tracer, _provider, _owned = None, None, False
+    if owned and provider is not None:
+        provider.shutdown()
+
+
+def active() -> bool:
+    """True while tracing is set up."""
+    return _tracer is not None
+
+
+def span(
+    name: str, attributes: Mapping[str, str | int] | None = None, *, client: bool = False
+) -> contextlib.AbstractContextManager[object]:
+    """A span, current for the block (a shared null context when tracing is off).
+
+    ``client``: the span is a call to another service (kind ``CLIENT``).
+    """
+    tracer = _tracer
+    if tracer is None:
+        return _NULL
+    from opentelemetry.trace import SpanKind
+
+    return tracer.start_as_current_span(
+        name,
+        kind=SpanKind.CLIENT if client else SpanKind.INTERNAL,
+        attributes={k: v for k, v in (attributes or {}).items() if v is not None},
+    )
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class WebhookSpans:
+    """ASGI middleware: a ``SERVER`` span for each ``POST /webhook``, a new trace's root.
+
+    The incoming ``traceparent`` is ignored on purpose: deliveries come from
+    outside, before authentication, and must not choose the agent's trace ids.
+    Only the route, method and status are recorded (never a header or body).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracer = _tracer
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if tracer is None or path.rstrip("/") != "/webhook":
+            await self.app(scope, receive, send)
+            return
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace import SpanKind, StatusCode
+
+        status: list[int] = []
+
+        async def send_and_note(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        method = str(scope.get("method", ""))[:16]
+        with tracer.start_as_current_span(
+            f"{method} /webhook",
+            context=otel_context.Context(),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "http.route": "/webhook"},
+        ) as current:
+            try:
+                await self.app(scope, receive, send_and_note)
+            finally:
+                if status:
+                    current.set_attribute("http.response.status_code", status[0])
+                    if status[0] >= 500:
+                        current.set_status(StatusCode.ERROR)
