@@ -123,6 +123,8 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+        from auditkeep.integrations import opentelemetry as _needed  # noqa: F401 - the otel extra
+
         exporters: list[Any] = []
         for name in names:
             if name == "console":

@@ -7,6 +7,7 @@ Test modules import this with their own directory put on ``sys.path``.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,6 +21,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+import auditkeep
 import gitlab_copilot_agent
 from agent_standins.git_server import GitServer
 from agent_standins.gitlab import GitLabStandin, diff_file
@@ -32,6 +34,7 @@ from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.settings import Settings
 
 SRC = Path(gitlab_copilot_agent.__file__).resolve().parents[1]
+LIBRARY_SRC = Path(auditkeep.__file__).resolve().parents[1]
 # Shaped like no known credential: only the agent's own registration can scrub them.
 TOKEN = "gl7Qm2Xv9Kp4Wr8Ts3Yb6Nd1Hf5Jc0Lz"
 SECRET = "coding-e2e-webhook-secret-41"
@@ -210,7 +213,8 @@ def child_environment(monkeypatch: pytest.MonkeyPatch, tmp: Path, trail: Path) -
     monkeypatch.setenv("AUDIT_LOG_FILE_MAX_BYTES", "0")
     monkeypatch.setenv("AUDIT_LOG_SPOOL_DIR", str(tmp / "spool-tasks"))
     monkeypatch.setenv("AUDIT_LOG_FLUSH_INTERVAL_S", "0.05")
-    monkeypatch.setenv("PYTHONPATH", str(SRC))
+    # Both source trees: a checkout's library, not another installed one, runs in the tasks.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(SRC), str(LIBRARY_SRC))))
 
 
 @contextmanager

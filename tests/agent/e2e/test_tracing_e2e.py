@@ -1,0 +1,232 @@
+"""One trace from the webhook to the push, across the task process; and none when tracing is off.
+
+The real chain of ``codingkit`` (the agent on a real socket, the GitLab stand-in, a real git
+server, a real redis-server, real ``run-task`` child processes writing the same audit file).
+The agent runs in this process, so its spans are read from the SDK's
+``InMemorySpanExporter`` (``tracing.install``). Each task process is a separate process that
+sets tracing up from its environment as in production (``OTEL_TRACES_EXPORTER=otlp``, passed
+on by the executor): it exports its spans over OTLP/HTTP to a receiver on loopback here, which
+decodes them with the official ``opentelemetry-proto`` messages. The audit entries are read
+from the real file and validated against the schema.
+"""
+
+from __future__ import annotations
+
+import http.server
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from codingkit import PROJECT, World, coding_world
+
+from gitlab_copilot_agent import tracing
+
+EXEMPT = {"APPROVAL_EXEMPT_PROJECTS": str(PROJECT)}
+CHILD_ACTIONS = {
+    "gitlab.api.clone_repo",
+    "copilot.sdk.coding_request",
+    "copilot.sdk.response_received",
+    "copilot.patch.generated",
+    "copilot.patch.validated",
+    "gitlab.api.push_branch",
+}
+TASK_STEPS = {"task.clone", "task.code", "task.validate", "task.commit", "task.push"}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A span as the receiver decoded it (ids in lower-case hex)."""
+
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    attributes: dict[str, Any]
+
+
+class OTLPReceiver:
+    """An OTLP/HTTP trace receiver on loopback: ``POST /v1/traces``, protobuf bodies."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(min(size, 16 * 1024 * 1024))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver.add(request)
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/v1/traces"
+
+    def add(self, request: ExportTraceServiceRequest) -> None:
+        with self.lock:
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        self.spans.append(
+                            Span(
+                                span.name,
+                                span.trace_id.hex(),
+                                span.span_id.hex(),
+                                span.parent_span_id.hex(),
+                                {a.key: _value(a.value) for a in span.attributes},
+                            )
+                        )
+
+    def __enter__(self) -> OTLPReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+def hex_ids(span: ReadableSpan) -> tuple[str, str, str]:
+    ctx = span.get_span_context()
+    assert ctx is not None
+    parent = format(span.parent.span_id, "016x") if span.parent is not None else ""
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), parent
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    with OTLPReceiver() as found:
+        yield found
+
+
+@pytest.fixture
+def traced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str, receiver: OTLPReceiver
+) -> Iterator[tuple[World, InMemorySpanExporter]]:
+    # What the operator sets; the agent in this process is given its provider directly.
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        with coding_world(tmp_path, monkeypatch, redis_url=redis_url, extra=EXEMPT) as world:
+            yield world, exporter
+    finally:
+        tracing.shutdown()
+        provider.shutdown()
+
+
+def test_one_trace_spans_webhook_gitlab_calls_task_process_and_push(
+    traced: tuple[World, InMemorySpanExporter], receiver: OTLPReceiver
+) -> None:
+    """``/copilot fix`` (approval exempt): every entry of the command, the task process's
+    included, carries one trace id, that of the ``POST /webhook`` span; each call's entry
+    names its own span; the task process's spans continue the agent's ``coding.task`` span."""
+    world, exporter = traced
+    cid = world.note("/copilot fix add a line about search to the README", note_id=3001)
+    world.wait_for("task.finished", cid)
+    entries = world.entries(cid)
+    agent_spans = {hex_ids(s)[1]: s for s in exporter.get_finished_spans()}
+
+    (webhook,) = [
+        s
+        for s in agent_spans.values()
+        if s.name == "POST /webhook" and (s.attributes or {}).get("correlation_id") == cid
+    ]
+    trace_id, webhook_span_id, webhook_parent = hex_ids(webhook)
+    assert webhook_parent == ""  # a new root: the sender does not choose the trace
+    assert (webhook.attributes or {})["http.response.status_code"] == 202
+
+    # One trace id on every entry of the command, in the agent and in the task process.
+    assert {e.get("trace_id") for e in entries} == {trace_id}, [
+        (e["action"], e.get("trace_id")) for e in entries
+    ]
+    validated = next(e for e in entries if e["action"] == "webhook.auth.validated")
+    assert validated["span_id"] == webhook_span_id
+
+    # The agent's own calls (GitLab API, Redis) are spans of that trace, and each call's
+    # entry names the call's own span.
+    for entry in entries:
+        if entry["action"].startswith("gitlab.api.") and entry["action"] not in CHILD_ACTIONS:
+            span = agent_spans[entry["span_id"]]
+            assert span.name == entry["action"]
+            assert (span.attributes or {})["auditkeep.event_id"] == entry["event_id"]
+            assert hex_ids(span)[0] == trace_id
+    names = {s.name for s in agent_spans.values() if hex_ids(s)[0] == trace_id}
+    assert {"webhook.handle", "coding.task", "redis SET", "gitlab.api.post_mr_note"} <= names
+    (coding_task,) = [
+        s for s in agent_spans.values() if s.name == "coding.task" and hex_ids(s)[0] == trace_id
+    ]
+    task_started = next(e for e in entries if e["action"] == "task.started")
+    assert task_started["span_id"] == hex_ids(coding_task)[1]
+
+    # The task process: its spans reached the OTLP receiver at its exit, in the same trace,
+    # its root a child of the agent's coding.task span (TRACEPARENT).
+    child = {s.span_id: s for s in receiver.spans if s.trace_id == trace_id}
+    (process,) = [s for s in child.values() if s.name == "task.process"]
+    assert process.parent_span_id == hex_ids(coding_task)[1]
+    steps = {s.name: s for s in child.values() if s.name in TASK_STEPS}
+    assert set(steps) == TASK_STEPS
+    assert {s.parent_span_id for s in steps.values()} == {process.span_id}
+    for entry in entries:
+        if entry["action"] in CHILD_ACTIONS:
+            assert entry["span_id"] in child, entry["action"]
+            assert entry["span_id"] not in agent_spans
+    push = next(e for e in entries if e["action"] == "gitlab.api.push_branch")
+    push_span = child[push["span_id"]]
+    assert push_span.name == "gitlab.api.push_branch"
+    assert push_span.parent_span_id == steps["task.push"].span_id
+    assert push_span.attributes["correlation_id"] == cid
+    assert push_span.attributes["auditkeep.event_id"] == push["event_id"]
+    clone = next(e for e in entries if e["action"] == "gitlab.api.clone_repo")
+    assert child[clone["span_id"]].parent_span_id == steps["task.clone"].span_id
+    assert world.pushes()  # the push really happened
+
+
+def test_tracing_off_the_whole_chain_writes_no_trace_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    """Without ``OTEL_*`` the same scenario's entries, the task process's included, have
+    neither ``trace_id`` nor ``span_id``, and the task process got no ``TRACEPARENT``."""
+    assert not tracing.active()
+    with coding_world(tmp_path, monkeypatch, redis_url=redis_url, extra=EXEMPT) as world:
+        cid = world.note("/copilot fix add a line about search to the README", note_id=3002)
+        world.wait_for("task.finished", cid)
+        entries = world.entries(cid)
+    assert CHILD_ACTIONS <= {e["action"] for e in entries}
+    assert [e["action"] for e in entries if "trace_id" in e or "span_id" in e] == []
