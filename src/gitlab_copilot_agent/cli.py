@@ -42,7 +42,12 @@ def _load(*, read_only: bool = False) -> tuple[Settings, AuditConfig] | None:
         audit = AuditConfig.from_env(service=SERVICE_NAME, read_only=read_only)
     except ConfigError as exc:
         problems.append(str(exc))
-    if settings is None or audit is None:
+    from gitlab_copilot_agent.tracing import config_problem
+
+    tracing_problem = config_problem()  # OTEL_*: judged here, set up by serve and run-task
+    if tracing_problem is not None:
+        problems.append(tracing_problem)
+    if settings is None or audit is None or tracing_problem is not None:
         print(INVALID + " | ".join(problems), file=sys.stderr)
         return None
     return settings, audit

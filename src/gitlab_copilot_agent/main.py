@@ -55,7 +55,12 @@ def create_app(
             )
             yield {"services": services}
 
-    app = FastAPI(title="gitlab-copilot-agent", lifespan=lifespan, **fastapi_options(settings))
+    app = FastAPI(
+        title="gitlab-copilot-agent",
+        lifespan=lifespan,
+        telemetry=tracing.FASTAPI_TELEMETRY_OFF,
+        **fastapi_options(settings),
+    )
     protect_operational_endpoints(app, settings)
     app.include_router(webhooks.router)
     app.include_router(health.router)

@@ -32,6 +32,7 @@ task process (``task.process``, continuing the agent's trace from
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
@@ -45,9 +46,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXPORTERS",
+    "FASTAPI_TELEMETRY_OFF",
     "TracingError",
     "WebhookSpans",
     "active",
+    "config_problem",
     "configure_from_env",
     "install",
     "shutdown",
@@ -57,6 +60,19 @@ __all__ = [
 
 EXPORTERS: Final = ("otlp", "console", "none")
 """The values ``OTEL_TRACES_EXPORTER`` may list."""
+
+FASTAPI_TELEMETRY_OFF: Final[Any] = {  # fastapi.telemetry.TelemetryConfig (FastAPI 0.16x)
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
+"""``FastAPI(telemetry=...)``: FastAPI's own telemetry (0.16x) stays off. Once a tracer
+provider is set it would open a span for every request that continues the *sender's*
+``traceparent`` and baggage and records the query string, and log exceptions with their
+input values; the agent's ``WebhookSpans`` records method, route and status only, as a new
+root. (Older FastAPI versions ignore the keyword.)"""
 
 _NULL: Final = contextlib.nullcontext()
 _tracer: Tracer | None = None
@@ -89,57 +105,71 @@ def wanted(environ: Mapping[str, str] | None = None) -> bool:
     return not _flag(env, "OTEL_SDK_DISABLED") and bool(_exporters(env))
 
 
-def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
-    """Set up the SDK from ``OTEL_*`` when they say so; return whether tracing is on.
+def config_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """What is wrong with the tracing variables, in one line naming one; None when fine.
 
-    Raises:
-        TracingError: an unknown exporter, an unsupported protocol, or the
-            ``tracing`` extra missing for what the variables ask.
+    Imports nothing from OpenTelemetry (it only looks the packages up), so
+    ``check-config`` and ``serve`` judge the variables before anything starts.
     """
     env = os.environ if environ is None else environ
     if not wanted(env):
-        return False
+        return None
     names = _exporters(env)
     unknown = sorted(set(names) - set(EXPORTERS))
     if unknown:
-        raise TracingError(
-            f"OTEL_TRACES_EXPORTER: unknown exporter {unknown[0]!r}; use {', '.join(EXPORTERS)}"
-        )
+        return f"OTEL_TRACES_EXPORTER: unknown exporter {unknown[0]!r}; use {', '.join(EXPORTERS)}"
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL"
     )
     if "otlp" in names and protocol and protocol.strip() != "http/protobuf":
-        raise TracingError(
-            "OTEL_EXPORTER_OTLP_PROTOCOL: only http/protobuf is supported by this agent"
-        )
+        return "OTEL_EXPORTER_OTLP_PROTOCOL: only http/protobuf is supported by this agent"
+    needed = ["opentelemetry.sdk"] + (
+        ["opentelemetry.exporter.otlp.proto.http"] * ("otlp" in names)
+    )
+    for module in needed:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # the parent package is missing
+            found = False
+        if not found:
+            return (
+                f"OTEL_TRACES_EXPORTER: tracing needs {module}, which is not installed: "
+                "pip install 'gitlab-copilot-agent[tracing]'"
+            )
+    return None
+
+
+def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """Set up the SDK from ``OTEL_*`` when they say so; return whether tracing is on.
+
+    Raises:
+        TracingError: ``config_problem()`` found one.
+    """
+    env = os.environ if environ is None else environ
+    if not wanted(env):
+        return False
+    problem = config_problem(env)
+    if problem is not None:
+        raise TracingError(problem)
+    names = _exporters(env)
     for variable in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
         for pair in env.get(variable, "").split(","):
             _, _, value = pair.partition("=")
             if value.strip():
                 register_secret(value.strip())
-    try:
-        from opentelemetry import trace
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-        from auditkeep.integrations import opentelemetry as _needed  # noqa: F401 - the otel extra
+    exporters: list[Any] = []
+    for name in names:
+        if name == "console":
+            exporters.append(ConsoleSpanExporter())
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporters: list[Any] = []
-        for name in names:
-            if name == "console":
-                exporters.append(ConsoleSpanExporter())
-            else:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                    OTLPSpanExporter,
-                )
-
-                exporters.append(OTLPSpanExporter())
-    except ImportError as exc:
-        raise TracingError(
-            f"OTEL_TRACES_EXPORTER: tracing needs {exc.name or 'opentelemetry'}, which is not "
-            "installed: pip install 'gitlab-copilot-agent[tracing]'"
-        ) from None
+            exporters.append(OTLPSpanExporter())
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES over this default.
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
     for exporter in exporters:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import http.server
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from codingkit import PROJECT, World, coding_world
+from codingkit import PROJECT, SECRET, World, coding_world
 
 from gitlab_copilot_agent import tracing
 
@@ -126,6 +128,18 @@ def hex_ids(span: ReadableSpan) -> tuple[str, str, str]:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), parent
 
 
+def finished(
+    exporter: InMemorySpanExporter, wanted: Callable[[ReadableSpan], bool], timeout_s: float = 10
+) -> list[ReadableSpan]:
+    """The finished spans ``wanted`` accepts, once there is at least one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [s for s in exporter.get_finished_spans() if wanted(s)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def receiver() -> Iterator[OTLPReceiver]:
     with OTLPReceiver() as found:
@@ -161,6 +175,7 @@ def test_one_trace_spans_webhook_gitlab_calls_task_process_and_push(
     cid = world.note("/copilot fix add a line about search to the README", note_id=3001)
     world.wait_for("task.finished", cid)
     entries = world.entries(cid)
+    assert {e["action"] for e in entries} >= CHILD_ACTIONS
     agent_spans = {hex_ids(s)[1]: s for s in exporter.get_finished_spans()}
 
     (webhook,) = [
@@ -228,5 +243,45 @@ def test_tracing_off_the_whole_chain_writes_no_trace_field(
         cid = world.note("/copilot fix add a line about search to the README", note_id=3002)
         world.wait_for("task.finished", cid)
         entries = world.entries(cid)
-    assert CHILD_ACTIONS <= {e["action"] for e in entries}
+    assert {e["action"] for e in entries} >= CHILD_ACTIONS
     assert [e["action"] for e in entries if "trace_id" in e or "span_id" in e] == []
+
+
+def test_a_senders_traceparent_and_baggage_are_not_continued(
+    traced: tuple[World, InMemorySpanExporter],
+) -> None:
+    """A delivery carrying its own ``traceparent``/``baggage`` still starts a new trace: the
+    sender, unauthenticated when the span opens, chooses neither the trace id nor the
+    correlation id, and its baggage goes nowhere. It is the only server span: FastAPI's own
+    telemetry is off."""
+    world, exporter = traced
+    forged_trace = "a" * 32
+    forged_cid = "0192f3a4-5b6c-7d8e-9f01-23456789abcd"
+    answer = world.client.post(
+        "/webhook",
+        content=b'{"object_kind": "push", "project_id": 42}',
+        headers={
+            "content-type": "application/json",
+            "x-gitlab-event": "Push Hook",
+            "x-gitlab-token": SECRET,
+            "x-gitlab-event-uuid": "7f4b8a2e-0c1d-4e5f-8a9b-0c1d2e3f4a5b",
+            "traceparent": f"00-{forged_trace}-{'b' * 16}-01",
+            "baggage": f"correlation_id={forged_cid},tenant=evil",
+        },
+    )
+    assert answer.status_code == 202, answer.text
+    cid = answer.json()["correlation_id"]
+    assert cid != forged_cid
+    (entry,) = world.entries(cid)
+    assert entry["trace_id"] != forged_trace
+    # The span ends once the response is sent, which may be just after the client read it.
+    servers = finished(exporter, lambda s: s.kind is SpanKind.SERVER)
+    assert [s.name for s in servers] == ["POST /webhook"]
+    assert servers[0].parent is None
+    assert hex_ids(servers[0])[0] == entry["trace_id"]
+    assert set(servers[0].attributes or {}) == {
+        "http.request.method",
+        "http.route",
+        "http.response.status_code",
+        "correlation_id",
+    }
