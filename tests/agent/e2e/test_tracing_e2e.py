@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from opentelemetry.trace import SpanKind
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from codingkit import PROJECT, SECRET, World, coding_world
+from codingkit import MAINTAINER, PROJECT, SECRET, World, coding_world
 
 from gitlab_copilot_agent import tracing
 
@@ -146,9 +147,13 @@ def receiver() -> Iterator[OTLPReceiver]:
         yield found
 
 
-@pytest.fixture
-def traced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str, receiver: OTLPReceiver
+@contextmanager
+def traced_world(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    receiver: OTLPReceiver,
+    extra: dict[str, str],
 ) -> Iterator[tuple[World, InMemorySpanExporter]]:
     # What the operator sets; the agent in this process is given its provider directly.
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
@@ -158,11 +163,19 @@ def traced(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.install(provider)
     try:
-        with coding_world(tmp_path, monkeypatch, redis_url=redis_url, extra=EXEMPT) as world:
+        with coding_world(tmp_path, monkeypatch, redis_url=redis_url, extra=extra) as world:
             yield world, exporter
     finally:
         tracing.shutdown()
         provider.shutdown()
+
+
+@pytest.fixture
+def traced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str, receiver: OTLPReceiver
+) -> Iterator[tuple[World, InMemorySpanExporter]]:
+    with traced_world(tmp_path, monkeypatch, redis_url, receiver, EXEMPT) as found:
+        yield found
 
 
 def test_one_trace_spans_webhook_gitlab_calls_task_process_and_push(
@@ -285,3 +298,29 @@ def test_a_senders_traceparent_and_baggage_are_not_continued(
         "http.response.status_code",
         "correlation_id",
     }
+
+
+def test_with_an_approval_the_task_runs_in_the_approving_deliverys_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str, receiver: OTLPReceiver
+) -> None:
+    """``fix`` then ``approve``: the task's entries keep the ``fix`` correlation id (the
+    trail's contract) and carry the trace of the approving delivery, which started the task;
+    the ``fix`` delivery's own entries carry its own trace."""
+    with traced_world(tmp_path, monkeypatch, redis_url, receiver, {}) as (world, exporter):
+        cid = world.note("/copilot fix add a line about search to the README", note_id=3003)
+        task_id = world.requested_task(cid)
+        approver_cid = world.note(f"/copilot approve {task_id}", MAINTAINER, note_id=3004)
+        world.wait_for("task.finished", cid)
+        entries = world.entries(cid)
+        webhooks = {
+            (s.attributes or {}).get("correlation_id"): hex_ids(s)[0]
+            for s in finished(exporter, lambda s: s.name == "POST /webhook")
+        }
+    fix_trace, approve_trace = webhooks[cid], webhooks[approver_cid]
+    assert fix_trace != approve_trace
+    by_action = {e["action"]: e for e in entries}
+    for action in ("copilot.command.received", "approval_gate.requested"):
+        assert by_action[action]["trace_id"] == fix_trace
+    for action in ("approval_gate.decision", "task.started", "task.finished", *CHILD_ACTIONS):
+        assert by_action[action]["trace_id"] == approve_trace, action
+    assert by_action["task.started"]["details"]["trigger_correlation_id"] == approver_cid
