@@ -219,15 +219,15 @@ class TestCallSpans:
             entry = found[span.name]
             assert {k: entry[k] for k in ("trace_id", "span_id")} == ids(span)
             assert span.attributes is not None
-            assert span.attributes["auditkeep.event_id"] == entry["event_id"]
+            assert span.attributes["audit.event_id"] == entry["event_id"]
             assert span.attributes["correlation_id"] == CID
-            assert span.attributes["auditkeep.resource_type"] == "mr"
+            assert span.attributes["audit.resource_type"] == "mr"
         assert ok.attributes is not None
         assert failed.attributes is not None
         assert ok.attributes["http.response.status_code"] == 200
-        assert ok.attributes["auditkeep.outcome"] == "success"
+        assert ok.attributes["audit.outcome"] == "success"
         assert ok.status.status_code is trace.StatusCode.UNSET
-        assert failed.attributes["auditkeep.outcome"] == "failure"
+        assert failed.attributes["audit.outcome"] == "failure"
         assert failed.attributes["error.type"] == "timeout" == found[failed.name]["error"]
         assert failed.status.status_code is trace.StatusCode.ERROR
         # The outer span is current again after the calls: no context leaked.

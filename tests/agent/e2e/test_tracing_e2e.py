@@ -213,7 +213,7 @@ def test_one_trace_spans_webhook_gitlab_calls_task_process_and_push(
         if entry["action"].startswith("gitlab.api.") and entry["action"] not in CHILD_ACTIONS:
             span = agent_spans[entry["span_id"]]
             assert span.name == entry["action"]
-            assert (span.attributes or {})["auditkeep.event_id"] == entry["event_id"]
+            assert (span.attributes or {})["audit.event_id"] == entry["event_id"]
             assert hex_ids(span)[0] == trace_id
     names = {s.name for s in agent_spans.values() if hex_ids(s)[0] == trace_id}
     assert {"webhook.handle", "coding.task", "redis SET", "gitlab.api.post_mr_note"} <= names
@@ -240,7 +240,7 @@ def test_one_trace_spans_webhook_gitlab_calls_task_process_and_push(
     assert push_span.name == "gitlab.api.push_branch"
     assert push_span.parent_span_id == steps["task.push"].span_id
     assert push_span.attributes["correlation_id"] == cid
-    assert push_span.attributes["auditkeep.event_id"] == push["event_id"]
+    assert push_span.attributes["audit.event_id"] == push["event_id"]
     clone = next(e for e in entries if e["action"] == "gitlab.api.clone_repo")
     assert child[clone["span_id"]].parent_span_id == steps["task.clone"].span_id
     assert world.pushes()  # the push really happened

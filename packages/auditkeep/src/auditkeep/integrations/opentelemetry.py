@@ -10,8 +10,8 @@ them (the default) nothing in auditkeep imports ``opentelemetry``:
   ``AuditedTransport`` request (``auditkeep._call``, the one place every
   audited call goes through) runs in a span named after its action, of kind
   ``CLIENT``, current while the call runs, so its entry carries the span's
-  own id. Its attributes: ``auditkeep.action``, ``auditkeep.outcome``,
-  ``auditkeep.event_id`` (the entry's), ``auditkeep.resource_type``,
+  own id. Its attributes: ``audit.action``, ``audit.outcome``,
+  ``audit.event_id`` (the entry's), ``audit.resource_type``,
   ``correlation_id``, ``error.type`` and ``http.response.status_code`` when
   there is one; a failure sets the span's status to error. Target and details
   values are **not** copied onto spans: they are scrubbed in the entry, which
@@ -123,9 +123,9 @@ class _CallSpan:
         span = self._span
         try:
             if span.is_recording():
-                attributes: dict[str, Any] = {"auditkeep.outcome": outcome.value}
+                attributes: dict[str, Any] = {"audit.outcome": outcome.value}
                 if event_id:
-                    attributes["auditkeep.event_id"] = event_id
+                    attributes["audit.event_id"] = event_id
                 if type(http_status) is int:
                     attributes["http.response.status_code"] = http_status
                 if outcome is Outcome.FAILURE:
@@ -139,10 +139,10 @@ class _CallSpan:
 
 def _open_call_span(action: str, target: object) -> _CallSpan:
     tracer = _tracer if _tracer is not None else trace.get_tracer("auditkeep")
-    attributes: dict[str, str] = {"auditkeep.action": action}
+    attributes: dict[str, str] = {"audit.action": action}
     resource_type = target.get("resource_type") if isinstance(target, dict) else None
     if type(resource_type) is str and len(resource_type) <= 64:
-        attributes["auditkeep.resource_type"] = resource_type
+        attributes["audit.resource_type"] = resource_type
     cid = get_correlation_id()
     if cid:
         attributes[SPAN_ATTRIBUTE] = cid
