@@ -138,7 +138,7 @@ class _CallSpan:
 
 
 def _open_call_span(action: str, target: object) -> _CallSpan:
-    tracer = _tracer if _tracer is not None else trace.get_tracer("auditkeep")
+    tracer = _tracer if _tracer is not None else trace.get_tracer("auditkeep")  # after disable()
     attributes: dict[str, str] = {"audit.action": action}
     resource_type = target.get("resource_type") if isinstance(target, dict) else None
     if type(resource_type) is str and len(resource_type) <= 64:
@@ -161,7 +161,8 @@ def enable(*, tracer_provider: trace.TracerProvider | None = None, call_spans: b
     Idempotent; a second call replaces the first one's settings.
     """
     global _tracer
-    _tracer = tracer_provider.get_tracer("auditkeep") if tracer_provider is not None else None
+    # The global provider's tracer is a proxy: it follows a provider set later.
+    _tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("auditkeep")
     logger.set_context_fields(trace_fields)
     context.set_propagation(_Propagation())
     _call.set_call_spans(_open_call_span if call_spans else None)
