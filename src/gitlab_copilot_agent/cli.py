@@ -103,6 +103,9 @@ def _check_config(args: argparse.Namespace) -> int:
     print(settings.summary())
     print("audit:")
     print("\n".join(f"  {line}" for line in audit.summary().splitlines()))
+    from gitlab_copilot_agent.tracing import describe
+
+    print(describe())
     print("configuration OK")
     return 0
 

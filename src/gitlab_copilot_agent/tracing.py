@@ -52,6 +52,7 @@ __all__ = [
     "active",
     "config_problem",
     "configure_from_env",
+    "describe",
     "install",
     "shutdown",
     "span",
@@ -103,6 +104,17 @@ def wanted(environ: Mapping[str, str] | None = None) -> bool:
     """True when the ``OTEL_*`` variables turn tracing on (see the module docstring)."""
     env = os.environ if environ is None else environ
     return not _flag(env, "OTEL_SDK_DISABLED") and bool(_exporters(env))
+
+
+def describe(environ: Mapping[str, str] | None = None) -> str:
+    """One line for ``check-config``: whether tracing is on, and with which exporters."""
+    env = os.environ if environ is None else environ
+    if _flag(env, "OTEL_SDK_DISABLED"):
+        return "tracing: off (OTEL_SDK_DISABLED=true)"
+    names = _exporters(env)
+    if not names:
+        return "tracing: off (no OTEL_TRACES_EXPORTER, no OTLP endpoint)"
+    return f"tracing: on, exporters {', '.join(names)}"
 
 
 def config_problem(environ: Mapping[str, str] | None = None) -> str | None:

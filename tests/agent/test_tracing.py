@@ -78,6 +78,25 @@ def test_serve_and_check_config_stop_with_one_line_before_binding(
     assert bound(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("environ", "line"),
+    [
+        ({}, "tracing: off (no OTEL_TRACES_EXPORTER, no OTLP endpoint)"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "tracing: on, exporters otlp"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"},
+            "tracing: off (OTEL_SDK_DISABLED=true)",
+        ),
+    ],
+)
+def test_check_config_says_whether_tracing_is_on(
+    tmp_path: Path, environ: dict[str, str], line: str
+) -> None:
+    result = run(tmp_path, {**VALID, **environ}, "check-config")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.endswith(f"\n{line}\nconfiguration OK\n")
+
+
 def test_without_the_extra_the_line_says_what_to_install(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
