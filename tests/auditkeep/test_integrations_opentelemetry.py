@@ -181,7 +181,15 @@ class TestTheHook:
         previous = set_context_fields(failing)
         try:
             logger.emit("test.hook.failing")
-            set_context_fields(lambda: {"action": "forged.action", "tenant": "t1", "x": "y" * 65})
+            set_context_fields(
+                lambda: {
+                    "action": "forged.action",
+                    "error": "auth_failure",
+                    "details": "x",
+                    "tenant": "t1",
+                    "x": "y" * 65,
+                }
+            )
             logger.emit("test.hook.overreaching")
         finally:
             set_context_fields(previous)
@@ -190,6 +198,9 @@ class TestTheHook:
         assert second["action"] == "test.hook.overreaching"
         assert second["tenant"] == "t1"
         assert "x" not in second
+        # A field the schema names is the logger's: the success entry stays valid.
+        assert "error" not in second
+        assert "details" not in second
 
 
 class TestCallSpans:
@@ -387,6 +398,22 @@ class TestChildProcesses:
         env = subprocess_env(stale)
         assert "TRACEPARENT" not in env
         assert "BAGGAGE" not in env
+
+    def test_a_child_scope_without_trace_context_keeps_the_active_span(
+        self, spans: tuple[TracerProvider, InMemorySpanExporter], trail: tuple[AuditLogger, Path]
+    ) -> None:
+        """scope_from_env with no TRACEPARENT (or a malformed one) inside a span: the entries
+        keep that span's ids rather than losing the trace."""
+        provider, _ = spans
+        logger, path = trail
+        with provider.get_tracer("t").start_as_current_span("outer") as span:
+            with scope_from_env({"AUDIT_CORRELATION_ID": CID}):
+                logger.emit("test.child.no_carrier")
+            with scope_from_env({"AUDIT_CORRELATION_ID": CID, "TRACEPARENT": "00-zz-01"}):
+                logger.emit("test.child.bad_carrier")
+        for entry in entries(logger, path):
+            assert {k: entry[k] for k in ("trace_id", "span_id")} == ids(span)
+            assert entry["correlation_id"] == CID
 
     def test_a_baggage_correlation_id_that_is_no_uuid_is_refused(
         self, spans: tuple[TracerProvider, InMemorySpanExporter]

@@ -79,18 +79,26 @@ ContextFields = Callable[[], Mapping[str, str] | None]
 # puts trace_id and span_id here). None, the default, costs one global read
 # per emit and imports nothing (test_tracing_off_imports_no_opentelemetry).
 _context_fields: ContextFields | None = None
+_reserved_fields: frozenset[str] = frozenset()
 
 
 def set_context_fields(provider: ContextFields | None) -> ContextFields | None:
     """Install (or, with None, remove) the emit path's context hook; return the previous one.
 
     ``provider`` runs once per entry in the emitting thread and returns string
-    fields to add (never replacing one the entry has), or None. They are not
+    fields to add (never one the schema names, but ``trace_id`` and
+    ``span_id``; never replacing one the entry has), or None. They are not
     scrubbed: a provider hands identifiers, not free text (keys of at most 32
     characters, values of at most 64; longer ones are left out). An exception in it
     costs the entry those fields, never the entry.
     """
-    global _context_fields
+    global _context_fields, _reserved_fields
+    if provider is not None and not _reserved_fields:
+        # Every field the schema names is the logger's to write, whatever it is called
+        # by then; only trace_id and span_id are there for a hook.
+        from auditkeep._event import load_schema  # once, and only when a hook is set
+
+        _reserved_fields = frozenset(load_schema()["properties"]) - {"trace_id", "span_id"}
     previous, _context_fields = _context_fields, provider
     return previous
 
@@ -686,6 +694,7 @@ def _add_context(entry: dict[str, Any], hook: ContextFields) -> None:
                     and len(key) <= 32
                     and len(value) <= 64  # identifiers: the shrunk core keeps them (_CORE_FIELDS)
                     and key not in entry
+                    and key not in _reserved_fields
                 ):
                     entry[key] = value
     except Exception:  # noqa: BLE001 - a failing hook costs its fields, never the entry

@@ -94,7 +94,12 @@ class _Propagation:
 
     @contextlib.contextmanager
     def continued(self, carrier: Mapping[str, str]) -> Iterator[str | None]:
-        ctx = _BAGGAGE.extract(carrier, context=_TRACE_CONTEXT.extract(carrier))
+        if not carrier:  # nothing handed down: the block keeps the current context
+            yield None
+            return
+        # Over the current context: without a (valid) traceparent the active span stays.
+        ctx = _TRACE_CONTEXT.extract(carrier, context=otel_context.get_current())
+        ctx = _BAGGAGE.extract(carrier, context=ctx)
         found = baggage.get_baggage(BAGGAGE_KEY, ctx)
         token = otel_context.attach(ctx)
         try:
