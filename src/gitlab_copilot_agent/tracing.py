@@ -230,17 +230,23 @@ def span(
 ) -> contextlib.AbstractContextManager[object]:
     """A span, current for the block (a shared null context when tracing is off).
 
-    ``client``: the span is a call to another service (kind ``CLIENT``).
+    It carries the current correlation id as ``correlation_id``. ``client``:
+    the span is a call to another service (kind ``CLIENT``).
     """
     tracer = _tracer
     if tracer is None:
         return _NULL
     from opentelemetry.trace import SpanKind
 
+    from auditkeep import get_correlation_id
+    from auditkeep.integrations.opentelemetry import SPAN_ATTRIBUTE
+
+    values = {k: v for k, v in (attributes or {}).items() if v is not None}
+    cid = get_correlation_id()
+    if cid:
+        values[SPAN_ATTRIBUTE] = cid
     return tracer.start_as_current_span(
-        name,
-        kind=SpanKind.CLIENT if client else SpanKind.INTERNAL,
-        attributes={k: v for k, v in (attributes or {}).items() if v is not None},
+        name, kind=SpanKind.CLIENT if client else SpanKind.INTERNAL, attributes=values
     )
 
 

@@ -264,14 +264,16 @@ class TestCallSpans:
         self, spans: tuple[TracerProvider, InMemorySpanExporter]
     ) -> None:
         provider, exporter = spans
+        other = "0192f3a4-5b6c-7d8e-9f01-000000000002"
         with (
             provider.get_tracer("t").start_as_current_span("webhook"),
             correlation_scope(Actor("webhook_event", "d1"), CID),
+            correlation_scope(Actor("system", "task"), other),
         ):
             pass
         (span,) = exporter.get_finished_spans()
         assert span.attributes is not None
-        assert span.attributes["correlation_id"] == CID
+        assert span.attributes["correlation_id"] == CID  # the first scope opened in it
 
     def test_the_transport_sends_traceparent_naming_the_calls_span(
         self, spans: tuple[TracerProvider, InMemorySpanExporter], trail: tuple[AuditLogger, Path]

@@ -331,7 +331,8 @@ class CodingWorkflow:
 
     async def _run(self, task: CodingTask, decision: Decision, trigger: str | None) -> None:
         """Run an approved task in its own process and record how it ended."""
-        with task_scope(task), tracing.span("coding.task", {"task_id": task.task_id}):
+        # The span first: the task's scope then names its correlation id on it.
+        with tracing.span("coding.task", {"task_id": task.task_id}), task_scope(task):
             lock = keys.mr_lock(task.project_id, task.mr_iid)
             with contextlib.suppress(StateStoreError):
                 await self._store.update_lock(

@@ -130,13 +130,17 @@ def hex_ids(span: ReadableSpan) -> tuple[str, str, str]:
 
 
 def finished(
-    exporter: InMemorySpanExporter, wanted: Callable[[ReadableSpan], bool], timeout_s: float = 10
+    exporter: InMemorySpanExporter,
+    wanted: Callable[[ReadableSpan], bool],
+    at_least: int = 1,
+    timeout_s: float = 10,
 ) -> list[ReadableSpan]:
-    """The finished spans ``wanted`` accepts, once there is at least one."""
+    """The finished spans ``wanted`` accepts, once there are ``at_least`` (a span ends after
+    the work the test waited for: the reply, the response)."""
     deadline = time.monotonic() + timeout_s
     while True:
         found = [s for s in exporter.get_finished_spans() if wanted(s)]
-        if found or time.monotonic() > deadline:
+        if len(found) >= at_least or time.monotonic() > deadline:
             return found
         time.sleep(0.02)
 
@@ -222,6 +226,10 @@ def test_one_trace_spans_webhook_gitlab_calls_task_process_and_push(
     ]
     task_started = next(e for e in entries if e["action"] == "task.started")
     assert task_started["span_id"] == hex_ids(coding_task)[1]
+    # The correlation id is an attribute of every span of the command.
+    for span in agent_spans.values():
+        if hex_ids(span)[0] == trace_id:
+            assert (span.attributes or {}).get("correlation_id") == cid, span.name
 
     # The task process: its spans reached the OTLP receiver at its exit, in the same trace,
     # its root a child of the agent's coding.task span (TRACEPARENT).
@@ -240,6 +248,7 @@ def test_one_trace_spans_webhook_gitlab_calls_task_process_and_push(
     assert push_span.name == "gitlab.api.push_branch"
     assert push_span.parent_span_id == steps["task.push"].span_id
     assert push_span.attributes["correlation_id"] == cid
+    assert {s.attributes.get("correlation_id") for s in child.values()} == {cid}
     assert push_span.attributes["audit.event_id"] == push["event_id"]
     clone = next(e for e in entries if e["action"] == "gitlab.api.clone_repo")
     assert child[clone["span_id"]].parent_span_id == steps["task.clone"].span_id
@@ -314,8 +323,10 @@ def test_with_an_approval_the_task_runs_in_the_approving_deliverys_trace(
         entries = world.entries(cid)
         webhooks = {
             (s.attributes or {}).get("correlation_id"): hex_ids(s)[0]
-            for s in finished(exporter, lambda s: s.name == "POST /webhook")
+            for s in finished(exporter, lambda s: s.name == "POST /webhook", at_least=2)
         }
+        (coding_task,) = finished(exporter, lambda s: s.name == "coding.task")
+        handles = finished(exporter, lambda s: s.name == "webhook.handle", at_least=2)
     fix_trace, approve_trace = webhooks[cid], webhooks[approver_cid]
     assert fix_trace != approve_trace
     by_action = {e["action"]: e for e in entries}
@@ -324,3 +335,6 @@ def test_with_an_approval_the_task_runs_in_the_approving_deliverys_trace(
     for action in ("approval_gate.decision", "task.started", "task.finished", *CHILD_ACTIONS):
         assert by_action[action]["trace_id"] == approve_trace, action
     assert by_action["task.started"]["details"]["trigger_correlation_id"] == approver_cid
+    # The approving delivery's own spans name it; the task's span names the task's.
+    assert (coding_task.attributes or {})["correlation_id"] == cid
+    assert {(s.attributes or {})["correlation_id"] for s in handles} == {cid, approver_cid}

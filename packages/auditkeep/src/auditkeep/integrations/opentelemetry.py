@@ -22,7 +22,8 @@ them (the default) nothing in auditkeep imports ``opentelemetry``:
   ``AuditedTransport``) adds the same as ``traceparent``/``tracestate``/
   ``baggage`` headers; ``scope_from_env()`` in the child continues that trace
   for its block; and a correlation scope that opens while a span is recording
-  sets the span's ``correlation_id`` attribute.
+  sets the span's ``correlation_id`` attribute, unless it has one (a span
+  keeps the scope it began in, or the first one opened in it).
 
 The W3C formats are used whatever ``OTEL_PROPAGATORS`` says: they are what
 ``TRACEPARENT`` means. Spans come from the global tracer provider unless one is
@@ -108,9 +109,13 @@ class _Propagation:
             otel_context.detach(token)
 
     def scope_opened(self, correlation_id: str) -> None:
+        # A span keeps the first scope opened in it (a span opened before any scope, like
+        # a server span, gets its delivery's); one opened in a scope already has it.
         span = trace.get_current_span()
         if span.is_recording():
-            span.set_attribute(SPAN_ATTRIBUTE, correlation_id)
+            known = getattr(span, "attributes", None)  # the SDK's spans can be read
+            if not (isinstance(known, Mapping) and SPAN_ATTRIBUTE in known):
+                span.set_attribute(SPAN_ATTRIBUTE, correlation_id)
 
 
 class _CallSpan:
