@@ -244,6 +244,23 @@ class TestCallSpans:
         # The outer span is current again after the calls: no context leaked.
         assert trace.get_current_span() is trace.INVALID_SPAN
 
+    def test_a_call_whose_entry_cannot_be_written_still_ends_its_span(
+        self, spans: tuple[TracerProvider, InMemorySpanExporter], trail: tuple[AuditLogger, Path]
+    ) -> None:
+        """The logger closed during the call: LoggerClosedError, and the span is ended and no
+        longer current (the caller's context is as it was)."""
+        provider, exporter = spans
+        logger, _ = trail
+        with provider.get_tracer("t").start_as_current_span("outer") as outer:
+            with (
+                pytest.raises(auditkeep.LoggerClosedError),
+                logger.audited("test.call.closed"),
+            ):
+                logger.close()
+            assert trace.get_current_span() is outer
+        names = [s.name for s in exporter.get_finished_spans()]
+        assert names == ["test.call.closed", "outer"]
+
     def test_a_span_attribute_never_holds_a_target_or_details_value(
         self, spans: tuple[TracerProvider, InMemorySpanExporter], trail: tuple[AuditLogger, Path]
     ) -> None:

@@ -126,12 +126,12 @@ class PendingCall:
         started, self._started = self._started, None
         if started is None:
             return
-        if exc is None:
-            self._record(started, None)
-            return
-        # Never replace the caller's own exception with ours (a closed logger
-        # is counted by emit itself).
         try:
+            if exc is None:
+                self._record(started, None)
+                return
+            # Never replace the caller's own exception with ours (a closed logger
+            # is counted by emit itself).
             with contextlib.suppress(Exception):
                 self._record(started, exc)
         finally:
