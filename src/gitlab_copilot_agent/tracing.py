@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -166,9 +167,11 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
     names = _exporters(env)
     for variable in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
         for pair in env.get(variable, "").split(","):
-            _, _, value = pair.partition("=")
-            if value.strip():
-                register_secret(value.strip())
+            # As given, as the SDK decodes it, and the credential after "Bearer ".
+            value = urllib.parse.unquote(pair.partition("=")[2].strip())
+            for secret in {pair.partition("=")[2].strip(), value, value.rpartition(" ")[2]}:
+                if len(secret) >= 8:
+                    register_secret(secret)
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider

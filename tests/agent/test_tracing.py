@@ -235,3 +235,34 @@ def test_on_the_same_scripts_see_opentelemetry() -> None:
         assert report["integration"] is True
         assert report["trace_fields"] == ["span_id", "trace_id"]
         assert report["provider"] == "TracerProvider"
+
+
+def test_the_collectors_credential_is_registered_with_the_redactor() -> None:
+    """``OTEL_EXPORTER_OTLP_HEADERS``' values (percent-encoded, as the SDK takes them) are
+    scrubbed from everything the agent writes once tracing is set up."""
+    code = textwrap.dedent(
+        """
+        from gitlab_copilot_agent import tracing
+        from auditkeep.redact import default_redactor
+        assert tracing.configure_from_env()
+        text = "sent Bearer otlp-Cr3dential-9f2a and otlp-Cr3dential-9f2a alone"
+        print(default_redactor.scrub_then_cut(text, 500))
+        tracing.shutdown()
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={
+            "PYTHONPATH": PYTHONPATH,
+            "PATH": "/usr/bin:/bin",
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20otlp-Cr3dential-9f2a",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert "otlp-Cr3dential-9f2a" not in proc.stdout
+    assert proc.stdout.startswith("sent ")
