@@ -10,7 +10,7 @@ machine do not count), the best and the median round. ``call`` modes time an
 interleaved, ``--rounds`` times. Prints one JSON object per measurement and a
 summary of the minimum per mode.
 
-    .venv/bin/python bench/bench_tracing.py [--rounds 3]
+    .venv/bin/python bench/bench_tracing.py [--rounds 3 | --quick]
 """
 
 from __future__ import annotations
@@ -92,8 +92,11 @@ def worker(mode: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one round (scripts/bench --quick)")
     parser.add_argument("--worker", choices=MODES)
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = 1
     if args.worker:
         worker(args.worker)
         return
