@@ -692,7 +692,7 @@ def _add_context(entry: dict[str, Any], hook: ContextFields) -> None:
                     type(key) is str
                     and type(value) is str
                     and len(key) <= 32
-                    and len(value) <= 64  # identifiers: the shrunk core keeps them (_CORE_FIELDS)
+                    and len(value) <= 64  # identifiers; a shrunk core keeps trace_id, span_id
                     and key not in entry
                     and key not in _reserved_fields
                 ):
