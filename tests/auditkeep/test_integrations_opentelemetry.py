@@ -106,6 +106,25 @@ class TestEntries:
             assert "trace_id" not in found[action]
             assert "span_id" not in found[action]
 
+    def test_a_trace_the_sampler_drops_still_gives_its_entries_their_ids(
+        self, trail: tuple[AuditLogger, Path]
+    ) -> None:
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+        logger, path = trail
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(sampler=ALWAYS_OFF)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        otel.enable(tracer_provider=provider)
+        try:
+            with provider.get_tracer("t").start_as_current_span("dropped") as span:
+                logger.emit("test.sampled.out")
+        finally:
+            otel.disable()
+        (entry,) = entries(logger, path)
+        assert {k: entry[k] for k in ("trace_id", "span_id")} == ids(span)
+        assert exporter.get_finished_spans() == ()
+
     def test_disabled_the_entries_carry_no_trace_fields_even_in_a_span(
         self, spans: tuple[TracerProvider, InMemorySpanExporter], trail: tuple[AuditLogger, Path]
     ) -> None:
