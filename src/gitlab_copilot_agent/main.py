@@ -50,6 +50,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[LifespanState]:
         async with contextlib.AsyncExitStack() as stack:
+            # Closed last: the spans of the shutdown too reach the collector before uvicorn
+            # re-raises SIGTERM (no atexit hook runs after that).
+            stack.push_async_callback(tracing.aflush)
             services = await compose(
                 settings, stack, audit=audit, registry=registry, plugins=plugins
             )

@@ -51,6 +51,7 @@ __all__ = [
     "TracingError",
     "WebhookSpans",
     "active",
+    "aflush",
     "config_problem",
     "configure_from_env",
     "describe",
@@ -136,6 +137,11 @@ def config_problem(environ: Mapping[str, str] | None = None) -> str | None:
     )
     if "otlp" in names and protocol and protocol.strip() != "http/protobuf":
         return "OTEL_EXPORTER_OTLP_PROTOCOL: only http/protobuf is supported by this agent"
+    if importlib.util.find_spec("auditkeep.integrations.opentelemetry") is None:
+        return (
+            "OTEL_TRACES_EXPORTER: tracing needs auditkeep.integrations.opentelemetry, which "
+            "this auditkeep has not: install the auditkeep that came with this agent"
+        )
     needed = ["opentelemetry.sdk"] + (
         ["opentelemetry.exporter.otlp.proto.http"] * ("otlp" in names)
     )
@@ -221,6 +227,16 @@ def shutdown() -> None:
     _tracer, _provider, _owned = None, None, False
     if owned and provider is not None:
         provider.shutdown()
+
+
+async def aflush(timeout_s: float = 10.0) -> None:
+    """Export the spans the SDK still holds (at the service's shutdown); a no-op when off."""
+    provider = _provider
+    if provider is None or not _owned:
+        return
+    import asyncio
+
+    await asyncio.to_thread(provider.force_flush, int(timeout_s * 1000))
 
 
 def active() -> bool:

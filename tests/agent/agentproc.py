@@ -20,9 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Final
 
+import auditkeep
 import gitlab_copilot_agent
 
 SRC: Final = Path(gitlab_copilot_agent.__file__).resolve().parents[1]
+LIBRARY_SRC: Final = Path(auditkeep.__file__).resolve().parents[1]
 
 CHILD: Final = r"""
 import os, socket, sys
@@ -54,7 +56,8 @@ def environment(tmp: Path, values: Mapping[str, str]) -> dict[str, str]:
     """Only what the child needs: no GITLAB_/LLM_/AUDIT_ variable leaks in from the test run."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(SRC),
+        # Both source trees: a checkout's library, not another installed one.
+        "PYTHONPATH": os.pathsep.join((str(SRC), str(LIBRARY_SRC))),
         "HOME": str(tmp),
         "LANG": "C.UTF-8",
         "AUDIT_LOG_SPOOL_DIR": str(tmp / "spool"),

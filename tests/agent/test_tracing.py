@@ -1,5 +1,5 @@
 """``gitlab_copilot_agent.tracing``: on only when ``OTEL_*`` say so, one plain line when they are
-wrong, and off it imports no OpenTelemetry module anywhere in the agent."""
+wrong, off it sets nothing up, and on a served agent exports its spans before it exits."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from agentproc import VALID, bound, run
+from agentproc import VALID, Served, bound, run
+from otlpkit import OTLPReceiver
 
 import auditkeep
 import gitlab_copilot_agent
@@ -266,3 +268,45 @@ def test_the_collectors_credential_is_registered_with_the_redactor() -> None:
     assert (proc.returncode, proc.stderr) == (0, "")
     assert "otlp-Cr3dential-9f2a" not in proc.stdout
     assert proc.stdout.startswith("sent ")
+
+
+def test_a_served_agent_exports_its_webhook_span_before_it_exits(tmp_path: Path) -> None:
+    """``serve`` as a real process with ``OTEL_TRACES_EXPORTER=otlp`` to a receiver on
+    loopback: after SIGTERM (uvicorn re-raises it, so no atexit hook runs) the receiver holds
+    the delivery's ``POST /webhook`` span, and the delivery's audit entry on stdout carries
+    its trace and span ids."""
+    with OTLPReceiver() as receiver:
+        served = Served(
+            tmp_path,
+            {
+                **VALID,
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "60000",  # only the shutdown's flush exports
+            },
+        )
+        try:
+            served.wait_listening()
+            answer = httpx.post(
+                f"{served.url}/webhook",
+                content=b'{"object_kind": "push", "project_id": 42}',
+                headers={
+                    "content-type": "application/json",
+                    "x-gitlab-event": "Push Hook",
+                    "x-gitlab-token": VALID["GITLAB_WEBHOOK_SECRET"],
+                    "x-gitlab-event-uuid": "5d0b6c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e",
+                },
+                timeout=30,
+            )
+        finally:
+            served.stop()
+        assert answer.status_code == 202, answer.text
+        cid = answer.json()["correlation_id"]
+        spans = [s for s in receiver.spans if s.attributes.get("correlation_id") == cid]
+    (webhook,) = [s for s in spans if s.name == "POST /webhook"]
+    assert webhook.parent_span_id == ""
+    assert webhook.attributes["http.response.status_code"] == 202
+    audit = [json.loads(line) for line in served.stdout().splitlines() if '"event_id"' in line]
+    (entry,) = [e for e in audit if e["correlation_id"] == cid]
+    assert entry["action"] == "webhook.auth.validated"
+    assert (entry["trace_id"], entry["span_id"]) == (webhook.trace_id, webhook.span_id)
