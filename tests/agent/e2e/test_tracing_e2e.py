@@ -114,6 +114,8 @@ def test_one_trace_spans_webhook_gitlab_calls_task_process_and_push(
     world.wait_for("task.finished", cid)
     entries = world.entries(cid)
     assert {e["action"] for e in entries} >= CHILD_ACTIONS
+    # coding.task and webhook.handle end just after task.finished is written.
+    finished(exporter, lambda s: s.name in ("coding.task", "webhook.handle"), at_least=2)
     agent_spans = {hex_ids(s)[1]: s for s in exporter.get_finished_spans()}
 
     (webhook,) = [
