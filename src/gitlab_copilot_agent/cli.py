@@ -42,7 +42,12 @@ def _load(*, read_only: bool = False) -> tuple[Settings, AuditConfig] | None:
         audit = AuditConfig.from_env(service=SERVICE_NAME, read_only=read_only)
     except ConfigError as exc:
         problems.append(str(exc))
-    if settings is None or audit is None:
+    from gitlab_copilot_agent.tracing import config_problem
+
+    tracing_problem = config_problem()  # OTEL_*: judged here, set up by serve and run-task
+    if tracing_problem is not None:
+        problems.append(tracing_problem)
+    if settings is None or audit is None or tracing_problem is not None:
         print(INVALID + " | ".join(problems), file=sys.stderr)
         return None
     return settings, audit
@@ -57,10 +62,16 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.server.metrics_port is not None and settings.server.metrics_port == port:
         print(INVALID + "METRICS_PORT: must differ from the port serve listens on", file=sys.stderr)
         return 2
+    from gitlab_copilot_agent import tracing
     from gitlab_copilot_agent.ingress.server_options import run_server
     from gitlab_copilot_agent.logs import configure_logging
     from gitlab_copilot_agent.main import create_app
 
+    try:
+        tracing.configure_from_env()  # only when OTEL_* say so; else imports nothing
+    except tracing.TracingError as exc:
+        print(INVALID + str(exc), file=sys.stderr)
+        return 2
     configure_logging(settings.logs)
     # run_server adds the ingress's limits (header size and deadline, connections,
     # keep-alive, no proxy headers: TRUSTED_PROXIES decides) and METRICS_PORT's listener.
@@ -80,6 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
         # drains the work in flight and closes the audit logger.
         timeout_graceful_shutdown=30,
     )
+    tracing.shutdown()  # exports the spans still held
     return 0
 
 
@@ -91,6 +103,9 @@ def _check_config(args: argparse.Namespace) -> int:
     print(settings.summary())
     print("audit:")
     print("\n".join(f"  {line}" for line in audit.summary().splitlines()))
+    from gitlab_copilot_agent.tracing import describe
+
+    print(describe())
     print("configuration OK")
     return 0
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from gitlab_copilot_agent import tracing
 from gitlab_copilot_agent.logs import get_logger
 
 Handler = Callable[[str, Mapping[str, Any]], Awaitable[object]]
@@ -32,7 +33,8 @@ class Dispatcher:
 
     async def _run(self, kind: str, payload: Mapping[str, Any]) -> None:
         try:
-            await self._handler(kind, payload)
+            with tracing.span("webhook.handle", {"gitlab.event": kind[:64]}):
+                await self._handler(kind, payload)
         except Exception:  # noqa: BLE001 - one bad delivery must not stop the others
             # Scrubbed like every log event; the failing call emitted its audit entry.
             _log.exception("event handling failed", event_kind=kind)

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from auditkeep.logger import AuditLogger
+from gitlab_copilot_agent import tracing
 from gitlab_copilot_agent.api import health, webhooks
 from gitlab_copilot_agent.api.deps import LifespanState
 from gitlab_copilot_agent.composition import compose
@@ -49,13 +50,23 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[LifespanState]:
         async with contextlib.AsyncExitStack() as stack:
+            # Closed last: the spans of the shutdown too reach the collector before uvicorn
+            # re-raises SIGTERM (no atexit hook runs after that).
+            stack.push_async_callback(tracing.aflush)
             services = await compose(
                 settings, stack, audit=audit, registry=registry, plugins=plugins
             )
             yield {"services": services}
 
-    app = FastAPI(title="gitlab-copilot-agent", lifespan=lifespan, **fastapi_options(settings))
+    app = FastAPI(
+        title="gitlab-copilot-agent",
+        lifespan=lifespan,
+        telemetry=tracing.FASTAPI_TELEMETRY_OFF,
+        **fastapi_options(settings),
+    )
     protect_operational_endpoints(app, settings)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    if tracing.active():  # OTEL_* turned tracing on (gitlab_copilot_agent.tracing)
+        app.add_middleware(tracing.WebhookSpans)
     return app

@@ -378,7 +378,7 @@ class TestReadingEntriesBack:
                 "outcome": "success",
                 "correlation_id": "018bcfe5-6800-7fff-bffd-bf39fba1b201",
                 "service": "svc",
-                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                "deployment": "blue",
             }
         )
         assert AuditEvent.from_json(line) == AuditEvent(

@@ -12,7 +12,7 @@ import orjson
 import auditkeep
 
 SRC = Path(auditkeep.__file__).resolve().parent
-FORBIDDEN = ("gitlab_copilot_agent", "fastapi", "starlette", "httpx")
+FORBIDDEN = ("gitlab_copilot_agent", "fastapi", "starlette", "httpx", "opentelemetry")
 # ``auditkeep.integrations.<lib>`` is the opt-in glue for one third-party library
 # and may import that library (and only that one); nothing else may.
 INTEGRATIONS = "auditkeep.integrations."
@@ -90,7 +90,7 @@ def _isort_style(name: str) -> tuple[int, str]:
 
 class TestLayering:
     def test_importing_every_module_loads_no_agent_or_web_framework(self) -> None:
-        """Importing every auditkeep module loads no agent, FastAPI, Starlette or httpx.
+        """Importing every auditkeep module loads no agent, FastAPI, Starlette, httpx or OTel.
 
         Only ``auditkeep.integrations.<lib>`` may load ``<lib>``, and nothing else.
         """

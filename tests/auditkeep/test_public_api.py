@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NAMESPACES = (
     "auditkeep.integrations.httpx",
+    "auditkeep.integrations.opentelemetry",
     "auditkeep.query",
     "auditkeep.testing",
     # the spool's status and redelivery, and the scrubber's rules, each with an __all__

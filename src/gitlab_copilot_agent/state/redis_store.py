@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gitlab_copilot_agent import tracing
 from gitlab_copilot_agent.scrub import scrub_then_cut
 from gitlab_copilot_agent.state.base import StateStoreError, require_correlation
 
@@ -82,41 +83,48 @@ class RedisStore:
     def __repr__(self) -> str:
         return "RedisStore()"
 
-    async def _call(self, operation: Any) -> Any:
+    async def _call(self, command: str, operation: Any) -> Any:
+        # One span per command when tracing is on (the key is not recorded: it names a task).
         try:
-            return await operation
+            with tracing.span(
+                f"redis {command}",
+                {"db.system.name": "redis", "db.operation.name": command},
+                client=True,
+            ):
+                return await operation
         except RedisTimeoutError as exc:
             raise StateStoreError(_message(exc), error_class="timeout") from None
         except (RedisError, OSError) as exc:
             raise StateStoreError(_message(exc)) from None
 
     async def ping(self) -> None:
-        await self._call(self._client.ping())
+        await self._call("PING", self._client.ping())
 
     async def put(
         self, key: str, value: Mapping[str, Any], *, ttl_s: float, only_if_absent: bool = False
     ) -> bool:
         require_correlation(value)
         done = await self._call(
-            self._client.set(key, orjson.dumps(dict(value)), px=_ms(ttl_s), nx=only_if_absent)
+            "SET",
+            self._client.set(key, orjson.dumps(dict(value)), px=_ms(ttl_s), nx=only_if_absent),
         )
         return bool(done)
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        return _decode(await self._call(self._client.get(key)))
+        return _decode(await self._call("GET", self._client.get(key)))
 
     async def take(self, key: str) -> dict[str, Any] | None:
-        return _decode(await self._call(self._client.getdel(key)))
+        return _decode(await self._call("GETDEL", self._client.getdel(key)))
 
     async def delete(self, key: str) -> None:
-        await self._call(self._client.delete(key))
+        await self._call("DEL", self._client.delete(key))
 
     async def keys(self, prefix: str) -> list[str]:
         async def scan() -> list[str]:
             found = [k async for k in self._client.scan_iter(match=f"{prefix}*", count=500)]
             return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in found)
 
-        result: list[str] = await self._call(scan())
+        result: list[str] = await self._call("SCAN", scan())
         return result
 
     async def acquire_lock(
@@ -124,7 +132,7 @@ class RedisStore:
     ) -> dict[str, Any] | None:
         require_correlation(value)
         taken = await self._call(
-            self._client.set(key, orjson.dumps(dict(value)), px=_ms(ttl_s), nx=True)
+            "SET", self._client.set(key, orjson.dumps(dict(value)), px=_ms(ttl_s), nx=True)
         )
         if taken:
             return None
@@ -135,12 +143,13 @@ class RedisStore:
     ) -> bool:
         require_correlation(value)
         done = await self._call(
-            self._update(keys=[key], args=[token, orjson.dumps(dict(value)), _ms(ttl_s)])
+            "EVALSHA",
+            self._update(keys=[key], args=[token, orjson.dumps(dict(value)), _ms(ttl_s)]),
         )
         return bool(done)
 
     async def release_lock(self, key: str, token: str) -> bool:
-        return bool(await self._call(self._delete(keys=[key], args=[token])))
+        return bool(await self._call("EVALSHA", self._delete(keys=[key], args=[token])))
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -8,8 +8,10 @@ run-task``), the entry point a Kubernetes Job will run next:
 - the environment built from scratch: ``PATH``, ``LANG``/``LC_*``/``TZ``,
   ``PYTHONPATH`` and ``VIRTUAL_ENV`` (so the same installation runs), the
   ``AUDIT_LOG_*`` settings (the task's entries go to the agent's destination;
-  the file sink takes several processes), the correlation scope and actor
-  (``auditkeep.subprocess_env``), the task settings re-encoded from the
+  the file sink takes several processes), the ``OTEL_*`` settings (the task
+  traces as the agent does), the correlation scope and actor, and with
+  tracing on ``TRACEPARENT``/``TRACESTATE``/``BAGGAGE`` naming the agent's
+  ``coding.task`` span (``auditkeep.subprocess_env``), the task settings re-encoded from the
   agent's validated ones (GitLab URL and token, LLM, ``CODING_*``, ``GIT_*``),
   and ``HOME``/``TMPDIR`` set to the task's own directory (with
   ``XDG_STATE_HOME`` kept at the agent's, so a task's audit spool is the
@@ -52,7 +54,9 @@ __all__ = ["Executor", "LocalExecutor", "PushVerifier"]
 _log = get_logger(__name__)
 
 PASSTHROUGH: Final = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
-PASSTHROUGH_PREFIXES: Final = ("AUDIT_LOG_",)
+# OTEL_*: the task process sets up tracing as the agent did (TRACEPARENT comes from
+# subprocess_env, naming the agent's span).
+PASSTHROUGH_PREFIXES: Final = ("AUDIT_LOG_", "OTEL_")
 KILL_GRACE_S: Final = 5.0
 
 PushVerifier = Callable[[str, str, str], Awaitable[None]]

@@ -4,8 +4,11 @@ Reads the task spec from stdin (or ``--task-file``), its settings from the
 environment (``TaskSettings``: GitLab, LLM, ``CODING_*``, ``GIT_*``; never the
 webhook secrets), ``AUDIT_LOG_*`` for its own audit logger (same destination
 as the agent's), and re-opens the agent's correlation scope
-(``AUDIT_CORRELATION_ID``, ``AUDIT_ACTOR_*``). Its result goes back over the
-channel (``COPILOT_TASK_CHANNEL_FD``). If the agent goes away the task stops.
+(``AUDIT_CORRELATION_ID``, ``AUDIT_ACTOR_*``). With ``OTEL_*`` it traces as the
+agent does (``gitlab_copilot_agent.tracing``) and continues the agent's trace
+from ``TRACEPARENT``: its ``task.process`` span is a child of the agent's
+``coding.task``. Its result goes back over the channel
+(``COPILOT_TASK_CHANNEL_FD``). If the agent goes away the task stops.
 
 Exit codes: 0 a result was produced (pushed, no change, refused, failed);
 2 a bad configuration or spec (one line on stderr); 3 the agent went away.
@@ -24,6 +27,7 @@ from auditkeep.config import AuditConfig
 from auditkeep.context import correlation_scope, scope_from_env
 from auditkeep.exceptions import ConfigError
 from auditkeep.redact import register_secret
+from gitlab_copilot_agent import tracing
 from gitlab_copilot_agent.logs import configure_logging, get_logger
 from gitlab_copilot_agent.settings import SERVICE_NAME, SettingsError, TaskSettings
 from gitlab_copilot_agent.tasks.channel import ChannelClient
@@ -59,12 +63,18 @@ def run_task_command(task_file: str | None) -> int:
     except (OSError, ValueError) as exc:
         print(f"{PREFIX}invalid task spec: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:
+        tracing.configure_from_env()  # only when OTEL_* say so; else imports nothing
+    except tracing.TracingError as exc:
+        print(f"{PREFIX}invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     configure_logging(settings.logs)
     audit = audit_config.build()
     try:
         return asyncio.run(_main(spec, settings, audit))
     finally:
         audit.close()  # within its shutdown_timeout_s
+        tracing.shutdown()  # exports the task's spans
 
 
 async def _main(spec: TaskSpec, settings: TaskSettings, audit: object) -> int:
@@ -79,7 +89,8 @@ async def _main(spec: TaskSpec, settings: TaskSettings, audit: object) -> int:
     if not os.environ.get("AUDIT_CORRELATION_ID"):
         _log.warning("no AUDIT_CORRELATION_ID: the task's entries get the task's own id")
         scope = correlation_scope(Actor("system", "run-task"))
-    with scope:
+    # scope_from_env continues the agent's trace (TRACEPARENT) when tracing is on.
+    with scope, tracing.span("task.process", {"task_id": spec.task_id}):
         provider = build_provider(settings.llm, audit)
         try:
             work = Path(os.environ.get("HOME") or os.getcwd())

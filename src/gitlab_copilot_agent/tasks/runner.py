@@ -21,7 +21,9 @@ entries:
    an ``approve`` for this task, instruction and head was recorded.
 
 The result goes back to the agent over the channel; the agent stores it,
-posts the note and records ``task.finished``.
+posts the note and records ``task.finished``. With tracing on, each step is a
+span (``task.clone``, ``task.code``, ``task.validate``, ``task.commit``,
+``task.push``) under the process's ``task.process``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from gitlab_copilot_agent.llm.base import CodingRequest, LLMError, LLMProvider
 from gitlab_copilot_agent.settings import TaskSettings
 from gitlab_copilot_agent.tasks.channel import ChannelClient
 from gitlab_copilot_agent.tasks.spec import TaskSpec
+from gitlab_copilot_agent.tracing import span
 
 __all__ = [
     "PATCH_GENERATED",
@@ -162,7 +165,8 @@ async def _steps(
     coding = settings.coding
     git_target = spec.git_target()
     try:
-        cloned = await git.clone(spec.repo_url, spec.branch, repo, target=git_target)
+        with span("task.clone"):
+            cloned = await git.clone(spec.repo_url, spec.branch, repo, target=git_target)
     except GitError as exc:
         return _Result("failed", exc.error_class, f"clone failed: {exc.reason}")
     facts["cloned_sha"] = cloned
@@ -173,15 +177,16 @@ async def _steps(
             f"the branch is at {cloned[:12]}, not at the approved {spec.head_sha[:12]}",
         )
     try:
-        answer = await provider.code(
-            CodingRequest(
-                prompt=coding_prompt(spec),
-                working_directory=str(repo),
-                project_id=spec.project_id,
-                mr_iid=spec.mr_iid or None,  # a Jira task has no MR yet
-                issue_key=spec.issue_key,
+        with span("task.code"):
+            answer = await provider.code(
+                CodingRequest(
+                    prompt=coding_prompt(spec),
+                    working_directory=str(repo),
+                    project_id=spec.project_id,
+                    mr_iid=spec.mr_iid or None,  # a Jira task has no MR yet
+                    issue_key=spec.issue_key,
+                )
             )
-        )
     except (LLMError, NotImplementedError, TimeoutError, ConnectionError) as exc:
         return _Result("failed", "llm_error", f"the model did not answer: {type(exc).__name__}")
     patch = getattr(answer, "patch", "") or ""
@@ -208,14 +213,15 @@ async def _steps(
         },
     )
     try:
-        verdict = await validate_patch(
-            repo,
-            patch,
-            max_bytes=coding.max_patch_bytes,
-            protected_paths=_protected(settings),
-            check_command=coding.check_command,
-            check_timeout_s=coding.check_timeout_s,
-        )
+        with span("task.validate"):
+            verdict = await validate_patch(
+                repo,
+                patch,
+                max_bytes=coding.max_patch_bytes,
+                protected_paths=_protected(settings),
+                check_command=coding.check_command,
+                check_timeout_s=coding.check_timeout_s,
+            )
     except GitError as exc:
         audit.emit(
             PATCH_VALIDATED,
@@ -258,23 +264,28 @@ async def _steps(
         },
     )
     try:
-        await apply_patch(repo, patch)
-        commit = await git.commit(
-            repo,
-            commit_message(spec),
-            trailers={"Audit-Correlation-Id": spec.correlation_id, "Copilot-Task-Id": spec.task_id},
-        )
+        with span("task.commit"):
+            await apply_patch(repo, patch)
+            commit = await git.commit(
+                repo,
+                commit_message(spec),
+                trailers={
+                    "Audit-Correlation-Id": spec.correlation_id,
+                    "Copilot-Task-Id": spec.task_id,
+                },
+            )
     except GitError as exc:
         return _Result("failed", exc.error_class, f"the patch could not be committed: {exc.reason}")
     facts["commit_sha"] = commit
     try:
-        pushed = await git.push(
-            repo,
-            spec.branch,
-            expected_remote_sha=spec.head_sha,
-            target=git_target,
-            authorization=ChannelAuthorization(channel, spec),
-        )
+        with span("task.push"):
+            pushed = await git.push(
+                repo,
+                spec.branch,
+                expected_remote_sha=spec.head_sha,
+                target=git_target,
+                authorization=ChannelAuthorization(channel, spec),
+            )
     except PushNotApproved as exc:
         return _Result("push_failed", "not_approved", exc.reason)
     except GitError as exc:

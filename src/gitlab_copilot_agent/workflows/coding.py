@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 from auditkeep import Actor, ErrorClass, Outcome
 from auditkeep.context import correlation_scope, get_actor, get_correlation_id
 from auditkeep.logger import AuditLogger
+from gitlab_copilot_agent import tracing
 from gitlab_copilot_agent.approval.gate import (
     ApprovalGate,
     Decision,
@@ -339,7 +340,8 @@ class CodingWorkflow:
         self, task: CodingTask, decision: Decision, trigger: str | None
     ) -> TaskOutcome | None:
         """Run an approved task in its own process and record how it ended."""
-        with task_scope(task):
+        # The span first: the task's scope then names its correlation id on it.
+        with tracing.span("coding.task", {"task_id": task.task_id}), task_scope(task):
             lock = task.lock_key
             with contextlib.suppress(StateStoreError):
                 await self._store.update_lock(

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from auditkeep import _coerce
 from auditkeep._classify import classify_exception, classify_http_status, status_of
@@ -34,6 +34,29 @@ from auditkeep.exceptions import InvalidEntryError
 if TYPE_CHECKING:
     from auditkeep.logger import AuditLogger
     from auditkeep.redact import SecretRedactor
+
+
+class CallSpan(Protocol):
+    """A trace span around one audited call, current while the call runs."""
+
+    def end(
+        self, outcome: Outcome, error: ErrorClass | None, http_status: object, event_id: str
+    ) -> None:
+        """Close the span with what the call's entry records (called once, after the entry)."""
+        ...
+
+
+CallSpans = Callable[[str, object], CallSpan]
+# Filled by auditkeep.integrations.opentelemetry: opens the span of an audited
+# call (its action, its target). None, the default, costs one global read per call.
+_call_spans: CallSpans | None = None
+
+
+def set_call_spans(opener: CallSpans | None) -> CallSpans | None:
+    """Install (or, with None, remove) the span opener of audited calls; return the previous."""
+    global _call_spans
+    previous, _call_spans = _call_spans, opener
+    return previous
 
 
 class AuditCall:
@@ -71,7 +94,7 @@ class AuditCall:
 class PendingCall:
     """A call under way: started when built, recorded once by ``finish``."""
 
-    __slots__ = ("_action", "_actor", "_logger", "_started", "call")
+    __slots__ = ("_action", "_actor", "_logger", "_span", "_started", "call")
 
     def __init__(
         self,
@@ -85,6 +108,11 @@ class PendingCall:
         self._action = action
         self._actor = actor
         self.call = AuditCall(_as_dict(target), _as_dict(details))
+        self._span: CallSpan | None = None
+        opener = _call_spans
+        if opener is not None and logger.enabled:
+            with contextlib.suppress(Exception):  # tracing never stops a call
+                self._span = opener(action, self.call.target)
         self._started: int | None = time.perf_counter_ns()
 
     def finish(self, exc: BaseException | None) -> None:
@@ -98,13 +126,19 @@ class PendingCall:
         started, self._started = self._started, None
         if started is None:
             return
-        if exc is None:
-            self._record(started, None)
-            return
-        # Never replace the caller's own exception with ours (a closed logger
-        # is counted by emit itself).
-        with contextlib.suppress(Exception):
-            self._record(started, exc)
+        try:
+            if exc is None:
+                self._record(started, None)
+                return
+            # Never replace the caller's own exception with ours (a closed logger
+            # is counted by emit itself).
+            with contextlib.suppress(Exception):
+                self._record(started, exc)
+        finally:
+            span, self._span = self._span, None
+            if span is not None:  # _record failed before its entry: close the span anyway
+                with contextlib.suppress(Exception):
+                    span.end(Outcome.FAILURE, ErrorClass.INTERNAL_ERROR, None, "")
 
     def _record(self, started: int, exc: BaseException | None) -> None:
         call = self.call
@@ -133,17 +167,26 @@ class PendingCall:
                 outcome = Outcome.FAILURE
                 if error is None:
                     error = classify_http_status(code)
-        self._logger.emit(
-            self._action,
-            outcome=outcome if outcome is not None else Outcome.SUCCESS,
-            target=call.target,
-            actor=self._actor,
-            error=error,
-            error_message=message,
-            duration_ms=duration_ms,
-            http_status=status,
-            details=cast(Mapping[str, Any], details),
-        )
+        final = outcome if outcome is not None else Outcome.SUCCESS
+        event_id = ""
+        try:
+            # Emitted while the call's span is still current: the entry carries its span_id.
+            event_id = self._logger.emit(
+                self._action,
+                outcome=final,
+                target=call.target,
+                actor=self._actor,
+                error=error,
+                error_message=message,
+                duration_ms=duration_ms,
+                http_status=status,
+                details=cast(Mapping[str, Any], details),
+            )
+        finally:
+            span, self._span = self._span, None
+            if span is not None:
+                with contextlib.suppress(Exception):
+                    span.end(final, error, status, event_id)
 
 
 def _as_dict(value: object) -> dict[str, Any]:

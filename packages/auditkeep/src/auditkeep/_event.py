@@ -132,6 +132,8 @@ class AuditEvent:
     uncorrelated: bool = False
     truncated: bool = False
     coerced: bool = False
+    trace_id: str | None = None
+    span_id: str | None = None
     schema_version: int = SCHEMA_VERSION
     event_type: str = EVENT_TYPE
 
@@ -157,6 +159,8 @@ class AuditEvent:
             uncorrelated=bool(data.get("uncorrelated", False)),
             truncated=bool(data.get("truncated", False)),
             coerced=bool(data.get("coerced", False)),
+            trace_id=data.get("trace_id"),
+            span_id=data.get("span_id"),
             schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
             event_type=data.get("event_type", EVENT_TYPE),
         )

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final, ParamSpec, TypeVar
+from typing import Final, ParamSpec, Protocol, TypeVar
 
 from auditkeep._event import Actor
 from auditkeep._ids import new_correlation_id
@@ -29,6 +29,45 @@ ENV_CORRELATION_ID: Final = "AUDIT_CORRELATION_ID"
 ENV_ACTOR_TYPE: Final = "AUDIT_ACTOR_TYPE"
 ENV_ACTOR_ID: Final = "AUDIT_ACTOR_ID"
 CORRELATION_HEADER: Final = "X-Correlation-ID"
+
+# W3C trace context in an environment (the OpenTelemetry convention for
+# process carriers: the header names in upper case).
+ENV_TRACE_CONTEXT: Final = ("TRACEPARENT", "TRACESTATE", "BAGGAGE")
+
+
+class Propagation(Protocol):
+    """What ``auditkeep.integrations.opentelemetry`` installs to carry a trace across processes.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def fields(self) -> dict[str, str]:
+        """The current context as lower-case W3C headers (``traceparent``, ``tracestate``,
+        ``baggage``); empty when no span is active."""
+        ...
+
+    def continued(
+        self, carrier: Mapping[str, str]
+    ) -> contextlib.AbstractContextManager[str | None]:
+        """Continue the trace in ``carrier`` (lower-case keys) for a block; yield the
+        correlation id its baggage holds, if any."""
+        ...
+
+    def scope_opened(self, correlation_id: str) -> None:
+        """A correlation scope opened: note its id on the current span."""
+        ...
+
+
+# None (no integration) costs one global read where it is used, and imports nothing.
+_propagation: Propagation | None = None
+
+
+def set_propagation(propagation: Propagation | None) -> Propagation | None:
+    """Install (or, with None, remove) the trace-context hook; return the previous one."""
+    global _propagation
+    previous, _propagation = _propagation, propagation
+    return previous
+
 
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "auditkeep_correlation_id", default=None
@@ -68,7 +107,12 @@ def bind_correlation(actor: Actor, correlation_id: str | None = None) -> ScopeTo
     .. versionadded:: 0.1.0
     """
     cid = new_correlation_id() if correlation_id is None else _validated(correlation_id)
-    return ScopeTokens(_correlation_id.set(cid), _actor.set(actor))
+    tokens = ScopeTokens(_correlation_id.set(cid), _actor.set(actor))
+    propagation = _propagation
+    if propagation is not None:
+        with contextlib.suppress(Exception):  # tracing never stops a scope from opening
+            propagation.scope_opened(cid)
+    return tokens
 
 
 def reset_correlation(tokens: ScopeTokens) -> None:
@@ -120,7 +164,11 @@ def correlation_headers() -> dict[str, str]:
     .. versionadded:: 0.1.0
     """
     cid = _correlation_id.get()
-    return {CORRELATION_HEADER: cid} if cid else {}
+    headers = {CORRELATION_HEADER: cid} if cid else {}
+    propagation = _propagation
+    if propagation is not None:
+        headers.update(propagation.fields())
+    return headers
 
 
 def copy_context_to_thread(fn: Callable[P, R]) -> Callable[P, R]:
@@ -155,6 +203,11 @@ class ContextThreadPoolExecutor(ThreadPoolExecutor):
 def subprocess_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Return an environment for a child process that carries the current scope.
 
+    With ``auditkeep.integrations.opentelemetry`` enabled it carries the trace
+    too: ``TRACEPARENT``/``TRACESTATE`` of the active span and ``BAGGAGE``
+    with the correlation id (stale ones in ``base`` are replaced, or removed
+    when no span is active).
+
     Args:
         base: the environment to extend (default: a copy of ``os.environ``).
 
@@ -163,6 +216,11 @@ def subprocess_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     for key in (ENV_CORRELATION_ID, ENV_ACTOR_TYPE, ENV_ACTOR_ID):
         env.pop(key, None)
+    propagation = _propagation
+    if propagation is not None:
+        for key in ENV_TRACE_CONTEXT:
+            env.pop(key, None)
+        env.update({key.upper(): value for key, value in propagation.fields().items()})
     cid, actor = _correlation_id.get(), _actor.get()
     if cid is not None:
         env[ENV_CORRELATION_ID] = cid
@@ -177,18 +235,27 @@ def scope_from_env(environ: MutableMapping[str, str] | None = None) -> Iterator[
     """In a child process, re-open the scope its parent passed in the environment.
 
     Yields the correlation id, or None (and opens no scope) when the parent
-    passed none.
+    passed none. With ``auditkeep.integrations.opentelemetry`` enabled the
+    block also continues the parent's trace (``TRACEPARENT``/``TRACESTATE``),
+    and a correlation id that only the W3C ``BAGGAGE`` holds is used too.
 
     Raises:
-        ValueError: if ``AUDIT_CORRELATION_ID`` is set but is not a UUID.
+        ValueError: if ``AUDIT_CORRELATION_ID`` (or the baggage's
+            ``correlation_id``) is set but is not a UUID.
 
     .. versionadded:: 0.1.0
     """
     env = os.environ if environ is None else environ
-    cid = env.get(ENV_CORRELATION_ID)
-    if not cid:
-        yield None
-        return
-    actor = Actor(env.get(ENV_ACTOR_TYPE, "system"), env.get(ENV_ACTOR_ID, ""))
-    with correlation_scope(actor, cid) as bound:
-        yield bound
+    propagation = _propagation
+    with contextlib.ExitStack() as stack:
+        cid = env.get(ENV_CORRELATION_ID)
+        if propagation is not None:
+            carrier = {key.lower(): env[key] for key in ENV_TRACE_CONTEXT if key in env}
+            from_baggage = stack.enter_context(propagation.continued(carrier))
+            cid = cid or from_baggage
+        if not cid:
+            yield None
+            return
+        actor = Actor(env.get(ENV_ACTOR_TYPE, "system"), env.get(ENV_ACTOR_ID, ""))
+        with correlation_scope(actor, cid) as bound:
+            yield bound

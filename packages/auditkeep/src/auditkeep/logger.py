@@ -73,6 +73,35 @@ _SHRINK_STEPS: Final = ((256, 64), (64, 8))
 # the smallest allowed limit, 1,024 bytes (test_minimal_entry_fits_the_smallest_limit).
 _CORE_CHARS: Final = 16
 
+ContextFields = Callable[[], Mapping[str, str] | None]
+# The one hook on the emit path: fields every entry takes from the caller's
+# context besides the correlation scope (auditkeep.integrations.opentelemetry
+# puts trace_id and span_id here). None, the default, costs one global read
+# per emit and imports nothing (test_tracing_off_imports_no_opentelemetry).
+_context_fields: ContextFields | None = None
+_reserved_fields: frozenset[str] = frozenset()
+
+
+def set_context_fields(provider: ContextFields | None) -> ContextFields | None:
+    """Install (or, with None, remove) the emit path's context hook; return the previous one.
+
+    ``provider`` runs once per entry in the emitting thread and returns string
+    fields to add (never one the schema names, but ``trace_id`` and
+    ``span_id``; never replacing one the entry has), or None. They are not
+    scrubbed: a provider hands identifiers, not free text (keys of at most 32
+    characters, values of at most 64; longer ones are left out). An exception in it
+    costs the entry those fields, never the entry.
+    """
+    global _context_fields, _reserved_fields
+    if provider is not None and not _reserved_fields:
+        # Every field the schema names is the logger's to write, whatever it is called
+        # by then; only trace_id and span_id are there for a hook.
+        from auditkeep._event import load_schema  # once, and only when a hook is set
+
+        _reserved_fields = frozenset(load_schema()["properties"]) - {"trace_id", "span_id"}
+    previous, _context_fields = _context_fields, provider
+    return previous
+
 
 class AuditLogger:
     """Emits audit entries to one sink through a lossless delivery pipeline.
@@ -367,7 +396,7 @@ class AuditLogger:
         correlation_id: str | None,
     ) -> dict[str, Any]:
         """The fields every entry has, in the published order (the hot path and the last resort)."""
-        return {
+        entry: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "event_id": event_id,
             "timestamp": timestamp,
@@ -379,6 +408,10 @@ class AuditLogger:
             "correlation_id": correlation_id or event_id,
             "service": self.service,
         }
+        hook = _context_fields
+        if hook is not None:
+            _add_context(entry, hook)
+        return entry
 
     def _last_resort(
         self,
@@ -650,6 +683,24 @@ def _cap_target(target: dict[str, Any], keys: int, chars: int) -> dict[str, Any]
     return out
 
 
+def _add_context(entry: dict[str, Any], hook: ContextFields) -> None:
+    try:
+        fields = hook()
+        if fields:
+            for key, value in fields.items():
+                if (
+                    type(key) is str
+                    and type(value) is str
+                    and len(key) <= 32
+                    and len(value) <= 64  # identifiers; a shrunk core keeps trace_id, span_id
+                    and key not in entry
+                    and key not in _reserved_fields
+                ):
+                    entry[key] = value
+    except Exception:  # noqa: BLE001 - a failing hook costs its fields, never the entry
+        return
+
+
 _CORE_FIELDS: Final = (
     "schema_version",
     "event_id",
@@ -660,6 +711,8 @@ _CORE_FIELDS: Final = (
     "error",
     "correlation_id",
     "service",
+    "trace_id",
+    "span_id",
     "uncorrelated",
     "coerced",
 )

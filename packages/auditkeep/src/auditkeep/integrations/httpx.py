@@ -135,6 +135,9 @@ class RouteTable:
 class AuditedTransport(httpx.AsyncBaseTransport):
     """An async transport that audits each request and forwards the correlation id.
 
+    With ``auditkeep.integrations.opentelemetry`` enabled, each request also
+    carries W3C ``traceparent``/``tracestate``/``baggage`` naming its call's span.
+
     Args:
         logger: the audit logger, or a callable returning it (resolved per request,
             so a client can be built before the logger).
@@ -158,10 +161,9 @@ class AuditedTransport(httpx.AsyncBaseTransport):
         return self._logger if isinstance(self._logger, AuditLogger) else self._logger()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        for name, value in correlation_headers().items():
-            request.headers[name] = value
         logger = self._audit_logger()
         if not logger.enabled:
+            request.headers.update(correlation_headers())
             return await self._wrapped.handle_async_request(request)
         # The raw path: url.path is percent-decoded, which would split an
         # encoded segment such as "group%2Fapp" into two.
@@ -176,6 +178,8 @@ class AuditedTransport(httpx.AsyncBaseTransport):
         response: httpx.Response | None = None
         try:
             async with logger.audited(action, target=target, details=details) as call:
+                # Inside the call: with tracing on, traceparent names the call's own span.
+                request.headers.update(correlation_headers())
                 response = await self._wrapped.handle_async_request(request)
                 status = response.status_code
                 call.http_status = status
