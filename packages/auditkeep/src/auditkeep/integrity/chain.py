@@ -87,6 +87,11 @@ class Chainer:
         if self._seal is not None:
             self._seal.advance()
         key = self._key
+        if key is None:
+            _log.warning(
+                "auditkeep: integrity is on without AUDIT_LOG_SIGNING_KEY_FILE: entries are "
+                "chained, checkpoints unsigned (docs/integrity.md)"
+            )
         details: dict[str, Any] = {
             "chain_id": self.chain_id,
             "format": _format.FORMAT_VERSION,
