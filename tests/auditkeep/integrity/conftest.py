@@ -56,6 +56,8 @@ def read_chain(
     prev_checkpoint: str | None = None
     for i, (line, entry) in enumerate(zip(lines, entries, strict=True)):
         assert list(entry)[-1] == "chain", f"line {i}: chain is not the last key"
+        # The splice wrote what orjson itself writes: no stray byte, nothing re-encoded.
+        assert orjson.dumps(entry) == line, f"line {i}: not orjson's own encoding"
         link = entry["chain"]
         assert link["id"] == chain_id
         assert link["seq"] == i, f"line {i}: seq {link['seq']}"
