@@ -64,7 +64,9 @@ class Chainer:
         self._count = count
         self._every = options.checkpoint_every
         self._key = options.signing_key
-        self._seal = options.seal
+        # Its own sealer, read from the state file now: close() erases it, and the
+        # options may build another logger later.
+        self._seal = options.seal.fresh() if options.seal is not None else None
         self._lock = threading.Lock()
         self._seq = 0
         self._prev: bytes | None = None  # hex of the last line's hash; None again once ended

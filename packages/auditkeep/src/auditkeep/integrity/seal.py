@@ -113,6 +113,7 @@ class Sealer:
         self._epoch = state.epoch
         self._key = bytearray(state.key)
         self._lock = threading.Lock()
+        self._erased = False
 
     def __repr__(self) -> str:
         return f"Sealer(path={str(self.path)!r}, epoch={self._epoch})"
@@ -121,6 +122,10 @@ class Sealer:
     def load(cls, path: Path, variable: str = SEAL_KEY_VARIABLE) -> Sealer:
         """Read and check the state file (owner-only, well-formed); does not advance it."""
         return cls(path, _parse_state(read_private(path, variable), path, variable), variable)
+
+    def fresh(self) -> Sealer:
+        """A new sealer on the same state file, read again: each logger holds and erases its own."""
+        return Sealer.load(self.path, self.variable)
 
     @property
     def epoch(self) -> int:
@@ -142,6 +147,8 @@ class Sealer:
         """Move to the epoch of ``now`` (never backwards), rewriting the state file; the epoch."""
         target = self.epoch_at(time.time() if now is None else now)
         with self._lock:
+            if self._erased:
+                raise RuntimeError("the sealer was erased (its logger closed)")
             if target <= self._epoch:
                 return self._epoch
             lock_path = self.path.with_name(self.path.name + ".lock")
@@ -178,12 +185,15 @@ class Sealer:
     def tag(self, message: bytes) -> dict[str, Any]:
         """``{"epoch", "tag"}`` of a checkpoint message, with the current epoch's key."""
         with self._lock:
+            if self._erased:
+                raise RuntimeError("the sealer was erased (its logger closed)")
             return {"epoch": self._epoch, "tag": _format.seal_tag(self._key, self._epoch, message)}
 
     def erase(self) -> None:
-        """Zero the held key (at close)."""
+        """Zero the held key (at close); the sealer is unusable afterwards."""
         with self._lock:
             self._key[:] = bytes(len(self._key))
+            self._erased = True
 
 
 def generate_seal(out: Path, *, epoch_s: int = _format.DEFAULT_SEAL_EPOCH_S) -> Path:
