@@ -298,3 +298,18 @@ def test_an_erased_sealer_refuses_to_work(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="erased"):
         sealer.advance(_at(info, 3))
     assert _on_file(state)["epoch"] == 0
+
+
+def test_a_state_file_that_cannot_be_advanced_still_moves_the_key_forward(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock beside the state file cannot be opened (a directory stands there): the key
+    evolves in memory (tags stay right), the file keeps its older key, and an error says so."""
+    state, seed, info = _seal(tmp_path)
+    (tmp_path / "seal.lock").mkdir()
+    sealer = Sealer.load(state)
+    with caplog.at_level("ERROR", logger="auditkeep.integrity"):
+        assert sealer.advance(_at(info, 3)) == 3
+    assert "cannot advance the seal state file" in caplog.text
+    assert bytes(sealer._key) == _format.seal_key_at(seed, 3)
+    assert _on_file(state)["epoch"] == 0

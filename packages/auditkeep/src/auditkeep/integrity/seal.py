@@ -20,6 +20,7 @@ disk until reused (docs/integrity.md says so).
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import threading
@@ -39,6 +40,7 @@ from auditkeep.integrity._private import (
     write_new,
 )
 
+_log: Final = logging.getLogger("auditkeep.integrity")
 MAX_EPOCH_S: Final = 86_400 * 366
 MAX_EPOCH: Final = 1 << 40
 
@@ -151,32 +153,48 @@ class Sealer:
                 raise RuntimeError("the sealer was erased (its logger closed)")
             if target <= self._epoch:
                 return self._epoch
-            lock_path = self.path.with_name(self.path.name + ".lock")
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                on_file = _parse_state(
-                    read_private(self.path, self.variable), self.path, self.variable
+                self._advance_file(target)
+            except (OSError, ConfigError) as exc:
+                # The key moves forward in memory anyway (the derivation is the same
+                # wherever it starts), so tags stay right; the file keeps an older key,
+                # which is what an attacker reading it would get: say so loudly.
+                _log.error(
+                    "auditkeep: cannot advance the seal state file %s (%s); the key "
+                    "evolved in memory only",
+                    str(self.path),
+                    exc.strerror if isinstance(exc, OSError) else exc,
                 )
-                if (on_file.t0, on_file.epoch_s) != (self.t0, self.epoch_s):
-                    raise ConfigError(
-                        self.variable, f"{str(self.path)!r} was replaced by another seal"
-                    )
-                if on_file.epoch >= target:
-                    # Another process is there already (or ahead): adopt its key.
-                    self._replace(on_file.key, on_file.epoch)
-                    return self._epoch
-                if on_file.epoch > self._epoch:
-                    self._replace(on_file.key, on_file.epoch)
-                key = bytes(self._key)
-                for _ in range(target - self._epoch):
-                    key = _format.seal_evolve(key)
-                replace_atomically(self.path, _state_bytes(self.t0, self.epoch_s, target, key))
-                self._replace(key, target)
-                del key
-                return self._epoch
-            finally:
-                os.close(fd)  # releases the flock
+                if target > self._epoch:
+                    self._replace(self._evolved(target), target)
+            return self._epoch
+
+    def _evolved(self, target: int) -> bytes:
+        key = bytes(self._key)
+        for _ in range(target - self._epoch):
+            key = _format.seal_evolve(key)
+        return key
+
+    def _advance_file(self, target: int) -> None:
+        """Under the lock beside the state file: adopt a newer file, or write ``target``."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            on_file = _parse_state(read_private(self.path, self.variable), self.path, self.variable)
+            if (on_file.t0, on_file.epoch_s) != (self.t0, self.epoch_s):
+                raise ConfigError(self.variable, f"{str(self.path)!r} was replaced by another seal")
+            if on_file.epoch >= target:
+                # Another process is there already (or ahead): adopt its key.
+                self._replace(on_file.key, on_file.epoch)
+                return
+            if on_file.epoch > self._epoch:
+                self._replace(on_file.key, on_file.epoch)
+            key = self._evolved(target)
+            replace_atomically(self.path, _state_bytes(self.t0, self.epoch_s, target, key))
+            self._replace(key, target)
+        finally:
+            os.close(fd)  # releases the flock
 
     def _replace(self, key: bytes, epoch: int) -> None:
         self._key[:] = key  # overwrite in place: the old key's bytes are gone from this buffer
