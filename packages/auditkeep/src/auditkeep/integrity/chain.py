@@ -73,6 +73,7 @@ class Chainer:
         self._checkpoint_seq = -1  # seq of the last checkpoint entry
         self._due = self._every - 1  # a checkpoint is due once this seq is chained
         self._last_checkpoint: str | None = None
+        self._last_checkpoint_line: bytes | None = None  # for a separate signer's link check
         self._ended = False
         self._template = _format.chain_template(self.chain_id)
         self._wake = threading.Event()
@@ -169,11 +170,12 @@ class Chainer:
                 if self._ended or (not final and self._seq - 1 == self._checkpoint_seq):
                     return False
                 seq, head, prev_cp = self._seq, self._prev, self._last_checkpoint
+                prev_line = self._last_checkpoint_line
             assert head is not None
             message = _format.checkpoint_message(
                 self.chain_id, seq - 1, head.decode(), prev_cp, final
             )
-            signed = self._sign(message)
+            signed = self._sign(message, prev_line)
             with self._lock:
                 if self._seq == seq and not self._ended:
                     self._write_checkpoint(seq - 1, head, prev_cp, final, signed)
@@ -186,11 +188,14 @@ class Chainer:
             message = _format.checkpoint_message(
                 self.chain_id, seq - 1, head.decode(), prev_cp, final
             )
-            self._write_checkpoint(seq - 1, head, prev_cp, final, self._sign(message))
+            signed = self._sign(message, self._last_checkpoint_line)
+            self._write_checkpoint(seq - 1, head, prev_cp, final, signed)
             return True
 
-    def _sign(self, message: bytes) -> tuple[str | None, dict[str, Any] | None]:
-        signature = self._key.sign(message) if self._key is not None else None
+    def _sign(
+        self, message: bytes, prev_line: bytes | None
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        signature = self._key.sign(message, prev_line) if self._key is not None else None
         seal = self._seal.tag(message) if self._seal is not None else None
         return signature, seal
 
@@ -246,6 +251,7 @@ class Chainer:
         digest = _format.line_hash(line)
         self._prev = digest.encode()
         if checkpoint:
+            self._last_checkpoint_line = line
             self._checkpoint_seq = self._seq
             self._due = self._seq + self._every
         self._seq += 1
@@ -268,3 +274,6 @@ class Chainer:
         finally:
             if self._seal is not None:
                 self._seal.erase()
+            close = getattr(self._key, "close", None)  # a separate signer's connection
+            if close is not None:
+                close()
