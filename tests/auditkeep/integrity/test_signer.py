@@ -36,11 +36,11 @@ class Signer:
         self.socket = tmp / "signer.sock"
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         inherited = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "auditkeep", "signer", "--key", str(self.key),
-             "--socket", str(self.socket)],
+             "--socket", str(self.socket), *extra],
             env=inherited, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -207,3 +207,31 @@ def test_check_config_shows_the_signer(tmp_path: Path, signer: Signer) -> None:
         {VAR: str(signer.socket), "AUDIT_LOG_SPOOL_DIR": str(tmp_path / "spool")}, read_only=True
     )
     assert f"by the signer at {str(signer.socket)!r}" in config.summary()
+
+
+def test_with_a_ledger_a_restarted_signer_still_refuses_the_past(tmp_path: Path) -> None:
+    """--state: what the signer signed survives its restart, so an agent taken over cannot
+    restart it (or wait for a crash) to have an older checkpoint linked again."""
+    signer = Signer(tmp_path)
+    ledger = tmp_path / "ledger"
+    signer.start("--state", str(ledger))
+    try:
+        sink = InMemorySink()
+        remote = RemoteSigner(signer.socket)
+        logger = _logger(sink, tmp_path, remote)
+        _emit_until_checkpointed(logger, sink, 30)
+        _emit_until_checkpointed(logger, sink, 30)
+        assert ledger.stat().st_mode & 0o777 == 0o600
+        signer.stop()
+        signer.start("--state", str(ledger))
+        checkpoints = [line for line in sink.lines if b"chain.checkpoint" in line]
+        chain_id = orjson.loads(checkpoints[0])["details"]["chain_id"]
+        older = _format.checkpoint_message(
+            chain_id, 10**6, "0" * 64, _format.line_hash(checkpoints[0]), False
+        )
+        with pytest.raises(SignerError, match="link to that checkpoint"):
+            remote.sign(older, checkpoints[0])
+        logger.close(10)  # the real chain goes on and ends, signed
+        assert orjson.loads(sink.lines[-1])["details"]["signature"]
+    finally:
+        signer.stop()

@@ -7,8 +7,9 @@ signs checkpoint messages only (it parses each one: nothing else gets its
 signature), and for each chain only positions after the last one it signed,
 and nothing after a final checkpoint: an agent taken over can have new
 checkpoints signed while it is controlled, but can neither carry the key away
-nor have the past signed again. The memory of what was signed lives as long
-as the signer process (docs/integrity.md).
+nor have the past signed again. What was signed is remembered in memory, and
+in ``--state FILE`` when given, so that a restart forgets nothing
+(docs/integrity.md).
 
 Protocol: one JSON object per line each way. ``{"op": "public"}`` answers
 ``{"public_key": "<base64 raw 32 bytes>"}``; ``{"op": "sign", "message":
@@ -31,11 +32,14 @@ from typing import Any, Final
 
 import orjson
 
+from auditkeep.exceptions import ConfigError
 from auditkeep.integrity import _format
+from auditkeep.integrity._private import read_private, replace_atomically
 from auditkeep.integrity.keys import SigningKey, public_raw
 from auditkeep.integrity.remote import MAX_LINE_BYTES
 
 MAX_CHAINS: Final = 100_000
+_CHAIN_ID: Final = re.compile(r"[0-9a-f]{32}")
 _MESSAGE: Final = re.compile(
     rb"auditkeep-checkpoint/v1\n([0-9a-f]{32})\n(0|[1-9][0-9]{0,19})\n[0-9a-f]{64}\n"
     rb"(-|[0-9a-f]{64})\n(final|open)\n"
@@ -52,11 +56,31 @@ class _Ledger:
     checkpoints of a chain form one line that can only grow.
     """
 
-    def __init__(self, key: SigningKey) -> None:
+    def __init__(self, key: SigningKey, state: Path | None = None) -> None:
         self._key = key
         self._public = key.private.public_key()
         self._lock = threading.Lock()
         self._chains: OrderedDict[bytes, tuple[int, bool]] = OrderedDict()
+        self._state = state
+        if state is not None and state.exists():
+            self._load(state)
+
+    def _load(self, state: Path) -> None:
+        """The ledger a previous run left (``--state``): a restart forgets nothing."""
+        try:
+            data = orjson.loads(read_private(state, "--state"))
+            for chain_id, (seq, final) in data["chains"].items():
+                if _CHAIN_ID.fullmatch(chain_id) and type(seq) is int and type(final) is bool:
+                    self._chains[chain_id.encode()] = (seq, final)
+        except ConfigError:
+            raise
+        except Exception:  # noqa: BLE001 - any malformed ledger is refused alike
+            raise ConfigError("--state", f"{str(state)!r} is not a signer ledger") from None
+
+    def _save(self) -> None:
+        if self._state is not None:
+            chains = {k.decode(): [seq, final] for k, (seq, final) in self._chains.items()}
+            replace_atomically(self._state, orjson.dumps({"format": 1, "chains": chains}))
 
     def admit(self, message: bytes, previous: object) -> str | None:
         """None when ``message`` may be signed (and records it), else why not."""
@@ -80,6 +104,10 @@ class _Ledger:
             self._chains.move_to_end(chain_id)
             while len(self._chains) > MAX_CHAINS:
                 self._chains.popitem(last=False)
+            try:
+                self._save()  # before the signature leaves: a crash cannot forget it
+            except OSError as exc:
+                return f"the signer cannot record what it signs ({exc.strerror})"
         return None
 
     def _check_previous(
@@ -118,9 +146,11 @@ class SignerServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     daemon_threads = True
 
-    def __init__(self, key: SigningKey, path: Path, mode: int = 0o660) -> None:
+    def __init__(
+        self, key: SigningKey, path: Path, mode: int = 0o660, state: Path | None = None
+    ) -> None:
         self.key = key
-        self.ledger = _Ledger(key)
+        self.ledger = _Ledger(key, state)
         self.public_b64 = base64.b64encode(public_raw(key.private.public_key())).decode()
         if path.is_socket():
             path.unlink()  # a stale socket of an earlier run
