@@ -136,13 +136,13 @@ def test_the_signer_never_signs_the_past_again(
     refused(
         _format.checkpoint_message(chain_id, 5, forged, None, False),
         None,
-        "has signed checkpoints",
+        "link to the newest",
     )
     # linking to an earlier checkpoint than the last one signed
     refused(
         _format.checkpoint_message(chain_id, big, forged, first_hash, False),
         checkpoints[0],
-        "link to that checkpoint",
+        "link to the newest",
     )
     # anything that is no checkpoint message
     refused(b"please sign this\n", None, "not a checkpoint message")
@@ -229,9 +229,34 @@ def test_with_a_ledger_a_restarted_signer_still_refuses_the_past(tmp_path: Path)
         older = _format.checkpoint_message(
             chain_id, 10**6, "0" * 64, _format.line_hash(checkpoints[0]), False
         )
-        with pytest.raises(SignerError, match="link to that checkpoint"):
+        with pytest.raises(SignerError, match="link to the newest"):
             remote.sign(older, checkpoints[0])
         logger.close(10)  # the real chain goes on and ends, signed
         assert orjson.loads(sink.lines[-1])["details"]["signature"]
     finally:
         signer.stop()
+
+
+def test_signatures_that_were_never_written_block_nothing(
+    tmp_path: Path, signer: Signer, chain_of: Callable[..., Any]
+) -> None:
+    """An optimistic try overtaken by new entries, or an answer lost on the way, leaves a
+    signature the logger never writes: the signer must still sign the logger's next link
+    (it only learns what is in the trail from lines it is shown)."""
+    sink = InMemorySink()
+    logger = _logger(sink, tmp_path, RemoteSigner(signer.socket))
+    _emit_until_checkpointed(logger, sink, 30)
+    newest = [line for line in sink.lines if b"chain.checkpoint" in line][-1]
+    chain_id = orjson.loads(newest)["details"]["chain_id"]
+    other = RemoteSigner(signer.socket)
+    for final in (False, True):
+        message = _format.checkpoint_message(
+            chain_id, 10**6, "0" * 64, _format.line_hash(newest), final
+        )
+        assert other.sign(message, newest)
+    other.close()
+    _emit_until_checkpointed(logger, sink, 30)
+    logger.close(10)
+    chain = chain_of(sink.lines, public_key=signer.public)
+    assert chain.final is not None
+    assert chain.final["details"]["signature"]

@@ -40,7 +40,9 @@ class Signer(Protocol):
     @property
     def secret_texts(self) -> tuple[str, ...]: ...
 
-    def sign(self, message: bytes, previous: bytes | None = None) -> str: ...
+    def sign(
+        self, message: bytes, previous: bytes | None = None, timeout_s: float | None = None
+    ) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,19 +47,23 @@ _MESSAGE: Final = re.compile(
 
 
 class _Ledger:
-    """What was signed, per chain: the last checkpoint's seq and message, and whether it ended.
+    """Per chain: the newest checkpoint known to be in the trail, and whether the chain ended.
 
-    A checkpoint is signed only as the next link of the checkpoints signed
-    before on its chain: its ``prev_checkpoint`` must be the hash of the line
-    of the last one this signer signed (the caller sends that line; its
-    signature, by this signer's key, and its hash are checked). So the signed
-    checkpoints of a chain form one line that can only grow.
+    A checkpoint is known to be in the trail once the logger presents its line
+    (signed by this signer; its hash and signature are checked): as the
+    ``previous`` of the next request, or right after writing it (``confirm``).
+    A request must link to that newest checkpoint or a later one of its own,
+    never to an older one, so the signed checkpoints of a chain form one line
+    that can only grow; after a confirmed final checkpoint nothing more is
+    signed. Signatures the logger asked for but never wrote (an optimistic try
+    overtaken by new entries, an answer lost) block nothing.
     """
 
     def __init__(self, key: SigningKey, state: Path | None = None) -> None:
         self._key = key
         self._public = key.private.public_key()
         self._lock = threading.Lock()
+        # chain id -> (seq of the newest checkpoint known in the trail, or -1; ended)
         self._chains: OrderedDict[bytes, tuple[int, bool]] = OrderedDict()
         self._state = state
         if state is not None and state.exists():
@@ -69,76 +73,90 @@ class _Ledger:
         """The ledger a previous run left (``--state``): a restart forgets nothing."""
         try:
             data = orjson.loads(read_private(state, "--state"))
-            for chain_id, (seq, final) in data["chains"].items():
-                if _CHAIN_ID.fullmatch(chain_id) and type(seq) is int and type(final) is bool:
-                    self._chains[chain_id.encode()] = (seq, final)
+            for chain_id, (seq, ended) in data["chains"].items():
+                if _CHAIN_ID.fullmatch(chain_id) and type(seq) is int and type(ended) is bool:
+                    self._chains[chain_id.encode()] = (seq, ended)
         except ConfigError:
             raise
         except Exception:  # noqa: BLE001 - any malformed ledger is refused alike
             raise ConfigError("--state", f"{str(state)!r} is not a signer ledger") from None
 
-    def _save(self) -> None:
+    def _record(self, chain_id: bytes, known: int, ended: bool) -> str | None:
+        """Remember (lock held), on disk too with ``--state``; why not, if that failed."""
+        self._chains[chain_id] = (known, ended)
+        self._chains.move_to_end(chain_id)
+        while len(self._chains) > MAX_CHAINS:
+            self._chains.popitem(last=False)
         if self._state is not None:
-            chains = {k.decode(): [seq, final] for k, (seq, final) in self._chains.items()}
-            replace_atomically(self._state, orjson.dumps({"format": 1, "chains": chains}))
-
-    def admit(self, message: bytes, previous: object) -> str | None:
-        """None when ``message`` may be signed (and records it), else why not."""
-        found = _MESSAGE.fullmatch(message)
-        if found is None:
-            return "not a checkpoint message"
-        chain_id, seq = found.group(1), int(found.group(2))
-        prev_hash, final = found.group(3), found.group(4) == b"final"
-        with self._lock:
-            last = self._chains.get(chain_id)
-            if last is not None and last[1]:
-                return f"chain {chain_id.decode()} ended with a final checkpoint"
-            if prev_hash == b"-":
-                if last is not None:
-                    return f"chain {chain_id.decode()} has signed checkpoints; link to the last"
-            else:
-                why = self._check_previous(chain_id, seq, prev_hash, previous, last)
-                if why is not None:
-                    return why
-            self._chains[chain_id] = (seq, final)
-            self._chains.move_to_end(chain_id)
-            while len(self._chains) > MAX_CHAINS:
-                self._chains.popitem(last=False)
+            chains = {k.decode(): [seq, end] for k, (seq, end) in self._chains.items()}
             try:
-                self._save()  # before the signature leaves: a crash cannot forget it
+                replace_atomically(self._state, orjson.dumps({"format": 1, "chains": chains}))
             except OSError as exc:
                 return f"the signer cannot record what it signs ({exc.strerror})"
         return None
 
-    def _check_previous(
-        self,
-        chain_id: bytes,
-        seq: int,
-        prev_hash: bytes,
-        previous: object,
-        last: tuple[int, bool] | None,
-    ) -> str | None:
-        if not isinstance(previous, str) or len(previous) > MAX_LINE_BYTES:
+    def admit(self, message: bytes, previous: object) -> str | None:
+        """None when ``message`` may be signed, else why not."""
+        found = _MESSAGE.fullmatch(message)
+        if found is None:
+            return "not a checkpoint message"
+        chain_id, seq = found.group(1), int(found.group(2))
+        prev_hash = found.group(3)
+        with self._lock:
+            known, ended = self._chains.get(chain_id, (-1, False))
+            if ended:
+                return f"chain {chain_id.decode()} ended with a final checkpoint"
+            if prev_hash == b"-":
+                if known >= 0:
+                    return (
+                        f"chain {chain_id.decode()} has checkpoints up to seq {known}; "
+                        "link to the newest"
+                    )
+                return None
+            d = self._signed_line(previous)
+            if isinstance(d, str):
+                return d
+            assert isinstance(previous, str)  # _signed_line checked it
+            if _format.line_hash(previous.encode()).encode() != prev_hash:
+                return "prev_checkpoint is not the hash of the previous checkpoint's line"
+            if d["chain_id"].encode() != chain_id or d["final"] or not d["seq"] < seq:
+                return "the previous checkpoint does not precede this one on its chain"
+            if d["seq"] < known:
+                return (
+                    f"chain {chain_id.decode()} has checkpoints up to seq {known}; "
+                    "link to the newest"
+                )
+            if d["seq"] > known:
+                return self._record(chain_id, d["seq"], False)
+        return None
+
+    def confirm(self, line: object) -> str | None:
+        """The logger wrote this checkpoint: it is now the newest known (None when taken)."""
+        d = self._signed_line(line)
+        if isinstance(d, str):
+            return d
+        chain_id = d["chain_id"].encode()
+        with self._lock:
+            known, ended = self._chains.get(chain_id, (-1, False))
+            if ended or d["seq"] < known:
+                return None  # nothing to learn
+            return self._record(chain_id, d["seq"], bool(d["final"]))
+
+    def _signed_line(self, line: object) -> dict[str, Any] | str:
+        """The details of a checkpoint line this signer signed, or why it is not one."""
+        if not isinstance(line, str) or len(line) > MAX_LINE_BYTES:
             return "the previous checkpoint's line is needed"
-        line = previous.encode("utf-8", "replace")
-        if _format.line_hash(line).encode() != prev_hash:
-            return "prev_checkpoint is not the hash of the previous checkpoint's line"
         try:
-            d = orjson.loads(line)["details"]
+            d: dict[str, Any] = orjson.loads(line)["details"]
             prev_message = _format.checkpoint_message(
                 d["chain_id"], d["seq"], d["head"], d["prev_checkpoint"], d["final"] is True
             )
             self._public.verify(base64.b64decode(d["signature"], validate=True), prev_message)
+            if not (_CHAIN_ID.fullmatch(d["chain_id"]) and type(d["seq"]) is int):
+                raise ValueError
         except Exception:  # noqa: BLE001 - any malformed or foreign line is refused alike
             return "the previous checkpoint is not one this signer signed"
-        if d["chain_id"].encode() != chain_id or d["final"] is True or not d["seq"] < seq:
-            return "the previous checkpoint does not precede this one on its chain"
-        if last is not None and d["seq"] != last[0]:
-            return (
-                f"chain {chain_id.decode()} was signed up to seq {last[0]}; link to that checkpoint"
-            )
-        # last is None: this signer restarted since (its ledger is in memory): adopt.
-        return None
+        return d
 
 
 class SignerServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -176,6 +194,9 @@ class SignerServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             if why is not None:
                 return {"error": why}
             return {"signature": self.key.sign(message)}
+        if op == "confirm":
+            why = self.ledger.confirm(request.get("line"))
+            return {"error": why} if why is not None else {"ok": True}
         return {"error": "unknown op"}
 
 
