@@ -1,21 +1,23 @@
 """A separate signer: the checkpoint key in its own process, reached over a unix socket.
 
-``auditkeep signer --key FILE --socket PATH`` holds the private key (run it as
-another user than the agent); the agent sets ``AUDIT_LOG_SIGNER_SOCKET=PATH``
-instead of ``AUDIT_LOG_SIGNING_KEY_FILE`` and never holds the key. The signer
-signs checkpoint messages only (it parses each one: nothing else gets its
-signature), and for each chain only positions after the last one it signed,
-and nothing after a final checkpoint: an agent taken over can have new
-checkpoints signed while it is controlled, but can neither carry the key away
-nor have the past signed again. What was signed is remembered in memory, and
-in ``--state FILE`` when given, so that a restart forgets nothing
+``auditkeep signer --key FILE --socket PATH [--state LEDGER]`` holds the
+private key (run it as another user than the agent); the agent sets
+``AUDIT_LOG_SIGNER_SOCKET=PATH`` instead of ``AUDIT_LOG_SIGNING_KEY_FILE`` and
+never holds the key. The signer signs checkpoint messages only (it parses each
+one: nothing else gets its signature), and on each chain only links from the
+newest checkpoint it knows is in the trail (``_Ledger``): an agent taken over
+can have new checkpoints signed while it is controlled, but can neither carry
+the key away nor have the past signed again. The ledger is kept in memory,
+and in ``--state`` when given, so that a restart forgets nothing
 (docs/integrity.md).
 
 Protocol: one JSON object per line each way. ``{"op": "public"}`` answers
-``{"public_key": "<base64 raw 32 bytes>"}``; ``{"op": "sign", "message":
-"<checkpoint message>"}`` answers ``{"signature": "<base64>"}`` or
-``{"error": "<why>"}``. Lines are bounded (``MAX_LINE_BYTES``). Hand-written
-on ``socketserver`` because the protocol is two requests; an RPC framework
+``{"public_key": "<base64 raw 32 bytes>", "key_id"}``; ``{"op": "sign",
+"message": "<checkpoint message>", "previous": "<the chain's newest checkpoint
+line>"}`` answers ``{"signature": "<base64>"}``; ``{"op": "confirm", "line":
+"<a checkpoint line just written>"}`` answers ``{"ok": true}``; a refusal is
+``{"error": "<why>"}``. Lines are bounded (``MAX_LINE_BYTES``). Hand-written on
+``socketserver`` because the protocol is three requests; an RPC framework
 would be most of the signer.
 """
 
