@@ -102,8 +102,9 @@ class Chainer:
         key = self._key
         if key is None:
             _log.warning(
-                "auditkeep: integrity is on without AUDIT_LOG_SIGNING_KEY_FILE: entries are "
-                "chained, checkpoints unsigned (docs/integrity.md)"
+                "auditkeep: integrity is on without AUDIT_LOG_SIGNING_KEY_FILE or "
+                "AUDIT_LOG_SIGNER_SOCKET: entries are chained, checkpoints unsigned "
+                "(docs/integrity.md)"
             )
         details: dict[str, Any] = {
             "chain_id": self.chain_id,

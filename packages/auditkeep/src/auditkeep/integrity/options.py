@@ -80,7 +80,7 @@ class IntegrityOptions:
         key = (
             f"signed (key id {self.signing_key.key_id})"
             if self.signing_key
-            else "UNSIGNED (no AUDIT_LOG_SIGNING_KEY_FILE)"
+            else "UNSIGNED (no AUDIT_LOG_SIGNING_KEY_FILE or AUDIT_LOG_SIGNER_SOCKET)"
         )
         if isinstance(self.signing_key, RemoteSigner):
             key += f" by the signer at {str(self.signing_key.path)!r}"
