@@ -260,3 +260,19 @@ def test_signatures_that_were_never_written_block_nothing(
     chain = chain_of(sink.lines, public_key=signer.public)
     assert chain.final is not None
     assert chain.final["details"]["signature"]
+
+
+def test_the_signer_refuses_a_key_others_can_read(tmp_path: Path) -> None:
+    key = tmp_path / "k.pem"
+    generate(key)
+    key.chmod(0o644)
+    inherited = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "auditkeep", "signer", "--key", str(key),
+         "--socket", str(tmp_path / "s.sock")],
+        env=inherited, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("auditkeep signer: --key: ") and "chmod 600" in line
+    assert not (tmp_path / "s.sock").exists()
