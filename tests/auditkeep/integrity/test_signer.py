@@ -274,5 +274,6 @@ def test_the_signer_refuses_a_key_others_can_read(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
-    assert line.startswith("auditkeep signer: --key: ") and "chmod 600" in line
+    assert line.startswith("auditkeep signer: --key: ")
+    assert "chmod 600" in line
     assert not (tmp_path / "s.sock").exists()
