@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_spool(sub)
 
+    from auditkeep.integrity.cli import register as register_keygen
+
+    register_keygen(sub)
+
     p = sub.add_parser(
         "demo",
         help="emit a burst of correlated entries to a file and query them back",
@@ -123,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
             "auditkeep demo",
             "auditkeep demo --dir /tmp/audit-demo --entries 5000",
             notes=(
-                "The demo writes audit.jsonl (with its rotations) and spool/ in the folder. "
+                "The demo writes audit.jsonl (with its rotations), spool/ and the key its trail "
+                "is signed with (audit-signing.pem, .pub) in the folder. "
                 "It refuses a folder that holds anything it did not write; --force writes "
                 "there anyway, replacing only its own files."
             ),
