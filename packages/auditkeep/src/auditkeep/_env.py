@@ -37,6 +37,13 @@ KNOWN_VARIABLES: Final = frozenset(
         "AUDIT_LOG_MAX_ENTRY_BYTES",
         "AUDIT_LOG_MAX_FIELD_CHARS",
         "AUDIT_LOG_DISK_WARN_FREE",
+        # tamper evidence (auditkeep.integrity.options)
+        "AUDIT_LOG_INTEGRITY",
+        "AUDIT_LOG_SIGNING_KEY_FILE",
+        "AUDIT_LOG_CHECKPOINT_EVERY",
+        "AUDIT_LOG_CHECKPOINT_INTERVAL_S",
+        "AUDIT_LOG_SEAL",
+        "AUDIT_LOG_SEAL_KEY_FILE",
         "AUDIT_LOG_FILE_PATH",
         "AUDIT_LOG_FILE_MAX_BYTES",
         "AUDIT_LOG_FILE_BACKUPS",

@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_spool(sub)
 
+    from auditkeep.integrity.cli import register as register_keygen
+
+    register_keygen(sub)
+
     p = sub.add_parser(
         "demo",
         help="emit a burst of correlated entries to a file and query them back",

@@ -21,6 +21,7 @@ from auditkeep._env import check_unknown_variables, env_bool, env_int, env_secon
 from auditkeep._names import service_name_problem
 from auditkeep.delivery.options import DEFAULTS, DeliveryOptions, parse_durability
 from auditkeep.exceptions import ConfigError, InvalidOptionError
+from auditkeep.integrity.options import IntegrityOptions, integrity_from_env
 from auditkeep.logger import AuditLogger
 from auditkeep.metrics import AuditMetrics
 from auditkeep.redact import SecretRedactor
@@ -267,6 +268,8 @@ class AuditConfig:
     max_field_chars: int = 4096
     file_retention: str = "keep"
     disk_warn_free: FreeSpaceThreshold = field(default_factory=FreeSpaceThreshold)
+    integrity: IntegrityOptions | None = None
+    """Chained entries and checkpoints (``AUDIT_LOG_INTEGRITY``, docs/integrity.md); None: off."""
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     """The environment read, for destinations that take more settings (syslog, http)."""
 
@@ -342,6 +345,7 @@ class AuditConfig:
             ),
             file_retention=raw_retention,
             disk_warn_free=threshold_from_env(env),
+            integrity=integrity_from_env(env),
             # Only our own variables: the config must not carry the process's other secrets.
             environ={k: v for k, v in env.items() if k.startswith("AUDIT_LOG_")},
         )
@@ -407,6 +411,7 @@ class AuditConfig:
             f" batches of {self.delivery.batch_events}",
             f"spool:        {_shown_path(self.spool_dir)}",
             f"disk warning: below {self.disk_warn_free} free",
+            f"integrity:    {self.integrity.describe() if self.integrity else 'off'}",
         ]
         return "\n".join(lines)
 
@@ -422,6 +427,14 @@ class AuditConfig:
         from auditkeep.sinks.syslog import SyslogSink
 
         findings: list[tuple[bool, str]] = []
+        if self.integrity is not None and self.integrity.signing_key is None:
+            findings.append(
+                (
+                    False,
+                    "AUDIT_LOG_INTEGRITY is on without AUDIT_LOG_SIGNING_KEY_FILE: "
+                    "checkpoints are unsigned (see docs/integrity.md)",
+                )
+            )
         for sink in self._network_sinks():
             if isinstance(sink, SyslogSink):
                 findings.extend(sink.preflight())
@@ -509,6 +522,7 @@ class AuditConfig:
             metrics=metrics,
             redactor=redactor,
             max_entry_bytes=self.max_entry_bytes,
+            integrity=self.integrity,
         )
         record = rotated_out_recorder(logger, metrics)
         for sink in sinks:

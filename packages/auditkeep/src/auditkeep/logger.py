@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, ParamSpec, TypeVar, Unpack, cast
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, Unpack, cast
 
 import orjson
 
@@ -50,6 +50,10 @@ from auditkeep.exceptions import InvalidEntryError, LoggerClosedError
 from auditkeep.metrics import AuditMetrics
 from auditkeep.redact import NARROW_FLAT, SecretRedactor, default_redactor
 from auditkeep.typing import Sink
+
+if TYPE_CHECKING:
+    from auditkeep.integrity.chain import Chainer
+    from auditkeep.integrity.options import IntegrityOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -103,6 +107,8 @@ class AuditLogger:
         max_entry_bytes: the largest encoded entry (at least 1,024); bulkier
             entries are cut down, never written whole.
         enabled: False makes ``emit`` a no-op costing one attribute check.
+        integrity: chain every entry and write checkpoints (``IntegrityOptions``,
+            docs/integrity.md); the chain field counts against ``max_entry_bytes``.
 
     Raises:
         InvalidOptionError: a delivery setting out of range (also a ``ValueError``).
@@ -123,6 +129,7 @@ class AuditLogger:
         metrics: AuditMetrics | None = None,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         enabled: bool = True,
+        integrity: IntegrityOptions | None = None,
         **settings: Unpack[DeliverySettings],
     ) -> None:
         problem = service_name_problem(service)
@@ -151,6 +158,7 @@ class AuditLogger:
         self._count = self._metrics.count_entry
         self._fanout: FanOut | None = None
         self._submit: Callable[[bytes], None] = _discard
+        self._chain: Chainer | None = None
         if not enabled:
             return
         self._fanout = FanOut(
@@ -161,7 +169,23 @@ class AuditLogger:
             fallback=fallback,
         )
         self._submit = self._fanout.submit
+        if integrity is not None:
+            self._start_chain(integrity)
         _live_loggers.add(self)
+
+    def _start_chain(self, integrity: IntegrityOptions) -> None:
+        """Route every entry through a ``Chainer`` (encoded bytes in, chained bytes out)."""
+        from auditkeep.integrity._format import CHAIN_FIELD_MAX_BYTES
+        from auditkeep.integrity.chain import Chainer
+
+        self._max_entry_bytes -= CHAIN_FIELD_MAX_BYTES
+        self._chain = Chainer(
+            integrity, service=self.service, submit=self._submit, count=self._count
+        )
+        for secret in integrity.secret_texts():
+            self._redactor.register(secret)
+        self._submit = self._chain.submit
+        self._chain.start()
 
     def __repr__(self) -> str:
         return f"AuditLogger(service={self.service!r}, pipelines={list(self.pipelines)!r})"
@@ -598,6 +622,8 @@ class AuditLogger:
         _live_loggers.discard(self)
         if self._fanout is None:
             return True
+        if self._chain is not None:
+            self._chain.close()
         _closing.add(self)
         try:
             return self._fanout.close(self.shutdown_timeout_s if timeout_s is None else timeout_s)

@@ -103,17 +103,17 @@ def fingerprint(public_raw: bytes) -> str:
     return FINGERPRINT_PREFIX + hashlib.sha256(public_raw).hexdigest()
 
 
-def seal_key0(seed: bytes) -> bytes:
+def seal_key0(seed: bytes | bytearray) -> bytes:
     """The epoch-0 sealing key from the off-host seed."""
     return hmac.new(seed, SEAL_KEY0_LABEL, hashlib.sha256).digest()
 
 
-def seal_evolve(key: bytes) -> bytes:
+def seal_evolve(key: bytes | bytearray) -> bytes:
     """The next epoch's key: one-way (SHA-256), so the current key tells nothing of earlier ones."""
     return hashlib.sha256(SEAL_EVOLVE_LABEL + key).digest()
 
 
-def seal_key_at(seed: bytes, epoch: int) -> bytes:
+def seal_key_at(seed: bytes | bytearray, epoch: int) -> bytes:
     """Epoch ``epoch``'s key, derived from the seed (the verifier's side)."""
     if epoch < 0:
         raise ValueError("epoch must be >= 0")
@@ -128,7 +128,7 @@ def seal_epoch_of(t: float, t0: int, epoch_s: int) -> int:
     return max(0, math.floor((t - t0) / epoch_s))
 
 
-def seal_tag(key: bytes, epoch: int, message: bytes) -> str:
+def seal_tag(key: bytes | bytearray, epoch: int, message: bytes) -> str:
     """HMAC-SHA256 (hex) binding a checkpoint message to ITS epoch (CVE-2023-31439)."""
     return hmac.new(
         key, SEAL_TAG_LABEL + str(epoch).encode("ascii") + b"\n" + message, hashlib.sha256
