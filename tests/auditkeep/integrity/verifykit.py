@@ -51,9 +51,7 @@ def write_public_key(key: Ed25519PrivateKey, path: Path) -> Path:
 
 
 def write_seal_seed(seed: bytes, t0: int, epoch_s: int, path: Path) -> Path:
-    path.write_bytes(
-        orjson.dumps({"format": 1, "t0": t0, "epoch_s": epoch_s, "seed": seed.hex()})
-    )
+    path.write_bytes(orjson.dumps({"format": 1, "t0": t0, "epoch_s": epoch_s, "seed": seed.hex()}))
     return path
 
 
@@ -117,7 +115,9 @@ class FormatWriter:
             "timestamp": iso(self.t),
             "event_type": "audit",
             "action": action,
-            "actor": {"type": "system", "id": "auditkeep"} if system else {"type": "user", "id": "u"},
+            "actor": {"type": "system", "id": "auditkeep"}
+            if system
+            else {"type": "user", "id": "u"},
             "target": {},
             "outcome": "success",
             "correlation_id": str(uuid.uuid4()),
@@ -151,7 +151,10 @@ class FormatWriter:
             while self.seal_epoch < epoch:  # evolve forward, as the host does
                 self.seal_key = _format.seal_evolve(self.seal_key)
                 self.seal_epoch += 1
-            seal = {"epoch": self.seal_epoch, "tag": _format.seal_tag(self.seal_key, self.seal_epoch, message)}
+            seal = {
+                "epoch": self.seal_epoch,
+                "tag": _format.seal_tag(self.seal_key, self.seal_epoch, message),
+            }
         line = self._emit(
             _format.ACTION_CHECKPOINT,
             {
