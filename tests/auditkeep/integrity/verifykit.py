@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,11 @@ class FormatWriter:
         start: float | None = None,
         step: float = 0.001,
         chain_id: str | None = None,
+        seal_hook: Callable[[int, bytes, bytes], tuple[int, str]] | None = None,
+        checkpoint_clock: Callable[[float], float] | None = None,
     ) -> None:
+        """``seal_hook(true_epoch, current_key, message)`` -> (claimed epoch, tag) replaces
+        the genuine tag (an attacker's); ``checkpoint_clock`` restamps checkpoints."""
         self.id = chain_id or uuid.uuid4().hex
         self.key = key
         self.key_id = _format.key_id(public_raw(key)) if key else None
@@ -85,6 +89,8 @@ class FormatWriter:
         self.every = every
         self.t = start if start is not None else time.time()
         self.step = step
+        self.seal_hook = seal_hook
+        self.checkpoint_clock = checkpoint_clock
         self.seq = 0
         self.prev: str | None = None
         self.prev_checkpoint: str | None = None
@@ -107,12 +113,14 @@ class FormatWriter:
             system=True,
         )
 
-    def _emit(self, action: str, details: dict[str, Any], *, system: bool = False) -> bytes:
+    def _emit(
+        self, action: str, details: dict[str, Any], *, system: bool = False, at: float | None = None
+    ) -> bytes:
         self.t += self.step
         entry = {
             "schema_version": "1.0",
             "event_id": str(uuid.uuid4()),
-            "timestamp": iso(self.t),
+            "timestamp": iso(self.t if at is None else at),
             "event_type": "audit",
             "action": action,
             "actor": {"type": "system", "id": "auditkeep"}
@@ -151,10 +159,12 @@ class FormatWriter:
             while self.seal_epoch < epoch:  # evolve forward, as the host does
                 self.seal_key = _format.seal_evolve(self.seal_key)
                 self.seal_epoch += 1
-            seal = {
-                "epoch": self.seal_epoch,
-                "tag": _format.seal_tag(self.seal_key, self.seal_epoch, message),
-            }
+            if self.seal_hook is not None:
+                claimed, tag = self.seal_hook(self.seal_epoch, self.seal_key, message)
+            else:
+                claimed = self.seal_epoch
+                tag = _format.seal_tag(self.seal_key, self.seal_epoch, message)
+            seal = {"epoch": claimed, "tag": tag}
         line = self._emit(
             _format.ACTION_CHECKPOINT,
             {
@@ -168,6 +178,7 @@ class FormatWriter:
                 "seal": seal,
             },
             system=True,
+            at=self.checkpoint_clock(self.t + self.step) if self.checkpoint_clock else None,
         )
         self.prev_checkpoint = _format.line_hash(line)
         self.checkpoint_lines.append(len(self.lines) - 1)

@@ -722,6 +722,7 @@ class _Judge:
         self.omitted = 0
         self.bad_seqs: list[int] = []
         self.modified: set[int] = set()
+        self.started: dict[str, Any] = {}
 
     def at(self, kind: str, message: str, seq: int | None, *, notice: bool = False) -> None:
         chain = self.chain
@@ -760,6 +761,7 @@ class _Judge:
         started_details = started.get("details") if started else None
         if not isinstance(started_details, dict):
             started_details = {}
+        self.started = started_details
         self._links()
         self._duplicates()
         checkpoints = self._checkpoints(started_details)
@@ -953,7 +955,9 @@ class _Judge:
             self.at("seal_epoch_mismatch", f"epoch {epoch} after epoch {last_epoch}", seq)
             ok = False
         earliest = _unix(self.chain.min_ts.get(seq))
-        every = _number(details, "checkpoint_every_s", _format.DEFAULT_CHECKPOINT_INTERVAL_S)
+        every = _number(
+            self.started, "checkpoint_every_s", _format.DEFAULT_CHECKPOINT_INTERVAL_S
+        )
         if earliest is not None and earliest < start - every - tol:
             self.at(
                 "seal_epoch_mismatch",
