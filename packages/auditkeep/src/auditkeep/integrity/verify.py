@@ -264,6 +264,9 @@ class _Chain:
         "digests",
         "duplicates",
         "early",
+        "file_at",
+        "file_back",
+        "file_top",
         "files",
         "gaps",
         "id",
@@ -304,6 +307,11 @@ class _Chain:
         # Contiguous runs of accepted seqs (one unless there are gaps): first seq, array index.
         self.run_seq: list[int] = []
         self.run_index: list[int] = []
+        # The file being read: its index, the highest seq of this chain in it, and
+        # whether the last line of this chain went backwards (reordering notices).
+        self.file_at = -1
+        self.file_top = -1
+        self.file_back = False
         # Seal mode: the earliest entry timestamp since the last checkpoint.
         self.seg_min_ts: str | None = None
         self.min_ts: dict[int, str | None] = {}
@@ -362,7 +370,7 @@ class _Chain:
         if seq == self.next:
             self._accept(entry, line, ts, linked=True)
             if self.pending:
-                self._drain()
+                self.drain()
         elif self.base < 0:
             self._accept(entry, line, ts, linked=False)
         elif seq < self.base:
@@ -430,7 +438,7 @@ class _Chain:
         self.last_line = line
         self.next = seq + 1
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         while (entry := self.pending.pop(self.next, None)) is not None:
             self._accept(entry, None, self.min_ts.pop(entry[0], None), linked=True)
 
@@ -443,7 +451,7 @@ class _Chain:
             self.gaps.append((self.next, seq - 1))
             entry = self.pending.pop(seq)
             self._accept(entry, None, self.min_ts.pop(seq, None), linked=False)
-            self._drain()
+            self.drain()
         self._resolve_alternates()
 
     def _rebuild(self) -> None:
@@ -568,11 +576,8 @@ class _Reader:
 
     def _read_file(self, file_index: int, trail_file: TrailFile) -> None:
         line_no = 0
-        # Per chain in this file: the highest seq seen, and whether the last line went backwards.
-        highest: dict[str, int] = {}
-        backwards: dict[str, bool] = {}
         seal = self.options.seal is not None
-        chains = self.chains
+        by_raw_id: dict[bytes, _Chain] = {}
         sha256 = hashlib.sha256
         unhex = binascii.unhexlify
         tail_match = _TAIL.fullmatch
@@ -597,35 +602,57 @@ class _Reader:
                     match = tail_match(line, pos) if pos > 0 else None
                     if match is not None:
                         digest = sha256(line).digest()
-                        chain_id = match[1].decode()
+                        raw_id = match[1]
                         seq = int(match[2])
                         prev_hex = match[3]
                         prev = unhex(prev_hex) if prev_hex is not None else None
+                        chain = by_raw_id.get(raw_id)  # type: ignore[assignment]
+                        if chain is None:
+                            chain = self._chain(raw_id.decode(), file_index)
+                            by_raw_id[raw_id] = chain
                         if line.find(_ACTION_NEEDLE, 0, _ACTION_WINDOW) >= 0:
                             parsed = self._parse(line, file_index, line_no)
                             if parsed is None:
                                 continue
                             if parsed.get("action") not in _META_ACTIONS:
                                 parsed = None
+                        elif (
+                            seq == chain.next
+                            and prev == chain.last
+                            and not seal
+                            and seq > chain.file_top
+                        ):
+                            # The common case, inlined: the next entry, linked, in order.
+                            chain.digests += digest
+                            chain.prevs += prev  # type: ignore[operator]
+                            chain.files.append(file_index)
+                            chain.lines.append(line_no)
+                            chain.last = digest
+                            chain.last_line = line
+                            chain.next = seq + 1
+                            chain.file_top = seq
+                            chain.file_back = False
+                            if chain.pending:
+                                chain.drain()
+                            continue
                     else:
                         slow = self._slow(line, file_index, line_no, pending_torn)
                         if slow is None:
                             continue
                         chain_id, seq, prev, digest, parsed = slow
+                        chain = self._chain(chain_id, file_index)
+                    if chain.file_at != file_index:
+                        chain.file_at, chain.file_top, chain.file_back = file_index, -1, False
                     ts = _timestamp(line) if seal else None
-                    chain = chains.get(chain_id)
-                    if chain is None:
-                        chain = chains[chain_id] = _Chain(chain_id)
                     before = chain.duplicates
                     chain.add((seq, digest, prev, file_index, line_no, parsed), line, ts)
-                    top = highest.get(chain_id, -1)
-                    if seq > top:
-                        highest[chain_id] = seq
-                        backwards[chain_id] = False
+                    if seq > chain.file_top:
+                        chain.file_top = seq
+                        chain.file_back = False
                     elif chain.duplicates == before:
-                        if not backwards.get(chain_id):
-                            self.reorders.setdefault((file_index, chain_id), []).append(line_no)
-                        backwards[chain_id] = True
+                        if not chain.file_back:
+                            self.reorders.setdefault((file_index, chain.id), []).append(line_no)
+                        chain.file_back = True
         except (OSError, zlib.error, EOFError) as exc:
             self.problems.append(
                 Problem(
@@ -636,6 +663,14 @@ class _Reader:
                 )
             )
         self.lines += line_no
+
+    def _chain(self, chain_id: str, file_index: int) -> _Chain:
+        chain = self.chains.get(chain_id)
+        if chain is None:
+            chain = self.chains[chain_id] = _Chain(chain_id)
+        if chain.file_at != file_index:
+            chain.file_at, chain.file_top, chain.file_back = file_index, -1, False
+        return chain
 
     def _parse(self, line: bytes, file_index: int, line_no: int) -> dict[str, Any] | None:
         try:
@@ -955,9 +990,7 @@ class _Judge:
             self.at("seal_epoch_mismatch", f"epoch {epoch} after epoch {last_epoch}", seq)
             ok = False
         earliest = _unix(self.chain.min_ts.get(seq))
-        every = _number(
-            self.started, "checkpoint_every_s", _format.DEFAULT_CHECKPOINT_INTERVAL_S
-        )
+        every = _number(self.started, "checkpoint_every_s", _format.DEFAULT_CHECKPOINT_INTERVAL_S)
         if earliest is not None and earliest < start - every - tol:
             self.at(
                 "seal_epoch_mismatch",
