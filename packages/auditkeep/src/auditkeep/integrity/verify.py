@@ -606,7 +606,7 @@ class _Reader:
                         seq = int(match[2])
                         prev_hex = match[3]
                         prev = unhex(prev_hex) if prev_hex is not None else None
-                        chain = by_raw_id.get(raw_id)  # type: ignore[assignment]
+                        chain = by_raw_id.get(raw_id)
                         if chain is None:
                             chain = self._chain(raw_id.decode(), file_index)
                             by_raw_id[raw_id] = chain
@@ -624,7 +624,7 @@ class _Reader:
                         ):
                             # The common case, inlined: the next entry, linked, in order.
                             chain.digests += digest
-                            chain.prevs += prev  # type: ignore[operator]
+                            chain.prevs += prev  # type: ignore[arg-type]
                             chain.files.append(file_index)
                             chain.lines.append(line_no)
                             chain.last = digest
