@@ -499,3 +499,43 @@ def test_a_record_forged_into_the_spool_is_delivered_and_flagged(
             line,
         )
     ]
+
+
+@pytest.mark.parametrize("tamper", ["none", "modified", "deleted", "inserted"])
+def test_reading_in_parallel_reports_the_same(
+    trail: Path, public: Path, tamper: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One process per file, chains stitched in the parent: the same report as one process."""
+    from auditkeep.integrity import verify as engine
+    from auditkeep.integrity.verify import VerifyOptions, load_public_key
+
+    spots = index_trail(trail)
+    _, _, spot = sealed_spot(spots, compressed=True)
+    if tamper == "modified":
+        edit(spot, lambda lines, i: lines.__setitem__(i, lines[i].replace(b"padding", b"pad", 1)))
+    elif tamper == "deleted":
+        edit(spot, lambda lines, i: lines.pop(i))
+    elif tamper == "inserted":
+        forged = orjson.loads(spot.raw)
+        forged["details"]["note"] = "approved by nobody"
+        edit(spot, lambda lines, i: lines.insert(0, orjson.dumps(forged)))
+    key_id, key = load_public_key(public)
+    options = VerifyOptions(public_keys={key_id: key})
+    files = discover_files([trail])
+    monkeypatch.setattr(engine, "PARALLEL_MIN_BYTES", 0)
+    pools: list[int] = []
+    real_pool = engine.ProcessPoolExecutor
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pools.append(1)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "ProcessPoolExecutor", counted)
+    reports = []
+    for workers in (1, 2):
+        found = engine.verify(files, options, workers=workers).as_dict()
+        del found["seconds"]
+        reports.append(found)
+    assert pools == [1]  # the second run really read in parallel
+    assert reports[0] == reports[1]
+    assert (reports[0]["exit_code"] == 0) == (tamper == "none")

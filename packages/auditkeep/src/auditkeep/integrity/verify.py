@@ -40,14 +40,18 @@ import array
 import base64
 import binascii
 import bisect
+import functools
 import hashlib
 import hmac
 import itertools
 import math
+import multiprocessing
 import re
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +60,12 @@ from typing import Any, Final
 import orjson
 
 from auditkeep.integrity import _format
-from auditkeep.query._reader import TrailFile, file_line_blocks
+from auditkeep.query._reader import (
+    PARALLEL_MIN_BYTES,
+    TrailFile,
+    available_cpus,
+    file_line_blocks,
+)
 
 # Exit codes (ISSUE14-FORMAT / docs/integrity-verify.md).
 EXIT_VERIFIED: Final = 0
@@ -442,6 +451,72 @@ class _Chain:
         while (entry := self.pending.pop(self.next, None)) is not None:
             self._accept(entry, None, self.min_ts.pop(entry[0], None), linked=True)
 
+    def entries(self) -> Iterator[tuple[_Entry, str | None]]:
+        """Everything this chain holds, accepted or not, with each entry's timestamp if kept."""
+        for index, seq in enumerate(self.seqs()):
+            i = index * _DIGEST
+            prev = bytes(self.prevs[i : i + _DIGEST])
+            yield (
+                (
+                    seq,
+                    bytes(self.digests[i : i + _DIGEST]),
+                    None if seq == 0 and prev == _NULL_PREV else prev,
+                    self.files[index],
+                    self.lines[index],
+                    self.meta.get(seq),
+                ),
+                None,
+            )
+        for entry in self.pending.values():
+            yield entry, self.min_ts.get(entry[0])
+        for variants in self.alternates.values():
+            for entry in variants:
+                yield entry, None
+        for entry in self.early:
+            yield entry, None
+
+    def absorb(self, other: _Chain) -> None:
+        """Take in the same chain as read from the next file (by another process)."""
+        if self.base < 0 or other.base != self.next or other.early or len(other.run_seq) != 1:
+            # Not a continuation: replay its entries one by one (rare; in seq order).
+            for entry, ts in sorted(other.entries(), key=lambda item: item[0][0]):
+                self.add(entry, b"", ts)
+            self.duplicates += other.duplicates
+            return
+        first = other.base
+        if first != 0 and bytes(other.prevs[:_DIGEST]) != self.last:
+            self.breaks.add(first)
+        other.unlinked.discard(first)
+        self.digests += other.digests
+        self.prevs += other.prevs
+        self.files.extend(other.files)
+        self.lines.extend(other.lines)
+        self.meta.update(other.meta)
+        self.breaks |= other.breaks
+        self.unlinked |= other.unlinked
+        self.duplicates += other.duplicates
+        self.relinked += other.relinked
+        first_checkpoint = min(
+            (s for s, m in other.meta.items() if m.get("action") == _format.ACTION_CHECKPOINT),
+            default=None,
+        )
+        if first_checkpoint is None:
+            self.seg_min_ts = _earliest(self.seg_min_ts, other.seg_min_ts)
+        else:
+            earliest = _earliest(self.seg_min_ts, other.min_ts.get(first_checkpoint))
+            other.min_ts[first_checkpoint] = earliest
+            self.seg_min_ts = other.seg_min_ts
+        self.min_ts.update(other.min_ts)
+        self.last = other.last
+        self.last_line = None
+        self.next = other.next
+        for entry in other.pending.values():
+            self.add(entry, b"", other.min_ts.get(entry[0]))
+        for variants in other.alternates.values():
+            for entry in variants:
+                self.add(entry, b"", None)
+        self.drain()
+
     def finish(self) -> None:
         """Take in what is still waiting, noting each gap in the sequence."""
         if self.early:
@@ -522,6 +597,12 @@ class _Chain:
                 ):
                     self.breaks.add(seq)
                 break
+
+
+def _earliest(a: str | None, b: str | None) -> str | None:
+    if a is None:
+        return b
+    return a if b is None or a < b else b
 
 
 def _canonical_digest(line: bytes) -> bytes | None:
@@ -1164,13 +1245,83 @@ def reading_order(files: Sequence[TrailFile]) -> list[TrailFile]:
     return sorted(files, key=key)
 
 
-def verify(files: Sequence[TrailFile], options: VerifyOptions | None = None) -> VerifyReport:
-    """Verify every chain found in ``files`` (from ``discover_files``)."""
+_Part = tuple[
+    dict[str, _Chain], list[Problem], int, list[Problem], dict[tuple[int, str], list[int]], int
+]
+
+
+def _read_part(files: Sequence[TrailFile], options: VerifyOptions, index: int) -> _Part:
+    """One file, in a worker: what it found, without the options (keys do not pickle)."""
+    reader = _Reader(files, options)
+    reader._read_file(index, files[index])
+    return (
+        reader.chains,
+        reader.problems,
+        reader.unchained,
+        reader.unchained_listed,
+        reader.reorders,
+        reader.lines,
+    )
+
+
+def _read(files: Sequence[TrailFile], options: VerifyOptions, workers: int | None) -> _Reader:
+    """Read every file into chains: here, or one file per forked process when that pays.
+
+    Files are the unit (line numbers need each file read from its start); the
+    parent stitches each chain's pieces in reading order, checking the one
+    link at every boundary.
+    """
+    reader = _Reader(files, options)
+    if workers is None:
+        workers = available_cpus()
+    total = sum(f.plain_size for f in files)
+    if (
+        workers < 2
+        or len(files) < 2
+        or total < PARALLEL_MIN_BYTES
+        or "fork" not in multiprocessing.get_all_start_methods()
+        or threading.active_count() > 1  # forking a threaded process can copy a held lock
+    ):
+        reader.read()
+        return reader
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=min(workers, len(files)), mp_context=context) as pool:
+        # Reading needs only to know whether timestamps matter (the seal), not the keys.
+        reading = VerifyOptions(seal=options.seal)
+        parts = pool.map(functools.partial(_read_part, files, reading), range(len(files)))
+        for chains, problems, unchained, listed, reorders, lines in parts:
+            reader.lines += lines
+            reader.problems.extend(problems)
+            reader.unchained += unchained
+            room = MAX_LISTED - len(reader.unchained_listed)
+            reader.unchained_listed.extend(listed[: max(0, room)])
+            for key, numbers in reorders.items():
+                reader.reorders.setdefault(key, []).extend(numbers)
+            for chain_id, chain in chains.items():
+                mine = reader.chains.get(chain_id)
+                if mine is None:
+                    reader.chains[chain_id] = chain
+                else:
+                    mine.absorb(chain)
+    for chain in reader.chains.values():
+        chain.finish()
+    return reader
+
+
+def verify(
+    files: Sequence[TrailFile],
+    options: VerifyOptions | None = None,
+    *,
+    workers: int | None = None,
+) -> VerifyReport:
+    """Verify every chain found in ``files`` (from ``discover_files``).
+
+    ``workers``: processes reading files (None: one per CPU; 1: this process).
+    """
     options = options or VerifyOptions()
     began = time.perf_counter()
     ordered = reading_order(files)
-    reader = _Reader(ordered, options)
-    reader.read()
+    reader = _read(ordered, options, workers)
     report = VerifyReport(
         files=reader.names,
         lines=reader.lines,
