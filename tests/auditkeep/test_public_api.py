@@ -24,6 +24,7 @@ import pytest
 
 import auditkeep
 from auditkeep._retention import ROTATED_OUT_ACTION
+from auditkeep.integrity._format import ACTION_CHECKPOINT, ACTION_STARTED
 from auditkeep.testing import read_trail, validate_entries
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,8 @@ PUBLIC_MODULES = ("auditkeep", *NAMESPACES)
 # `logging` names an application routes or silences).
 ACTIONS = {
     ROTATED_OUT_ACTION,
+    ACTION_STARTED,
+    ACTION_CHECKPOINT,
     "auditkeep.delivery",
     "auditkeep.disk",
     "auditkeep.retention",

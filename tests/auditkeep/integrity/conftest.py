@@ -56,6 +56,8 @@ def read_chain(
     prev_checkpoint: str | None = None
     for i, (line, entry) in enumerate(zip(lines, entries, strict=True)):
         assert list(entry)[-1] == "chain", f"line {i}: chain is not the last key"
+        # The splice wrote what orjson itself writes: no stray byte, nothing re-encoded.
+        assert orjson.dumps(entry) == line, f"line {i}: not orjson's own encoding"
         link = entry["chain"]
         assert link["id"] == chain_id
         assert link["seq"] == i, f"line {i}: seq {link['seq']}"
@@ -84,9 +86,28 @@ def read_chain(
     return chain
 
 
+def in_seq_order(lines: Sequence[bytes]) -> list[bytes]:
+    """One chain's lines sorted by seq, byte-identical duplicates dropped.
+
+    Arrival order is not the writer's promise once the spool is involved (an
+    overflowing buffer spills, the spool replays later; at-least-once
+    delivery repeats): the bytes are. A conflicting duplicate is a failure.
+    """
+    by_seq: dict[int, bytes] = {}
+    for line in lines:
+        seq = orjson.loads(line)["chain"]["seq"]
+        assert by_seq.setdefault(seq, line) == line, f"seq {seq}: two different lines"
+    return [by_seq[seq] for seq in sorted(by_seq)]
+
+
 @pytest.fixture
 def chain_of() -> Callable[..., Chain]:
     return read_chain
+
+
+@pytest.fixture
+def seq_order() -> Callable[[Sequence[bytes]], list[bytes]]:
+    return in_seq_order
 
 
 def parsed(lines: Sequence[bytes]) -> list[dict[str, Any]]:

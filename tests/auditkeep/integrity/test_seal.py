@@ -265,3 +265,51 @@ def test_a_malformed_state_file_is_refused(tmp_path: Path, content: bytes) -> No
     state.chmod(0o600)
     with pytest.raises(ConfigError, match=f"^{VAR}: .*not an auditkeep seal state file"):
         Sealer.load(state)
+
+
+def test_one_setting_builds_loggers_one_after_another(
+    tmp_path: Path, chain_of: Callable[..., Any]
+) -> None:
+    """configure() after close(): the second logger reads the seal again (the first one's
+    copy was erased at close), and its tags still verify."""
+    state, seed, _ = _seal(tmp_path)
+    options = IntegrityOptions(checkpoint_interval_s=3600, seal=Sealer.load(state))
+    for run in range(2):
+        sink = InMemorySink()
+        logger = AuditLogger(
+            sink,
+            service="svc",
+            spool_dir=tmp_path / f"spool{run}",
+            metrics=AuditMetrics(CollectorRegistry()),
+            redactor=SecretRedactor(),
+            integrity=options,
+        )
+        logger.emit("svc.work.done")
+        logger.close(10)
+        assert chain_of(sink.lines, seed=seed).final is not None
+
+
+def test_an_erased_sealer_refuses_to_work(tmp_path: Path) -> None:
+    state, _, info = _seal(tmp_path)
+    sealer = Sealer.load(state)
+    sealer.erase()
+    with pytest.raises(RuntimeError, match="erased"):
+        sealer.tag(b"m")
+    with pytest.raises(RuntimeError, match="erased"):
+        sealer.advance(_at(info, 3))
+    assert _on_file(state)["epoch"] == 0
+
+
+def test_a_state_file_that_cannot_be_advanced_still_moves_the_key_forward(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock beside the state file cannot be opened (a directory stands there): the key
+    evolves in memory (tags stay right), the file keeps its older key, and an error says so."""
+    state, seed, info = _seal(tmp_path)
+    (tmp_path / "seal.lock").mkdir()
+    sealer = Sealer.load(state)
+    with caplog.at_level("ERROR", logger="auditkeep.integrity"):
+        assert sealer.advance(_at(info, 3)) == 3
+    assert "cannot advance the seal state file" in caplog.text
+    assert bytes(sealer._key) == _format.seal_key_at(seed, 3)
+    assert _on_file(state)["epoch"] == 0

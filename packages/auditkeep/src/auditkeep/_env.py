@@ -40,6 +40,7 @@ KNOWN_VARIABLES: Final = frozenset(
         # tamper evidence (auditkeep.integrity.options)
         "AUDIT_LOG_INTEGRITY",
         "AUDIT_LOG_SIGNING_KEY_FILE",
+        "AUDIT_LOG_SIGNER_SOCKET",
         "AUDIT_LOG_CHECKPOINT_EVERY",
         "AUDIT_LOG_CHECKPOINT_INTERVAL_S",
         "AUDIT_LOG_SEAL",

@@ -60,18 +60,20 @@ def stored_line(stored: bytes) -> bytes:
     return stored
 
 
+def chain_template(chain_id: str) -> bytes:
+    """``bytes %`` template of a chained line: (entry without its ``}``, seq, prev hex bytes).
+
+    The writer's hot path formats it once per entry (one allocation); for seq 0,
+    whose prev is null, use ``splice``.
+    """
+    return b'%b,"chain":{"id":"' + chain_id.encode("ascii") + b'","seq":%d,"prev":"%b"}}'
+
+
 def chain_suffix(chain_id: str, seq: int, prev: str | None) -> bytes:
     """The bytes that replace an encoded entry's closing brace: the chain field, then ``}``."""
-    prev_json = b"null" if prev is None else b'"' + prev.encode("ascii") + b'"'
-    return (
-        b',"chain":{"id":"'
-        + chain_id.encode("ascii")
-        + b'","seq":'
-        + str(seq).encode("ascii")
-        + b',"prev":'
-        + prev_json
-        + b"}}"
-    )
+    if prev is None:
+        return b',"chain":{"id":"%b","seq":%d,"prev":null}}' % (chain_id.encode("ascii"), seq)
+    return chain_template(chain_id) % (b"", seq, prev.encode("ascii"))
 
 
 def splice(raw: bytes, chain_id: str, seq: int, prev: str | None) -> bytes:

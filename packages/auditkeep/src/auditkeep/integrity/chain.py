@@ -17,13 +17,14 @@ checkpoint is made by ``close``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 import time
 import uuid
+from binascii import hexlify as _hexlify
 from collections.abc import Callable
+from hashlib import sha256 as _sha256
 from typing import Any, Final
 
 import orjson
@@ -63,14 +64,18 @@ class Chainer:
         self._count = count
         self._every = options.checkpoint_every
         self._key = options.signing_key
-        self._seal = options.seal
+        # Its own sealer, read from the state file now: close() erases it, and the
+        # options may build another logger later.
+        self._seal = options.seal.fresh() if options.seal is not None else None
         self._lock = threading.Lock()
         self._seq = 0
-        self._prev: bytes | None = None  # hex of the last line's hash
-        self._since = 0  # entries chained since the last checkpoint
+        self._prev: bytes | None = None  # hex of the last line's hash; None again once ended
+        self._checkpoint_seq = -1  # seq of the last checkpoint entry
+        self._due = self._every - 1  # a checkpoint is due once this seq is chained
         self._last_checkpoint: str | None = None
+        self._last_checkpoint_line: bytes | None = None  # for a separate signer's link check
         self._ended = False
-        self._prefix = b',"chain":{"id":"' + self.chain_id.encode("ascii") + b'","seq":'
+        self._template = _format.chain_template(self.chain_id)
         self._wake = threading.Event()
         self._stop = False
         self._thread = threading.Thread(
@@ -108,30 +113,32 @@ class Chainer:
         self._thread.start()
 
     def submit(self, raw: bytes) -> None:
-        """Chain one encoded entry and deliver it (the logger's hot path)."""
+        """Chain one encoded entry and deliver it (the logger's hot path: kept lean)."""
         with self._lock:
-            if self._ended:
-                # Emitted by a caller that passed the logger's closed check just
-                # before close(): delivered (never lost), but outside the chain,
-                # which has ended; verify reports it as unchained.
-                self._deliver(raw)
-                return
             prev = self._prev
-            line = b"".join(
-                (
-                    raw[:-1],
-                    self._prefix,
-                    str(self._seq).encode(),
-                    b',"prev":"' + prev + b'"}}' if prev is not None else b',"prev":null}}',
-                )
-            )
-            self._prev = hashlib.sha256(line).hexdigest().encode()
-            self._seq += 1
-            self._since += 1
+            if prev is None:  # not started, or ended
+                self._submit_odd(raw)
+                return
+            seq = self._seq
+            line = self._template % (raw[:-1], seq, prev)
+            self._prev = _hexlify(_sha256(line).digest())
+            self._seq = seq + 1
             self._deliver(line)
-            due = self._since >= self._every
-        if due and not self._wake.is_set():
+        if seq >= self._due and not self._wake.is_set():
             self._wake.set()
+
+    def _submit_odd(self, raw: bytes) -> None:
+        if self._ended:
+            # Emitted by a caller that passed the logger's closed check just
+            # before close(): delivered (never lost), but outside the chain,
+            # which has ended; verify reports it as unchained.
+            self._deliver(raw)
+            return
+        # Before start(): the entry opens the chain (seq 0, prev null).
+        line = _format.splice(raw, self.chain_id, self._seq, None)
+        self._prev = _format.line_hash(line).encode()
+        self._seq += 1
+        self._deliver(line)
 
     # -- checkpoints ---------------------------------------------------------
 
@@ -160,31 +167,35 @@ class Chainer:
             self._seal.advance()  # file I/O (fsync): outside the chain lock
         for _ in range(_OPTIMISTIC_TRIES):
             with self._lock:
-                if self._ended or (not final and self._since == 0):
+                if self._ended or (not final and self._seq - 1 == self._checkpoint_seq):
                     return False
                 seq, head, prev_cp = self._seq, self._prev, self._last_checkpoint
+                prev_line = self._last_checkpoint_line
             assert head is not None
             message = _format.checkpoint_message(
                 self.chain_id, seq - 1, head.decode(), prev_cp, final
             )
-            signed = self._sign(message)
+            signed = self._sign(message, prev_line)
             with self._lock:
                 if self._seq == seq and not self._ended:
                     self._write_checkpoint(seq - 1, head, prev_cp, final, signed)
                     return True
         with self._lock:  # entries kept arriving: sign while holding the lock
-            if self._ended or (not final and self._since == 0):
+            if self._ended or (not final and self._seq - 1 == self._checkpoint_seq):
                 return False
             assert self._prev is not None
             seq, head, prev_cp = self._seq, self._prev, self._last_checkpoint
             message = _format.checkpoint_message(
                 self.chain_id, seq - 1, head.decode(), prev_cp, final
             )
-            self._write_checkpoint(seq - 1, head, prev_cp, final, self._sign(message))
+            signed = self._sign(message, self._last_checkpoint_line)
+            self._write_checkpoint(seq - 1, head, prev_cp, final, signed)
             return True
 
-    def _sign(self, message: bytes) -> tuple[str | None, dict[str, Any] | None]:
-        signature = self._key.sign(message) if self._key is not None else None
+    def _sign(
+        self, message: bytes, prev_line: bytes | None
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        signature = self._key.sign(message, prev_line) if self._key is not None else None
         seal = self._seal.tag(message) if self._seal is not None else None
         return signature, seal
 
@@ -211,6 +222,7 @@ class Chainer:
         )
         if final:
             self._ended = True
+            self._prev = None  # what still arrives is delivered unchained (_submit_odd)
 
     def _append(
         self, action: str, details: dict[str, Any], now_ns: int, *, checkpoint: bool
@@ -238,11 +250,11 @@ class Chainer:
         line = _format.splice(orjson.dumps(entry), self.chain_id, self._seq, prev)
         digest = _format.line_hash(line)
         self._prev = digest.encode()
-        self._seq += 1
         if checkpoint:
-            self._since = 0
-        else:
-            self._since += 1
+            self._last_checkpoint_line = line
+            self._checkpoint_seq = self._seq
+            self._due = self._seq + self._every
+        self._seq += 1
         self._count(action, Outcome.SUCCESS)
         self._deliver(line)
         return digest
@@ -262,3 +274,6 @@ class Chainer:
         finally:
             if self._seal is not None:
                 self._seal.erase()
+            close = getattr(self._key, "close", None)  # a separate signer's connection
+            if close is not None:
+                close()

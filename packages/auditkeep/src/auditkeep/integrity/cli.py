@@ -47,6 +47,51 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_signer(args: argparse.Namespace) -> int:
+    import signal
+
+    from auditkeep.exceptions import ConfigError
+
+    try:
+        from auditkeep.integrity.keys import load_signing_key
+        from auditkeep.integrity.signer import SignerServer
+    except ImportError:
+        print("auditkeep signer: needs cryptography: pip install 'auditkeep[integrity]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        key = load_signing_key(Path(args.key), "--key")
+        server = SignerServer(key, Path(args.socket), mode=args.mode)
+    except ConfigError as exc:
+        print(f"auditkeep signer: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"auditkeep signer: cannot listen on {args.socket!r}: {exc.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+
+    def stop(signum: int, frame: object) -> None:
+        import threading
+
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"auditkeep signer: key id {key.key_id}, listening on {args.socket}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        Path(args.socket).unlink(missing_ok=True)
+    return 0
+
+
+def _mode(text: str) -> int:
+    if len(text) > 4 or any(c not in "01234567" for c in text) or int(text, 8) & 0o7:
+        raise argparse.ArgumentTypeError("octal, without bits for others, e.g. 660 or 600")
+    return int(text, 8)
+
+
 def _epoch_s(text: str) -> int:
     if len(text) > 12 or not text.isdigit() or not 1 <= int(text) <= MAX_EPOCH_S:
         raise argparse.ArgumentTypeError(f"expected whole seconds, 1 to {MAX_EPOCH_S}")
@@ -54,7 +99,7 @@ def _epoch_s(text: str) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add ``keygen`` to the ``auditkeep`` command's subparsers."""
+    """Add ``keygen`` and ``signer`` to the ``auditkeep`` command's subparsers."""
     p = sub.add_parser(
         "keygen",
         help="make a checkpoint signing key (OUT, OUT.pub) or a forward seal (--seal)",
@@ -82,3 +127,25 @@ def register(sub: Any) -> None:
         help=f"seal epoch length in seconds (default {_format.DEFAULT_SEAL_EPOCH_S})",
     )
     p.set_defaults(func=_cmd_keygen)
+
+    p = sub.add_parser(
+        "signer",
+        help="hold the checkpoint signing key in its own process (AUDIT_LOG_SIGNER_SOCKET)",
+        description=(
+            "Sign checkpoints for loggers that connect to SOCKET, holding the key in this "
+            "process: run it as another user than the service, which then sets "
+            "AUDIT_LOG_SIGNER_SOCKET=SOCKET and holds no key. Each chain's checkpoints are "
+            "signed only in order, each linked to the last one signed. Runs until SIGTERM."
+        ),
+        **examples(
+            "auditkeep signer --key /etc/audit-signer/key.pem --socket /run/audit-signer/sock",
+            notes=(
+                "The socket is created with --mode (default 660): give the service's user "
+                "the socket's group. Exit codes: 0 stopped, 2 usage error (key, socket)."
+            ),
+        ),
+    )
+    p.add_argument("--key", required=True, help="the Ed25519 private key (PEM PKCS#8, 0600)")
+    p.add_argument("--socket", required=True, help="the unix socket to listen on")
+    p.add_argument("--mode", type=_mode, default=0o660, help="the socket's mode (default 660)")
+    p.set_defaults(func=_cmd_signer)

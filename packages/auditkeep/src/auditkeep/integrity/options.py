@@ -5,27 +5,42 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from auditkeep._env import env_bool, env_int, env_seconds, shown
 from auditkeep.exceptions import ConfigError
 from auditkeep.integrity import _format
 from auditkeep.integrity._private import SEAL_KEY_VARIABLE, SIGNING_KEY_VARIABLE
+from auditkeep.integrity.remote import SIGNER_SOCKET_VARIABLE, RemoteSigner
 from auditkeep.integrity.seal import Sealer
-
-if TYPE_CHECKING:
-    from auditkeep.integrity.keys import SigningKey
 
 MAX_CHECKPOINT_EVERY: Final = 10_000_000
 MAX_CHECKPOINT_INTERVAL_S: Final = 3600.0
 VARIABLES: Final = (
     "AUDIT_LOG_INTEGRITY",
     SIGNING_KEY_VARIABLE,
+    SIGNER_SOCKET_VARIABLE,
     "AUDIT_LOG_CHECKPOINT_EVERY",
     "AUDIT_LOG_CHECKPOINT_INTERVAL_S",
     "AUDIT_LOG_SEAL",
     SEAL_KEY_VARIABLE,
 )
+
+
+class Signer(Protocol):
+    """What signs checkpoints: a key in this process (``SigningKey``) or a separate
+    signer (``RemoteSigner``)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def secret_texts(self) -> tuple[str, ...]: ...
+
+    def sign(self, message: bytes, previous: bytes | None = None) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +50,8 @@ class IntegrityOptions:
     Args:
         checkpoint_every: a checkpoint after at most this many entries.
         checkpoint_interval_s: and at least this often while entries arrive.
-        signing_key: signs each checkpoint (Ed25519); None chains without signatures.
+        signing_key: signs each checkpoint (Ed25519): a key in this process, or a
+            separate signer; None chains without signatures.
         seal: the forward-secure seal's host state; None for no seal.
 
     .. versionadded:: 0.1.0
@@ -43,7 +59,7 @@ class IntegrityOptions:
 
     checkpoint_every: int = _format.DEFAULT_CHECKPOINT_EVERY
     checkpoint_interval_s: float = _format.DEFAULT_CHECKPOINT_INTERVAL_S
-    signing_key: SigningKey | None = None
+    signing_key: Signer | None = None
     seal: Sealer | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +80,8 @@ class IntegrityOptions:
             if self.signing_key
             else "UNSIGNED (no AUDIT_LOG_SIGNING_KEY_FILE)"
         )
+        if isinstance(self.signing_key, RemoteSigner):
+            key += f" by the signer at {str(self.signing_key.path)!r}"
         seal = f", forward seal (epoch {self.seal.epoch_s} s)" if self.seal else ""
         return (
             f"chained, checkpoints every {self.checkpoint_every} entries or "
@@ -83,6 +101,12 @@ def integrity_from_env(env: Mapping[str, str]) -> IntegrityOptions | None:
         ConfigError: naming the first invalid variable.
     """
     key_path = _path(env, SIGNING_KEY_VARIABLE)
+    signer_path = _path(env, SIGNER_SOCKET_VARIABLE)
+    if key_path is not None and signer_path is not None:
+        raise ConfigError(
+            SIGNER_SOCKET_VARIABLE,
+            f"set it or {SIGNING_KEY_VARIABLE}, not both (the separate signer holds the key)",
+        )
     seal_path = _path(env, SEAL_KEY_VARIABLE)
     seal_mode = (env.get("AUDIT_LOG_SEAL") or "").strip().lower() or _format.SEAL_NONE
     if seal_mode not in (_format.SEAL_NONE, _format.SEAL_FORWARD):
@@ -94,13 +118,13 @@ def integrity_from_env(env: Mapping[str, str]) -> IntegrityOptions | None:
         )
     if seal_mode == _format.SEAL_NONE and seal_path is not None:
         raise ConfigError("AUDIT_LOG_SEAL", f"set it to forward to use {SEAL_KEY_VARIABLE}")
-    implied = key_path is not None or seal_path is not None
+    implied = key_path is not None or signer_path is not None or seal_path is not None
     raw_on = (env.get("AUDIT_LOG_INTEGRITY") or "").strip()
     on = env_bool(env, "AUDIT_LOG_INTEGRITY", implied)
     if raw_on and not on and implied:
         raise ConfigError(
             "AUDIT_LOG_INTEGRITY",
-            f"is off, but {SIGNING_KEY_VARIABLE} or AUDIT_LOG_SEAL is set; remove one of them",
+            "is off, but a signing key, a signer or a seal is set; remove one of them",
         )
     every = env_int(
         env,
@@ -117,12 +141,16 @@ def integrity_from_env(env: Mapping[str, str]) -> IntegrityOptions | None:
     )
     if not on:
         return None
-    signing_key = _load_key(key_path) if key_path is not None else None
+    signing_key: Signer | None = None
+    if key_path is not None:
+        signing_key = _load_key(key_path)
+    elif signer_path is not None:
+        signing_key = RemoteSigner(signer_path)
     seal = Sealer.load(seal_path) if seal_path is not None else None
     return IntegrityOptions(every, interval, signing_key, seal)
 
 
-def _load_key(path: Path) -> SigningKey:
+def _load_key(path: Path) -> Signer:
     try:
         from auditkeep.integrity.keys import load_signing_key
     except ImportError as exc:

@@ -20,6 +20,7 @@ disk until reused (docs/integrity.md says so).
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import threading
@@ -39,6 +40,7 @@ from auditkeep.integrity._private import (
     write_new,
 )
 
+_log: Final = logging.getLogger("auditkeep.integrity")
 MAX_EPOCH_S: Final = 86_400 * 366
 MAX_EPOCH: Final = 1 << 40
 
@@ -113,6 +115,7 @@ class Sealer:
         self._epoch = state.epoch
         self._key = bytearray(state.key)
         self._lock = threading.Lock()
+        self._erased = False
 
     def __repr__(self) -> str:
         return f"Sealer(path={str(self.path)!r}, epoch={self._epoch})"
@@ -121,6 +124,10 @@ class Sealer:
     def load(cls, path: Path, variable: str = SEAL_KEY_VARIABLE) -> Sealer:
         """Read and check the state file (owner-only, well-formed); does not advance it."""
         return cls(path, _parse_state(read_private(path, variable), path, variable), variable)
+
+    def fresh(self) -> Sealer:
+        """A new sealer on the same state file, read again: each logger holds and erases its own."""
+        return Sealer.load(self.path, self.variable)
 
     @property
     def epoch(self) -> int:
@@ -142,34 +149,52 @@ class Sealer:
         """Move to the epoch of ``now`` (never backwards), rewriting the state file; the epoch."""
         target = self.epoch_at(time.time() if now is None else now)
         with self._lock:
+            if self._erased:
+                raise RuntimeError("the sealer was erased (its logger closed)")
             if target <= self._epoch:
                 return self._epoch
-            lock_path = self.path.with_name(self.path.name + ".lock")
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                on_file = _parse_state(
-                    read_private(self.path, self.variable), self.path, self.variable
+                self._advance_file(target)
+            except (OSError, ConfigError) as exc:
+                # The key moves forward in memory anyway (the derivation is the same
+                # wherever it starts), so tags stay right; the file keeps an older key,
+                # which is what an attacker reading it would get: say so loudly.
+                _log.error(
+                    "auditkeep: cannot advance the seal state file %s (%s); the key "
+                    "evolved in memory only",
+                    str(self.path),
+                    exc.strerror if isinstance(exc, OSError) else exc,
                 )
-                if (on_file.t0, on_file.epoch_s) != (self.t0, self.epoch_s):
-                    raise ConfigError(
-                        self.variable, f"{str(self.path)!r} was replaced by another seal"
-                    )
-                if on_file.epoch >= target:
-                    # Another process is there already (or ahead): adopt its key.
-                    self._replace(on_file.key, on_file.epoch)
-                    return self._epoch
-                if on_file.epoch > self._epoch:
-                    self._replace(on_file.key, on_file.epoch)
-                key = bytes(self._key)
-                for _ in range(target - self._epoch):
-                    key = _format.seal_evolve(key)
-                replace_atomically(self.path, _state_bytes(self.t0, self.epoch_s, target, key))
-                self._replace(key, target)
-                del key
-                return self._epoch
-            finally:
-                os.close(fd)  # releases the flock
+                if target > self._epoch:
+                    self._replace(self._evolved(target), target)
+            return self._epoch
+
+    def _evolved(self, target: int) -> bytes:
+        key = bytes(self._key)
+        for _ in range(target - self._epoch):
+            key = _format.seal_evolve(key)
+        return key
+
+    def _advance_file(self, target: int) -> None:
+        """Under the lock beside the state file: adopt a newer file, or write ``target``."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            on_file = _parse_state(read_private(self.path, self.variable), self.path, self.variable)
+            if (on_file.t0, on_file.epoch_s) != (self.t0, self.epoch_s):
+                raise ConfigError(self.variable, f"{str(self.path)!r} was replaced by another seal")
+            if on_file.epoch >= target:
+                # Another process is there already (or ahead): adopt its key.
+                self._replace(on_file.key, on_file.epoch)
+                return
+            if on_file.epoch > self._epoch:
+                self._replace(on_file.key, on_file.epoch)
+            key = self._evolved(target)
+            replace_atomically(self.path, _state_bytes(self.t0, self.epoch_s, target, key))
+            self._replace(key, target)
+        finally:
+            os.close(fd)  # releases the flock
 
     def _replace(self, key: bytes, epoch: int) -> None:
         self._key[:] = key  # overwrite in place: the old key's bytes are gone from this buffer
@@ -178,12 +203,15 @@ class Sealer:
     def tag(self, message: bytes) -> dict[str, Any]:
         """``{"epoch", "tag"}`` of a checkpoint message, with the current epoch's key."""
         with self._lock:
+            if self._erased:
+                raise RuntimeError("the sealer was erased (its logger closed)")
             return {"epoch": self._epoch, "tag": _format.seal_tag(self._key, self._epoch, message)}
 
     def erase(self) -> None:
-        """Zero the held key (at close)."""
+        """Zero the held key (at close); the sealer is unusable afterwards."""
         with self._lock:
             self._key[:] = bytes(len(self._key))
+            self._erased = True
 
 
 def generate_seal(out: Path, *, epoch_s: int = _format.DEFAULT_SEAL_EPOCH_S) -> Path:
