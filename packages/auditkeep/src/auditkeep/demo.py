@@ -169,10 +169,21 @@ def run_demo(
         return 2
     path = root / TRAIL
     register_secret(_DEMO_TOKEN)
+    from auditkeep.exceptions import ConfigError
+    from auditkeep.integrity.options import integrity_from_env
+
+    try:
+        # Signed and chained when AUDIT_LOG_SIGNING_KEY_FILE (or AUDIT_LOG_INTEGRITY) says so:
+        # the README verifies the demo's trail with `auditkeep verify`.
+        integrity = integrity_from_env(os.environ)
+    except ConfigError as exc:
+        print(f"auditkeep demo: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     logger = AuditLogger(
         FileSink(path, max_bytes=2 * 1024 * 1024, backups=20, compress=True),
         service="auditkeep-demo",
         spool_dir=root / SPOOL,
+        integrity=integrity,
     )
     started = time.perf_counter()
     threads = [
