@@ -155,3 +155,43 @@ def test_a_whitespace_reencoded_copy_verifies_and_a_key_reordered_one_does_not(
     sorted_keys = [orjson.dumps(orjson.loads(line), option=orjson.OPT_SORT_KEYS) for line in lines]
     write_lines(siem, sorted_keys)
     assert cli("--public-key", str(public), str(siem)).returncode == EXIT_PROBLEM
+
+
+def test_findings_in_the_tail_and_on_bad_lines(tmp_path: Path) -> None:
+    """conflicting_duplicate in the unsealed tail; malformed lines; a torn last line."""
+    from verifykit import run_verify, where
+
+    key = Ed25519PrivateKey.generate()
+    writer = FormatWriter(key=key, every=10)
+    writer.entry(25)  # seq 0 started, checkpoints at 11 and 22, tail 23..27
+    lines = list(writer.lines)
+    other = lines[-1].replace(b'"text":"x', b'"text":"y', 1)
+    trail = write_lines(tmp_path / "audit.jsonl", [*lines, other])
+    report = run_verify([trail], keys=[key])
+    # The one read second is named (nothing shows which of the two is real).
+    assert where(report) == [("conflicting_duplicate", "audit.jsonl", len(lines) + 1)]
+    assert report.exit_code == EXIT_PROBLEM
+    trail.write_bytes(b"".join(line + b"\n" for line in lines[:5]) + b"not json\n" + lines[5][:40])
+    report = run_verify([trail], keys=[key])
+    assert where(report)[:2] == [
+        ("malformed", "audit.jsonl", 6),
+        ("malformed", "audit.jsonl", 7),
+    ]
+    assert "cut short" in report.all_problems[1].message
+
+
+def test_a_checkpoint_signed_by_another_key_than_the_chains_start(tmp_path: Path) -> None:
+    """Both keys are trusted, but the chain's started entry named the first one."""
+    from verifykit import run_verify
+
+    first, second = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    writer = FormatWriter(key=first, every=10)
+    replacement = FormatWriter(key=second)
+    writer.key, writer.key_id = second, replacement.key_id
+    writer.entry(15)
+    report = run_verify(
+        [write_lines(tmp_path / "audit.jsonl", writer.close())], keys=[first, second]
+    )
+    assert report.exit_code == EXIT_PROBLEM
+    assert {p.kind for p in report.all_problems} == {"unknown_key"}
+    assert "the chain started with" in report.all_problems[0].message
