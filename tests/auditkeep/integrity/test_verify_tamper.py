@@ -506,7 +506,8 @@ def test_reading_in_parallel_reports_the_same(
     trail: Path, public: Path, tamper: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One process per file, chains stitched in the parent: the same report as one process."""
-    from auditkeep.integrity import verify as engine
+    from auditkeep.integrity import _reading as engine
+    from auditkeep.integrity import verify as verifier
     from auditkeep.integrity.verify import VerifyOptions, load_public_key
 
     spots = index_trail(trail)
@@ -533,7 +534,7 @@ def test_reading_in_parallel_reports_the_same(
     monkeypatch.setattr(engine, "ProcessPoolExecutor", counted)
     reports = []
     for workers in (1, 2):
-        found = engine.verify(files, options, workers=workers).as_dict()
+        found = verifier.verify(files, options, workers=workers).as_dict()
         del found["seconds"]
         reports.append(found)
     assert pools == [1]  # the second run really read in parallel
