@@ -313,3 +313,22 @@ def test_a_state_file_that_cannot_be_advanced_still_moves_the_key_forward(
     assert "cannot advance the seal state file" in caplog.text
     assert bytes(sealer._key) == _format.seal_key_at(seed, 3)
     assert _on_file(state)["epoch"] == 0
+
+
+def test_the_seal_key_is_registered_with_the_redactor(tmp_path: Path) -> None:
+    state, seed, _ = _seal(tmp_path)
+    sink = InMemorySink()
+    logger = AuditLogger(
+        sink,
+        service="svc",
+        spool_dir=tmp_path / "spool",
+        metrics=AuditMetrics(CollectorRegistry()),
+        redactor=SecretRedactor(),
+        integrity=IntegrityOptions(checkpoint_interval_s=3600, seal=Sealer.load(state)),
+    )
+    key = _on_file(state)["key"]  # the epoch the logger is in now
+    logger.emit("svc.oops.logged", details={"state": state.read_text(), "note": f"k={key}"})
+    logger.close(10)
+    text = b"\n".join(sink.lines).decode()
+    assert key not in text
+    assert seed.hex() not in text

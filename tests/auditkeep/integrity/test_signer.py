@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from prometheus_client import CollectorRegistry
 
 from auditkeep.config import AuditConfig
-from auditkeep.exceptions import ConfigError
+from auditkeep.exceptions import ConfigError, SignerError
 from auditkeep.integrity import _format
 from auditkeep.integrity.keys import generate
 from auditkeep.integrity.options import IntegrityOptions, integrity_from_env
-from auditkeep.integrity.remote import RemoteSigner, SignerError
+from auditkeep.integrity.remote import RemoteSigner
 from auditkeep.logger import AuditLogger
 from auditkeep.metrics import AuditMetrics
 from auditkeep.redact import SecretRedactor

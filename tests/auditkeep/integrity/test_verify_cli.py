@@ -35,26 +35,17 @@ def auditkeep(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 def test_the_readme_block_verifies_the_demo_trail(tmp_path: Path) -> None:
-    """keygen, the demo with AUDIT_LOG_SIGNING_KEY_FILE, verify: exit 0, every chain closed."""
-    assert auditkeep("keygen", str(tmp_path / "demo-key.pem")).returncode == 0
-    demo = auditkeep(
-        "demo",
-        "--dir",
-        str(tmp_path / "demo"),
-        "--entries",
-        "4000",
-        env={"AUDIT_LOG_SIGNING_KEY_FILE": str(tmp_path / "demo-key.pem")},
-    )
+    """The demo signs its trail with a key it writes beside it; verify: exit 0, closed."""
+    demo = auditkeep("demo", "--dir", str(tmp_path / "demo"), "--entries", "4000")
     assert demo.returncode == 0, demo.stderr
+    public = tmp_path / "demo" / "audit-signing.pem.pub"
     trail = tmp_path / "demo" / "audit.jsonl"
-    result = cli("--public-key", str(tmp_path / "demo-key.pem.pub"), str(trail))
+    result = cli("--public-key", str(public), str(trail))
     assert result.returncode == EXIT_VERIFIED, result.stdout
     last = result.stdout.splitlines()[-1]
     assert last.startswith("VERIFIED: 1 chains, ")
     assert "checked signatures" in last
-    report = orjson.loads(
-        cli("--json", "--public-key", str(tmp_path / "demo-key.pem.pub"), str(trail)).stdout
-    )
+    report = orjson.loads(cli("--json", "--public-key", str(public), str(trail)).stdout)
     (chain,) = report["chains"]
     assert chain["closed"]
     assert chain["entries"] > 4000

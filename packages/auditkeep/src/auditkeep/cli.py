@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
             "auditkeep demo",
             "auditkeep demo --dir /tmp/audit-demo --entries 5000",
             notes=(
-                "The demo writes audit.jsonl (with its rotations) and spool/ in the folder. "
+                "The demo writes audit.jsonl (with its rotations), spool/ and the key its trail "
+                "is signed with (audit-signing.pem, .pub) in the folder. "
                 "It refuses a folder that holds anything it did not write; --force writes "
                 "there anyway, replacing only its own files."
             ),

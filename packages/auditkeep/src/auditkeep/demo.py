@@ -19,6 +19,7 @@ from typing import Final
 from auditkeep._event import Actor, ErrorClass, Outcome
 from auditkeep._rotation import backup_name
 from auditkeep.context import correlation_scope
+from auditkeep.integrity.options import IntegrityOptions
 from auditkeep.logger import AuditLogger
 from auditkeep.redact import register_secret
 from auditkeep.sinks.file import FileSink, rotated_files
@@ -28,6 +29,8 @@ MARKER: Final = ".auditkeep-demo"
 """Marks a folder a demo created, so that the next run may replace the demo's files in it."""
 TRAIL: Final = "audit.jsonl"
 SPOOL: Final = "spool"
+KEY: Final = "audit-signing.pem"
+"""The demo's checkpoint signing key (and ``.pub``), made per run: its trail is signed."""
 _BACKUP: Final = backup_name(TRAIL)
 
 # A fake token, registered to show redaction at work.
@@ -108,7 +111,7 @@ def demo_wrote(name: str) -> bool:
 
     .. versionadded:: 0.1.0
     """
-    if name in (MARKER, TRAIL, SPOOL, f"{TRAIL}.lock"):
+    if name in (MARKER, TRAIL, SPOOL, f"{TRAIL}.lock", KEY, f"{KEY}.pub"):
         return True
     # A rotation, or one being compressed when a run was interrupted.
     return _BACKUP.fullmatch(name.removesuffix(".tmp")) is not None
@@ -156,6 +159,16 @@ def claim_demo_dir(directory: str | os.PathLike[str], *, force: bool = False) ->
     return root
 
 
+def _demo_integrity(root: Path) -> IntegrityOptions:
+    """Chained and, when ``cryptography`` is installed, signed with a key made for this run."""
+    try:
+        from auditkeep.integrity.keys import generate, load_signing_key
+    except ImportError:
+        return IntegrityOptions()
+    generate(root / KEY)
+    return IntegrityOptions(signing_key=load_signing_key(root / KEY))
+
+
 def run_demo(
     directory: str | os.PathLike[str], *, entries: int = 20_000, force: bool = False
 ) -> int:
@@ -169,21 +182,11 @@ def run_demo(
         return 2
     path = root / TRAIL
     register_secret(_DEMO_TOKEN)
-    from auditkeep.exceptions import ConfigError
-    from auditkeep.integrity.options import integrity_from_env
-
-    try:
-        # Signed and chained when AUDIT_LOG_SIGNING_KEY_FILE (or AUDIT_LOG_INTEGRITY) says so:
-        # the README verifies the demo's trail with `auditkeep verify`.
-        integrity = integrity_from_env(os.environ)
-    except ConfigError as exc:
-        print(f"auditkeep demo: invalid configuration: {exc}", file=sys.stderr)
-        return 2
     logger = AuditLogger(
         FileSink(path, max_bytes=2 * 1024 * 1024, backups=20, compress=True),
         service="auditkeep-demo",
         spool_dir=root / SPOOL,
-        integrity=integrity,
+        integrity=_demo_integrity(root),
     )
     started = time.perf_counter()
     threads = [

@@ -12,6 +12,7 @@
     │                            or error class (also a ValueError)
     ├── LoggerClosedError        emit() after close()
     ├── InputError               the query tools cannot find or read their input
+    ├── SignerError              the separate checkpoint signer refused or cannot be reached
     └── SpoolError               the spool directory cannot be used
         ├── SpoolLockedError     another live process owns the spool directory
         ├── SpoolWriteError      an append was refused (disk full or failing)
@@ -42,6 +43,14 @@ class ConfigError(AuditError):
     def __init__(self, variable: str, message: str) -> None:
         super().__init__(f"{variable}: {message}")
         self.variable = variable
+
+
+class SignerError(AuditError):
+    """The separate checkpoint signer (``auditkeep signer``) refused a request or cannot be reached.
+
+    Raised on the logger's checkpoint thread, which logs it and goes on (the
+    entries are still chained and delivered); never raised into ``emit``.
+    """
 
 
 class AlreadyConfiguredError(AuditError):

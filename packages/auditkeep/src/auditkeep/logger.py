@@ -182,7 +182,7 @@ class AuditLogger:
         self._chain = Chainer(
             integrity, service=self.service, submit=self._submit, count=self._count
         )
-        for secret in integrity.secret_texts():
+        for secret in self._chain.secret_texts():
             self._redactor.register(secret)
         self._submit = self._chain.submit
         self._chain.start()

@@ -67,6 +67,8 @@ class Chainer:
         # Its own sealer, read from the state file now: close() erases it, and the
         # options may build another logger later.
         self._seal = options.seal.fresh() if options.seal is not None else None
+        if self._seal is not None:
+            self._seal.advance()  # to the current epoch before anything is sealed
         self._lock = threading.Lock()
         self._seq = 0
         self._prev: bytes | None = None  # hex of the last line's hash; None again once ended
@@ -82,6 +84,11 @@ class Chainer:
             target=self._run, name=f"auditkeep-checkpoints-{self.chain_id[:8]}", daemon=True
         )
 
+    def secret_texts(self) -> tuple[str, ...]:
+        """For the redactor: the signing key's spellings and the seal's key as it is now."""
+        texts = self._key.secret_texts if self._key is not None else ()
+        return texts + ((self._seal.secret_text(),) if self._seal is not None else ())
+
     @property
     def seq(self) -> int:
         """The sequence number the next entry gets."""
@@ -89,8 +96,6 @@ class Chainer:
 
     def start(self) -> None:
         """Write the chain's first entry (``auditkeep.chain.started``) and start the thread."""
-        if self._seal is not None:
-            self._seal.advance()
         key = self._key
         if key is None:
             _log.warning(
