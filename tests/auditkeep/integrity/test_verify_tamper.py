@@ -501,15 +501,45 @@ def test_a_record_forged_into_the_spool_is_delivered_and_flagged(
     ]
 
 
-@pytest.mark.parametrize("tamper", ["none", "modified", "deleted", "inserted"])
-def test_reading_in_parallel_reports_the_same(
-    trail: Path, public: Path, tamper: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One process per file, chains stitched in the parent: the same report as one process."""
-    from auditkeep.integrity import _reading as engine
-    from auditkeep.integrity import verify as verifier
-    from auditkeep.integrity.verify import VerifyOptions, load_public_key
+_PARALLEL_CHECK = """
+import sys
+from pathlib import Path
 
+import orjson
+
+from auditkeep.integrity import _reading, verify
+from auditkeep.query import discover_files
+
+_reading.PARALLEL_MIN_BYTES = 0
+pools = []
+real_pool = _reading.ProcessPoolExecutor
+
+
+def counted(*args, **kwargs):
+    pools.append(1)
+    return real_pool(*args, **kwargs)
+
+
+_reading.ProcessPoolExecutor = counted
+key_id, key = verify.load_public_key(Path(sys.argv[2]))
+options = verify.VerifyOptions(public_keys={key_id: key})
+files = discover_files([sys.argv[1]])
+reports = []
+for workers in (1, 2):
+    found = verify.verify(files, options, workers=workers).as_dict()
+    del found["seconds"]
+    reports.append(found)
+sys.stdout.buffer.write(orjson.dumps({"pools": len(pools), "reports": reports}))
+"""
+
+
+@pytest.mark.parametrize("tamper", ["none", "modified", "deleted", "inserted"])
+def test_reading_in_parallel_reports_the_same(trail: Path, public: Path, tamper: str) -> None:
+    """One process per file, chains stitched in the parent: the same report as one process.
+
+    Run in a fresh process: verify reads in one process when other threads run
+    (forking them is unsafe), as they may in this one.
+    """
     spots = index_trail(trail)
     _, _, spot = sealed_spot(spots, compressed=True)
     if tamper == "modified":
@@ -520,23 +550,14 @@ def test_reading_in_parallel_reports_the_same(
         forged = orjson.loads(spot.raw)
         forged["details"]["note"] = "approved by nobody"
         edit(spot, lambda lines, i: lines.insert(0, orjson.dumps(forged)))
-    key_id, key = load_public_key(public)
-    options = VerifyOptions(public_keys={key_id: key})
-    files = discover_files([trail])
-    monkeypatch.setattr(engine, "PARALLEL_MIN_BYTES", 0)
-    pools: list[int] = []
-    real_pool = engine.ProcessPoolExecutor
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        pools.append(1)
-        return real_pool(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "ProcessPoolExecutor", counted)
-    reports = []
-    for workers in (1, 2):
-        found = verifier.verify(files, options, workers=workers).as_dict()
-        del found["seconds"]
-        reports.append(found)
-    assert pools == [1]  # the second run really read in parallel
-    assert reports[0] == reports[1]
-    assert (reports[0]["exit_code"] == 0) == (tamper == "none")
+    result = subprocess.run(
+        [sys.executable, "-c", _PARALLEL_CHECK, str(trail), str(public)],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    found = orjson.loads(result.stdout)
+    assert found["pools"] == 1  # the second run really read in parallel
+    serial, parallel = found["reports"]
+    assert serial == parallel
+    assert (serial["exit_code"] == 0) == (tamper == "none")
