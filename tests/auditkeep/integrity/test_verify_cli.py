@@ -186,3 +186,30 @@ def test_a_checkpoint_signed_by_another_key_than_the_chains_start(tmp_path: Path
     assert report.exit_code == EXIT_PROBLEM
     assert {p.kind for p in report.all_problems} == {"unknown_key"}
     assert "the chain started with" in report.all_problems[0].message
+
+
+def test_an_entry_that_raced_close_is_a_notice_and_any_other_unchained_a_problem(
+    tmp_path: Path,
+) -> None:
+    """The writer delivers an entry that reached it after the final checkpoint without a chain."""
+    from verifykit import iso, run_verify
+
+    key = Ed25519PrivateKey.generate()
+    writer = FormatWriter(key=key, every=10)
+    writer.entry(15)
+    lines = writer.close()
+    final = orjson.loads(lines[-1])
+    late = orjson.loads(lines[-2])
+    del late["chain"]
+    late["event_id"] = "01a22057-2735-729e-bb1e-512c3d4713a0"
+    late["timestamp"] = final["timestamp"]
+    trail = write_lines(tmp_path / "audit.jsonl", [*lines, orjson.dumps(late)])
+    report = run_verify([trail], keys=[key])
+    assert report.exit_code == EXIT_INCOMPLETE
+    assert report.all_problems == []
+    assert [(n.kind, n.line) for n in report.notices] == [("unchained", len(lines) + 1)]
+    late["timestamp"] = iso(writer.t - 3600)  # an hour earlier: no close explains it
+    write_lines(trail, [*lines, orjson.dumps(late)])
+    report = run_verify([trail], keys=[key])
+    assert report.exit_code == EXIT_PROBLEM
+    assert [(p.kind, p.line) for p in report.all_problems] == [("unchained", len(lines) + 1)]

@@ -44,7 +44,9 @@ from auditkeep.typing import SinkResult
 sys.path.insert(0, str(Path(__file__).parent))
 import itertools
 
-from verifykit import cli, run_verify, where, write_public_key
+from verifykit import cli, iso, run_verify, where, write_public_key
+
+from auditkeep.integrity._judging import unix_time
 
 CHILD = Path(__file__).with_name("verify_child.py")
 PER_PROCESS = 700
@@ -453,11 +455,17 @@ def test_library_duplicates_and_spool_reordering_verify(tmp_path: Path) -> None:
     assert chain["entries"] == len(set(seqs)) == chain["last_seq"] + 1
 
 
-@pytest.mark.parametrize("forgery", ["unchained", "next_seq", "existing_seq"])
+@pytest.mark.parametrize("forgery", ["unchained", "unchained_at_close", "next_seq", "existing_seq"])
 def test_a_record_forged_into_the_spool_is_delivered_and_flagged(
     tmp_path: Path, forgery: str
 ) -> None:
-    """A record with a valid CRC in the spool: the next start delivers it; verify flags it."""
+    """A record with a valid CRC in the spool: the next start delivers it; verify flags it.
+
+    Without a chain and stamped a minute before the chain closed: a problem (exit 1).
+    Without a chain and stamped as the chain closed, it looks like an entry that
+    raced close(), which the writer delivers unchained: a notice at its line, exit 3
+    (never "verified").
+    """
     generate(tmp_path / "k.pem")
     live, spool = tmp_path / "audit.jsonl", tmp_path / "spool"
     env = child_env(live, tmp_path / "k.pem", spool)
@@ -469,8 +477,10 @@ def test_a_record_forged_into_the_spool_is_delivered_and_flagged(
     victim = orjson.loads(genuine[10])
     forged = dict(victim, event_id="01a22057-2735-729e-bb1e-512c3d4713a0")
     forged["details"] = {"i": 10, "note": "merged by the agent, approved"}
-    if forgery == "unchained":
+    if forgery.startswith("unchained"):
         del forged["chain"]
+        if forgery == "unchained":
+            forged["timestamp"] = iso(unix_time(victim["timestamp"]) - 60)
     elif forgery == "next_seq":
         # Plausible: continues the chain from its last line, as the writer would.
         forged["chain"] = {
@@ -490,8 +500,12 @@ def test_a_record_forged_into_the_spool_is_delivered_and_flagged(
     assert payload in stored
     line = stored.index(payload) + 1
     result = cli("--json", "--public-key", str(tmp_path / "k.pem.pub"), str(live))
-    assert result.returncode == 1, result.stdout
     report = orjson.loads(result.stdout)
+    if forgery == "unchained_at_close":
+        assert result.returncode == 3, result.stdout
+        assert [(n["kind"], n["line"]) for n in report["notices"]] == [("unchained", line)]
+        return
+    assert result.returncode == 1, result.stdout
     problems = report["problems"] + [p for c in report["chains"] for p in c["problems"]]
     assert [(p["kind"], p["line"]) for p in problems] == [
         (

@@ -43,6 +43,8 @@ _ACTION_WINDOW: Final = 256
 _META_ACTIONS: Final = (_format.ACTION_STARTED, _format.ACTION_CHECKPOINT)
 _TS_NEEDLE: Final = b'"timestamp":"'
 _MAX_ID_CHARS: Final = 128
+UNCHAINED_KEPT: Final = 10 * MAX_LISTED
+Unchained = tuple[Problem, Any, str | None]
 
 
 def _chain_of(parsed: dict[str, Any]) -> tuple[str, int, bytes | None] | bool | None:
@@ -75,7 +77,9 @@ class Reader:
         self.lines = 0
         self.problems: list[Problem] = []
         self.unchained = 0
-        self.unchained_listed: list[Problem] = []
+        # Kept to be judged (a caller that raced close() is not a forgery): problem,
+        # timestamp, service.
+        self.unchained_listed: list[Unchained] = []
         self.reorders: dict[tuple[int, str], list[int]] = {}
 
     def problem(self, kind: str, message: str, file_index: int, line: int) -> None:
@@ -217,14 +221,16 @@ class Reader:
         chain = _chain_of(parsed)
         if chain is None:
             self.unchained += 1
-            if len(self.unchained_listed) < MAX_LISTED:
+            if len(self.unchained_listed) < UNCHAINED_KEPT:
+                problem = Problem(
+                    "unchained",
+                    "an entry with no chain field: nothing vouches for it",
+                    self.names[file_index],
+                    line_no,
+                )
+                service = parsed.get("service")
                 self.unchained_listed.append(
-                    Problem(
-                        "unchained",
-                        "an entry with no chain field: nothing vouches for it",
-                        self.names[file_index],
-                        line_no,
-                    )
+                    (problem, parsed.get("timestamp"), service if type(service) is str else None)
                 )
             return None
         if chain is False:
@@ -269,7 +275,7 @@ def reading_order(files: Sequence[TrailFile]) -> list[TrailFile]:
 
 
 _Part = tuple[
-    dict[str, Chain], list[Problem], int, list[Problem], dict[tuple[int, str], list[int]], int
+    dict[str, Chain], list[Problem], int, list[Unchained], dict[tuple[int, str], list[int]], int
 ]
 
 
@@ -316,7 +322,7 @@ def read_chains(files: Sequence[TrailFile], options: VerifyOptions, workers: int
             reader.lines += lines
             reader.problems.extend(problems)
             reader.unchained += unchained
-            room = MAX_LISTED - len(reader.unchained_listed)
+            room = UNCHAINED_KEPT - len(reader.unchained_listed)
             reader.unchained_listed.extend(listed[: max(0, room)])
             for key, numbers in reorders.items():
                 reader.reorders.setdefault(key, []).extend(numbers)

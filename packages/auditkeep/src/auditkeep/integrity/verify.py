@@ -39,7 +39,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -58,8 +58,8 @@ from auditkeep.integrity._findings import (
     VerifyOptions,
     VerifyReport,
 )
-from auditkeep.integrity._judging import Judge
-from auditkeep.integrity._reading import read_chains, reading_order
+from auditkeep.integrity._judging import Judge, unix_time
+from auditkeep.integrity._reading import Reader, read_chains, reading_order
 from auditkeep.query._reader import (
     TrailFile,
 )
@@ -113,8 +113,7 @@ def verify(
     report.problems.extend(reader.problems)
     if reader.unchained:
         if not options.allow_unchained and reader.chains:
-            report.problems.extend(reader.unchained_listed)
-            report.omitted += reader.unchained - len(reader.unchained_listed)
+            _judge_unchained(report, reader)
         else:
             report.notices.append(
                 Problem("unchained", f"{reader.unchained} entries carry no chain field")
@@ -125,6 +124,60 @@ def verify(
         )
     report.seconds = time.perf_counter() - began
     return report
+
+
+# An entry that raced close() is stamped before the final checkpoint; how long before
+# is how long close() took to stop the checkpoint thread and sign (a loaded machine).
+_CLOSE_RACE_BEFORE_S: Final = 2.0
+_CLOSE_RACE_AFTER_S: Final = 1.0
+
+
+def _judge_unchained(report: VerifyReport, reader: Reader) -> None:
+    """Entries without a chain: problems, except one a caller emitted as its logger closed.
+
+    Such an entry reaches the chain after its final checkpoint and is delivered
+    without a chain field (never lost): it is stamped within moments before a
+    final checkpoint of a chain of the same service, and stored after it. That is
+    a notice and makes the result incomplete (nothing vouches for it); any other
+    is a problem.
+    """
+    finals: list[tuple[str | None, float, tuple[int, int]]] = []
+    for chain in reader.chains.values():
+        for seq, parsed in chain.meta.items():
+            details = parsed.get("details")
+            if parsed.get("action") == _format.ACTION_CHECKPOINT and isinstance(details, dict):
+                stamp = unix_time(parsed.get("timestamp"))
+                if details.get("final") is True and stamp is not None and chain.has(seq):
+                    finals.append((parsed.get("service"), stamp, chain.where(seq)))
+    order = {name: index for index, name in enumerate(reader.names)}
+    listed = 0
+    for problem, timestamp, service in reader.unchained_listed:
+        stamp = unix_time(timestamp)
+        place = (order.get(problem.file or "", -1), problem.line or 0)
+        # Delivered after the final checkpoint (read later), stamped just before it.
+        raced = stamp is not None and any(
+            service == final_service
+            and final - _CLOSE_RACE_BEFORE_S <= stamp <= final + _CLOSE_RACE_AFTER_S
+            and place > final_place
+            for final_service, final, final_place in finals
+        )
+        if raced:
+            report.incomplete = True
+            report.notices.append(
+                Problem(
+                    "unchained",
+                    "an entry with no chain field, stamped as its logger closed (a caller "
+                    "raced close(): delivered, not chained, not vouched for)",
+                    problem.file,
+                    problem.line,
+                )
+            )
+        elif listed < MAX_LISTED:
+            report.problems.append(problem)
+            listed += 1
+        else:
+            report.omitted += 1
+    report.omitted += reader.unchained - len(reader.unchained_listed)
 
 
 def iter_problems(report: VerifyReport) -> Iterator[Problem]:
