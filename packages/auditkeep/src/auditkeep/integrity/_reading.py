@@ -213,10 +213,15 @@ class Reader:
             parsed = None
         if type(parsed) is not dict:
             if torn is not None and torn[0] == line_no:
-                message = "the file's last line is cut short (no newline, not JSON)"
+                # A live file's last line may be half written: incomplete, not tampering.
+                self.problem(
+                    "torn",
+                    "the file's last line is incomplete (being written, or cut)",
+                    file_index,
+                    line_no,
+                )
             else:
-                message = "not a JSON object"
-            self.problem("malformed", message, file_index, line_no)
+                self.problem("malformed", "not a JSON object", file_index, line_no)
             return None
         chain = _chain_of(parsed)
         if chain is None:

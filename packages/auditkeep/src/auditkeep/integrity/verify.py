@@ -110,7 +110,12 @@ def verify(
     for chain_id in sorted(reader.chains):
         judge = Judge(reader.chains[chain_id], reader, options)
         report.chains.append(judge.judge(reorders))
-    report.problems.extend(reader.problems)
+    for problem in reader.problems:
+        if problem.kind == "torn":
+            report.incomplete = True
+            report.notices.append(problem)
+        else:
+            report.problems.append(problem)
     if reader.unchained:
         if not options.allow_unchained and reader.chains:
             _judge_unchained(report, reader)
