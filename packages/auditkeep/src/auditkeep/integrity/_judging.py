@@ -380,7 +380,7 @@ class Judge:
             seal=seal if type(seal) is str else None,
             pid=pid if type(pid) is int else None,
             status=status,
-            problems=self.problems,
+            problems=sorted(self.problems, key=_in_chain_order),
             notices=self.notices,
             omitted=self.omitted,
         )
@@ -429,3 +429,7 @@ def _seal_key(seed: SealSeed, epoch: int) -> bytes:
         _SEAL_KEYS.clear()
     _SEAL_KEYS[(seed.seed, epoch)] = key
     return key
+
+
+def _in_chain_order(problem: Problem) -> tuple[int, int]:
+    return (problem.seq if problem.seq is not None else -1, problem.line or 0)
