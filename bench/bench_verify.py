@@ -66,7 +66,7 @@ def build(directory: Path, entries: int, chains: int) -> tuple[Path, Path]:
     live = directory / "audit.jsonl"
     # Rotation every ~100 MB of a 450 MB trail: four backups (gzipped) and the live file.
     sink = FileSink(str(live), max_bytes=100 * 1024 * 1024, backups=50, compress=True)
-    state = [
+    state: list[dict[str, Any]] = [
         {"id": uuid.uuid4().hex, "seq": 0, "prev": None, "cp": None, "since": 0}
         for _ in range(chains)
     ]

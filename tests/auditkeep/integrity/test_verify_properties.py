@@ -38,9 +38,9 @@ FAST = settings(
 )
 
 
-def check(lines: list[bytes] | tuple[bytes, ...], **options: bool) -> VerifyReport:
+def check(lines: list[bytes] | tuple[bytes, ...], *, strict_order: bool = False) -> VerifyReport:
     _FILE.write_bytes(b"".join(line + b"\n" for line in lines))
-    return run_verify([_FILE], keys=[KEY], **options)
+    return run_verify([_FILE], keys=[KEY], strict_order=strict_order)
 
 
 def test_the_untouched_trail_verifies() -> None:

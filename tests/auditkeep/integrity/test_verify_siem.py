@@ -83,7 +83,7 @@ def test_a_siem_copy_verifies_alone_and_with_the_host_file(
     tmp_path: Path, intake: ThreadingHTTPServer, kind: str
 ) -> None:
     generate(tmp_path / "k.pem")
-    host, port = intake.server_address[:2]
+    host, port = str(intake.server_address[0]), int(intake.server_address[1])
     path = "/services/collector/event" if kind == "splunk_hec" else "/loki/api/v1/push"
     live = tmp_path / "audit.jsonl"
     logger = AuditLogger(

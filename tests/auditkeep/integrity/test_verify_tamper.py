@@ -152,7 +152,7 @@ def sealed_spot(
 ) -> tuple[str, int, Spot]:
     """An entry inside the sealed part (a later checkpoint covers it, and the next entry is
     in the same file), in a gzip backup or in the live file."""
-    last = {}
+    last: dict[str, int] = {}
     for chain_id, seq in spots:
         last[chain_id] = max(last.get(chain_id, 0), seq)
     middle = sorted(spots.items(), key=lambda item: abs(item[0][1] - PER_PROCESS // 2))
@@ -171,7 +171,7 @@ def sealed_spot(
     raise AssertionError("no such entry")
 
 
-def edit(spot: Spot, change: Callable[[list[bytes], int], None]) -> None:
+def edit(spot: Spot, change: Callable[[list[bytes], int], object]) -> None:
     lines = read_lines(spot.file)
     assert lines[spot.line - 1] == spot.raw
     change(lines, spot.line - 1)
@@ -480,7 +480,9 @@ def test_a_record_forged_into_the_spool_is_delivered_and_flagged(
     if forgery.startswith("unchained"):
         del forged["chain"]
         if forgery == "unchained":
-            forged["timestamp"] = iso(unix_time(victim["timestamp"]) - 60)
+            stamp = unix_time(victim["timestamp"])
+            assert stamp is not None
+            forged["timestamp"] = iso(stamp - 60)
     elif forgery == "next_seq":
         # Plausible: continues the chain from its last line, as the writer would.
         forged["chain"] = {
