@@ -11,8 +11,9 @@ In the same run:
   final checkpoint is there).
 * ``costs``: microseconds per operation, median of repeated timings: one
   Ed25519 signature of a checkpoint message, one seal tag, the SHA-256 of a
-  typical line, ``Chainer.submit`` alone (splice + hash, delivery a no-op), and a
-  whole ``Chainer.checkpoint`` (sign + encode + chain + deliver).
+  typical line, ``Chainer.submit`` alone (splice + hash, delivery a no-op), a
+  whole ``Chainer.checkpoint`` (sign + encode + chain + deliver), and one
+  signature by a separate signer over its unix socket.
 
 Prints one JSON object per measurement, then a summary (min-max over rounds),
 then the issue's target (chaining adds at most 25 % at p50) with pass/fail.
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from array import array
 from collections.abc import Callable, Sequence
@@ -49,7 +51,9 @@ from auditkeep.integrity import _format
 from auditkeep.integrity.chain import Chainer
 from auditkeep.integrity.keys import generate, load_signing_key
 from auditkeep.integrity.options import IntegrityOptions
+from auditkeep.integrity.remote import RemoteSigner
 from auditkeep.integrity.seal import Sealer, generate_seal
+from auditkeep.integrity.signer import SignerServer
 from auditkeep.logger import AuditLogger
 from auditkeep.metrics import AuditMetrics
 from auditkeep.sinks.file import FileSink
@@ -204,6 +208,17 @@ def run_costs(repeat: int) -> dict[str, Any]:
             signed.checkpoint(final=False)
 
         checkpoint_us = _median_us(one_checkpoint, repeat)
+        # A separate signer (its server on a thread here, so the figure includes this
+        # process's GIL): one round trip per signature.
+        server = SignerServer(key, tmp / "signer.sock")
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
+        remote = RemoteSigner(tmp / "signer.sock")
+        first = _format.checkpoint_message("ab" * 16, 0, "cd" * 32, None, False)
+        remote_us = _median_us(lambda: remote.sign(first), repeat)
+        remote.close()
+        server.shutdown()
+        server.server_close()
         result = {
             "bench": "integrity",
             "scenario": "costs",
@@ -214,6 +229,7 @@ def run_costs(repeat: int) -> dict[str, Any]:
             ),
             "chainer_submit_us": submit_us,
             "checkpoint_with_one_entry_us": round(checkpoint_us - submit_us, 3),
+            "remote_signer_sign_us": remote_us,
             "signature_b64_chars": len(base64.b64encode(key.private.sign(message))),
         }
         chainer.close()

@@ -5,7 +5,7 @@ outside ``auditkeep/delivery/`` no module imports ``fcntl``, calls ``flock``/``l
 or spells a spool suffix (``.seg``, ``.ack``) or the ``dead-letters`` folder in code;
 inside it, only ``_files.py`` does (one lock helper, one place for the names). The
 delivery package's private modules are not imported from outside, except the lock
-helper by the file sink (its multi-process lock).
+helper by the file sink and the forward seal (their multi-process locks).
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ DELIVERY = Path("auditkeep", "delivery")
 FILES = DELIVERY / "_files.py"
 NAMES = re.compile(r"\.(?:seg|ack)\b|dead-letters")
 # (importing module, private delivery module, names) allowed from outside the package.
-ALLOWED_PRIVATE = {(Path("auditkeep", "sinks", "file.py"), "auditkeep.delivery._files", ("held",))}
+ALLOWED_PRIVATE = {
+    (Path("auditkeep", "sinks", "file.py"), "auditkeep.delivery._files", ("held",)),
+    # the forward seal's state file, shared by processes (auditkeep.integrity.seal)
+    (Path("auditkeep", "integrity", "seal.py"), "auditkeep.delivery._files", ("locked",)),
+}
 
 
 def _standalone_strings(tree: ast.AST) -> set[int]:

@@ -96,7 +96,7 @@ def test_sigterm_closes_the_chain(
     child = _spawn(_env(tmp_path, key), 0, 0.001)
     assert child.stdout is not None
     deadline = time.monotonic() + 30
-    ids = []
+    ids: list[str] = []
     while len(ids) < 300:
         assert time.monotonic() < deadline
         ids.append(child.stdout.readline().decode().strip())

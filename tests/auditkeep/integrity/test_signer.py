@@ -36,11 +36,11 @@ class Signer:
         self.socket = tmp / "signer.sock"
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         inherited = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "auditkeep", "signer", "--key", str(self.key),
-             "--socket", str(self.socket)],
+             "--socket", str(self.socket), *extra],
             env=inherited, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -136,13 +136,13 @@ def test_the_signer_never_signs_the_past_again(
     refused(
         _format.checkpoint_message(chain_id, 5, forged, None, False),
         None,
-        "has signed checkpoints",
+        "link to the newest",
     )
     # linking to an earlier checkpoint than the last one signed
     refused(
         _format.checkpoint_message(chain_id, big, forged, first_hash, False),
         checkpoints[0],
-        "link to that checkpoint",
+        "link to the newest",
     )
     # anything that is no checkpoint message
     refused(b"please sign this\n", None, "not a checkpoint message")
@@ -207,3 +207,73 @@ def test_check_config_shows_the_signer(tmp_path: Path, signer: Signer) -> None:
         {VAR: str(signer.socket), "AUDIT_LOG_SPOOL_DIR": str(tmp_path / "spool")}, read_only=True
     )
     assert f"by the signer at {str(signer.socket)!r}" in config.summary()
+
+
+def test_with_a_ledger_a_restarted_signer_still_refuses_the_past(tmp_path: Path) -> None:
+    """--state: what the signer signed survives its restart, so an agent taken over cannot
+    restart it (or wait for a crash) to have an older checkpoint linked again."""
+    signer = Signer(tmp_path)
+    ledger = tmp_path / "ledger"
+    signer.start("--state", str(ledger))
+    try:
+        sink = InMemorySink()
+        remote = RemoteSigner(signer.socket)
+        logger = _logger(sink, tmp_path, remote)
+        _emit_until_checkpointed(logger, sink, 30)
+        _emit_until_checkpointed(logger, sink, 30)
+        assert ledger.stat().st_mode & 0o777 == 0o600
+        signer.stop()
+        signer.start("--state", str(ledger))
+        checkpoints = [line for line in sink.lines if b"chain.checkpoint" in line]
+        chain_id = orjson.loads(checkpoints[0])["details"]["chain_id"]
+        older = _format.checkpoint_message(
+            chain_id, 10**6, "0" * 64, _format.line_hash(checkpoints[0]), False
+        )
+        with pytest.raises(SignerError, match="link to the newest"):
+            remote.sign(older, checkpoints[0])
+        logger.close(10)  # the real chain goes on and ends, signed
+        assert orjson.loads(sink.lines[-1])["details"]["signature"]
+    finally:
+        signer.stop()
+
+
+def test_signatures_that_were_never_written_block_nothing(
+    tmp_path: Path, signer: Signer, chain_of: Callable[..., Any]
+) -> None:
+    """An optimistic try overtaken by new entries, or an answer lost on the way, leaves a
+    signature the logger never writes: the signer must still sign the logger's next link
+    (it only learns what is in the trail from lines it is shown)."""
+    sink = InMemorySink()
+    logger = _logger(sink, tmp_path, RemoteSigner(signer.socket))
+    _emit_until_checkpointed(logger, sink, 30)
+    newest = [line for line in sink.lines if b"chain.checkpoint" in line][-1]
+    chain_id = orjson.loads(newest)["details"]["chain_id"]
+    other = RemoteSigner(signer.socket)
+    for final in (False, True):
+        message = _format.checkpoint_message(
+            chain_id, 10**6, "0" * 64, _format.line_hash(newest), final
+        )
+        assert other.sign(message, newest)
+    other.close()
+    _emit_until_checkpointed(logger, sink, 30)
+    logger.close(10)
+    chain = chain_of(sink.lines, public_key=signer.public)
+    assert chain.final is not None
+    assert chain.final["details"]["signature"]
+
+
+def test_the_signer_refuses_a_key_others_can_read(tmp_path: Path) -> None:
+    key = tmp_path / "k.pem"
+    generate(key)
+    key.chmod(0o644)
+    inherited = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "auditkeep", "signer", "--key", str(key),
+         "--socket", str(tmp_path / "s.sock")],
+        env=inherited, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("auditkeep signer: --key: ")
+    assert "chmod 600" in line
+    assert not (tmp_path / "s.sock").exists()

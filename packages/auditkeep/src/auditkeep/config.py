@@ -431,7 +431,8 @@ class AuditConfig:
             findings.append(
                 (
                     False,
-                    "AUDIT_LOG_INTEGRITY is on without AUDIT_LOG_SIGNING_KEY_FILE: "
+                    "AUDIT_LOG_INTEGRITY is on without AUDIT_LOG_SIGNING_KEY_FILE or "
+                    "AUDIT_LOG_SIGNER_SOCKET: "
                     "checkpoints are unsigned (see docs/integrity.md)",
                 )
             )

@@ -36,7 +36,10 @@ from auditkeep.integrity.options import IntegrityOptions
 
 _log: Final = logging.getLogger("auditkeep.integrity")
 _TARGET: Final = {"resource_type": "audit_chain"}
-_OPTIMISTIC_TRIES: Final = 2
+_OPTIMISTIC_TRIES: Final = 3
+# A signature made while the chain lock is held (entries kept arriving during the
+# optimistic tries) must be quick: a separate signer gets this long, once.
+_LOCKED_SIGN_TIMEOUT_S: Final = 0.25
 
 
 class Chainer:
@@ -99,8 +102,9 @@ class Chainer:
         key = self._key
         if key is None:
             _log.warning(
-                "auditkeep: integrity is on without AUDIT_LOG_SIGNING_KEY_FILE: entries are "
-                "chained, checkpoints unsigned (docs/integrity.md)"
+                "auditkeep: integrity is on without AUDIT_LOG_SIGNING_KEY_FILE or "
+                "AUDIT_LOG_SIGNER_SOCKET: entries are chained, checkpoints unsigned "
+                "(docs/integrity.md)"
             )
         details: dict[str, Any] = {
             "chain_id": self.chain_id,
@@ -182,9 +186,13 @@ class Chainer:
             )
             signed = self._sign(message, prev_line)
             with self._lock:
-                if self._seq == seq and not self._ended:
+                written = self._seq == seq and not self._ended
+                if written:
                     self._write_checkpoint(seq - 1, head, prev_cp, final, signed)
-                    return True
+                    line = self._last_checkpoint_line
+            if written:
+                self._confirm(line)
+                return True
         with self._lock:  # entries kept arriving: sign while holding the lock
             if self._ended or (not final and self._seq - 1 == self._checkpoint_seq):
                 return False
@@ -193,14 +201,29 @@ class Chainer:
             message = _format.checkpoint_message(
                 self.chain_id, seq - 1, head.decode(), prev_cp, final
             )
-            signed = self._sign(message, self._last_checkpoint_line)
+            signed = self._sign(message, self._last_checkpoint_line, _LOCKED_SIGN_TIMEOUT_S)
             self._write_checkpoint(seq - 1, head, prev_cp, final, signed)
-            return True
+            line = self._last_checkpoint_line
+        self._confirm(line)
+        return True
+
+    def _confirm(self, line: bytes | None) -> None:
+        """A separate signer learns the checkpoint is written (outside the lock; best effort:
+        the next request carries it anyway)."""
+        confirm = getattr(self._key, "confirm", None)
+        if confirm is not None and line is not None:
+            try:
+                confirm(line)
+            except Exception as exc:  # noqa: BLE001 - the checkpoint is written already
+                _log.warning("auditkeep: the signer did not take the confirmation: %s", exc)
 
     def _sign(
-        self, message: bytes, prev_line: bytes | None
+        self, message: bytes, prev_line: bytes | None, timeout_s: float | None = None
     ) -> tuple[str | None, dict[str, Any] | None]:
-        signature = self._key.sign(message, prev_line) if self._key is not None else None
+        """Signature and seal tag of ``message``; a signer that is down raises ``SignerError``
+        on the optimistic tries already (outside the lock), so the lock never waits for it."""
+        key = self._key
+        signature = key.sign(message, prev_line, timeout_s) if key is not None else None
         seal = self._seal.tag(message) if self._seal is not None else None
         return signature, seal
 

@@ -61,7 +61,8 @@ def _cmd_signer(args: argparse.Namespace) -> int:
         return 2
     try:
         key = load_signing_key(Path(args.key), "--key")
-        server = SignerServer(key, Path(args.socket), mode=args.mode)
+        state = Path(args.state) if args.state else None
+        server = SignerServer(key, Path(args.socket), mode=args.mode, state=state)
     except ConfigError as exc:
         print(f"auditkeep signer: {exc}", file=sys.stderr)
         return 2
@@ -138,7 +139,8 @@ def register(sub: Any) -> None:
             "signed only in order, each linked to the last one signed. Runs until SIGTERM."
         ),
         **examples(
-            "auditkeep signer --key /etc/audit-signer/key.pem --socket /run/audit-signer/sock",
+            "auditkeep signer --key /etc/signer/key.pem --socket /run/signer/sock "
+            "--state /var/lib/signer/ledger",
             notes=(
                 "The socket is created with --mode (default 660): give the service's user "
                 "the socket's group. Exit codes: 0 stopped, 2 usage error (key, socket)."
@@ -148,4 +150,8 @@ def register(sub: Any) -> None:
     p.add_argument("--key", required=True, help="the Ed25519 private key (PEM PKCS#8, 0600)")
     p.add_argument("--socket", required=True, help="the unix socket to listen on")
     p.add_argument("--mode", type=_mode, default=0o660, help="the socket's mode (default 660)")
+    p.add_argument(
+        "--state",
+        help="a file (0600) where it records what it signed, so a restart forgets nothing",
+    )
     p.set_defaults(func=_cmd_signer)

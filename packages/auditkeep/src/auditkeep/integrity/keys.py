@@ -29,11 +29,13 @@ class SigningKey:
     secret_texts: tuple[str, ...] = field(repr=False, default=())
     """Spellings of the private key to register with the redactor (never logged)."""
 
-    def sign(self, message: bytes, previous: bytes | None = None) -> str:
+    def sign(
+        self, message: bytes, previous: bytes | None = None, timeout_s: float | None = None
+    ) -> str:
         """The signature of ``message``, base64 (standard alphabet, padded).
 
-        ``previous`` (the chain's last checkpoint line) matters to a separate
-        signer only (``RemoteSigner``), which checks the link.
+        ``previous`` (the chain's last checkpoint line) and ``timeout_s`` matter
+        to a separate signer only (``RemoteSigner``).
         """
         return base64.b64encode(self.private.sign(message)).decode("ascii")
 

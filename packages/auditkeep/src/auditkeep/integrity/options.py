@@ -40,7 +40,9 @@ class Signer(Protocol):
     @property
     def secret_texts(self) -> tuple[str, ...]: ...
 
-    def sign(self, message: bytes, previous: bytes | None = None) -> str: ...
+    def sign(
+        self, message: bytes, previous: bytes | None = None, timeout_s: float | None = None
+    ) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,7 @@ class IntegrityOptions:
         key = (
             f"signed (key id {self.signing_key.key_id})"
             if self.signing_key
-            else "UNSIGNED (no AUDIT_LOG_SIGNING_KEY_FILE)"
+            else "UNSIGNED (no AUDIT_LOG_SIGNING_KEY_FILE or AUDIT_LOG_SIGNER_SOCKET)"
         )
         if isinstance(self.signing_key, RemoteSigner):
             key += f" by the signer at {str(self.signing_key.path)!r}"

@@ -73,13 +73,16 @@ class RemoteSigner:
             self._sock.close()
         self._sock = self._reader = None
 
-    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _ask(self, request: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+        # A short deadline also means no second try: the caller holds the chain lock.
+        attempts = 2 if timeout_s is None else 1
         with self._lock:
-            for attempt in range(2):  # the signer may have restarted: reconnect once
+            for attempt in range(attempts):  # the signer may have restarted: reconnect once
                 try:
                     if self._sock is None:
                         self._connect()
                     assert self._sock is not None
+                    self._sock.settimeout(self.timeout_s if timeout_s is None else timeout_s)
                     self._sock.sendall(orjson.dumps(request) + b"\n")
                     line = self._reader.readline(MAX_LINE_BYTES + 1)
                     answer = orjson.loads(line)  # b"" (the signer hung up) fails here too
@@ -88,20 +91,31 @@ class RemoteSigner:
                     return answer
                 except (OSError, orjson.JSONDecodeError) as exc:
                     self._close()
-                    if attempt:
+                    if attempt == attempts - 1:
                         raise SignerError(type(exc).__name__) from None
         raise AssertionError("unreachable")
 
-    def sign(self, message: bytes, previous: bytes | None = None) -> str:
-        """The signature of a checkpoint message; ``previous``: the chain's last checkpoint line."""
+    def sign(
+        self, message: bytes, previous: bytes | None = None, timeout_s: float | None = None
+    ) -> str:
+        """The signature of a checkpoint message; ``previous``: the chain's last checkpoint line.
+
+        ``timeout_s``: a tighter deadline, one try (the chain lock is held meanwhile).
+        """
         request: dict[str, Any] = {"op": "sign", "message": message.decode("ascii")}
         if previous is not None:
             request["previous"] = previous.decode("utf-8")
-        answer = self._ask(request)
+        answer = self._ask(request, timeout_s)
         signature = answer.get("signature")
         if not isinstance(signature, str):
             raise SignerError(str(answer.get("error", "no signature")))
         return signature
+
+    def confirm(self, line: bytes) -> None:
+        """Tell the signer this checkpoint line is in the trail (its newest known link)."""
+        answer = self._ask({"op": "confirm", "line": line.decode("utf-8")})
+        if answer.get("ok") is not True:
+            raise SignerError(str(answer.get("error", "not confirmed")))
 
     def close(self) -> None:
         with self._lock:

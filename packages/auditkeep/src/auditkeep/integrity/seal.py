@@ -19,7 +19,6 @@ disk until reused (docs/integrity.md says so).
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
@@ -31,6 +30,7 @@ from typing import Any, Final
 
 import orjson
 
+from auditkeep.delivery._files import locked
 from auditkeep.exceptions import ConfigError
 from auditkeep.integrity import _format
 from auditkeep.integrity._private import (
@@ -177,10 +177,7 @@ class Sealer:
 
     def _advance_file(self, target: int) -> None:
         """Under the lock beside the state file: adopt a newer file, or write ``target``."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked(self.path.with_name(self.path.name + ".lock")):
             on_file = _parse_state(read_private(self.path, self.variable), self.path, self.variable)
             if (on_file.t0, on_file.epoch_s) != (self.t0, self.epoch_s):
                 raise ConfigError(self.variable, f"{str(self.path)!r} was replaced by another seal")
@@ -193,8 +190,6 @@ class Sealer:
             key = self._evolved(target)
             replace_atomically(self.path, _state_bytes(self.t0, self.epoch_s, target, key))
             self._replace(key, target)
-        finally:
-            os.close(fd)  # releases the flock
 
     def _replace(self, key: bytes, epoch: int) -> None:
         self._key[:] = key  # overwrite in place: the old key's bytes are gone from this buffer
