@@ -215,3 +215,29 @@ def test_an_entry_that_raced_close_is_a_notice_and_any_other_unchained_a_problem
     report = run_verify([trail], keys=[key])
     assert report.exit_code == EXIT_PROBLEM
     assert [(p.kind, p.line) for p in report.all_problems] == [("unchained", len(lines) + 1)]
+
+
+def test_a_reader_that_goes_away_is_no_error(tmp_path: Path) -> None:
+    """``verify ... | head``: no traceback, and the exit code still gives the verdict."""
+    other = write_public_key(Ed25519PrivateKey.generate(), tmp_path / "other.pub")
+    lines: list[bytes] = []
+    for _ in range(30):  # 30 chains x 100 unknown-key findings: far more than a pipe holds
+        writer = FormatWriter(key=Ed25519PrivateKey.generate(), every=1)
+        writer.entry(100)
+        lines.extend(writer.close())
+    trail = write_lines(tmp_path / "audit.jsonl", lines)
+    inherited = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "auditkeep", "verify", "--public-key", str(other), str(trail)],
+        env=inherited,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    assert proc.stdout.read(10)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == EXIT_PROBLEM
+    assert stderr == b""

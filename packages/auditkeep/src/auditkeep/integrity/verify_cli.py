@@ -128,10 +128,23 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("auditkeep verify: interrupted", file=sys.stderr)
         return 130
-    if args.format == "json":
-        sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        render_text(report, sys.stdout)
+    try:
+        if args.format == "json":
+            out = orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+            sys.stdout.buffer.write(out)
+        else:
+            render_text(report, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (| head): the verdict still stands in the exit code;
+        # keep Python's exit flush from failing on the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass  # stdout is not a real descriptor: nothing will flush to a pipe
+        finally:
+            os.close(devnull)
     return report.exit_code
 
 
