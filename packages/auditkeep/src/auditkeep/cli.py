@@ -4,7 +4,7 @@ Also ``python -m auditkeep``. Alone, the command (or ``auditkeep spool``) prints
 its help. Every ``--help`` ends with examples (``auditkeep._help``).
 
 Exit codes: 0 success (or matches found, or help asked for), 1 no match /
-check failed, 2 usage or input error.
+check failed, 2 usage or input error (``verify`` adds 3: verified, but incomplete).
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
             "auditkeep query --since 24h --outcome failure",
             "auditkeep trace 01a22057-2735-729e-bb1e-512c3d4713a0",
             "auditkeep demo --dir /tmp/audit-demo   # a trail to try the commands on",
+            "auditkeep verify --public-key audit.pub /var/log/agent/audit.jsonl",
             notes="Run 'auditkeep COMMAND --help' for a command's options and examples.",
         ),
     )
@@ -146,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     from auditkeep.query.cli import register
 
     register(sub)
+
+    from auditkeep.integrity.verify_cli import register as register_verify
+
+    register_verify(sub)
     return parser
 
 

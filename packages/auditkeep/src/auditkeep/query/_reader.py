@@ -353,6 +353,17 @@ def line_ranges(
         yield carry, 0, len(carry), carry_offset
 
 
+def file_line_blocks(trail_file: TrailFile) -> Iterator[tuple[Buffer, int, int, int]]:
+    """The whole file as ``line_ranges`` pieces (gzip inflated): the reader ``verify`` shares.
+
+    Raises ``OSError``, ``zlib.error`` or ``EOFError`` (a truncated gzip file)
+    as they happen; the pieces before the failure have been yielded.
+    """
+    with trail_file.path.open("rb", buffering=0) as handle:
+        blocks = _gzip_blocks(handle) if trail_file.compressed else _plain_blocks(handle, 0, None)
+        yield from line_ranges(blocks, 0)
+
+
 def _escape_spans(buf: Buffer, start: int, end: int) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     find = buf.find
