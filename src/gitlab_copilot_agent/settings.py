@@ -650,16 +650,14 @@ class ApprovalSettings(_Section):
 
 
 def _executor(value: object) -> str:
-    text = _text(value).lower()
-    if text == "kubernetes":
-        raise _problem("kubernetes is not built yet (next release); use local")
-    return _choice("local")(text)
+    return _choice("local", "kubernetes")(_text(value).lower())
 
 
 class ExecutorSettings(_Section):
-    """How coding tasks run: each in its own process (``local``), with a deadline."""
+    """How coding tasks run: each in its own process (``local``) or as a Kubernetes Job
+    (``kubernetes``, the ``K8S_*`` section), with a deadline."""
 
-    kind: Annotated[Literal["local"], BeforeValidator(_executor)] = Field(
+    kind: Annotated[Literal["local", "kubernetes"], BeforeValidator(_executor)] = Field(
         default="local", validation_alias="TASK_EXECUTOR"
     )
     timeout_s: Annotated[float, BeforeValidator(_seconds(86_400))] = Field(
@@ -703,6 +701,118 @@ class CodingSettings(_Section):
     git_author_email: Text = Field(default="agent@localhost", validation_alias="GIT_AUTHOR_EMAIL")
 
 
+# -- the Kubernetes Job executor (TASK_EXECUTOR=kubernetes) -------------------------------------
+
+_QUANTITY: Final = re.compile(r"\d{1,9}(?:\.\d{1,6})?(?:m|Ki|Mi|Gi|Ti|k|M|G|T)?")
+_DNS_LABEL: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
+
+
+def _quantity(value: object) -> str:
+    text = _text(value)
+    if not _QUANTITY.fullmatch(text):
+        raise _problem(
+            f"must be a Kubernetes quantity such as 500m, 1, 512Mi or 2Gi, got {_shown(text)}"
+        )
+    return text
+
+
+def _dns_label(value: object) -> str:
+    text = _text(value)
+    if not _DNS_LABEL.fullmatch(text):
+        raise _problem(f"must be a DNS-1123 label (a-z, 0-9, -; at most 63), got {_shown(text)}")
+    return text
+
+
+def _dns_subdomain(value: object) -> str:
+    text = _text(value)
+    if not _DNS_SUBDOMAIN.fullmatch(text):
+        raise _problem(f"must be a DNS-1123 name (a-z, 0-9, -, .), got {_shown(text)}")
+    return text
+
+
+def _file(value: object) -> str:
+    text = _text(value)
+    if not Path(text).is_file():
+        raise _problem(f"{_shown(text)} is not a readable file")
+    return text
+
+
+class KubernetesSettings(_Section):
+    """``K8S_*``: where and how ``TASK_EXECUTOR=kubernetes`` runs each task as a Job.
+
+    The API is reached through ``K8S_KUBECONFIG`` (else ``KUBECONFIG``, else the
+    in-cluster service account). The Job's secrets come from the Secret
+    ``K8S_SECRET_NAME`` by reference only (``tasks.jobspec``).
+    """
+
+    namespace: Annotated[str, BeforeValidator(_dns_label)] = Field(
+        default="default", validation_alias="K8S_NAMESPACE"
+    )
+    image: Text | None = Field(default=None, validation_alias="K8S_IMAGE")
+    command: Annotated[tuple[str, ...], BeforeValidator(_command)] = Field(
+        default=("gitlab-copilot-agent", "run-task"), validation_alias="K8S_COMMAND"
+    )
+    secret_name: Annotated[str | None, BeforeValidator(_dns_subdomain)] = Field(
+        default=None, validation_alias="K8S_SECRET_NAME"
+    )
+    service_account: Annotated[str | None, BeforeValidator(_dns_subdomain)] = Field(
+        default=None, validation_alias="K8S_SERVICE_ACCOUNT"
+    )
+    kubeconfig: Annotated[str | None, BeforeValidator(_file)] = Field(
+        default=None, validation_alias="K8S_KUBECONFIG"
+    )
+    cpu_request: Annotated[str, BeforeValidator(_quantity)] = Field(
+        default="250m", validation_alias="K8S_CPU_REQUEST"
+    )
+    cpu_limit: Annotated[str, BeforeValidator(_quantity)] = Field(
+        default="1", validation_alias="K8S_CPU_LIMIT"
+    )
+    memory_request: Annotated[str, BeforeValidator(_quantity)] = Field(
+        default="512Mi", validation_alias="K8S_MEMORY_REQUEST"
+    )
+    memory_limit: Annotated[str, BeforeValidator(_quantity)] = Field(
+        default="2Gi", validation_alias="K8S_MEMORY_LIMIT"
+    )
+    run_as_user: Annotated[int, BeforeValidator(_integer(1, 2_147_483_647))] = Field(
+        default=10001, validation_alias="K8S_RUN_AS_USER"
+    )
+    ttl_after_finished_s: Annotated[int, BeforeValidator(_integer(0, 7 * 86_400))] = Field(
+        default=600, validation_alias="K8S_TTL_AFTER_FINISHED_S"
+    )
+    api_timeout_s: Annotated[float, BeforeValidator(_seconds(300))] = Field(
+        default=10.0, validation_alias="K8S_API_TIMEOUT_S"
+    )
+    poll_max_s: Annotated[float, BeforeValidator(_seconds(60))] = Field(
+        default=5.0, validation_alias="K8S_POLL_MAX_S"
+    )
+
+
+def _check_kubernetes(settings: Settings) -> None:
+    """``TASK_EXECUTOR=kubernetes`` needs what a Job cannot do without (one variable each)."""
+    if settings.executor.kind != "kubernetes":
+        return
+    k8s = settings.kubernetes
+    if k8s.secret_name is None:
+        raise SettingsError(
+            {
+                "K8S_SECRET_NAME": "required with TASK_EXECUTOR=kubernetes: the Secret the Job's "
+                "tokens come from (a Job spec never holds a secret value)"
+            }
+        )
+    if settings.redis.url is None:
+        raise SettingsError(
+            {
+                "REDIS_URL": "required with TASK_EXECUTOR=kubernetes: the Job's pod reports its "
+                "result and asks for the push approval through Redis"
+            }
+        )
+    if k8s.image is None:
+        raise SettingsError(
+            {"K8S_IMAGE": "required with TASK_EXECUTOR=kubernetes: the agent's image the Job runs"}
+        )
+
+
 _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "gitlab": GitLabSettings,
     "webhook": WebhookSettings,
@@ -713,6 +823,7 @@ _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "approval": ApprovalSettings,
     "executor": ExecutorSettings,
     "coding": CodingSettings,
+    "kubernetes": KubernetesSettings,
 }
 _TASK_SECTIONS: Final = ("gitlab", "llm", "logs", "coding")
 
@@ -753,6 +864,7 @@ class Settings(BaseModel):
     approval: ApprovalSettings = ApprovalSettings()
     executor: ExecutorSettings = ExecutorSettings()
     coding: CodingSettings = CodingSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -762,7 +874,9 @@ class Settings(BaseModel):
             SettingsError: naming each invalid variable (all of them, in one line).
         """
         env = os.environ if environ is None else environ
-        return cls.model_validate(_load(env, tuple(_SECTIONS)))
+        settings = cls.model_validate(_load(env, tuple(_SECTIONS)))
+        _check_kubernetes(settings)
+        return settings
 
     def summary(self) -> str:
         """What the settings resolve to, for ``check-config``; secrets only as "set (N chars)"."""
@@ -830,6 +944,12 @@ class Settings(BaseModel):
             f"  patches:      at most {coding.max_patch_bytes} bytes; protected {protected}",
             f"  check:        {check}",
         ]
+        if executor.kind == "kubernetes":
+            k8s = self.kubernetes
+            lines.append(
+                f"  kubernetes:   namespace {k8s.namespace}, image {k8s.image}, secrets from "
+                f"Secret {k8s.secret_name}, {k8s.kubeconfig or 'KUBECONFIG or in-cluster'}"
+            )
         return "\n".join(lines)
 
     def secrets(self) -> list[str]:
