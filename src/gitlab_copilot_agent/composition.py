@@ -118,7 +118,20 @@ class _Parts:
 
     @cached_property
     def executor(self) -> Executor:
+        if self.settings.executor.kind == "kubernetes":
+            return self._kubernetes_executor()
         return LocalExecutor(self.settings)
+
+    # -- TASK_EXECUTOR=kubernetes: each task a Job; its pod talks to the agent through Redis --
+    def _kubernetes_executor(self) -> Executor:
+        from gitlab_copilot_agent.state.redis_store import RedisStore
+        from gitlab_copilot_agent.tasks.kubernetes import KubernetesExecutor
+
+        store = self.store
+        assert isinstance(store, RedisStore)  # the settings refuse kubernetes without REDIS_URL
+        executor = KubernetesExecutor(self.settings, self.audit, store)
+        self._stack.push_async_callback(executor.close)
+        return executor
 
     def start_background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         task = asyncio.get_running_loop().create_task(_background(name, run), name=name)

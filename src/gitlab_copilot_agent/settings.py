@@ -813,6 +813,20 @@ def _check_kubernetes(settings: Settings) -> None:
         )
 
 
+def pod_redis_settings(environ: Mapping[str, str] | None = None) -> RedisSettings:
+    """``REDIS_URL`` as a Job's pod reads it (``run-task`` with ``COPILOT_TASK_CHANNEL=redis``).
+
+    Raises:
+        SettingsError: naming ``REDIS_URL`` (unset or invalid).
+    """
+    env = os.environ if environ is None else environ
+    redis = _load(env, ("redis",))["redis"]
+    assert isinstance(redis, RedisSettings)
+    if redis.url is None:
+        raise SettingsError({"REDIS_URL": "required in a Job's pod (its channel to the agent)"})
+    return redis
+
+
 _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "gitlab": GitLabSettings,
     "webhook": WebhookSettings,

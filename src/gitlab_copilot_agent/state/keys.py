@@ -10,6 +10,10 @@ key                                 value                                  lives
 ``copilot:lock:mr:<project>:<mr>``  who holds the MR (one task at a time)  renewed while held
 ``copilot:lastresult:mr:<p>:<mr>``  the MR's last task result (a copy)        7 days
 ``copilot:dedup:note:<p>:<note>``   a command note already handled         1 day
+``copilot:job:<task>:spec``         a Kubernetes Job's task spec           deadline + 1 h
+``copilot:job:<task>:to_agent``     the pod's messages (a list)            deadline + 1 h
+``copilot:job:<task>:to_task``      the agent's answers (a list)           deadline + 1 h
+``copilot:job:<task>:agent``        the agent still waits for the pod      15 s, renewed
 ==================================  =====================================  ==================
 """
 
@@ -53,3 +57,23 @@ def note_seen(project_id: int, note_id: int) -> str:
 
 def mr_last_result(project_id: int, mr_iid: int) -> str:
     return f"{PREFIX}lastresult:mr:{project_id}:{mr_iid}"
+
+
+JOB_KEYS_GRACE_S: Final = 3600
+AGENT_HEARTBEAT_TTL_S: Final = 15.0
+
+
+def job_spec(task_id: str) -> str:
+    return f"{PREFIX}job:{task_id}:spec"
+
+
+def job_to_agent(task_id: str) -> str:
+    return f"{PREFIX}job:{task_id}:to_agent"
+
+
+def job_to_task(task_id: str) -> str:
+    return f"{PREFIX}job:{task_id}:to_task"
+
+
+def job_agent(task_id: str) -> str:
+    return f"{PREFIX}job:{task_id}:agent"

@@ -47,7 +47,7 @@ from gitlab_copilot_agent.settings import ExecutorSettings, Settings, task_envir
 from gitlab_copilot_agent.tasks.channel import CHANNEL_FD_ENV, ParentChannel
 from gitlab_copilot_agent.tasks.spec import STATUSES, TaskOutcome, TaskSpec
 
-__all__ = ["Executor", "LocalExecutor", "PushVerifier"]
+__all__ = ["Executor", "LocalExecutor", "PushVerifier", "result_outcome"]
 
 _log = get_logger(__name__)
 
@@ -217,26 +217,7 @@ class LocalExecutor:
                 detail=f"the task process was killed by {name}",
                 exit_code=code,
             )
-        if result is None:
-            return TaskOutcome(
-                "failed",
-                reason="no_result",
-                detail=f"the task process exited with code {code} without a result",
-                exit_code=code,
-            )
-        status = str(result.get("status"))
-        if status not in STATUSES:
-            status = "failed"
-        commit = result.get("commit_sha")
-        facts = result.get("facts")
-        return TaskOutcome(
-            status,
-            commit_sha=commit if isinstance(commit, str) and status == "pushed" else None,
-            reason=_text(result.get("reason")),
-            detail=_text(result.get("detail")),
-            exit_code=code,
-            facts=dict(facts) if isinstance(facts, dict) else {},
-        )
+        return result_outcome(result, code)
 
     async def cancel(self, task_id: str) -> bool:
         proc = self._running.get(task_id)
@@ -245,6 +226,30 @@ class LocalExecutor:
         self._cancelled.add(task_id)
         _kill_group(proc)
         return True
+
+
+def result_outcome(result: Mapping[str, object] | None, code: int | None) -> TaskOutcome:
+    """The outcome a task process reported (its ``result``), whichever executor carried it."""
+    if result is None:
+        return TaskOutcome(
+            "failed",
+            reason="no_result",
+            detail=f"the task process exited with code {code} without a result",
+            exit_code=code,
+        )
+    status = str(result.get("status"))
+    if status not in STATUSES:
+        status = "failed"
+    commit = result.get("commit_sha")
+    facts = result.get("facts")
+    return TaskOutcome(
+        status,
+        commit_sha=commit if isinstance(commit, str) and status == "pushed" else None,
+        reason=_text(result.get("reason")),
+        detail=_text(result.get("detail")),
+        exit_code=code,
+        facts=dict(facts) if isinstance(facts, dict) else {},
+    )
 
 
 def _text(value: object) -> str | None:
