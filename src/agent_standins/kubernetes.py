@@ -33,12 +33,13 @@ stand-in for an image), then ``envFrom`` (``secretRef``, with ``prefix``), then
 created here). A missing Secret or key leaves the pod ``Pending`` with
 ``CreateContainerConfigError`` (as a kubelet does), until the deadline.
 **Mapped paths:** each ``emptyDir`` volume gets its own new directory
-``<root>/<pod>/<volume>``; wherever the container mounts it (``mountPath``),
-an env value equal to the mount path, or starting with it and ``/``, has that
-prefix replaced by the directory, and so has ``workingDir`` (the process's
-cwd). Nothing else is mapped or enforced: ``readOnlyRootFilesystem``, users,
-capabilities, seccomp and resources are recorded, not applied (the process
-runs as the test's user on the real filesystem). ``activeDeadlineSeconds`` is
+``<root>/<pod>/volumes/<volume>``; wherever the container mounts it
+(``mountPath``), an env value the Job sets (not the ``image_env`` ones) equal
+to the mount path, or starting with it and ``/``, has that prefix replaced by
+the directory, and so has ``workingDir`` (the process's cwd). Nothing else is
+mapped or enforced: ``readOnlyRootFilesystem``, users, capabilities, seccomp
+and resources are recorded, not applied (the process runs as the test's user
+on the real filesystem). ``activeDeadlineSeconds`` is
 enforced: the process group is killed and the Job gets ``Failed`` with reason
 ``DeadlineExceeded``; exit 0 gives ``SuccessCriteriaMet`` then ``Complete``,
 another exit code ``FailureTarget`` then ``Failed`` (``BackoffLimitExceeded``)
@@ -78,7 +79,7 @@ from agent_standins.faults import Fault, Rendered
 
 __all__ = ["DEFAULT_TOKEN", "KubernetesStandin", "openapi_problems"]
 
-DEFAULT_TOKEN = "k8s-standin-token-6f1e2d3c4b5a"
+DEFAULT_TOKEN = "k8s-standin-token-6f1e2d3c4b5a"  # noqa: S105 - the stand-in's own
 _REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -112,7 +113,7 @@ def openapi_problems(body: Any, model: str = "V1Job") -> list[str]:
         parsed = cls.from_dict(body)
     except (ValidationError, ValueError, TypeError, AttributeError) as exc:
         return [f"{model}: {str(exc).splitlines()[0:3]}"]
-    back = client.ApiClient().sanitize_for_serialization(parsed)
+    back = client.ApiClient().sanitize_for_serialization(parsed)  # type: ignore[no-untyped-call]
     return _differences(body, back, "")
 
 
@@ -132,7 +133,7 @@ def _differences(sent: Any, kept: Any, where: str) -> list[str]:
             return [f"{where}: wrong type"]
         return [
             p
-            for i, (a, b) in enumerate(zip(sent, kept))
+            for i, (a, b) in enumerate(zip(sent, kept, strict=True))
             for p in _differences(a, b, f"{where}[{i}]")
         ]
     if sent != kept or type(sent) is not type(kept):
@@ -332,13 +333,14 @@ class KubernetesStandin(Standin):
             return _answer(_status(400, "the body is not JSON"))
         problems = openapi_problems(body, "V1Job") if isinstance(body, dict) else ["not an object"]
         name = (body.get("metadata") or {}).get("name") if isinstance(body, dict) else None
-        if not problems and not name:
+        if not problems and not isinstance(name, str):
             problems = ["metadata.name: Required value"]
         if problems:
             return _answer(
                 _status(422, f"Job.batch {name!r} is invalid: {'; '.join(problems)[:2000]}",
                         name=name, group="batch", kind="jobs")
             )  # fmt: skip
+        assert isinstance(name, str)
         with self._state:
             if (ns, name) in self.jobs:
                 return _answer(
@@ -485,7 +487,9 @@ class KubernetesStandin(Standin):
             pod.waiting_reason = "CreateContainerConfigError"
             pod.message = missing
         else:
-            pod.env = {k: _mapped(v, mounts) for k, v in env.items()}
+            pod.env = {
+                k: v if self.image_env.get(k) == v else _mapped(v, mounts) for k, v in env.items()
+            }
             pod.argv = list(container.get("command") or []) + list(container.get("args") or [])
             working = container.get("workingDir")
             pod.cwd = _mapped(working, mounts) if working else str(directory)
@@ -634,8 +638,8 @@ class KubernetesStandin(Standin):
     def _pod_json(self, pod: _Pod) -> dict[str, Any]:
         state: dict[str, Any]
         if pod.terminated_reason is not None:
-            terminated: dict[str, Any] = {"exitCode": pod.exit_code if pod.exit_code is not None else 137,
-                                          "reason": pod.terminated_reason}  # fmt: skip
+            code = pod.exit_code if pod.exit_code is not None else 137
+            terminated: dict[str, Any] = {"exitCode": code, "reason": pod.terminated_reason}
             if pod.message:
                 terminated["message"] = pod.message
             state = {"terminated": terminated}
@@ -652,8 +656,8 @@ class KubernetesStandin(Standin):
             "status": {
                 "phase": pod.phase,
                 "containerStatuses": [
-                    {"name": "task", "image": "standin", "imageID": "", "ready": pod.phase == "Running",
-                     "restartCount": 0, "state": state}
+                    {"name": "task", "image": "standin", "imageID": "",
+                     "ready": pod.phase == "Running", "restartCount": 0, "state": state}
                 ],
             },
         }  # fmt: skip

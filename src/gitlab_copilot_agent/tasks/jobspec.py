@@ -16,14 +16,14 @@ What every Job holds, and why:
 - the pod passes the **restricted Pod Security Standard**: ``runAsNonRoot``
   (with ``K8S_RUN_AS_USER``), ``allowPrivilegeEscalation: false``, capabilities
   ``drop: [ALL]``, ``seccompProfile: RuntimeDefault``; and beyond it
-  ``readOnlyRootFilesystem`` with an ``emptyDir`` at ``/work`` (``HOME``,
+  ``readOnlyRootFilesystem`` with an ``emptyDir`` at ``/workspace`` (``HOME``,
   ``TMPDIR``, the clone, the audit spool), ``automountServiceAccountToken:
   false`` (a task never calls the Kubernetes API), ``enableServiceLinks:
   false``, ``restartPolicy: Never``, requests and limits;
 - the environment: ``COPILOT_TASK_CHANNEL=redis`` and ``COPILOT_TASK_ID`` (the
   spec and the channel are in Redis, ``tasks.redis_channel``), the agent's
   ``AUDIT_LOG_*`` (the pod's entries reach the same destination; the spool is
-  moved into ``/work``), the task settings (``settings.task_environment``),
+  moved into ``/workspace``), the task settings (``settings.task_environment``),
   ``REDIS_URL``/``REDIS_TIMEOUT_S``, and the correlation scope and actor from
   ``auditkeep.context.subprocess_env`` (``AUDIT_CORRELATION_ID``,
   ``AUDIT_ACTOR_*``, and the trace context when tracing is on).
@@ -62,7 +62,7 @@ __all__ = [
     "secret_variables",
 ]
 
-WORK_DIR: Final = "/work"
+WORK_DIR: Final = "/workspace"
 CONTAINER: Final = "task"
 LABEL_APP: Final = "app.kubernetes.io/name"
 LABEL_TASK: Final = "gitlab-copilot-agent/task-id"
@@ -113,7 +113,7 @@ def job_environment(settings: Settings, base: Mapping[str, str], task_id: str) -
             "HOME": WORK_DIR,
             "TMPDIR": WORK_DIR,
             "XDG_STATE_HOME": f"{WORK_DIR}/.state",
-            # The root filesystem is read-only: the pod's spool lives (and dies) with /work.
+            # The root filesystem is read-only: the pod's spool lives (and dies) with its emptyDir.
             "AUDIT_LOG_SPOOL_DIR": f"{WORK_DIR}/audit-spool",
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",

@@ -278,9 +278,11 @@ class KubernetesExecutor:
         finally:
             self._running.pop(spec.task_id, None)
             if served is not None:
-                served.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await served
+                channel.stop()
+                try:
+                    await asyncio.wait_for(asyncio.shield(served), 3.0)
+                except (TimeoutError, asyncio.CancelledError):
+                    served.cancel()
             if ours:
                 await self._delete(name, spec)
             await channel.close()

@@ -44,7 +44,10 @@ CHANNEL_ENV: Final = "COPILOT_TASK_CHANNEL"
 """``redis`` in a Job's pod: ``run-task`` talks to its agent through Redis."""
 TASK_ID_ENV: Final = "COPILOT_TASK_ID"
 WAIT_S: Final = 1.0
-"""One ``BLPOP`` wait; the heartbeat is renewed (agent) or checked (pod) between two."""
+"""One ``BLPOP`` wait; the heartbeat is renewed (agent) or checked (pod) between two.
+Both loops stop at a flag, between two waits, rather than by cancellation: a
+``BLPOP`` cancelled mid-flight can leave redis-py's connection pool unable to
+close (seen as a pod that never exits)."""
 
 
 class RedisParentChannel:
@@ -57,6 +60,7 @@ class RedisParentChannel:
         self._store = store
         self._task_id = task_id
         self._cid = correlation_id
+        self._stopping = False
 
     @property
     def result(self) -> dict[str, Any] | None:
@@ -79,9 +83,13 @@ class RedisParentChannel:
             keys.job_agent(self._task_id), self._value(), ttl_s=keys.AGENT_HEARTBEAT_TTL_S
         )
 
+    def stop(self) -> None:
+        """End ``serve`` after its current wait (at most ``WAIT_S``)."""
+        self._stopping = True
+
     async def serve(self, *, ttl_s: float) -> None:
-        """Answer the pod until cancelled; a store error is retried on the next turn."""
-        while True:
+        """Answer the pod until ``stop()``; a store error is retried on the next turn."""
+        while not self._stopping:
             try:
                 await self._beat()
                 await self.answer_one(WAIT_S, ttl_s=ttl_s)
@@ -131,6 +139,7 @@ class RedisChannelClient:
         self._ids = 0
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._stopping = False
         self.closed = asyncio.Event()
 
     async def spec(self) -> TaskSpec:
@@ -161,7 +170,7 @@ class RedisChannelClient:
     async def _read(self) -> None:
         checked = 0.0
         try:
-            while True:
+            while not self._stopping:
                 if time.monotonic() - checked >= 2 * WAIT_S:
                     checked = time.monotonic()
                     if not await self._alive():
@@ -203,8 +212,12 @@ class RedisChannelClient:
         return await waiter
 
     async def aclose(self) -> None:
+        self._stopping = True
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader), 3 * WAIT_S)
+            except TimeoutError:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
         await self._store.aclose()
