@@ -788,7 +788,7 @@ class KubernetesSettings(_Section):
     )
 
 
-def _check_kubernetes(settings: Settings) -> None:
+def _check_kubernetes(settings: Settings, env: Mapping[str, str]) -> None:
     """``TASK_EXECUTOR=kubernetes`` needs what a Job cannot do without (one variable each)."""
     if settings.executor.kind != "kubernetes":
         return
@@ -810,6 +810,15 @@ def _check_kubernetes(settings: Settings) -> None:
     if k8s.image is None:
         raise SettingsError(
             {"K8S_IMAGE": "required with TASK_EXECUTOR=kubernetes: the agent's image the Job runs"}
+        )
+    if k8s.kubeconfig is None and not env.get("KUBECONFIG") and not env.get(
+        "KUBERNETES_SERVICE_HOST"
+    ):
+        raise SettingsError(
+            {
+                "K8S_KUBECONFIG": "required with TASK_EXECUTOR=kubernetes outside a cluster (no "
+                "KUBECONFIG, no in-cluster service account): the kubeconfig file to use"
+            }
         )
 
 
@@ -889,7 +898,7 @@ class Settings(BaseModel):
         """
         env = os.environ if environ is None else environ
         settings = cls.model_validate(_load(env, tuple(_SECTIONS)))
-        _check_kubernetes(settings)
+        _check_kubernetes(settings, env)
         return settings
 
     def summary(self) -> str:

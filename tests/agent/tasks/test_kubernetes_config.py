@@ -1,0 +1,99 @@
+"""Misconfiguring ``TASK_EXECUTOR=kubernetes`` stops ``serve``/``check-config`` (and a pod's
+``run-task``) at start with one plain line naming the variable, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parents[1] / "e2e"))
+from agentproc import VALID, bound, run
+from codingkit import SRC
+
+PREFIX = "gitlab-copilot-agent: invalid configuration: "
+KUBERNETES = {
+    "TASK_EXECUTOR": "kubernetes",
+    "K8S_IMAGE": "registry.example.com/agent:1",
+    "K8S_SECRET_NAME": "agent-secrets",
+    "REDIS_URL": "redis://127.0.0.1:9/0",
+    "K8S_KUBECONFIG": "{kubeconfig}",
+}
+BAD: list[tuple[str, str | None, str, str]] = [
+    ("no-secret", "K8S_SECRET_NAME", None, "K8S_SECRET_NAME"),
+    ("no-redis", "REDIS_URL", None, "REDIS_URL"),
+    ("no-image", "K8S_IMAGE", None, "K8S_IMAGE"),
+    ("no-kubeconfig", "K8S_KUBECONFIG", None, "K8S_KUBECONFIG"),
+    ("missing-kubeconfig", "K8S_KUBECONFIG", "/nonexistent/kubeconfig", "K8S_KUBECONFIG"),
+    ("bad-secret-name", "K8S_SECRET_NAME", "Agent_Secrets", "K8S_SECRET_NAME"),
+    ("bad-quantity", "K8S_CPU_LIMIT", "one core", "K8S_CPU_LIMIT"),
+]
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config"])
+@pytest.mark.parametrize(
+    ("variable", "value", "named"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
+def test_a_kubernetes_misconfiguration_is_one_line_naming_the_variable(
+    tmp_path: Path, command: str, variable: str, value: str | None, named: str
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("{}")
+    values = {
+        **VALID,
+        **{k: v.replace("{kubeconfig}", str(kubeconfig)) for k, v in KUBERNETES.items()},
+    }
+    if value is None:
+        values.pop(variable)
+    else:
+        values[variable] = value
+    result = run(tmp_path, values, command)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines(keepends=True) == [result.stderr], result.stderr
+    assert result.stderr.startswith(f"{PREFIX}{named}: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert bound(tmp_path) == []
+
+
+def test_check_config_shows_the_kubernetes_executor(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("{}")
+    values = {
+        **VALID,
+        **{k: v.replace("{kubeconfig}", str(kubeconfig)) for k, v in KUBERNETES.items()},
+    }
+    result = run(tmp_path, values, "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "kubernetes executor" in result.stdout
+    assert "secrets from Secret agent-secrets" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("drop", "named"), [("REDIS_URL", "REDIS_URL"), ("COPILOT_TASK_ID", "COPILOT_TASK_ID")]
+)
+def test_a_pod_without_its_channel_settings_stops_with_one_line(
+    tmp_path: Path, drop: str, named: str
+) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{SRC}:{SRC.parent / 'packages/auditkeep/src'}",
+        "HOME": str(tmp_path),
+        "GITLAB_URL": "http://127.0.0.1:9",
+        "GITLAB_TOKEN": "glpat-pod-config-test-0000",
+        "AUDIT_LOG_ENABLED": "false",
+        "COPILOT_TASK_CHANNEL": "redis",
+        "COPILOT_TASK_ID": "0123456789abcdef",
+        "REDIS_URL": "redis://127.0.0.1:9/0",
+    }
+    env.pop(drop)
+    result = subprocess.run(
+        [sys.executable, "-m", "gitlab_copilot_agent.cli", "run-task"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"invalid configuration: {named}: " in result.stderr
+    assert "Traceback" not in result.stderr
