@@ -22,7 +22,7 @@ KUBERNETES = {
     "REDIS_URL": "redis://127.0.0.1:9/0",
     "K8S_KUBECONFIG": "{kubeconfig}",
 }
-BAD: list[tuple[str, str | None, str, str]] = [
+BAD: list[tuple[str, str, str | None, str]] = [
     ("no-secret", "K8S_SECRET_NAME", None, "K8S_SECRET_NAME"),
     ("no-redis", "REDIS_URL", None, "REDIS_URL"),
     ("no-image", "K8S_IMAGE", None, "K8S_IMAGE"),
