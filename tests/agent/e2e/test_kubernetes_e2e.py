@@ -12,6 +12,7 @@ the audit file both write to, read back and validated against the JSON Schema.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -59,6 +61,11 @@ POD_ACTIONS = {
     "gitlab.api.push_branch",
 }
 JOBS = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+RBAC = Path(__file__).resolve().parents[3] / "deploy" / "kubernetes" / "rbac.yaml"
+_REQUEST = re.compile(
+    r"^/(?:api/v1|apis/(?P<group>[a-z.]+)/v1)/namespaces/[^/]+/(?P<resource>[a-z]+)"
+    r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[a-z]+))?)?$"
+)
 
 
 @contextmanager
@@ -98,6 +105,52 @@ def no_job_left(world: World, standin: KubernetesStandin) -> None:
     while standin.job_names(NAMESPACE) or standin.live_processes():
         assert time.monotonic() < deadline, (standin.job_names(NAMESPACE), standin.live_processes())
         time.sleep(0.05)
+
+
+def rbac_rules() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) the manifest's Role grants."""
+    (role,) = [d for d in yaml.safe_load_all(RBAC.read_text()) if d and d["kind"] == "Role"]
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def needed(standin: KubernetesStandin) -> set[tuple[str, str, str]]:
+    """What the requests the stand-in received needed, as RBAC names it."""
+    found = set()
+    for request in standin.requests:
+        match = _REQUEST.match(request.path)
+        assert match is not None, request.path
+        resource = match["resource"] + (f"/{match['sub']}" if match["sub"] else "")
+        verb = {"POST": "create", "DELETE": "delete"}.get(request.method)
+        if verb is None:
+            verb = (
+                "get" if match["name"] else ("watch" if "watch=true" in request.query else "list")
+            )
+        found.add((match["group"] or "", resource, verb))
+    return found
+
+
+class TestRBAC:
+    def test_the_manifest_is_valid_and_grants_exactly_the_agents_needs(self) -> None:
+        from agent_standins.kubernetes import openapi_problems
+
+        documents = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+        models = {"ServiceAccount": "V1ServiceAccount", "Role": "V1Role",
+                  "RoleBinding": "V1RoleBinding"}  # fmt: skip
+        assert sorted(d["kind"] for d in documents) == [
+            "Role", "RoleBinding", "ServiceAccount", "ServiceAccount",
+        ]  # fmt: skip
+        for document in documents:
+            assert openapi_problems(document, models[document["kind"]]) == []
+        assert rbac_rules() == {
+            ("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")
+        } | {("", "pods", "get"), ("", "pods", "list"), ("", "pods/log", "get")}
+        assert not any(resource == "secrets" for _, resource, _ in rbac_rules())
 
 
 class TestAJobRunsTheTask:
@@ -148,6 +201,7 @@ class TestAJobRunsTheTask:
             }
             no_job_left(world, standin)
             assert standin.deleted[0][2] == "Background"
+            assert needed(standin) <= rbac_rules()
             with redis.Redis.from_url(redis_url) as client:
                 result = json.loads(client.get(f"copilot:result:{task_id}") or b"{}")
                 assert client.keys(f"copilot:job:{task_id}:*") == []
@@ -177,6 +231,11 @@ class TestFailuresAreHandled:
             assert "k8s.api.read_pod_log" in got
             assert got[-1] == "k8s.api.delete_job"
             no_job_left(world, standin)
+            # Every call the executor made is one the Role grants; what the Role grants beyond
+            # them is the watch pair (for a watching executor) and reading one named pod.
+            assert needed(standin) <= rbac_rules()
+            unused = {("batch", "jobs", "list"), ("batch", "jobs", "watch"), ("", "pods", "get")}
+            assert rbac_rules() - needed(standin) == unused
             assert world.pushes() == []
             assert TOKEN not in world.trail.read_text()
             with redis.Redis.from_url(world.settings.redis.url or "") as client:
