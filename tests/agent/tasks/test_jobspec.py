@@ -48,6 +48,7 @@ def settings(**extra: str) -> Settings:
             "K8S_IMAGE": "registry.example.com/gitlab-copilot-agent:1.0",
             "K8S_SECRET_NAME": "agent-secrets",
             "K8S_SERVICE_ACCOUNT": "agent-task",
+            "KUBERNETES_SERVICE_HOST": "10.96.0.1",  # as in a cluster: in-cluster config
             **extra,
         }
     )
