@@ -216,8 +216,14 @@ class KubernetesExecutor:
     # -- one audited call ----------------------------------------------------------
 
     async def _call(
-        self, action: str, job: str, spec: TaskSpec, send: Callable[[], T], **details: Any
+        self,
+        action: str,
+        job: str,
+        spec: TaskSpec,
+        send: Callable[[], tuple[T, int, Any]],
+        **details: Any,
     ) -> T:
+        """One API call (a client ``*_with_http_info`` method, so the real status is recorded)."""
         target = {
             "resource_type": "k8s_job",
             "namespace": self.namespace,
@@ -228,10 +234,10 @@ class KubernetesExecutor:
             action, target=target, details={"namespace": self.namespace, "job_name": job, **details}
         ) as call:
             try:
-                answer = await asyncio.to_thread(send)
+                answer, status, _ = await asyncio.to_thread(send)
             except Exception as exc:  # noqa: BLE001 - every client failure becomes one class
                 raise _api_error(exc) from None
-            call.http_status = 200 if action != CREATE_JOB else 201
+            call.http_status = status
             return answer
 
     # -- the Executor protocol -------------------------------------------------------
@@ -306,7 +312,7 @@ class KubernetesExecutor:
             CREATE_JOB,
             name,
             spec,
-            lambda: self._batch.create_namespaced_job(
+            lambda: self._batch.create_namespaced_job_with_http_info(
                 self.namespace, job, _request_timeout=timeout
             ),
             attempt=spec.attempt,
@@ -318,7 +324,9 @@ class KubernetesExecutor:
             GET_JOB,
             name,
             spec,
-            lambda: self._batch.read_namespaced_job(name, self.namespace, _request_timeout=timeout),
+            lambda: self._batch.read_namespaced_job_with_http_info(
+                name, self.namespace, _request_timeout=timeout
+            ),
         )
 
     async def _adopt(self, name: str, spec: TaskSpec) -> bool:
@@ -421,7 +429,7 @@ class KubernetesExecutor:
                 LIST_PODS,
                 name,
                 spec,
-                lambda: self._core.list_namespaced_pod(
+                lambda: self._core.list_namespaced_pod_with_http_info(
                     self.namespace, label_selector=f"job-name={name}", _request_timeout=timeout
                 ),
             )
@@ -445,7 +453,7 @@ class KubernetesExecutor:
                 READ_POD_LOG,
                 name,
                 spec,
-                lambda: self._core.read_namespaced_pod_log(
+                lambda: self._core.read_namespaced_pod_log_with_http_info(
                     pod_name,
                     self.namespace,
                     container=CONTAINER,
@@ -468,7 +476,7 @@ class KubernetesExecutor:
         timeout = self._k8s.api_timeout_s
 
         def send() -> Any:
-            return self._batch.delete_namespaced_job(
+            return self._batch.delete_namespaced_job_with_http_info(
                 name, self.namespace, propagation_policy="Background", _request_timeout=timeout
             )
 

@@ -342,6 +342,20 @@ class TestFailuresAreHandled:
             assert k8s_entries(world)[-1]["action"] == "k8s.api.delete_job"
             no_job_left(world, standin)
 
+    def test_a_transient_500_while_polling_is_retried_and_the_task_goes_on(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+    ) -> None:
+        with kubernetes_world(tmp_path, monkeypatch, redis_url, EXEMPT) as (world, standin):
+            standin.faults.add(f"{JOBS}/*", Fault.http(500), method="GET", times=2)
+            cid = world.note("/copilot fix add a line about search to the README")
+            finished = world.wait_for("task.finished", cid)
+            assert finished["details"]["status"] == "pushed", finished
+            gets = [e for e in k8s_entries(world) if e["action"] == "k8s.api.get_job"]
+            assert [(e["http_status"], e.get("error")) for e in gets[:3]] == [
+                (500, "server_error"), (500, "server_error"), (200, None),
+            ]  # fmt: skip
+            no_job_left(world, standin)
+
     def test_poll_timeouts_are_retried_then_the_task_fails_and_the_job_goes(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
     ) -> None:
