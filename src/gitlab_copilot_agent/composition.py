@@ -21,8 +21,9 @@ as it is built, so shutdown closes in reverse order of construction and one
 failure does not skip the rest. The state store (Redis or memory) and the
 task executor are parts like the clients, built when the coding workflow
 first asks; a plugin's background loops (the approval expiry sweep) are
-cancelled before the store they use is closed. The next parts (Kubernetes,
-pollers, Jira) are built here the same way, and their workflows are plugins.
+cancelled before the store they use is closed. With ``TASK_EXECUTOR=kubernetes``
+the executor is the ``KubernetesExecutor`` over the Redis store. The next parts
+(pollers, Jira) are built here the same way, and their workflows are plugins.
 """
 
 from __future__ import annotations

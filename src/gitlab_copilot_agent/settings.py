@@ -811,8 +811,10 @@ def _check_kubernetes(settings: Settings, env: Mapping[str, str]) -> None:
         raise SettingsError(
             {"K8S_IMAGE": "required with TASK_EXECUTOR=kubernetes: the agent's image the Job runs"}
         )
-    if k8s.kubeconfig is None and not env.get("KUBECONFIG") and not env.get(
-        "KUBERNETES_SERVICE_HOST"
+    if (
+        k8s.kubeconfig is None
+        and not env.get("KUBECONFIG")
+        and not env.get("KUBERNETES_SERVICE_HOST")
     ):
         raise SettingsError(
             {

@@ -2,7 +2,7 @@
 
 ``Executor`` is what the workflow calls; ``LocalExecutor`` runs each task as
 ``gitlab-copilot-agent run-task`` (``python -m gitlab_copilot_agent.cli
-run-task``), the entry point a Kubernetes Job will run next:
+run-task``), the entry point a Kubernetes Job runs too (``tasks.kubernetes``):
 
 - the task spec on stdin (no secret in it, none in argv);
 - the environment built from scratch: ``PATH``, ``LANG``/``LC_*``/``TZ``,
@@ -60,7 +60,7 @@ PushVerifier = Callable[[str, str, str], Awaitable[None]]
 
 
 class Executor(Protocol):
-    """Runs one coding task to its end; the Kubernetes Job executor implements it next."""
+    """Runs one coding task to its end (``LocalExecutor``, ``kubernetes.KubernetesExecutor``)."""
 
     @property
     def name(self) -> str:

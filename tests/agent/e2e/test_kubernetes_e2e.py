@@ -202,6 +202,10 @@ class TestAJobRunsTheTask:
             no_job_left(world, standin)
             assert standin.deleted[0][2] == "Background"
             assert needed(standin) <= rbac_rules()
+            # Nothing the agent sent the API holds the token or 8 characters of it.
+            sent = b"".join(r.body + r.query.encode() for r in standin.requests)
+            fragments = {TOKEN[i : i + 8] for i in range(len(TOKEN) - 7)}
+            assert [f for f in fragments if f.encode() in sent] == []
             with redis.Redis.from_url(redis_url) as client:
                 result = json.loads(client.get(f"copilot:result:{task_id}") or b"{}")
                 assert client.keys(f"copilot:job:{task_id}:*") == []
