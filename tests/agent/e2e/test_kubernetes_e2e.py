@@ -346,6 +346,20 @@ class TestFailuresAreHandled:
             assert k8s_entries(world)[-1]["action"] == "k8s.api.delete_job"
             no_job_left(world, standin)
 
+    def test_a_job_that_disappears_is_job_gone(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+    ) -> None:
+        extra = {**EXEMPT, "K8S_COMMAND": "sleep 30"}
+        with kubernetes_world(tmp_path, monkeypatch, redis_url, extra) as (world, standin):
+            standin.faults.add(f"{JOBS}/*", Fault.http(404), method="GET")
+            cid = world.note("/copilot fix add a line about search to the README")
+            finished = world.wait_for("task.finished", cid)
+            assert finished["details"]["reason"] == "job_gone"
+            gets = [e for e in k8s_entries(world) if e["action"] == "k8s.api.get_job"]
+            assert [(e["http_status"], e["error"]) for e in gets] == [(404, "not_found")]
+            assert k8s_entries(world)[-1]["action"] == "k8s.api.delete_job"
+            no_job_left(world, standin)
+
     def test_a_transient_500_while_polling_is_retried_and_the_task_goes_on(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
     ) -> None:
