@@ -29,13 +29,15 @@ def api(tmp_path: Path) -> Iterator[tuple[KubernetesStandin, client.BatchV1Api, 
     with standin.serve() as server:
         path = standin.write_kubeconfig(tmp_path / "kubeconfig", server.url, namespace=NS)
         configuration = client.Configuration()
-        config.load_kube_config(config_file=str(path), client_configuration=configuration)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(path), client_configuration=configuration
+        )
         api_client = client.ApiClient(configuration)
         try:
             yield standin, client.BatchV1Api(api_client), client.CoreV1Api(api_client)
         finally:
             standin.stop_all()
-            api_client.close()
+            api_client.close()  # type: ignore[no-untyped-call]
 
 
 def job(name: str, script: str, *, deadline: int = 30, **container: Any) -> client.V1Job:
@@ -63,10 +65,15 @@ def job(name: str, script: str, *, deadline: int = 30, **container: Any) -> clie
     return found
 
 
+def pods_of(core: client.CoreV1Api, name: str) -> list[Any]:
+    found: Any = core.list_namespaced_pod(NS, label_selector=f"job-name={name}")
+    return list(found.items or [])
+
+
 def wait(batch: client.BatchV1Api, name: str, timeout_s: float = 20) -> dict[str, str]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = batch.read_namespaced_job(name, NS).status
+        status: Any = batch.read_namespaced_job(name, NS).status
         conditions = {c.type: c.reason or "" for c in (status.conditions or [])}
         if "Complete" in conditions or "Failed" in conditions:
             return conditions
@@ -98,7 +105,7 @@ def test_the_command_gets_exactly_the_jobs_environment(
     )
     batch.create_namespaced_job(NS, body)
     assert wait(batch, "env-job") == {"SuccessCriteriaMet": "CompletionsReached", "Complete": ""}
-    (pod,) = core.list_namespaced_pod(NS, label_selector="job-name=env-job").items
+    (pod,) = pods_of(core, "env-job")
     seen = orjson.loads(core.read_namespaced_pod_log(pod.metadata.name, NS))
     local = str(standin.pod_of("env-job", NS).directory / "volumes" / "work")  # type: ignore[union-attr]
     assert seen["cwd"] == local
@@ -135,7 +142,7 @@ def test_a_failing_command_fails_the_job_with_its_log_as_termination_message(
     batch.create_namespaced_job(NS, job("bad", "import sys; print('it broke'); sys.exit(3)"))
     assert wait(batch, "bad") == {"FailureTarget": "BackoffLimitExceeded",
                                   "Failed": "BackoffLimitExceeded"}  # fmt: skip
-    (pod,) = core.list_namespaced_pod(NS, label_selector="job-name=bad").items
+    (pod,) = pods_of(core, "bad")
     terminated = pod.status.container_statuses[0].state.terminated
     assert (terminated.exit_code, terminated.reason) == (3, "Error")
     assert "it broke" in terminated.message
@@ -149,7 +156,7 @@ def test_a_missing_secret_key_leaves_the_pod_pending_until_the_deadline(
     ref = {"secretKeyRef": {"name": "s", "key": "GITLAB_TOKEN"}}
     body = job("nokey", "print(1)", deadline=1, env=[{"name": "T", "valueFrom": ref}])
     batch.create_namespaced_job(NS, body)
-    (pod,) = core.list_namespaced_pod(NS, label_selector="job-name=nokey").items
+    (pod,) = pods_of(core, "nokey")
     assert pod.status.container_statuses[0].state.waiting.reason == "CreateContainerConfigError"
     assert wait(batch, "nokey")["Failed"] == "DeadlineExceeded"
 
@@ -164,7 +171,7 @@ def test_conflict_delete_auth_and_ttl(
     with pytest.raises(ApiException) as conflict:
         batch.create_namespaced_job(NS, body)
     assert conflict.value.status == 409
-    assert orjson.loads(conflict.value.body)["reason"] == "AlreadyExists"
+    assert orjson.loads(conflict.value.body or "{}")["reason"] == "AlreadyExists"
     wait(batch, "twice")
     deadline = time.monotonic() + 10
     while standin.job_names(NS):  # ttlSecondsAfterFinished
@@ -173,7 +180,7 @@ def test_conflict_delete_auth_and_ttl(
     batch.create_namespaced_job(NS, job("gone", "import time; time.sleep(60)"))
     batch.delete_namespaced_job("gone", NS, propagation_policy="Background")
     assert standin.deleted[-1] == (NS, "gone", "Background")
-    assert core.list_namespaced_pod(NS, label_selector="job-name=gone").items == []
+    assert pods_of(core, "gone") == []
     with pytest.raises(ApiException) as missing:
         batch.read_namespaced_job("gone", NS)
     assert missing.value.status == 404

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import redis
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
