@@ -789,39 +789,57 @@ class KubernetesSettings(_Section):
 
 
 def _check_kubernetes(settings: Settings, env: Mapping[str, str]) -> None:
-    """``TASK_EXECUTOR=kubernetes`` needs what a Job cannot do without (one variable each)."""
+    """``TASK_EXECUTOR=kubernetes`` needs what a Job cannot do without (every problem at once)."""
     if settings.executor.kind != "kubernetes":
         return
     k8s = settings.kubernetes
-    if k8s.secret_name is None:
-        raise SettingsError(
-            {
-                "K8S_SECRET_NAME": "required with TASK_EXECUTOR=kubernetes: the Secret the Job's "
-                "tokens come from (a Job spec never holds a secret value)"
-            }
+    problems: dict[str, str] = {}
+    if importlib.util.find_spec("kubernetes") is None:
+        problems["TASK_EXECUTOR"] = (
+            "kubernetes needs the official client: pip install 'gitlab-copilot-agent[kubernetes]'"
         )
+    if k8s.secret_name is None:
+        why = (
+            "required with TASK_EXECUTOR=kubernetes: the Secret the Job's tokens come from "
+            "(a Job spec never holds a secret value)"
+        )
+        problems["K8S_SECRET_NAME"] = why
     if settings.redis.url is None:
-        raise SettingsError(
-            {
-                "REDIS_URL": "required with TASK_EXECUTOR=kubernetes: the Job's pod reports its "
-                "result and asks for the push approval through Redis"
-            }
+        problems["REDIS_URL"] = (
+            "required with TASK_EXECUTOR=kubernetes: the Job's pod reports its result and asks "
+            "for the push approval through Redis"
         )
     if k8s.image is None:
-        raise SettingsError(
-            {"K8S_IMAGE": "required with TASK_EXECUTOR=kubernetes: the agent's image the Job runs"}
+        problems["K8S_IMAGE"] = (
+            "required with TASK_EXECUTOR=kubernetes: the agent's image the Job runs"
         )
-    if (
-        k8s.kubeconfig is None
-        and not env.get("KUBECONFIG")
-        and not env.get("KUBERNETES_SERVICE_HOST")
-    ):
-        raise SettingsError(
-            {
-                "K8S_KUBECONFIG": "required with TASK_EXECUTOR=kubernetes outside a cluster (no "
-                "KUBECONFIG, no in-cluster service account): the kubeconfig file to use"
-            }
+    kubeconfig = k8s.kubeconfig or env.get("KUBECONFIG")
+    if kubeconfig is None and not env.get("KUBERNETES_SERVICE_HOST"):
+        problems["K8S_KUBECONFIG"] = (
+            "required with TASK_EXECUTOR=kubernetes outside a cluster (no KUBECONFIG, no "
+            "in-cluster service account): the kubeconfig file to use"
         )
+    elif kubeconfig is not None and "TASK_EXECUTOR" not in problems:
+        problem = _kubeconfig_problem(kubeconfig)
+        if problem is not None:
+            problems["K8S_KUBECONFIG" if k8s.kubeconfig else "KUBECONFIG"] = problem
+    if problems:
+        raise SettingsError(problems)
+
+
+def _kubeconfig_problem(path: str) -> str | None:
+    """Why the kubeconfig at ``path`` cannot be used (the client's own loader), or None."""
+    from kubernetes import client, config
+
+    try:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=path, client_configuration=client.Configuration(), persist_config=False
+        )
+    except Exception as exc:  # noqa: BLE001 - any loader failure is the operator's to fix
+        return (
+            f"{_shown(path)} is not a usable kubeconfig ({_shown(f'{type(exc).__name__}: {exc}')})"
+        )
+    return None
 
 
 def pod_redis_settings(environ: Mapping[str, str] | None = None) -> RedisSettings:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,25 @@ BAD: list[tuple[str, str, str | None, str]] = [
     ("missing-kubeconfig", "K8S_KUBECONFIG", "/nonexistent/kubeconfig", "K8S_KUBECONFIG"),
     ("bad-secret-name", "K8S_SECRET_NAME", "Agent_Secrets", "K8S_SECRET_NAME"),
     ("bad-quantity", "K8S_CPU_LIMIT", "one core", "K8S_CPU_LIMIT"),
+    ("unusable-kubeconfig", "K8S_KUBECONFIG", "{not_a_kubeconfig}", "K8S_KUBECONFIG"),
 ]
+KUBECONFIG = {
+    "apiVersion": "v1",
+    "kind": "Config",
+    "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+    "users": [{"name": "u", "user": {"token": "kubeconfig-test-token-0000"}}],
+    "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    "current-context": "c",
+}
+
+
+def _values(tmp: Path) -> dict[str, str]:
+    kubeconfig = tmp / "kubeconfig"
+    kubeconfig.write_text(json.dumps(KUBECONFIG))
+    broken = tmp / "broken-kubeconfig"
+    broken.write_text("{}")
+    replaced = {k: v.replace("{kubeconfig}", str(kubeconfig)) for k, v in KUBERNETES.items()}
+    return {**VALID, **replaced, "_BROKEN": str(broken)}
 
 
 @pytest.mark.parametrize("command", ["serve", "check-config"])
@@ -40,35 +59,40 @@ BAD: list[tuple[str, str, str | None, str]] = [
 def test_a_kubernetes_misconfiguration_is_one_line_naming_the_variable(
     tmp_path: Path, command: str, variable: str, value: str | None, named: str
 ) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text("{}")
-    values = {
-        **VALID,
-        **{k: v.replace("{kubeconfig}", str(kubeconfig)) for k, v in KUBERNETES.items()},
-    }
+    values = _values(tmp_path)
+    broken = values.pop("_BROKEN")
     if value is None:
         values.pop(variable)
     else:
-        values[variable] = value
+        values[variable] = value.replace("{not_a_kubeconfig}", broken)
     result = run(tmp_path, values, command)
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines(keepends=True) == [result.stderr], result.stderr
     assert result.stderr.startswith(f"{PREFIX}{named}: "), result.stderr
     assert "Traceback" not in result.stderr
-    assert bound(tmp_path) == []
+    # No port was bound. (Importing the kubernetes client, to check the kubeconfig, makes
+    # urllib3 probe IPv6 support by binding ('::1', 0) once: no port, nothing listens.)
+    assert [b for b in bound(tmp_path) if b != "('::1', 0)"] == []
 
 
 def test_check_config_shows_the_kubernetes_executor(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text("{}")
-    values = {
-        **VALID,
-        **{k: v.replace("{kubeconfig}", str(kubeconfig)) for k, v in KUBERNETES.items()},
-    }
+    values = _values(tmp_path)
+    values.pop("_BROKEN")
     result = run(tmp_path, values, "check-config")
     assert result.returncode == 0, result.stderr
     assert "kubernetes executor" in result.stdout
     assert "secrets from Secret agent-secrets" in result.stdout
+
+
+def test_every_kubernetes_problem_is_named_in_the_one_line(tmp_path: Path) -> None:
+    values = _values(tmp_path)
+    values.pop("_BROKEN")
+    for name in ("K8S_SECRET_NAME", "REDIS_URL", "K8S_IMAGE"):
+        values.pop(name)
+    result = run(tmp_path, values, "check-config")
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
+    for name in ("K8S_SECRET_NAME", "REDIS_URL", "K8S_IMAGE"):
+        assert f"{name}: required with TASK_EXECUTOR=kubernetes" in result.stderr
 
 
 @pytest.mark.parametrize(
