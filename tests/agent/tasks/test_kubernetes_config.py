@@ -121,3 +121,23 @@ def test_a_pod_without_its_channel_settings_stops_with_one_line(
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"invalid configuration: {named}: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_without_the_kubernetes_extra_task_executor_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client not installed (simulated: ``find_spec`` sees no ``kubernetes``)."""
+    import importlib.util
+
+    from gitlab_copilot_agent.settings import Settings, SettingsError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "kubernetes" else real(name)
+    )
+    values = _values(tmp_path)
+    values.pop("_BROKEN")
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(values)
+    assert list(raised.value.problems) == ["TASK_EXECUTOR"]
+    assert "pip install 'gitlab-copilot-agent[kubernetes]'" in str(raised.value)
