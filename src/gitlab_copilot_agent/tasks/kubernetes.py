@@ -183,6 +183,7 @@ class KubernetesExecutor:
     """
 
     name = "kubernetes"
+    wait_grace_s: float = WAIT_GRACE_S
 
     def __init__(
         self,
@@ -347,7 +348,7 @@ class KubernetesExecutor:
     async def _wait(
         self, name: str, spec: TaskSpec, channel: RedisParentChannel, waiting: _Waiting
     ) -> _Verdict:
-        deadline = time.monotonic() + self._settings.executor.timeout_s + WAIT_GRACE_S
+        deadline = time.monotonic() + self._settings.executor.timeout_s + self.wait_grace_s
         interval = POLL_FIRST_S
         failures = 0
         while True:
@@ -389,7 +390,7 @@ class KubernetesExecutor:
                 "timeout",
                 reason="deadline",
                 detail=f"the Job did not finish within TASK_TIMEOUT_S="
-                f"{self._settings.executor.timeout_s:g} s (+{WAIT_GRACE_S:g} s)",
+                f"{self._settings.executor.timeout_s:g} s (+{self.wait_grace_s:g} s)",
             )
         if verdict.state == "complete":
             return result_outcome(result, 0)
