@@ -206,6 +206,13 @@ class TestAJobRunsTheTask:
             sent = b"".join(r.body + r.query.encode() for r in standin.requests)
             fragments = {TOKEN[i : i + 8] for i in range(len(TOKEN) - 7)}
             assert [f for f in fragments if f.encode() in sent] == []
+            # Nor does anything the pod left in its work directory (the clone's .git/config
+            # included): the token reached git through the environment only.
+            left = [p for p in standin.root.rglob("*") if p.is_file()]
+            assert any(p.name == "config" and p.parent.name == ".git" for p in left)
+            for path in left:
+                data = path.read_bytes()
+                assert [f for f in fragments if f.encode() in data] == [], path
             with redis.Redis.from_url(redis_url) as client:
                 result = json.loads(client.get(f"copilot:result:{task_id}") or b"{}")
                 assert client.keys(f"copilot:job:{task_id}:*") == []
