@@ -5,24 +5,32 @@ agent shutting down) still deletes the Job it created."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+import gitlab_copilot_agent
 from agent_standins.faults import Fault
 from agent_standins.kubernetes import KubernetesStandin
+from auditkeep import Actor, correlation_scope, subprocess_env
 from auditkeep.logger import AuditLogger
 from auditkeep.metrics import AuditMetrics
 from auditkeep.sinks.file import FileSink
 from auditkeep.testing import read_trail, validate_entries
 from gitlab_copilot_agent.settings import Settings
+from gitlab_copilot_agent.state import keys
 from gitlab_copilot_agent.state.redis_store import RedisStore
+from gitlab_copilot_agent.tasks.jobspec import build_job, job_environment
 from gitlab_copilot_agent.tasks.kubernetes import KubernetesExecutor
+from gitlab_copilot_agent.tasks.redis_channel import RedisParentChannel
 from gitlab_copilot_agent.tasks.spec import TaskSpec
 
 SPEC = TaskSpec(
@@ -133,3 +141,76 @@ def test_a_cancelled_run_deletes_its_job(world: Any) -> None:
     while standin.live_processes():
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_pod_whose_agent_is_gone_stops_without_pushing(tmp_path: Path, redis_url: str) -> None:
+    """The real ``run-task`` in a Job whose agent has gone (its spec is in Redis, its
+    heartbeat is not): the pod stops with exit code 3 before anything is pushed."""
+
+    src = Path(gitlab_copilot_agent.__file__).resolve().parents[1]
+    image_env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "PYTHONPATH": f"{src}:{src.parent / 'packages/auditkeep/src'}",
+    }
+    standin = KubernetesStandin(tmp_path / "pods", image_env=image_env)
+    standin.add_secret(NS, "agent-secrets", {"GITLAB_TOKEN": "glpat-executor-test-00000"})
+    # A git server that accepts connections and never answers: the clone hangs, so only the
+    # missing heartbeat can end the task.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    spec = TaskSpec(**{**SPEC.__dict__, "repo_url": f"http://127.0.0.1:{port}/g/app.git"})
+    settings = Settings.from_env(
+        {
+            "GITLAB_URL": f"http://127.0.0.1:{port}",
+            "GITLAB_TOKEN": "glpat-executor-test-00000",
+            "GITLAB_WEBHOOK_SECRET": "executor-test-webhook-secret",
+            "GIT_ALLOWED_HTTP_HOSTS": "127.0.0.1",
+            "REDIS_URL": redis_url,
+            "TASK_EXECUTOR": "kubernetes",
+            "K8S_IMAGE": "agent:1",
+            "K8S_SECRET_NAME": "agent-secrets",
+            "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+            "AUDIT_LOG_ENABLED": "false",
+        }
+    )
+
+    async def store_spec_only() -> None:
+        store = RedisStore(redis_url)
+
+        async def never(task_id: str, head: str, instruction: str) -> None:
+            raise AssertionError("nobody may answer")
+
+        channel = RedisParentChannel(
+            store, never, task_id=spec.task_id, correlation_id=spec.correlation_id
+        )
+        await channel.open(spec, ttl_s=60)
+        await store.delete(keys.job_agent(spec.task_id))  # the agent is gone
+        await store.aclose()
+
+    asyncio.run(store_spec_only())
+    with correlation_scope(Actor("webhook_event", "jdoe"), spec.correlation_id):
+        env = subprocess_env(
+            job_environment(settings, {"AUDIT_LOG_ENABLED": "false"}, spec.task_id)
+        )
+    body = build_job(spec, settings, env, namespace=NS)
+    try:
+        with standin.serve() as api:
+            answer = httpx.post(
+                f"{api.url}/apis/batch/v1/namespaces/{NS}/jobs",
+                content=orjson.dumps(body),
+                headers={"authorization": f"Bearer {standin.token}"},
+            )
+            assert answer.status_code == 201, answer.text
+            deadline = time.monotonic() + 30
+            pod = standin.pod_of(body["metadata"]["name"], NS)
+            assert pod is not None
+            while pod.exit_code is None:
+                assert time.monotonic() < deadline, pod.log.read_text()[-2000:]
+                time.sleep(0.1)
+            assert pod.exit_code == 3, pod.log.read_text()[-2000:]
+            assert "the agent went away" in pod.log.read_text()
+    finally:
+        standin.stop_all()
+        silent.close()
