@@ -13,7 +13,9 @@ blocks.
 How a task runs:
 
 1. the spec and the agent's heartbeat go to Redis (``tasks.redis_channel``);
-2. ``k8s.api.create_job`` (``tasks.jobspec.build_job``). A **409** means a Job of
+2. ``k8s.api.create_job`` (``tasks.jobspec.build_job``); a create without an
+   answer (timeout, reset) may still have created the Job, so it is deleted
+   too (a 404 then says it was not). A **409** means a Job of
    that name exists: it is read (``k8s.api.get_job``) and adopted only if its
    labels and correlation annotation say it is this very task and attempt (a
    create whose answer was lost); anyone else's Job is left alone and the task
@@ -269,6 +271,11 @@ class KubernetesExecutor:
                 await self._create(name, spec, body)
                 ours = True
             except KubernetesAPIError as exc:
+                if exc.status_code is None:
+                    # No answer (timeout, reset): the Job may exist all the same; delete it
+                    # (a 404 says it does not).
+                    ours = True
+                    return _api_failure("the Job could not be created", exc)
                 if exc.status_code != 409:
                     return _api_failure("the Job could not be created", exc)
                 ours = await self._adopt(name, spec)

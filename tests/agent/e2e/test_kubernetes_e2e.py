@@ -339,6 +339,24 @@ class TestFailuresAreHandled:
             assert standin.job_names(NAMESPACE) == []
             assert world.pushes() == []
 
+    def test_a_create_without_an_answer_is_deleted_to_be_sure(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+    ) -> None:
+        """The create times out (no answer): the Job may exist, so the agent deletes it (here
+        the API never created it: 404), and the task fails ``k8s_api_error``."""
+        extra = {**EXEMPT, "K8S_API_TIMEOUT_S": "0.3"}
+        with kubernetes_world(tmp_path, monkeypatch, redis_url, extra) as (world, standin):
+            standin.faults.add(JOBS, Fault.slow(5), method="POST")
+            cid = world.note("/copilot fix add a line about search to the README")
+            finished = world.wait_for("task.finished", cid)
+            assert finished["details"]["reason"] == "k8s_api_error"
+            got = [(e["action"], e["outcome"], e.get("error")) for e in k8s_entries(world)]
+            assert got == [
+                ("k8s.api.create_job", "failure", "timeout"),
+                ("k8s.api.delete_job", "failure", "not_found"),
+            ]
+            no_job_left(world, standin)
+
     def test_a_403_while_polling_ends_the_wait_and_deletes_the_job(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
     ) -> None:
