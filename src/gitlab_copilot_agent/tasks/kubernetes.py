@@ -292,7 +292,7 @@ class KubernetesExecutor:
         finally:
             self._running.pop(spec.task_id, None)
             if served is not None:
-                channel.stop()
+                await channel.stop()
                 try:
                     await asyncio.wait_for(asyncio.shield(served), 3.0)
                 except (TimeoutError, asyncio.CancelledError):

@@ -45,9 +45,11 @@ CHANNEL_ENV: Final = "COPILOT_TASK_CHANNEL"
 TASK_ID_ENV: Final = "COPILOT_TASK_ID"
 WAIT_S: Final = 1.0
 """One ``BLPOP`` wait; the heartbeat is renewed (agent) or checked (pod) between two.
-Both loops stop at a flag, between two waits, rather than by cancellation: a
-``BLPOP`` cancelled mid-flight can leave redis-py's connection pool unable to
-close (seen as a pod that never exits)."""
+Both loops stop at a flag rather than by cancellation (a ``BLPOP`` cancelled
+mid-flight can leave redis-py's connection pool unable to close: seen as a pod
+that never exits); whoever sets the flag also pushes a ``_wake`` message onto
+the list the loop waits on, so it ends at once."""
+WAKE: Final = "_wake"
 
 
 class RedisParentChannel:
@@ -83,9 +85,11 @@ class RedisParentChannel:
             keys.job_agent(self._task_id), self._value(), ttl_s=keys.AGENT_HEARTBEAT_TTL_S
         )
 
-    def stop(self) -> None:
-        """End ``serve`` after its current wait (at most ``WAIT_S``)."""
+    async def stop(self) -> None:
+        """End ``serve`` (woken at once; at the latest after its current wait)."""
         self._stopping = True
+        with contextlib.suppress(StateStoreError):
+            await self._store.push(keys.job_to_agent(self._task_id), self._value(op=WAKE), ttl_s=60)
 
     async def serve(self, *, ttl_s: float) -> None:
         """Answer the pod until ``stop()``; a store error is retried on the next turn."""
@@ -101,6 +105,8 @@ class RedisParentChannel:
         message = await self._store.pop(keys.job_to_agent(self._task_id), wait_s=wait_s)
         if message is None:
             return False
+        if message.get("op") == WAKE:
+            return True
         message.pop("correlation_id", None)
         answer = await self.answers.answer(orjson.dumps(message))
         await self._store.push(keys.job_to_task(self._task_id), self._value(**answer), ttl_s=ttl_s)
@@ -213,7 +219,10 @@ class RedisChannelClient:
 
     async def aclose(self) -> None:
         self._stopping = True
-        if self._reader is not None:
+        if self._reader is not None and not self._reader.done():
+            with contextlib.suppress(StateStoreError):
+                wake = {"correlation_id": self._cid, "id": None, "op": WAKE}
+                await self._store.push(keys.job_to_task(self._task_id), wake, ttl_s=60)
             try:
                 await asyncio.wait_for(asyncio.shield(self._reader), 3 * WAIT_S)
             except TimeoutError:

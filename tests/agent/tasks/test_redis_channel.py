@@ -48,7 +48,7 @@ def test_verify_and_result_travel_through_redis_and_the_gate_decides(redis_url: 
         assert parent.result == {"status": "pushed"}
         assert asked == [(SPEC.task_id, SPEC.head_sha, SPEC.instruction_sha256)] * 2
         await asyncio.wait_for(pod.aclose(), 10)
-        parent.stop()
+        await parent.stop()
         await asyncio.wait_for(served, 5)
         await parent.close()
         assert await agent_store.keys(f"copilot:job:{SPEC.task_id}") == []
