@@ -819,26 +819,34 @@ def _check_kubernetes(settings: Settings, env: Mapping[str, str]) -> None:
             "required with TASK_EXECUTOR=kubernetes outside a cluster (no KUBECONFIG, no "
             "in-cluster service account): the kubeconfig file to use"
         )
-    elif kubeconfig is not None and "TASK_EXECUTOR" not in problems:
+    elif "TASK_EXECUTOR" not in problems:
         problem = _kubeconfig_problem(kubeconfig)
         if problem is not None:
-            problems["K8S_KUBECONFIG" if k8s.kubeconfig else "KUBECONFIG"] = problem
+            problems["KUBECONFIG" if kubeconfig and not k8s.kubeconfig else "K8S_KUBECONFIG"] = (
+                problem
+            )
     if problems:
         raise SettingsError(problems)
 
 
-def _kubeconfig_problem(path: str) -> str | None:
-    """Why the kubeconfig at ``path`` cannot be used (the client's own loader), or None."""
+def _kubeconfig_problem(path: str | None) -> str | None:
+    """Why the client's own loader cannot use the kubeconfig at ``path`` (or, with None, the
+    in-cluster service account), or None."""
     from kubernetes import client, config
 
     try:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=path, client_configuration=client.Configuration(), persist_config=False
-        )
+        if path is None:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=client.Configuration()
+            )
+        else:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=path, client_configuration=client.Configuration(), persist_config=False
+            )
     except Exception as exc:  # noqa: BLE001 - any loader failure is the operator's to fix
-        return (
-            f"{_shown(path)} is not a usable kubeconfig ({_shown(f'{type(exc).__name__}: {exc}')})"
-        )
+        where = "the in-cluster service account" if path is None else _shown(path)
+        why = _shown(f"{type(exc).__name__}: {exc}")
+        return f"{where} is not a usable Kubernetes configuration ({why})"
     return None
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +32,11 @@ SPEC = TaskSpec(
     "0123456789abcdef", CID, 42, 7, "https://gitlab.example.com/g/app.git",
     "feature/x", "a" * 40, "add a line", "f" * 64,
 )  # fmt: skip
+KUBECONFIG = (
+    KubernetesStandin()
+    .write_kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig", "https://127.0.0.1:6443")
+    .as_posix()
+)
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -48,7 +55,7 @@ def settings(**extra: str) -> Settings:
             "K8S_IMAGE": "registry.example.com/gitlab-copilot-agent:1.0",
             "K8S_SECRET_NAME": "agent-secrets",
             "K8S_SERVICE_ACCOUNT": "agent-task",
-            "KUBERNETES_SERVICE_HOST": "10.96.0.1",  # as in a cluster: in-cluster config
+            "K8S_KUBECONFIG": KUBECONFIG,
             **extra,
         }
     )

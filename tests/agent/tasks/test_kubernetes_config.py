@@ -33,6 +33,24 @@ BAD: list[tuple[str, str, str | None, str]] = [
     ("bad-quantity", "K8S_CPU_LIMIT", "one core", "K8S_CPU_LIMIT"),
     ("unusable-kubeconfig", "K8S_KUBECONFIG", "{not_a_kubeconfig}", "K8S_KUBECONFIG"),
 ]
+
+
+def test_in_a_cluster_without_a_service_account_token_k8s_kubeconfig_is_named(
+    tmp_path: Path,
+) -> None:
+    """KUBERNETES_SERVICE_HOST set (as in a pod) but no service account files here: the
+    in-cluster configuration cannot load, and the line says so."""
+    values = _values(tmp_path)
+    values.pop("_BROKEN")
+    values.pop("K8S_KUBECONFIG")
+    values["KUBERNETES_SERVICE_HOST"] = "10.96.0.1"
+    values["KUBERNETES_SERVICE_PORT"] = "443"
+    result = run(tmp_path, values, "check-config")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"{PREFIX}K8S_KUBECONFIG: the in-cluster service account")
+    assert result.stderr.count("\n") == 1
+
+
 KUBECONFIG = {
     "apiVersion": "v1",
     "kind": "Config",

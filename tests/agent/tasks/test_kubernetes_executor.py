@@ -171,7 +171,7 @@ def test_a_pod_whose_agent_is_gone_stops_without_pushing(tmp_path: Path, redis_u
             "TASK_EXECUTOR": "kubernetes",
             "K8S_IMAGE": "agent:1",
             "K8S_SECRET_NAME": "agent-secrets",
-            "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+            "K8S_KUBECONFIG": str(standin.write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9")),
             "AUDIT_LOG_ENABLED": "false",
         }
     )
