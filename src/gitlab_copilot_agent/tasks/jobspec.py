@@ -30,9 +30,12 @@ What every Job holds, and why:
 
 **No secret value is ever in the Job.** A variable is a secret when its
 setting is one (``GITLAB_TOKEN``, ``LLM_API_KEY``, ``GITHUB_TOKEN``), when its
-name says so (the library's credential-key rule, and ``*_HEADERS``), or when
-its value holds anything the redactor would scrub (a password in
-``REDIS_URL``, userinfo in a URL, an ``AUDIT_LOG_HTTP_AUTHORIZATION``). Each one
+name says so (the library's credential-key rule, and ``*_HEADERS``), when its
+value is a URL with userinfo (a password in ``REDIS_URL``), holds one of the
+agent's configured secrets, or has a credential's shape (the library's shape
+rules, e.g. ``glpat-…``). The rule is deterministic: it does not depend on what
+else the process's redactor has learnt, because a variable wrongly moved to a
+reference is a key the Secret lacks and a pod that cannot start. Each one
 becomes ``valueFrom.secretKeyRef {name: K8S_SECRET_NAME, key: <the variable's
 name>}``: the Secret holds one key per such variable, named as the variable
 (only those keys reach the pod, even when the Secret holds more).
@@ -43,10 +46,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from auditkeep.redact import credential_key, default_redactor
+from auditkeep.redact import SecretRedactor, credential_key
+from gitlab_copilot_agent.scrub import without_userinfo
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings, task_environment
 from gitlab_copilot_agent.tasks.redis_channel import CHANNEL_ENV, TASK_ID_ENV
 from gitlab_copilot_agent.tasks.spec import TaskSpec
@@ -72,6 +76,8 @@ WORK_SIZE_LIMIT: Final = "4Gi"
 _SAFE: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
 _PASSTHROUGH_PREFIXES: Final = ("AUDIT_LOG_",)
 _SECRET_SETTINGS: Final = frozenset({"GITLAB_TOKEN", "LLM_API_KEY", "GITHUB_TOKEN"})
+_SHAPES: Final = SecretRedactor()
+"""A redactor nothing is registered with: only the library's credential shapes."""
 
 
 def task_slug(task_id: str) -> str:
@@ -86,15 +92,19 @@ def job_name(task_id: str, attempt: int = 1) -> str:
     return f"copilot-task-{task_slug(task_id)}-{max(1, min(attempt, 999))}"
 
 
-def secret_variables(env: Mapping[str, str]) -> set[str]:
-    """The variables of ``env`` that must come from the Secret (see the module docstring)."""
+def secret_variables(env: Mapping[str, str], secrets: Iterable[str] = ()) -> set[str]:
+    """The variables of ``env`` that must come from the Secret (see the module docstring);
+    ``secrets`` are the agent's configured ones (``Settings.secrets()``)."""
+    known = [s for s in secrets if s]
     return {
         name
         for name, value in env.items()
         if name in _SECRET_SETTINGS
         or credential_key(name)
         or name.endswith("_HEADERS")
-        or default_redactor.redact(value) != value
+        or ("://" in value and without_userinfo(value) != value)
+        or any(secret in value for secret in known)
+        or _SHAPES.redact(value) != value
     }
 
 
@@ -137,7 +147,7 @@ def build_job(
     secret = k8s.secret_name
     if secret is None:  # the settings refuse to start without one; never inline a value
         raise ValueError("K8S_SECRET_NAME is not set: a Job cannot get its secrets")
-    hidden = secret_variables(env)
+    hidden = secret_variables(env, settings.secrets())
     variables: list[dict[str, Any]] = []
     for variable in sorted(env):
         if variable in hidden:

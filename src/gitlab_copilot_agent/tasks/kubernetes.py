@@ -27,6 +27,10 @@ How a task runs:
    ``FailureTarget`` are ignored), ``TASK_TIMEOUT_S`` + 30 s pass, or the task
    is cancelled. A poll that fails (timeout, 5xx) is retried until five in a
    row fail; 401/403/404 end the wait at once;
+   A container that waits for something that will not come (a missing Secret
+   key: ``CreateContainerConfigError``, an image that cannot be pulled) is
+   seen by ``k8s.api.list_pods`` (3 s in, then every 30 s) and fails the task
+   at once (``pod_cannot_start``) instead of at its deadline;
 4. on failure, the pod's termination message or log tail
    (``k8s.api.list_pods``, ``k8s.api.read_pod_log``), scrubbed with the
    library's scrubber before it is cut, goes into the outcome;
@@ -41,7 +45,7 @@ failure the error class: ``auth_failure`` for 401/403, ``not_found``,
 ``conflict`` is a ``client_error``, ``server_error``, ``timeout``,
 ``network_error``). Outcome reasons: ``deadline_exceeded`` (status
 ``timeout``), ``deadline`` (the agent's own wait ran out), ``job_failed``,
-``job_conflict``, ``job_gone``, ``k8s_api_error``, ``no_result``,
+``job_conflict``, ``job_gone``, ``pod_cannot_start``, ``k8s_api_error``, ``no_result``,
 ``state_store_unavailable``, ``cancelled``.
 """
 
@@ -88,6 +92,20 @@ READ_POD_LOG: Final = "k8s.api.read_pod_log"
 WAIT_GRACE_S: Final = 30.0
 """The agent waits this much past ``activeDeadlineSeconds`` for the Job's own verdict."""
 POLL_FIRST_S: Final = 0.2
+POD_CHECK_FIRST_S: Final = 3.0
+POD_CHECK_EVERY_S: Final = 30.0
+STUCK_REASONS: Final = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "RunContainerError",
+    }
+)
+"""A container waiting for one of these will not start by itself (a Secret key missing, an
+image that cannot be pulled): the task fails now rather than at its deadline."""
 MAX_POLL_FAILURES: Final = 5
 LOG_TAIL_LINES: Final = 40
 LOG_LIMIT_BYTES: Final = 16_384
@@ -358,6 +376,7 @@ class KubernetesExecutor:
         deadline = time.monotonic() + self._settings.executor.timeout_s + self.wait_grace_s
         interval = POLL_FIRST_S
         failures = 0
+        pod_check = time.monotonic() + POD_CHECK_FIRST_S
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -386,6 +405,11 @@ class KubernetesExecutor:
                     return _Verdict("complete")
                 if condition.type == "Failed":
                     return _Verdict("failed", condition.reason, condition.message)
+            if channel.result is None and time.monotonic() >= pod_check:
+                pod_check = time.monotonic() + POD_CHECK_EVERY_S
+                stuck = await self._stuck(name, spec)
+                if stuck is not None:
+                    return _Verdict("stuck", stuck[0], stuck[1])
 
     async def _outcome(
         self, name: str, spec: TaskSpec, verdict: _Verdict, result: dict[str, Any] | None
@@ -403,6 +427,15 @@ class KubernetesExecutor:
             return result_outcome(result, 0)
         if verdict.state == "gone":
             return TaskOutcome("failed", reason="job_gone", detail="the Job disappeared")
+        if verdict.state == "stuck":
+            return TaskOutcome(
+                "failed",
+                reason="pod_cannot_start",
+                detail=scrub_then_cut(
+                    f"the Job's pod cannot start ({verdict.reason}): {verdict.message or ''}", 480
+                ),
+                facts={"job_name": name},
+            )
         if verdict.state == "api_error":
             return TaskOutcome(
                 "failed",
@@ -428,6 +461,28 @@ class KubernetesExecutor:
         return TaskOutcome(
             "failed", reason="job_failed", detail=detail, exit_code=code, facts=facts
         )
+
+    async def _stuck(self, name: str, spec: TaskSpec) -> tuple[str, str] | None:
+        """A reason and message when the Job's container waits for something that will not
+        come (``STUCK_REASONS``), else None (also when the pods cannot be listed)."""
+        timeout = self._k8s.api_timeout_s
+        try:
+            pods = await self._call(
+                LIST_PODS,
+                name,
+                spec,
+                lambda: self._core.list_namespaced_pod_with_http_info(
+                    self.namespace, label_selector=f"job-name={name}", _request_timeout=timeout
+                ),
+            )
+        except KubernetesAPIError:
+            return None
+        for pod in pods.items or []:
+            for status in (pod.status.container_statuses if pod.status else None) or []:
+                waiting = status.state.waiting if status.state else None
+                if waiting is not None and waiting.reason in STUCK_REASONS:
+                    return str(waiting.reason), scrub_then_cut(str(waiting.message or ""), 300)
+        return None
 
     async def _why(self, name: str, spec: TaskSpec) -> tuple[str | None, int | None, str | None]:
         """The pod's termination message, exit code and log tail (scrubbed, then cut)."""

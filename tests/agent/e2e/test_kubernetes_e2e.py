@@ -181,7 +181,16 @@ class TestAJobRunsTheTask:
             calls = [e for e in entries if e["action"].startswith("k8s.api.")]
             assert calls[0]["action"] == "k8s.api.create_job"
             assert calls[-1]["action"] == "k8s.api.delete_job"
-            assert {e["action"] for e in calls} == set(K8S_ACTIONS)
+            # (list_pods too if the pod took longer than 3 s: the check for a pod that
+            # cannot start)
+            assert (
+                set(K8S_ACTIONS)
+                <= {e["action"] for e in calls}
+                <= {
+                    *K8S_ACTIONS,
+                    "k8s.api.list_pods",
+                }
+            )
             for entry in calls:
                 assert entry["outcome"] == "success", entry
                 assert entry["target"]["namespace"] == NAMESPACE
@@ -253,6 +262,24 @@ class TestFailuresAreHandled:
                 for key in client.keys("*"):
                     if client.type(key) == b"string":
                         assert TOKEN.encode() not in (client.get(key) or b"")
+
+    def test_a_secret_without_the_key_fails_the_task_at_once_not_at_the_deadline(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+    ) -> None:
+        """The Secret lacks GITLAB_TOKEN: the pod waits in CreateContainerConfigError, which
+        list_pods sees; the task fails ``pod_cannot_start`` naming the key, the Job goes."""
+        with kubernetes_world(tmp_path, monkeypatch, redis_url, EXEMPT) as (world, standin):
+            standin.add_secret(NAMESPACE, SECRET_NAME, {"SOMETHING_ELSE": "x"})
+            started = time.monotonic()
+            cid = world.note("/copilot fix add a line about search to the README")
+            finished = world.wait_for("task.finished", cid)
+            assert time.monotonic() - started < 20  # TASK_TIMEOUT_S is 60
+            assert finished["details"]["reason"] == "pod_cannot_start"
+            assert "CreateContainerConfigError" in finished["error_message"]
+            assert "couldn't find key GITLAB_TOKEN" in finished["error_message"]
+            assert "k8s.api.list_pods" in actions(k8s_entries(world))
+            no_job_left(world, standin)
+            assert world.pushes() == []
 
     def test_deadline_exceeded_is_a_timeout_and_the_job_is_deleted(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str

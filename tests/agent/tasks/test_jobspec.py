@@ -191,3 +191,17 @@ class TestOpenAPIValidation:
         assert (status["kind"], status["reason"], status["code"]) == ("Status", "Invalid", 422)
         assert "imagePullPolice: unknown field" in status["message"]
         assert standin.job_names("agents") == []
+
+
+def test_what_else_the_redactor_learnt_does_not_move_a_variable() -> None:
+    """A value the process's redactor happens to know (another test's refused secret, say)
+    is no reason for a reference: that would be a key the Secret lacks, a pod that cannot
+    start. Only the agent's own secrets, credential names and shapes count."""
+    register_secret("determinism-check-value-7Qx")
+    s = settings()
+    with correlation_scope(Actor("webhook_event", "jdoe"), SPEC.correlation_id):
+        base = {"AUDIT_LOG_FILE_PATH": "/var/log/determinism-check-value-7Qx.jsonl"}
+        env = subprocess_env(job_environment(s, base, SPEC.task_id))
+    body = build_job(SPEC, s, env, namespace="agents")
+    variables = {v["name"]: v for v in body["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert variables["AUDIT_LOG_FILE_PATH"]["value"] == base["AUDIT_LOG_FILE_PATH"]
