@@ -176,6 +176,9 @@ def api_client(settings: KubernetesSettings, environ: Mapping[str, str] | None =
         )
     else:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    # No hidden urllib3 retries (its default retries each request 3 times): one audit entry
+    # is one request, and what is retried (a poll) is retried by the executor, audited.
+    configuration.retries = False
     return client.ApiClient(configuration)
 
 

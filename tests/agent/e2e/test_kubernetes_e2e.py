@@ -431,9 +431,9 @@ class TestFailuresAreHandled:
     ) -> None:
         """Every status read outlasts K8S_API_TIMEOUT_S: five timed-out polls (each audited,
         ``timeout``), then the wait ends, and the Job is deleted."""
-        extra = {**EXEMPT, "K8S_COMMAND": "sleep 30", "K8S_API_TIMEOUT_S": "0.3"}
+        extra = {**EXEMPT, "K8S_COMMAND": "sleep 30", "K8S_API_TIMEOUT_S": "1"}
         with kubernetes_world(tmp_path, monkeypatch, redis_url, extra) as (world, standin):
-            standin.faults.add(f"{JOBS}/*", Fault.slow(5), method="GET")
+            standin.faults.add(f"{JOBS}/*", Fault.slow(10), method="GET")
             cid = world.note("/copilot fix add a line about search to the README")
             finished = world.wait_for("task.finished", cid)
             assert finished["details"]["reason"] == "k8s_api_error"
