@@ -11,8 +11,9 @@ deliveries are authenticated and bounded, docs/ingress.md), ``llm``
 (``LLM_*``, ``COPILOT_CLI_PATH``, ``GITHUB_TOKEN``), ``server`` (``HOST``,
 ``PORT``, ``METRICS_PORT``, ``METRICS_TOKEN``, ``API_DOCS_ENABLED``), ``logs``
 (``LOG_FORMAT``, ``LOG_LEVEL``), ``redis`` (``REDIS_*``), ``approval``
-(``APPROVAL_*``), ``executor`` (``TASK_*``) and ``coding`` (``CODING_*``,
-``GIT_*``). The parts still to come (Kubernetes, Jira) each add a section
+(``APPROVAL_*``), ``executor`` (``TASK_*``), ``coding`` (``CODING_*``,
+``GIT_*``) and ``kubernetes`` (``K8S_*``, checked with ``TASK_EXECUTOR=kubernetes``
+by ``_check_kubernetes``). The parts still to come (Jira) each add a section
 model here and a field on ``Settings``; the loader and the error wording need
 no change. ``TaskSettings`` is the subset a task process reads (it never gets
 the webhook secrets).
