@@ -12,8 +12,11 @@ import pytest
 from auditkeep.testing import read_trail, validate_entries
 
 
-def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run(
+    module: str, *args: str, cwd: Path, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_LOG_")}
+    env.update(extra or {})
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
@@ -103,6 +106,39 @@ class TestDemos:
         decision = next(e for e in entries if e["action"] == "approval_gate.decision"
                         and e["target"].get("issue_key") == "PROJ-7")  # fmt: skip
         assert decision["details"]["approver"] == "acc-mia-0006"
+
+    def test_agent_demo_runs_the_coding_task_as_a_kubernetes_job(self, tmp_path: Path) -> None:
+        """``TASK_EXECUTOR=kubernetes``: the same coding scenario through the Kubernetes API
+        stand-in, with the same trail as the local executor plus the ``k8s.api.*`` calls, all
+        under the task's correlation id (the pod's entries too)."""
+        result = run(
+            "gitlab_copilot_agent.cli", "demo", "--dir", "out", cwd=tmp_path,
+            extra={"TASK_EXECUTOR": "kubernetes"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "executor: kubernetes (Jobs through the Kubernetes API stand-in" in out
+        assert "pushed `" in out
+        entries = validate_entries(read_trail(tmp_path / "out" / "audit.jsonl"))
+        (push,) = [e for e in entries if e["action"] == "gitlab.api.push_branch"]
+        task_cid = push["correlation_id"]
+        task = [e["action"] for e in entries if e["correlation_id"] == task_cid]
+        for action in (
+            "approval_gate.decision",
+            "task.started",
+            "k8s.api.create_job",
+            "gitlab.api.clone_repo",
+            "copilot.patch.validated",
+            "gitlab.api.push_branch",
+            "k8s.api.get_job",
+            "k8s.api.delete_job",
+            "task.result.stored",
+            "task.finished",
+        ):
+            assert action in task, action
+        started = next(e for e in entries if e["action"] == "task.started")
+        assert started["details"]["executor"] == "kubernetes"
+        assert f"auditkeep trace {task_cid}" in out
 
     def test_library_demo_writes_and_queries_its_burst(self, tmp_path: Path) -> None:
         """`auditkeep demo` writes every entry it reports and queries them back."""

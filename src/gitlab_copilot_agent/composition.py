@@ -21,8 +21,9 @@ as it is built, so shutdown closes in reverse order of construction and one
 failure does not skip the rest. The state store (Redis or memory) and the
 task executor are parts like the clients, built when the coding workflow
 first asks; a plugin's background loops (the approval expiry sweep) are
-cancelled before the store they use is closed. The next parts (Kubernetes,
-pollers, Jira) are built here the same way, and their workflows are plugins.
+cancelled before the store they use is closed. With ``TASK_EXECUTOR=kubernetes``
+the executor is the ``KubernetesExecutor`` over the Redis store. The next parts
+(pollers, Jira) are built here the same way, and their workflows are plugins.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ class _Parts:
 
     @cached_property
     def executor(self) -> Executor:
+        if self.settings.executor.kind == "kubernetes":
+            return self._kubernetes_executor()
         return LocalExecutor(self.settings)
 
     @cached_property
@@ -147,6 +150,17 @@ class _Parts:
             executor=self.executor,
             router=self.commands,
         )
+
+    # -- TASK_EXECUTOR=kubernetes: each task a Job; its pod talks to the agent through Redis --
+    def _kubernetes_executor(self) -> Executor:
+        from gitlab_copilot_agent.state.redis_store import RedisStore
+        from gitlab_copilot_agent.tasks.kubernetes import KubernetesExecutor
+
+        store = self.store
+        assert isinstance(store, RedisStore)  # the settings refuse kubernetes without REDIS_URL
+        executor = KubernetesExecutor(self.settings, self.audit, store)
+        self._stack.push_async_callback(executor.close)
+        return executor
 
     def start_background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         task = asyncio.get_running_loop().create_task(_background(name, run), name=name)

@@ -26,6 +26,11 @@ Then it prints the trail of each with ``auditkeep trace`` and a short
 
 ``AUDIT_LOG_*`` settings are honoured; without them the trail goes to
 ``<dir>/audit.jsonl``.
+
+With ``TASK_EXECUTOR=kubernetes`` in the environment the coding task runs as a
+Kubernetes Job through the Kubernetes API stand-in (``agent_standins.kubernetes``:
+a stand-in, since no real API server can run here), which runs the Job's
+``run-task`` as a local process; the pod's channel needs the demo's Redis.
 """
 
 from __future__ import annotations
@@ -280,6 +285,44 @@ def _audit_environment(root: Path) -> dict[str, str]:
     }
 
 
+# -- TASK_EXECUTOR=kubernetes: the coding task as a Job, through the Kubernetes API stand-in --
+
+
+@contextlib.contextmanager
+def _kubernetes(root: Path, redis_url: str | None) -> Iterator[dict[str, str] | None]:
+    """The agent's ``K8S_*`` settings for the stand-in (``{}`` without TASK_EXECUTOR=kubernetes;
+    None when it is asked for but there is no Redis for the pod's channel)."""
+    if os.environ.get("TASK_EXECUTOR", "").strip().lower() != "kubernetes":
+        yield {}
+        return
+    if redis_url is None:
+        yield None
+        return
+    from agent_standins.kubernetes import KubernetesStandin
+
+    image_env = {  # what the agent's image would give the container: this installation
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
+    }
+    standin = KubernetesStandin(root / "k8s-pods", image_env=image_env)
+    standin.add_secret(
+        "default", "agent-secrets", {"GITLAB_TOKEN": DEFAULT_TOKEN, "LLM_API_KEY": DEFAULT_API_KEY}
+    )
+    try:
+        with standin.serve() as api:
+            kubeconfig = standin.write_kubeconfig(root / "kubeconfig", api.url)
+            print(f"executor: kubernetes (Jobs through the Kubernetes API stand-in at {api.url})")
+            yield {
+                "TASK_EXECUTOR": "kubernetes",
+                "K8S_IMAGE": "registry.example.com/gitlab-copilot-agent:demo",
+                "K8S_SECRET_NAME": "agent-secrets",
+                "K8S_KUBECONFIG": str(kubeconfig),
+                "K8S_POLL_MAX_S": "0.5",
+            }
+    finally:
+        standin.stop_all()
+
+
 def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
     """Run the scripted demo; return the process exit code.
 
@@ -306,7 +349,13 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
         run_in_thread(jira.app) as jira_server,
         git,
         _redis(root) as redis_url,
+        _kubernetes(root, redis_url) as kubernetes,
     ):
+        if kubernetes is None:
+            print("gitlab-copilot-agent demo: TASK_EXECUTOR=kubernetes needs redis-server "
+                  "(the Job's pod talks to the agent through Redis)", file=sys.stderr)  # fmt: skip
+            audit.close()
+            return 2
         git.create_repo(DEFAULT_PROJECT_PATH, REPO_FILES)
         git.create_branch(DEFAULT_PROJECT_PATH, CODING_BRANCH)
         gitlab.add_project(
@@ -342,6 +391,7 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
                 **({"REDIS_URL": redis_url} if redis_url else {}),
                 "JIRA_URL": jira_server.url,
                 **JIRA_SETTINGS,
+                **kubernetes,
             }
         )
         print(

@@ -12,10 +12,11 @@ deliveries are authenticated and bounded, docs/ingress.md), ``llm``
 ``PORT``, ``METRICS_PORT``, ``METRICS_TOKEN``, ``API_DOCS_ENABLED``), ``logs``
 (``LOG_FORMAT``, ``LOG_LEVEL``), ``redis`` (``REDIS_*``), ``approval``
 (``APPROVAL_*``), ``executor`` (``TASK_*``), ``coding`` (``CODING_*``,
-``GIT_*``) and ``jira`` (``JIRA_*``; off while ``JIRA_URL`` is unset). The parts
-still to come (Kubernetes) each add a section model here and a field on
-``Settings``; the loader and the error wording need no change.
-``TaskSettings`` is the subset a task process reads (it never gets the
+``GIT_*``), ``jira`` (``JIRA_*``; off while ``JIRA_URL`` is unset), ``poll``
+(``POLL_*`` and the Jira project map) and ``kubernetes`` (``K8S_*``, checked with
+``TASK_EXECUTOR=kubernetes`` by ``_check_kubernetes``). A new part adds a section
+model here and a field on ``Settings``; the loader and the error wording need no
+change. ``TaskSettings`` is the subset a task process reads (it never gets the
 webhook secrets, nor Jira's).
 
 Rules every value follows:
@@ -722,16 +723,14 @@ class ApprovalSettings(_Section):
 
 
 def _executor(value: object) -> str:
-    text = _text(value).lower()
-    if text == "kubernetes":
-        raise _problem("kubernetes is not built yet (next release); use local")
-    return _choice("local")(text)
+    return _choice("local", "kubernetes")(_text(value).lower())
 
 
 class ExecutorSettings(_Section):
-    """How coding tasks run: each in its own process (``local``), with a deadline."""
+    """How coding tasks run: each in its own process (``local``) or as a Kubernetes Job
+    (``kubernetes``, the ``K8S_*`` section), with a deadline."""
 
-    kind: Annotated[Literal["local"], BeforeValidator(_executor)] = Field(
+    kind: Annotated[Literal["local", "kubernetes"], BeforeValidator(_executor)] = Field(
         default="local", validation_alias="TASK_EXECUTOR"
     )
     timeout_s: Annotated[float, BeforeValidator(_seconds(86_400))] = Field(
@@ -859,6 +858,169 @@ class PollerSettings(_Section):
         return self
 
 
+# -- the Kubernetes Job executor (TASK_EXECUTOR=kubernetes) -------------------------------------
+
+_QUANTITY: Final = re.compile(r"\d{1,9}(?:\.\d{1,6})?(?:m|Ki|Mi|Gi|Ti|k|M|G|T)?")
+_DNS_LABEL: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
+
+
+def _quantity(value: object) -> str:
+    text = _text(value)
+    if not _QUANTITY.fullmatch(text):
+        raise _problem(
+            f"must be a Kubernetes quantity such as 500m, 1, 512Mi or 2Gi, got {_shown(text)}"
+        )
+    return text
+
+
+def _dns_label(value: object) -> str:
+    text = _text(value)
+    if not _DNS_LABEL.fullmatch(text):
+        raise _problem(f"must be a DNS-1123 label (a-z, 0-9, -; at most 63), got {_shown(text)}")
+    return text
+
+
+def _dns_subdomain(value: object) -> str:
+    text = _text(value)
+    if not _DNS_SUBDOMAIN.fullmatch(text):
+        raise _problem(f"must be a DNS-1123 name (a-z, 0-9, -, .), got {_shown(text)}")
+    return text
+
+
+def _file(value: object) -> str:
+    text = _text(value)
+    if not Path(text).is_file():
+        raise _problem(f"{_shown(text)} is not a readable file")
+    return text
+
+
+class KubernetesSettings(_Section):
+    """``K8S_*``: where and how ``TASK_EXECUTOR=kubernetes`` runs each task as a Job.
+
+    The API is reached through ``K8S_KUBECONFIG`` (else ``KUBECONFIG``, else the
+    in-cluster service account). The Job's secrets come from the Secret
+    ``K8S_SECRET_NAME`` by reference only (``tasks.jobspec``).
+    """
+
+    namespace: Annotated[str, BeforeValidator(_dns_label)] = Field(
+        default="default", validation_alias="K8S_NAMESPACE"
+    )
+    image: Text | None = Field(default=None, validation_alias="K8S_IMAGE")
+    command: Annotated[tuple[str, ...], BeforeValidator(_command)] = Field(
+        default=("gitlab-copilot-agent", "run-task"), validation_alias="K8S_COMMAND"
+    )
+    secret_name: Annotated[str | None, BeforeValidator(_dns_subdomain)] = Field(
+        default=None, validation_alias="K8S_SECRET_NAME"
+    )
+    service_account: Annotated[str | None, BeforeValidator(_dns_subdomain)] = Field(
+        default=None, validation_alias="K8S_SERVICE_ACCOUNT"
+    )
+    kubeconfig: Annotated[str | None, BeforeValidator(_file)] = Field(
+        default=None, validation_alias="K8S_KUBECONFIG"
+    )
+    cpu_request: Annotated[str, BeforeValidator(_quantity)] = Field(
+        default="250m", validation_alias="K8S_CPU_REQUEST"
+    )
+    cpu_limit: Annotated[str, BeforeValidator(_quantity)] = Field(
+        default="1", validation_alias="K8S_CPU_LIMIT"
+    )
+    memory_request: Annotated[str, BeforeValidator(_quantity)] = Field(
+        default="512Mi", validation_alias="K8S_MEMORY_REQUEST"
+    )
+    memory_limit: Annotated[str, BeforeValidator(_quantity)] = Field(
+        default="2Gi", validation_alias="K8S_MEMORY_LIMIT"
+    )
+    run_as_user: Annotated[int, BeforeValidator(_integer(1, 2_147_483_647))] = Field(
+        default=10001, validation_alias="K8S_RUN_AS_USER"
+    )
+    ttl_after_finished_s: Annotated[int, BeforeValidator(_integer(0, 7 * 86_400))] = Field(
+        default=600, validation_alias="K8S_TTL_AFTER_FINISHED_S"
+    )
+    api_timeout_s: Annotated[float, BeforeValidator(_seconds(300))] = Field(
+        default=10.0, validation_alias="K8S_API_TIMEOUT_S"
+    )
+    poll_max_s: Annotated[float, BeforeValidator(_seconds(60))] = Field(
+        default=5.0, validation_alias="K8S_POLL_MAX_S"
+    )
+
+
+def _check_kubernetes(settings: Settings, env: Mapping[str, str]) -> None:
+    """``TASK_EXECUTOR=kubernetes`` needs what a Job cannot do without (every problem at once)."""
+    if settings.executor.kind != "kubernetes":
+        return
+    k8s = settings.kubernetes
+    problems: dict[str, str] = {}
+    if importlib.util.find_spec("kubernetes") is None:
+        problems["TASK_EXECUTOR"] = (
+            "kubernetes needs the official client: pip install 'gitlab-copilot-agent[kubernetes]'"
+        )
+    if k8s.secret_name is None:
+        why = (
+            "required with TASK_EXECUTOR=kubernetes: the Secret the Job's tokens come from "
+            "(a Job spec never holds a secret value)"
+        )
+        problems["K8S_SECRET_NAME"] = why
+    if settings.redis.url is None:
+        problems["REDIS_URL"] = (
+            "required with TASK_EXECUTOR=kubernetes: the Job's pod reports its result and asks "
+            "for the push approval through Redis"
+        )
+    if k8s.image is None:
+        problems["K8S_IMAGE"] = (
+            "required with TASK_EXECUTOR=kubernetes: the agent's image the Job runs"
+        )
+    kubeconfig = k8s.kubeconfig or env.get("KUBECONFIG")
+    if kubeconfig is None and not env.get("KUBERNETES_SERVICE_HOST"):
+        problems["K8S_KUBECONFIG"] = (
+            "required with TASK_EXECUTOR=kubernetes outside a cluster (no KUBECONFIG, no "
+            "in-cluster service account): the kubeconfig file to use"
+        )
+    elif "TASK_EXECUTOR" not in problems:
+        problem = _kubeconfig_problem(kubeconfig)
+        if problem is not None:
+            problems["KUBECONFIG" if kubeconfig and not k8s.kubeconfig else "K8S_KUBECONFIG"] = (
+                problem
+            )
+    if problems:
+        raise SettingsError(problems)
+
+
+def _kubeconfig_problem(path: str | None) -> str | None:
+    """Why the client's own loader cannot use the kubeconfig at ``path`` (or, with None, the
+    in-cluster service account), or None."""
+    from kubernetes import client, config
+
+    try:
+        if path is None:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=client.Configuration()
+            )
+        else:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=path, client_configuration=client.Configuration(), persist_config=False
+            )
+    except Exception as exc:  # noqa: BLE001 - any loader failure is the operator's to fix
+        where = "the in-cluster service account" if path is None else _shown(path)
+        why = _shown(f"{type(exc).__name__}: {exc}")
+        return f"{where} is not a usable Kubernetes configuration ({why})"
+    return None
+
+
+def pod_redis_settings(environ: Mapping[str, str] | None = None) -> RedisSettings:
+    """``REDIS_URL`` as a Job's pod reads it (``run-task`` with ``COPILOT_TASK_CHANNEL=redis``).
+
+    Raises:
+        SettingsError: naming ``REDIS_URL`` (unset or invalid).
+    """
+    env = os.environ if environ is None else environ
+    redis = _load(env, ("redis",))["redis"]
+    assert isinstance(redis, RedisSettings)
+    if redis.url is None:
+        raise SettingsError({"REDIS_URL": "required in a Job's pod (its channel to the agent)"})
+    return redis
+
+
 _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "gitlab": GitLabSettings,
     "webhook": WebhookSettings,
@@ -871,6 +1033,7 @@ _SECTIONS: Final[dict[str, type[BaseModel]]] = {
     "coding": CodingSettings,
     "jira": JiraSettings,
     "poll": PollerSettings,
+    "kubernetes": KubernetesSettings,
 }
 _TASK_SECTIONS: Final = ("gitlab", "llm", "logs", "coding")
 
@@ -914,6 +1077,8 @@ class Settings(BaseModel):
     jira: JiraSettings = JiraSettings()
     poll: PollerSettings = PollerSettings()
 
+    kubernetes: KubernetesSettings = KubernetesSettings()
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and check every section from ``environ`` (default ``os.environ``).
@@ -934,6 +1099,8 @@ class Settings(BaseModel):
                     "APPROVAL_EXEMPT_PROJECTS): nobody could approve its tasks"
                 )
                 raise SettingsError({source or "JIRA_PROJECT_MAP": problem})
+
+        _check_kubernetes(settings, env)
         return settings
 
     def summary(self) -> str:
@@ -1004,6 +1171,13 @@ class Settings(BaseModel):
         ]
         lines.append(_jira_summary(self.jira))
         lines.append(_poll_summary(self.poll))
+
+        if executor.kind == "kubernetes":
+            k8s = self.kubernetes
+            lines.append(
+                f"  kubernetes:   namespace {k8s.namespace}, image {k8s.image}, secrets from "
+                f"Secret {k8s.secret_name}, {k8s.kubeconfig or 'KUBECONFIG or in-cluster'}"
+            )
         return "\n".join(lines)
 
     def secrets(self) -> list[str]:

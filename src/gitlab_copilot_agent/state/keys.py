@@ -16,6 +16,10 @@ key                                 value                                  lives
 ``copilot:poll:note:<p>:<note>``    a note the GitLab poller dispatched    1 day
 ``copilot:poll:review:<p>:<mr>:<sha>`` an MR head the poller dispatched    7 days
 ``copilot:poll:watermark:<name>``   where a poller's next listing starts   30 days
+``copilot:job:<task>:spec``         a Kubernetes Job's task spec           deadline + 1 h
+``copilot:job:<task>:to_agent``     the pod's messages (a list)            deadline + 1 h
+``copilot:job:<task>:to_task``      the agent's answers (a list)           deadline + 1 h
+``copilot:job:<task>:agent``        the agent still waits for the pod      15 s, renewed
 ==================================  =====================================  ==================
 """
 
@@ -87,3 +91,23 @@ def poll_watermark(name: str) -> str:
 
 
 WATERMARK_TTL_S: Final = 30 * 86_400
+
+
+JOB_KEYS_GRACE_S: Final = 3600
+AGENT_HEARTBEAT_TTL_S: Final = 15.0
+
+
+def job_spec(task_id: str) -> str:
+    return f"{PREFIX}job:{task_id}:spec"
+
+
+def job_to_agent(task_id: str) -> str:
+    return f"{PREFIX}job:{task_id}:to_agent"
+
+
+def job_to_task(task_id: str) -> str:
+    return f"{PREFIX}job:{task_id}:to_task"
+
+
+def job_agent(task_id: str) -> str:
+    return f"{PREFIX}job:{task_id}:agent"

@@ -151,6 +151,26 @@ class RedisStore:
     async def release_lock(self, key: str, token: str) -> bool:
         return bool(await self._call("EVALSHA", self._delete(keys=[key], args=[token])))
 
+    # -- lists: the channel between the agent and a Kubernetes Job's pod (tasks.redis_channel) --
+
+    async def push(self, key: str, value: Mapping[str, Any], *, ttl_s: float) -> None:
+        """Append ``value`` to the list ``key`` and (re)set the list's expiry, in one step."""
+        require_correlation(value)
+
+        async def both() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, orjson.dumps(dict(value)))
+                pipe.pexpire(key, _ms(ttl_s))
+                await pipe.execute()
+
+        await self._call(both())
+
+    async def pop(self, key: str, *, wait_s: float) -> dict[str, Any] | None:
+        """The first value of the list ``key``, waiting up to ``wait_s`` (``BLPOP``); None
+        when nothing came. ``wait_s`` stays below ``REDIS_TIMEOUT_S`` (the socket's)."""
+        found = await self._call(self._client.blpop([key], timeout=max(0.01, wait_s)))
+        return None if found is None else _decode(found[1])
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

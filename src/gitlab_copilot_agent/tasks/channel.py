@@ -12,6 +12,9 @@ so no other process can talk to it. Messages are JSON lines:
 
 When the agent goes away (the channel closes), the task process stops: an
 orphan must not go on, and it could not push anyway (no one can verify).
+
+A Kubernetes Job's pod inherits no descriptor: ``tasks.redis_channel`` carries
+the same messages through Redis lists, answered by the same ``ChannelAnswers``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
-__all__ = ["CHANNEL_FD_ENV", "ChannelClient", "ParentChannel"]
+__all__ = ["CHANNEL_FD_ENV", "ChannelAnswers", "ChannelClient", "ParentChannel", "TaskChannel"]
 
 CHANNEL_FD_ENV: Final = "COPILOT_TASK_CHANNEL_FD"
 MAX_MESSAGE_BYTES: Final = 1_048_576
@@ -33,46 +36,22 @@ MAX_MESSAGE_BYTES: Final = 1_048_576
 Verifier = Callable[[str, str, str], Awaitable[None]]
 
 
-class ParentChannel:
-    """The agent's end: answers ``verify_push`` with ``verifier`` and keeps the ``result``."""
+class ChannelAnswers:
+    """The agent's answers to a task process's messages, whatever carries them.
+
+    One implementation for both carriers (the socketpair here, Redis lists for
+    a Kubernetes Job: ``tasks.redis_channel``): ``verify_push`` is answered by
+    the verifier (the approval gate's ``verify_push``, the one place the rule
+    lives) and ``result`` is kept.
+    """
 
     def __init__(self, verifier: Verifier, *, task_id: str) -> None:
         self._verifier = verifier
         self._task_id = task_id
-        self._mine, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.result: dict[str, Any] | None = None
         self.verified = 0
 
-    @property
-    def child_fd(self) -> int:
-        """The descriptor the task process inherits (``pass_fds``)."""
-        return self._theirs.fileno()
-
-    def child_started(self) -> None:
-        """Close the agent's copy of the child's end (so EOF means the child is gone)."""
-        self._theirs.close()
-
-    async def serve(self) -> None:
-        """Answer requests until the task process closes its end (or exits)."""
-        reader, writer = await asyncio.open_unix_connection(
-            sock=self._mine, limit=MAX_MESSAGE_BYTES
-        )
-        try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except (ValueError, ConnectionError):
-                    return  # an over-long line or a reset: the child is not talking sense
-                if not line:
-                    return
-                writer.write(orjson.dumps(await self._answer(line)) + b"\n")
-                await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
-
-    async def _answer(self, line: bytes) -> dict[str, Any]:
+    async def answer(self, line: bytes) -> dict[str, Any]:
         try:
             message = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -97,10 +76,68 @@ class ParentChannel:
             return {**reply, "ok": True}
         return {**reply, "ok": False, "error": f"unknown op {str(op)[:32]!r}"}
 
+
+class ParentChannel:
+    """The agent's end: answers ``verify_push`` with ``verifier`` and keeps the ``result``."""
+
+    def __init__(self, verifier: Verifier, *, task_id: str) -> None:
+        self.answers = ChannelAnswers(verifier, task_id=task_id)
+        self._mine, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        return self.answers.result
+
+    @property
+    def verified(self) -> int:
+        return self.answers.verified
+
+    @property
+    def child_fd(self) -> int:
+        """The descriptor the task process inherits (``pass_fds``)."""
+        return self._theirs.fileno()
+
+    def child_started(self) -> None:
+        """Close the agent's copy of the child's end (so EOF means the child is gone)."""
+        self._theirs.close()
+
+    async def serve(self) -> None:
+        """Answer requests until the task process closes its end (or exits)."""
+        reader, writer = await asyncio.open_unix_connection(
+            sock=self._mine, limit=MAX_MESSAGE_BYTES
+        )
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, ConnectionError):
+                    return  # an over-long line or a reset: the child is not talking sense
+                if not line:
+                    return
+                writer.write(orjson.dumps(await self.answers.answer(line)) + b"\n")
+                await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
     def close(self) -> None:
         for sock in (self._mine, self._theirs):
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+class TaskChannel(Protocol):
+    """What the task process's side of a channel offers (``ChannelClient``,
+    ``redis_channel.RedisChannelClient``)."""
+
+    closed: asyncio.Event
+
+    async def start(self) -> None: ...
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class ChannelClient:

@@ -2,7 +2,7 @@
 
 ``Executor`` is what the workflow calls; ``LocalExecutor`` runs each task as
 ``gitlab-copilot-agent run-task`` (``python -m gitlab_copilot_agent.cli
-run-task``), the entry point a Kubernetes Job will run next:
+run-task``), the entry point a Kubernetes Job runs too (``tasks.kubernetes``):
 
 - the task spec on stdin (no secret in it, none in argv);
 - the environment built from scratch: ``PATH``, ``LANG``/``LC_*``/``TZ``,
@@ -49,7 +49,7 @@ from gitlab_copilot_agent.settings import ExecutorSettings, Settings, task_envir
 from gitlab_copilot_agent.tasks.channel import CHANNEL_FD_ENV, ParentChannel
 from gitlab_copilot_agent.tasks.spec import STATUSES, TaskOutcome, TaskSpec
 
-__all__ = ["Executor", "LocalExecutor", "PushVerifier"]
+__all__ = ["Executor", "LocalExecutor", "PushVerifier", "result_outcome"]
 
 _log = get_logger(__name__)
 
@@ -64,7 +64,7 @@ PushVerifier = Callable[[str, str, str], Awaitable[None]]
 
 
 class Executor(Protocol):
-    """Runs one coding task to its end; the Kubernetes Job executor implements it next."""
+    """Runs one coding task to its end (``LocalExecutor``, ``kubernetes.KubernetesExecutor``)."""
 
     @property
     def name(self) -> str:
@@ -221,26 +221,7 @@ class LocalExecutor:
                 detail=f"the task process was killed by {name}",
                 exit_code=code,
             )
-        if result is None:
-            return TaskOutcome(
-                "failed",
-                reason="no_result",
-                detail=f"the task process exited with code {code} without a result",
-                exit_code=code,
-            )
-        status = str(result.get("status"))
-        if status not in STATUSES:
-            status = "failed"
-        commit = result.get("commit_sha")
-        facts = result.get("facts")
-        return TaskOutcome(
-            status,
-            commit_sha=commit if isinstance(commit, str) and status == "pushed" else None,
-            reason=_text(result.get("reason")),
-            detail=_text(result.get("detail")),
-            exit_code=code,
-            facts=dict(facts) if isinstance(facts, dict) else {},
-        )
+        return result_outcome(result, code)
 
     async def cancel(self, task_id: str) -> bool:
         proc = self._running.get(task_id)
@@ -249,6 +230,30 @@ class LocalExecutor:
         self._cancelled.add(task_id)
         _kill_group(proc)
         return True
+
+
+def result_outcome(result: Mapping[str, object] | None, code: int | None) -> TaskOutcome:
+    """The outcome a task process reported (its ``result``), whichever executor carried it."""
+    if result is None:
+        return TaskOutcome(
+            "failed",
+            reason="no_result",
+            detail=f"the task process exited with code {code} without a result",
+            exit_code=code,
+        )
+    status = str(result.get("status"))
+    if status not in STATUSES:
+        status = "failed"
+    commit = result.get("commit_sha")
+    facts = result.get("facts")
+    return TaskOutcome(
+        status,
+        commit_sha=commit if isinstance(commit, str) and status == "pushed" else None,
+        reason=_text(result.get("reason")),
+        detail=_text(result.get("detail")),
+        exit_code=code,
+        facts=dict(facts) if isinstance(facts, dict) else {},
+    )
 
 
 def _text(value: object) -> str | None:

@@ -10,6 +10,10 @@ from ``TRACEPARENT``: its ``task.process`` span is a child of the agent's
 ``coding.task``. Its result goes back over the channel
 (``COPILOT_TASK_CHANNEL_FD``). If the agent goes away the task stops.
 
+In a Kubernetes Job's pod (``COPILOT_TASK_CHANNEL=redis``, ``COPILOT_TASK_ID``,
+``REDIS_URL``) the spec is read from Redis and the channel runs through Redis
+(``tasks.redis_channel``); the rest is the same.
+
 Exit codes: 0 a result was produced (pushed, no change, refused, failed);
 2 a bad configuration or spec (one line on stderr); 3 the agent went away.
 """
@@ -29,8 +33,16 @@ from auditkeep.exceptions import ConfigError
 from auditkeep.redact import register_secret
 from gitlab_copilot_agent import tracing
 from gitlab_copilot_agent.logs import configure_logging, get_logger
-from gitlab_copilot_agent.settings import SERVICE_NAME, SettingsError, TaskSettings
-from gitlab_copilot_agent.tasks.channel import ChannelClient
+from gitlab_copilot_agent.scrub import userinfo_secrets
+from gitlab_copilot_agent.settings import (
+    SERVICE_NAME,
+    RedisSettings,
+    SettingsError,
+    TaskSettings,
+    pod_redis_settings,
+)
+from gitlab_copilot_agent.tasks.channel import ChannelClient, TaskChannel
+from gitlab_copilot_agent.tasks.redis_channel import CHANNEL_ENV, TASK_ID_ENV
 from gitlab_copilot_agent.tasks.spec import MAX_SPEC_BYTES, TaskSpec
 
 __all__ = ["run_task_command"]
@@ -55,14 +67,29 @@ def run_task_command(task_file: str | None) -> int:
     except ConfigError as exc:
         print(f"{PREFIX}invalid configuration: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    try:
-        raw = (
-            Path(task_file).read_bytes() if task_file else sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
-        )
-        spec = TaskSpec.from_json(raw)
-    except (OSError, ValueError) as exc:
-        print(f"{PREFIX}invalid task spec: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    pod: RedisSettings | None = None
+    spec: TaskSpec | None = None
+    if os.environ.get(CHANNEL_ENV) == "redis":  # a Kubernetes Job's pod
+        try:
+            pod = pod_redis_settings()
+        except SettingsError as exc:
+            print(f"{PREFIX}invalid configuration: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        register_secret(*userinfo_secrets(pod.url))
+        if not os.environ.get(TASK_ID_ENV):
+            print(f"{PREFIX}invalid configuration: {TASK_ID_ENV}: required", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    else:
+        try:
+            raw = (
+                Path(task_file).read_bytes()
+                if task_file
+                else sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
+            )
+            spec = TaskSpec.from_json(raw)
+        except (OSError, ValueError) as exc:
+            print(f"{PREFIX}invalid task spec: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         tracing.configure_from_env()  # only when OTEL_* say so; else imports nothing
     except tracing.TracingError as exc:
@@ -71,19 +98,52 @@ def run_task_command(task_file: str | None) -> int:
     configure_logging(settings.logs)
     audit = audit_config.build()
     try:
-        return asyncio.run(_main(spec, settings, audit))
+        return asyncio.run(_main(spec, settings, audit, pod))
     finally:
         audit.close()  # within its shutdown_timeout_s
         tracing.shutdown()  # exports the task's spans
 
 
-async def _main(spec: TaskSpec, settings: TaskSettings, audit: object) -> int:
+async def _pod_channel(pod: RedisSettings) -> tuple[TaskChannel, TaskSpec] | None:
+    """The Redis channel and the spec the agent stored; None after one line on stderr."""
+    from gitlab_copilot_agent.state.base import StateStoreError
+    from gitlab_copilot_agent.state.redis_store import RedisStore
+    from gitlab_copilot_agent.tasks.redis_channel import RedisChannelClient
+
+    assert pod.url is not None
+    task_id = os.environ[TASK_ID_ENV]
+    store = RedisStore(pod.url, timeout_s=pod.timeout_s)
+    channel = RedisChannelClient(
+        store,
+        task_id=task_id,
+        correlation_id=os.environ.get("AUDIT_CORRELATION_ID") or task_id,
+        ttl_s=3600,
+    )
+    try:
+        return channel, await channel.spec()
+    except (ValueError, StateStoreError) as exc:
+        print(f"{PREFIX}invalid task spec: {exc}", file=sys.stderr)
+        await store.aclose()
+        return None
+
+
+async def _main(
+    spec: TaskSpec | None, settings: TaskSettings, audit: object, pod: RedisSettings | None
+) -> int:
     from auditkeep.logger import AuditLogger
     from gitlab_copilot_agent.llm.factory import build_provider
     from gitlab_copilot_agent.tasks.runner import run_task
 
     assert isinstance(audit, AuditLogger)
-    channel = ChannelClient.from_env()
+    channel: TaskChannel | None
+    if pod is not None:
+        found = await _pod_channel(pod)
+        if found is None:
+            return EXIT_BAD_INPUT
+        channel, spec = found
+    else:
+        channel = ChannelClient.from_env()
+    assert spec is not None
     inherited = scope_from_env()
     scope: contextlib.AbstractContextManager[object] = inherited
     if not os.environ.get("AUDIT_CORRELATION_ID"):

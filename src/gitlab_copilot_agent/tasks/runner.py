@@ -39,7 +39,7 @@ from gitlab_copilot_agent.git.patches import apply_patch, patch_stats, validate_
 from gitlab_copilot_agent.git.runner import GitCredentials, GitRunner
 from gitlab_copilot_agent.llm.base import CodingRequest, LLMError, LLMProvider
 from gitlab_copilot_agent.settings import TaskSettings
-from gitlab_copilot_agent.tasks.channel import ChannelClient
+from gitlab_copilot_agent.tasks.channel import TaskChannel
 from gitlab_copilot_agent.tasks.spec import TaskSpec
 from gitlab_copilot_agent.tracing import span
 
@@ -63,7 +63,7 @@ class ChannelAuthorization:
     when the gate has no ``approve`` bound to this task, instruction and head.
     """
 
-    def __init__(self, channel: ChannelClient | None, spec: TaskSpec) -> None:
+    def __init__(self, channel: TaskChannel | None, spec: TaskSpec) -> None:
         self.task_id = spec.task_id
         self._channel = channel
         self._spec = spec
@@ -128,7 +128,7 @@ async def run_task(
     settings: TaskSettings,
     audit: AuditLogger,
     provider: LLMProvider,
-    channel: ChannelClient | None,
+    channel: TaskChannel | None,
     workdir: Path,
 ) -> dict[str, Any]:
     """Run one task to its result (the dict the agent receives); failures are results."""
@@ -157,7 +157,7 @@ async def _steps(
     settings: TaskSettings,
     audit: AuditLogger,
     provider: LLMProvider,
-    channel: ChannelClient | None,
+    channel: TaskChannel | None,
     git: GitRunner,
     repo: Path,
     facts: dict[str, Any],
