@@ -163,12 +163,12 @@ class RedisStore:
                 pipe.pexpire(key, _ms(ttl_s))
                 await pipe.execute()
 
-        await self._call(both())
+        await self._call("RPUSH", both())
 
     async def pop(self, key: str, *, wait_s: float) -> dict[str, Any] | None:
         """The first value of the list ``key``, waiting up to ``wait_s`` (``BLPOP``); None
         when nothing came. ``wait_s`` stays below ``REDIS_TIMEOUT_S`` (the socket's)."""
-        found = await self._call(self._client.blpop([key], timeout=max(0.01, wait_s)))
+        found = await self._call("BLPOP", self._client.blpop([key], timeout=max(0.01, wait_s)))
         return None if found is None else _decode(found[1])
 
     async def aclose(self) -> None:

@@ -23,7 +23,9 @@ What every Job holds, and why:
 - the environment: ``COPILOT_TASK_CHANNEL=redis`` and ``COPILOT_TASK_ID`` (the
   spec and the channel are in Redis, ``tasks.redis_channel``), the agent's
   ``AUDIT_LOG_*`` (the pod's entries reach the same destination; the spool is
-  moved into ``/workspace``), the task settings (``settings.task_environment``),
+  moved into ``/workspace``) and ``OTEL_*`` (the pod traces as the agent does;
+  ``OTEL_EXPORTER_OTLP_HEADERS`` is a secret: by reference), the task
+  settings (``settings.task_environment``),
   ``REDIS_URL``/``REDIS_TIMEOUT_S``, and the correlation scope and actor from
   ``auditkeep.context.subprocess_env`` (``AUDIT_CORRELATION_ID``,
   ``AUDIT_ACTOR_*``, and the trace context when tracing is on).
@@ -52,6 +54,7 @@ from typing import Any, Final
 from auditkeep.redact import SecretRedactor, credential_key
 from gitlab_copilot_agent.scrub import without_userinfo
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings, task_environment
+from gitlab_copilot_agent.tasks.executor import PASSTHROUGH_PREFIXES
 from gitlab_copilot_agent.tasks.redis_channel import CHANNEL_ENV, TASK_ID_ENV
 from gitlab_copilot_agent.tasks.spec import TaskSpec
 
@@ -74,7 +77,6 @@ LABEL_ATTEMPT: Final = "gitlab-copilot-agent/attempt"
 ANNOTATION_CORRELATION: Final = "gitlab-copilot-agent/correlation-id"
 WORK_SIZE_LIMIT: Final = "4Gi"
 _SAFE: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
-_PASSTHROUGH_PREFIXES: Final = ("AUDIT_LOG_",)
 _SECRET_SETTINGS: Final = frozenset({"GITLAB_TOKEN", "LLM_API_KEY", "GITHUB_TOKEN"})
 _SHAPES: Final = SecretRedactor()
 """A redactor nothing is registered with: only the library's credential shapes."""
@@ -110,7 +112,7 @@ def secret_variables(env: Mapping[str, str], secrets: Iterable[str] = ()) -> set
 
 def job_environment(settings: Settings, base: Mapping[str, str], task_id: str) -> dict[str, str]:
     """The pod's environment before secrets are moved to references (values included)."""
-    env = {k: v for k, v in base.items() if k.startswith(_PASSTHROUGH_PREFIXES)}
+    env = {k: v for k, v in base.items() if k.startswith(PASSTHROUGH_PREFIXES)}
     env.update(task_environment(settings))
     redis = settings.redis
     if redis.url is not None:

@@ -61,7 +61,7 @@ def settings(**extra: str) -> Settings:
     )
 
 
-def job(s: Settings | None = None) -> dict[str, Any]:
+def job(s: Settings | None = None, **more: str) -> dict[str, Any]:
     s = s or settings()
     register_secret(*s.secrets())  # as compose() does at start
     register_secret(AUDIT_AUTHORIZATION.split()[1])
@@ -70,6 +70,7 @@ def job(s: Settings | None = None) -> dict[str, Any]:
         "AUDIT_LOG_HTTP_ENDPOINT": "https://audit.example.com/ingest",
         "AUDIT_LOG_HTTP_AUTHORIZATION": AUDIT_AUTHORIZATION,
         "HOME": "/root",
+        **more,
     }
     with correlation_scope(Actor("webhook_event", "jdoe"), SPEC.correlation_id):
         env = subprocess_env(job_environment(s, base, SPEC.task_id))
@@ -141,6 +142,25 @@ def test_the_job_holds_no_secret_value_only_references() -> None:
     }
     assert "GITLAB_WEBHOOK_SECRET" not in text
     assert "envFrom" not in body["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_the_pod_traces_as_the_agent_does_with_the_collector_credential_by_reference() -> None:
+    """OTEL_* reach the pod (it sets up tracing from them, as the local task process does);
+    the collector's header credential is a secretKeyRef, never a value."""
+    token = "otlp-collector-credential-4f9d"
+    body = job(
+        OTEL_EXPORTER_OTLP_ENDPOINT="https://collector.example.com:4318",
+        OTEL_EXPORTER_OTLP_HEADERS=f"authorization=Bearer {token}",
+    )
+    env = {v["name"]: v for v in body["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "https://collector.example.com:4318"
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == {
+        "name": "OTEL_EXPORTER_OTLP_HEADERS",
+        "valueFrom": {
+            "secretKeyRef": {"name": "agent-secrets", "key": "OTEL_EXPORTER_OTLP_HEADERS"}
+        },
+    }
+    assert token[:8] not in orjson.dumps(body).decode()
 
 
 def test_a_job_without_a_secret_name_is_refused_not_inlined() -> None:
