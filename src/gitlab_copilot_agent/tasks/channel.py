@@ -28,9 +28,22 @@ from typing import Any, Final, Protocol
 
 import orjson
 
-__all__ = ["CHANNEL_FD_ENV", "ChannelAnswers", "ChannelClient", "ParentChannel", "TaskChannel"]
+__all__ = [
+    "CHANNEL_ENV",
+    "CHANNEL_FD_ENV",
+    "TASK_ID_ENV",
+    "ChannelAnswers",
+    "ChannelClient",
+    "ParentChannel",
+    "TaskChannel",
+]
 
 CHANNEL_FD_ENV: Final = "COPILOT_TASK_CHANNEL_FD"
+# A Job's pod (tasks.redis_channel). Here, not there: run-task reads them before it knows
+# which channel it has, and the Redis module would import redis-py (and OpenTelemetry) for all.
+CHANNEL_ENV: Final = "COPILOT_TASK_CHANNEL"
+"""``redis`` in a Job's pod: ``run-task`` talks to its agent through Redis."""
+TASK_ID_ENV: Final = "COPILOT_TASK_ID"
 MAX_MESSAGE_BYTES: Final = 1_048_576
 
 Verifier = Callable[[str, str, str], Awaitable[None]]

@@ -54,8 +54,8 @@ from typing import Any, Final
 from auditkeep.redact import SecretRedactor, credential_key
 from gitlab_copilot_agent.scrub import without_userinfo
 from gitlab_copilot_agent.settings import SERVICE_NAME, Settings, task_environment
+from gitlab_copilot_agent.tasks.channel import CHANNEL_ENV, TASK_ID_ENV
 from gitlab_copilot_agent.tasks.executor import PASSTHROUGH_PREFIXES
-from gitlab_copilot_agent.tasks.redis_channel import CHANNEL_ENV, TASK_ID_ENV
 from gitlab_copilot_agent.tasks.spec import TaskSpec
 
 __all__ = [

@@ -41,8 +41,7 @@ from gitlab_copilot_agent.settings import (
     TaskSettings,
     pod_redis_settings,
 )
-from gitlab_copilot_agent.tasks.channel import ChannelClient, TaskChannel
-from gitlab_copilot_agent.tasks.redis_channel import CHANNEL_ENV, TASK_ID_ENV
+from gitlab_copilot_agent.tasks.channel import CHANNEL_ENV, TASK_ID_ENV, ChannelClient, TaskChannel
 from gitlab_copilot_agent.tasks.spec import MAX_SPEC_BYTES, TaskSpec
 
 __all__ = ["run_task_command"]

@@ -35,14 +35,11 @@ import orjson
 from gitlab_copilot_agent.state import keys
 from gitlab_copilot_agent.state.base import StateStoreError
 from gitlab_copilot_agent.state.redis_store import RedisStore
-from gitlab_copilot_agent.tasks.channel import ChannelAnswers, Verifier
+from gitlab_copilot_agent.tasks.channel import CHANNEL_ENV, TASK_ID_ENV, ChannelAnswers, Verifier
 from gitlab_copilot_agent.tasks.spec import TaskSpec
 
 __all__ = ["CHANNEL_ENV", "TASK_ID_ENV", "RedisChannelClient", "RedisParentChannel"]
 
-CHANNEL_ENV: Final = "COPILOT_TASK_CHANNEL"
-"""``redis`` in a Job's pod: ``run-task`` talks to its agent through Redis."""
-TASK_ID_ENV: Final = "COPILOT_TASK_ID"
 WAIT_S: Final = 1.0
 """One ``BLPOP`` wait; the heartbeat is renewed (agent) or checked (pod) between two.
 Both loops stop at a flag rather than by cancellation (a ``BLPOP`` cancelled
