@@ -791,3 +791,18 @@ class TestStructuredValues:
             REDACTED,
             {"password": REDACTED, "headers": {"PRIVATE-TOKEN": REDACTED}},
         )
+
+
+def test_isolated_secrets_forgets_what_the_block_registered() -> None:
+    """``auditkeep.testing.isolated_secrets``: a secret registered inside is scrubbed there and
+    not after; one registered before stays."""
+    from auditkeep.redact import default_redactor, register_secret
+    from auditkeep.testing import isolated_secrets
+
+    before, inside = "kept-secret-value-0b7e", "block-secret-value-91c4"
+    register_secret(before)
+    with isolated_secrets():
+        register_secret(inside)
+        assert default_redactor.redact(f"{before} {inside}").count("[REDACTED]") == 2
+    assert default_redactor.redact(inside) == inside
+    assert default_redactor.redact(before) != before

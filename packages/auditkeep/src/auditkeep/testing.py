@@ -17,10 +17,29 @@ import orjson
 from auditkeep._event import load_schema
 from auditkeep.logger import AuditLogger
 from auditkeep.metrics import AuditMetrics
+from auditkeep.redact import SecretRedactor, default_redactor
 from auditkeep.sinks.file import rotated_files
 from auditkeep.sinks.memory import InMemorySink
 
-__all__ = ["capture_events", "read_trail", "validate_entries"]
+__all__ = ["capture_events", "isolated_secrets", "read_trail", "validate_entries"]
+
+
+@contextlib.contextmanager
+def isolated_secrets(redactor: SecretRedactor = default_redactor) -> Iterator[None]:
+    """Forget, on exit, every secret registered with ``redactor`` inside the block.
+
+    For tests that feed random values to code that registers them (a fuzzed settings
+    loader registers the refused value's encodings, so that an error message cannot show
+    it): without this, one run's random "secret" redacts unrelated text in later tests.
+    """
+    with redactor._lock:
+        saved = redactor._secrets, redactor._margin
+    try:
+        yield
+    finally:
+        with redactor._lock:
+            redactor._secrets, redactor._margin = saved
+            redactor._forget()
 
 
 def read_trail(path: str | Path) -> list[bytes]:
