@@ -63,6 +63,7 @@ from agent_standins.jira import JiraStandin
 from agent_standins.llm import DEFAULT_API_KEY, LLMStandin
 from agent_standins.servers import run_in_thread
 from auditkeep.config import AuditConfig
+from auditkeep.demo import KEY as DEMO_KEY
 from auditkeep.demo import claim_demo_dir
 from gitlab_copilot_agent.main import create_app
 from gitlab_copilot_agent.scrub import scrub, scrub_then_cut
@@ -277,12 +278,28 @@ def _jira_scenario(jira: JiraStandin, gitlab: GitLabStandin, git: GitServer) -> 
 def _audit_environment(root: Path) -> dict[str, str]:
     if os.environ.get("AUDIT_LOG_DESTINATION"):
         return dict(os.environ)
-    return {
+    env = {
         **os.environ,
         "AUDIT_LOG_DESTINATION": "file",
         "AUDIT_LOG_FILE_PATH": str(root / "audit.jsonl"),
         "AUDIT_LOG_SPOOL_DIR": str(root / "spool"),
     }
+    key = _signing_key(root)
+    if key is not None:  # the agent's and every task process's entries: chained and signed
+        env["AUDIT_LOG_SIGNING_KEY_FILE"] = str(key)
+    return env
+
+
+def _signing_key(root: Path) -> Path | None:
+    """A key made for this run (as ``auditkeep keygen`` makes one), or None without the
+    ``integrity`` extra (``cryptography``): then the trail is not signed."""
+    try:
+        from auditkeep.integrity.keys import generate
+    except ImportError:
+        return None
+    key = root / DEMO_KEY
+    generate(key)
+    return key
 
 
 # -- TASK_EXECUTOR=kubernetes: the coding task as a Job, through the Kubernetes API stand-in --
@@ -464,4 +481,12 @@ def run_demo(directory: str | os.PathLike[str], *, force: bool = False) -> int:
     auditkeep_main(
         ["query", trail, "--action", "webhook.auth.*", "--outcome", "failure", "--format", "table"]
     )
+    signing = environment.get("AUDIT_LOG_SIGNING_KEY_FILE")
+    if signing:
+        from auditkeep.cli import main as auditkeep_cli
+
+        public = f"{signing}.pub"
+        print(f"\n== auditkeep verify --public-key {public} {trail}")
+        verified = auditkeep_cli(["verify", "--public-key", public, trail])
+        ok = ok and verified == 0
     return 0 if ok else 1
