@@ -140,8 +140,9 @@ class Chainer:
         if self._ended:
             # Emitted by a caller that passed the logger's closed check just
             # before close(): delivered (never lost), but outside the chain,
-            # which has ended; verify reports it as unchained.
-            self._deliver(raw)
+            # which has ended; verify reports it as unchained. (Right-sized: the logger
+            # leaves that copy to the splice.)
+            self._deliver(memoryview(raw).tobytes())
             return
         # Before start(): the entry opens the chain (seq 0, prev null).
         line = _format.splice(raw, self.chain_id, self._seq, None)
