@@ -465,9 +465,8 @@ class KubernetesExecutor:
             "failed", reason="job_failed", detail=detail, exit_code=code, facts=facts
         )
 
-    async def _stuck(self, name: str, spec: TaskSpec) -> tuple[str, str] | None:
-        """A reason and message when the Job's container waits for something that will not
-        come (``STUCK_REASONS``), else None (also when the pods cannot be listed)."""
+    async def _job_pods(self, name: str, spec: TaskSpec) -> list[Any] | None:
+        """The Job's pods (``k8s.api.list_pods``), None when they cannot be listed."""
         timeout = self._k8s.api_timeout_s
         try:
             pods = await self._call(
@@ -480,7 +479,13 @@ class KubernetesExecutor:
             )
         except KubernetesAPIError:
             return None
-        for pod in pods.items or []:
+        return list(pods.items or [])
+
+    async def _stuck(self, name: str, spec: TaskSpec) -> tuple[str, str] | None:
+        """A reason and message when the Job's container waits for something that will not
+        come (``STUCK_REASONS``), else None (also when the pods cannot be listed)."""
+        pods = await self._job_pods(name, spec)
+        for pod in pods or []:
             for status in (pod.status.container_statuses if pod.status else None) or []:
                 waiting = status.state.waiting if status.state else None
                 if waiting is not None and waiting.reason in STUCK_REASONS:
@@ -489,19 +494,7 @@ class KubernetesExecutor:
 
     async def _why(self, name: str, spec: TaskSpec) -> tuple[str | None, int | None, str | None]:
         """The pod's termination message, exit code and log tail (scrubbed, then cut)."""
-        timeout = self._k8s.api_timeout_s
-        try:
-            pods = await self._call(
-                LIST_PODS,
-                name,
-                spec,
-                lambda: self._core.list_namespaced_pod_with_http_info(
-                    self.namespace, label_selector=f"job-name={name}", _request_timeout=timeout
-                ),
-            )
-        except KubernetesAPIError:
-            return None, None, None
-        items = list(pods.items or [])
+        items = await self._job_pods(name, spec)
         if not items:
             return None, None, None
         pod = items[-1]
@@ -525,7 +518,7 @@ class KubernetesExecutor:
                     container=CONTAINER,
                     tail_lines=LOG_TAIL_LINES,
                     limit_bytes=LOG_LIMIT_BYTES,
-                    _request_timeout=timeout,
+                    _request_timeout=self._k8s.api_timeout_s,
                 ),
                 pod_name=pod_name,
             )
