@@ -38,7 +38,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal, Self
 
 import httpx
 import orjson
@@ -59,6 +59,7 @@ __all__ = [
     "READ_RETRY_STATUSES",
     "WRITE_RETRY_EXCEPTIONS",
     "WRITE_RETRY_STATUSES",
+    "ApiClient",
     "ApiError",
     "RetryPolicy",
     "build_async_client",
@@ -85,6 +86,22 @@ WRITE_RETRY_EXCEPTIONS: Final[tuple[type[Exception], ...]] = (
     httpx.PoolTimeout,
 )
 """Failures where the request never left the client."""
+
+
+class ApiClient:
+    """What every API client shares: one audited ``httpx.AsyncClient``, closed once."""
+
+    _client: httpx.AsyncClient
+
+    async def aclose(self) -> None:
+        """Close the connection pool (idempotent)."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from auditkeep import ErrorClass
 from auditkeep.integrations.httpx import Route, RouteTable
 from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.clients._http import (
+    ApiClient,
     ApiError,
     RetryPolicy,
     build_async_client,
@@ -139,7 +140,7 @@ class GitLabError(ApiError):
     service = "GitLab"
 
 
-class GitLabClient:
+class GitLabClient(ApiClient):
     """Async client for the GitLab endpoints the agent uses; every request is audited.
 
     Args:
@@ -210,16 +211,6 @@ class GitLabClient:
 
     def __repr__(self) -> str:
         return f"GitLabClient(api_url={self.api_url!r})"
-
-    async def aclose(self) -> None:
-        """Close the connection pool (idempotent)."""
-        await self._client.aclose()
-
-    async def __aenter__(self) -> GitLabClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- actions ---------------------------------------------------------------
 

@@ -65,6 +65,7 @@ from auditkeep import ErrorClass
 from auditkeep.integrations.httpx import Route, RouteTable
 from auditkeep.logger import AuditLogger
 from gitlab_copilot_agent.clients._http import (
+    ApiClient,
     ApiError,
     RetryPolicy,
     build_async_client,
@@ -174,7 +175,7 @@ class JiraTransition:
     to_status: str
 
 
-class JiraClient:
+class JiraClient(ApiClient):
     """Async client for the Jira endpoints the agent uses; every request is audited.
 
     Args:
@@ -243,16 +244,6 @@ class JiraClient:
 
     def __repr__(self) -> str:
         return f"JiraClient(api_url={self.api_url!r})"
-
-    async def aclose(self) -> None:
-        """Close the connection pool (idempotent)."""
-        await self._client.aclose()
-
-    async def __aenter__(self) -> JiraClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- actions ---------------------------------------------------------------
 
