@@ -121,9 +121,15 @@ class Chainer:
             self._append(_format.ACTION_STARTED, details, time.time_ns(), checkpoint=False)
         self._thread.start()
 
-    def submit(self, raw: bytes) -> None:
-        """Chain one encoded entry and deliver it (the logger's hot path: kept lean)."""
-        with self._lock:
+    def submit(self, raw: bytes, _sha256: Any = _sha256, _hexlify: Any = _hexlify) -> None:
+        """Chain one encoded entry and deliver it (the logger's hot path: kept lean).
+
+        Hand-tuned (measured, bench/bench_integrity.py): the hash functions bound as
+        locals and the lock taken without ``with`` save ~0.1 us of the ~1.5 us it adds.
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
             prev = self._prev
             if prev is None:  # not started, or ended
                 self._submit_odd(raw)
@@ -133,6 +139,8 @@ class Chainer:
             self._prev = _hexlify(_sha256(line).digest())
             self._seq = seq + 1
             self._deliver(line)
+        finally:
+            lock.release()
         if seq >= self._due and not self._wake.is_set():
             self._wake.set()
 
