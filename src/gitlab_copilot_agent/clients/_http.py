@@ -89,9 +89,58 @@ WRITE_RETRY_EXCEPTIONS: Final[tuple[type[Exception], ...]] = (
 
 
 class ApiClient:
-    """What every API client shares: one audited ``httpx.AsyncClient``, closed once."""
+    """What every API client shares: one audited ``httpx.AsyncClient``, its calls sent
+    through ``send_checked`` with the client's policy, error type and secrets, closed once.
 
+    A subclass sets ``_error_type`` (class level), ``_client``, ``_policy`` and
+    ``_secrets`` (in ``__init__``), and reads its service's error text in
+    ``_failure_text``.
+    """
+
+    _error_type: ClassVar[type[ApiError]]
     _client: httpx.AsyncClient
+    _policy: RetryPolicy
+    _secrets: tuple[str, ...]
+
+    async def _send(
+        self,
+        method: Literal["GET", "POST"],
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        audit_target: Mapping[str, Any] | None = None,
+        audit_details: Mapping[str, Any] | None = None,
+        read_only: bool | None = None,
+    ) -> httpx.Response:
+        return await send_checked(
+            self._client,
+            method,
+            path,
+            policy=self._policy,
+            error_type=self._error_type,
+            error_message=self._failure_text,
+            secrets=self._secrets,
+            params=params,
+            json=json,
+            audit_target=audit_target,
+            audit_details=audit_details,
+            read_only=read_only,
+        )
+
+    def _failure_text(self, response: httpx.Response) -> str:
+        """The service's error text from a failed response, whole (scrubbed, then cut, later)."""
+        raise NotImplementedError
+
+    def _unexpected(self, response: httpx.Response, wanted: str) -> ApiError:
+        """A 2xx answer without what the call needs: a ``validation_error``."""
+        return self._error_type(
+            response.status_code,
+            f"expected {wanted} in the response",
+            error_class=ErrorClass.VALIDATION_ERROR,
+            method=response.request.method,
+            path=response.request.url.path,
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool (idempotent)."""

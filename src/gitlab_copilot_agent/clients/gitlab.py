@@ -70,7 +70,6 @@ from gitlab_copilot_agent.clients._http import (
     RetryPolicy,
     build_async_client,
     decode_json,
-    send_checked,
 )
 
 __all__ = ["GITLAB_ROUTES", "CommentType", "GitLabClient", "GitLabError", "ProjectRef"]
@@ -160,6 +159,11 @@ class GitLabClient(ApiClient):
     .. versionadded:: 0.1.0
     """
 
+    _error_type = GitLabError
+
+    def _failure_text(self, response: httpx.Response) -> str:
+        return _error_message(response)
+
     def __init__(
         self,
         base_url: str,
@@ -184,7 +188,7 @@ class GitLabClient(ApiClient):
         if not api_root.endswith("/api/v4"):
             api_root += "/api/v4"
         self.api_url = api_root
-        self._token = token
+        self._secrets = (token,)
         self._policy = RetryPolicy(
             max_retries=max_retries,
             initial_backoff_s=initial_backoff_s,
@@ -430,39 +434,6 @@ class GitLabClient(ApiClient):
             error_class=ErrorClass.VALIDATION_ERROR,
             method="GET",
             path=path,
-        )
-
-    async def _send(
-        self,
-        method: Literal["GET", "POST"],
-        path: str,
-        *,
-        params: Mapping[str, str | int] | None = None,
-        json: Any = None,
-        audit_target: Mapping[str, Any] | None = None,
-        audit_details: Mapping[str, Any] | None = None,
-    ) -> httpx.Response:
-        return await send_checked(
-            self._client,
-            method,
-            path,
-            policy=self._policy,
-            error_type=GitLabError,
-            error_message=_error_message,
-            secrets=(self._token,),
-            params=params,
-            json=json,
-            audit_target=audit_target,
-            audit_details=audit_details,
-        )
-
-    def _unexpected(self, response: httpx.Response, wanted: str) -> GitLabError:
-        return GitLabError(
-            response.status_code,
-            f"expected {wanted} in the response",
-            error_class=ErrorClass.VALIDATION_ERROR,
-            method=response.request.method,
-            path=response.request.url.path,
         )
 
 

@@ -57,7 +57,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import httpx
 
@@ -70,7 +70,6 @@ from gitlab_copilot_agent.clients._http import (
     RetryPolicy,
     build_async_client,
     decode_json,
-    send_checked,
 )
 from gitlab_copilot_agent.scrub import scrub_then_cut
 from gitlab_copilot_agent.settings import JiraSettings
@@ -190,6 +189,11 @@ class JiraClient(ApiClient):
 
     .. versionadded:: 0.1.0
     """
+
+    _error_type = JiraError
+
+    def _failure_text(self, response: httpx.Response) -> str:
+        return _error_message(response)
 
     def __init__(
         self,
@@ -490,41 +494,6 @@ class JiraClient(ApiClient):
         return found[:max_comments]
 
     # -- plumbing --------------------------------------------------------------
-
-    async def _send(
-        self,
-        method: Literal["GET", "POST"],
-        path: str,
-        *,
-        params: Mapping[str, str | int] | None = None,
-        json: Any = None,
-        audit_target: Mapping[str, Any] | None = None,
-        audit_details: Mapping[str, Any] | None = None,
-        read_only: bool | None = None,
-    ) -> httpx.Response:
-        return await send_checked(
-            self._client,
-            method,
-            path,
-            policy=self._policy,
-            error_type=JiraError,
-            error_message=_error_message,
-            secrets=self._secrets,
-            params=params,
-            json=json,
-            audit_target=audit_target,
-            audit_details=audit_details,
-            read_only=read_only,
-        )
-
-    def _unexpected(self, response: httpx.Response, wanted: str) -> JiraError:
-        return JiraError(
-            response.status_code,
-            f"expected {wanted} in the response",
-            error_class=ErrorClass.VALIDATION_ERROR,
-            method=response.request.method,
-            path=response.request.url.path,
-        )
 
 
 def adf_document(text: str, *, link: str | None = None) -> dict[str, Any]:

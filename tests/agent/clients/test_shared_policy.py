@@ -197,4 +197,13 @@ def test_only_the_shared_plumbing_reads_retry_after_or_decides_retries() -> None
                 "WRITE_RETRY_EXCEPTIONS",
             }
         ), module
-        assert "send_checked" in names, module
+        # Every call goes through ApiClient._send, i.e. send_checked.
+        assert "ApiClient" in names, module
+        bases = {
+            base.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Client")
+            for base in node.bases
+            if isinstance(base, ast.Name)
+        }
+        assert bases == {"ApiClient"}, module
