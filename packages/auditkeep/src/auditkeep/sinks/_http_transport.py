@@ -23,8 +23,9 @@ import os
 import re
 import socket
 import ssl
+import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -349,3 +350,64 @@ def tls_load_error(tls: Tls, exc: Exception, *, ca_var: str, cert_var: str | Non
     return ConfigError(
         ca_var, f"cannot load {bundle!r} ({kind}); give a PEM file of CA certificates"
     )
+
+
+class PostingSink:
+    """The Sink protocol part both HTTP sinks share: batches POSTed one request after
+    another, the first refusal returned, nothing kept between calls, closed once.
+
+    A subclass sets ``endpoint``, ``gzip``, ``_http`` (an ``HttpTransport``) and calls
+    ``PostingSink.__init__``; it yields one sending step per request (``_sends``) and
+    names its format (``_describe_parts``).
+    """
+
+    endpoint: str
+    gzip: bool
+    _http: HttpTransport
+
+    def __init__(self) -> None:
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def _sends(self, lines: Sequence[bytes]) -> Iterator[Callable[[], SinkResult]]:
+        raise NotImplementedError
+
+    def _describe_parts(self) -> list[str]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Where and how batches go, for ``auditkeep check-config``: never a header's value.
+
+        .. versionadded:: 0.1.0
+        """
+        parts = self._describe_parts()
+        if self.endpoint.startswith("https:"):
+            parts.append(f"TLS {self._http.tls.describe()}")
+        headers = ", ".join(self._http.header_names) or "none"
+        parts.append(f"headers: {headers} (values not shown)")
+        return f"POST {safe_url(self.endpoint)} ({'; '.join(parts)})"
+
+    def write_batch(self, lines: Sequence[bytes]) -> SinkResult:
+        if self._closed:
+            return SinkResult.retry("sink closed")
+        if not lines:
+            return SinkResult.SUCCESS
+        try:
+            for send in self._sends(lines):
+                result = send()
+                if not result.ok:
+                    return result
+        except Exception as exc:  # noqa: BLE001 - a sink never raises into the worker
+            return SinkResult.retry(self._http.scrub(f"{type(exc).__name__}: {exc}"))
+        return SinkResult.SUCCESS
+
+    def flush(self, timeout_s: float) -> bool:
+        # Nothing is kept between calls: each write_batch finished its requests.
+        return True
+
+    def close(self, timeout_s: float) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._http.close()

@@ -48,11 +48,11 @@ httpx is imported when the first sink is built, so ``import auditkeep`` never ne
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
-import threading
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar, Final
 
 import orjson
@@ -66,6 +66,7 @@ from auditkeep.sinks._http_transport import (
     CONTROL,
     HEADER_NAME,
     HttpTransport,
+    PostingSink,
     Tls,
     check_endpoint,
     endpoint_from_env,
@@ -104,7 +105,7 @@ _HINTS: Final = {
 }
 
 
-class HttpSink:
+class HttpSink(PostingSink):
     """POSTs each batch to an HTTP(S) endpoint as one or more JSON bodies.
 
     Args:
@@ -176,8 +177,7 @@ class HttpSink:
             host=host,
             loki_labels=dict(loki_labels) if loki_labels else {"job": "auditkeep"},
         )
-        self._closed = False
-        self._lock = threading.Lock()
+        PostingSink.__init__(self)
         self._http = HttpTransport(
             self.endpoint,
             headers=headers or {},
@@ -200,46 +200,14 @@ class HttpSink:
             f"headers={self._http.header_names!r})"
         )
 
-    def describe(self) -> str:
-        """Where and how batches go, for ``auditkeep check-config``: never a header's value.
-
-        .. versionadded:: 0.1.0
-        """
+    def _describe_parts(self) -> list[str]:
         parts = [f"format {self.format}", "gzip" if self.gzip else "uncompressed"]
         if self.index is not None:
             parts.append(f"index {self.index}")
-        if self.endpoint.startswith("https:"):
-            parts.append(f"TLS {self._http.tls.describe()}")
-        headers = ", ".join(self._http.header_names) or "none"
-        parts.append(f"headers: {headers} (values not shown)")
-        return f"POST {safe_url(self.endpoint)} ({'; '.join(parts)})"
+        return parts
 
-    # -- Sink protocol ------------------------------------------------------------
-
-    def write_batch(self, lines: Sequence[bytes]) -> SinkResult:
-        if self._closed:
-            return SinkResult.retry("sink closed")
-        if not lines:
-            return SinkResult.SUCCESS
-        try:
-            for body in self.bodies(lines):
-                result = self._post(body)
-                if not result.ok:
-                    return result
-        except Exception as exc:  # noqa: BLE001 - a sink never raises into the worker
-            return SinkResult.retry(self._http.scrub(f"{type(exc).__name__}: {exc}"))
-        return SinkResult.SUCCESS
-
-    def flush(self, timeout_s: float) -> bool:
-        # Nothing is kept between calls: each write_batch finished its requests.
-        return True
-
-    def close(self, timeout_s: float) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._http.close()
+    def _sends(self, lines: Sequence[bytes]) -> Iterator[Callable[[], SinkResult]]:
+        return (functools.partial(self._post, body) for body in self.bodies(lines))
 
     # -- encoding -------------------------------------------------------------------
 

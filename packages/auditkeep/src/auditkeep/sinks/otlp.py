@@ -55,13 +55,14 @@ beside the http sink in the same run (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from auditkeep._env import env_int
@@ -73,6 +74,7 @@ from auditkeep.sinks._http_transport import (
     CONTROL,
     HEADER_NAME,
     HttpTransport,
+    PostingSink,
     Tls,
     check_endpoint,
     endpoint_from_env,
@@ -117,7 +119,7 @@ _EXTRA: Final = "otlp"
 _FEATURE: Final = "the otlp destination (OtlpSink)"
 
 
-class OtlpSink:
+class OtlpSink(PostingSink):
     """POSTs each batch to an OTLP/HTTP logs endpoint as ``ExportLogsServiceRequest``\\ s.
 
     Args:
@@ -163,8 +165,7 @@ class OtlpSink:
         self.gzip = gzip
         self.max_body_bytes = max_body_bytes
         self._pb = _proto()
-        self._closed = False
-        self._lock = threading.Lock()
+        PostingSink.__init__(self)
         self._warned: set[str] = set()
         self._group_sizes: dict[str, int] = {}
         self._http = HttpTransport(
@@ -187,44 +188,11 @@ class OtlpSink:
             f"headers={self._http.header_names!r})"
         )
 
-    def describe(self) -> str:
-        """Where and how batches go, for ``auditkeep check-config``: never a header's value.
+    def _describe_parts(self) -> list[str]:
+        return ["OTLP/HTTP protobuf logs", "gzip" if self.gzip else "uncompressed"]
 
-        .. versionadded:: 0.1.0
-        """
-        parts = ["OTLP/HTTP protobuf logs", "gzip" if self.gzip else "uncompressed"]
-        if self.endpoint.startswith("https:"):
-            parts.append(f"TLS {self._http.tls.describe()}")
-        headers = ", ".join(self._http.header_names) or "none"
-        parts.append(f"headers: {headers} (values not shown)")
-        return f"POST {safe_url(self.endpoint)} ({'; '.join(parts)})"
-
-    # -- Sink protocol ------------------------------------------------------------
-
-    def write_batch(self, lines: Sequence[bytes]) -> SinkResult:
-        if self._closed:
-            return SinkResult.retry("sink closed")
-        if not lines:
-            return SinkResult.SUCCESS
-        try:
-            for body, count in self.bodies(lines):
-                result = self._post(body, count)
-                if not result.ok:
-                    return result
-        except Exception as exc:  # noqa: BLE001 - a sink never raises into the worker
-            return SinkResult.retry(self._http.scrub(f"{type(exc).__name__}: {exc}"))
-        return SinkResult.SUCCESS
-
-    def flush(self, timeout_s: float) -> bool:
-        # Nothing is kept between calls: each write_batch finished its requests.
-        return True
-
-    def close(self, timeout_s: float) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._http.close()
+    def _sends(self, lines: Sequence[bytes]) -> Iterator[Callable[[], SinkResult]]:
+        return (functools.partial(self._post, body, n) for body, n in self.bodies(lines))
 
     # -- encoding -------------------------------------------------------------------
 
