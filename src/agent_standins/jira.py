@@ -268,6 +268,24 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
+async def _search_request(
+    request: Request, invalid: str
+) -> tuple[dict[str, Any], list[Any] | None] | Response:
+    """A search's parameters (a POST's JSON body or a GET's query) and its ``fields``, or the
+    400 Jira answers (``invalid``: the version's wording) for a body that is no JSON object."""
+    if request.method != "POST":
+        params: dict[str, Any] = dict(request.query_params)
+        return params, params["fields"].split(",") if "fields" in params else None
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return _errors(400, invalid)
+    if not isinstance(body, dict):
+        return _errors(400, invalid)
+    raw_fields = body.get("fields")
+    return body, raw_fields if isinstance(raw_fields, list) else None
+
+
 def _errors(status: int, *messages: str, **errors: str) -> JSONResponse:
     return JSONResponse({"errorMessages": list(messages), "errors": errors}, status_code=status)
 
@@ -597,18 +615,12 @@ class JiraStandin(Standin):
         return _errors(410, REMOVED_MESSAGE)
 
     async def _search(self, request: Request) -> Response:
-        if request.method == "POST":
-            try:
-                params = orjson.loads(await request.body())
-            except orjson.JSONDecodeError:
-                return _errors(400, "Invalid request payload. Refer to the REST API documentation.")
-            if not isinstance(params, dict):
-                return _errors(400, "Invalid request payload. Refer to the REST API documentation.")
-            raw_fields = params.get("fields")
-            field_list = raw_fields if isinstance(raw_fields, list) else None
-        else:
-            params = dict(request.query_params)
-            field_list = params["fields"].split(",") if "fields" in params else None
+        read = await _search_request(
+            request, "Invalid request payload. Refer to the REST API documentation."
+        )
+        if isinstance(read, Response):
+            return read
+        params, field_list = read
         jql = params.get("jql", "")
         if not isinstance(jql, str):
             return _errors(400, "The JQL query is not valid.")
@@ -646,18 +658,10 @@ class JiraStandin(Standin):
 
     async def _search_v2(self, request: Request) -> Response:
         """Data Center's search: ``startAt``/``maxResults``/``total``, all fields by default."""
-        if request.method == "POST":
-            try:
-                params = orjson.loads(await request.body())
-            except orjson.JSONDecodeError:
-                return _errors(400, "Invalid request payload.")
-            if not isinstance(params, dict):
-                return _errors(400, "Invalid request payload.")
-            raw_fields = params.get("fields")
-            field_list = raw_fields if isinstance(raw_fields, list) else None
-        else:
-            params = dict(request.query_params)
-            field_list = params["fields"].split(",") if "fields" in params else None
+        read = await _search_request(request, "Invalid request payload.")
+        if isinstance(read, Response):
+            return read
+        params, field_list = read
         jql = params.get("jql", "")
         try:
             clauses = _parse_jql(jql if isinstance(jql, str) else "")
