@@ -1,4 +1,5 @@
-"""Command-line help: every ``--help`` ends with examples; a command alone prints its help.
+"""Command-line help: every ``--help`` ends with examples; a command alone prints its help;
+a closed stdout (``| head``) ends a command quietly.
 
 .. versionadded:: 0.1.0
 """
@@ -6,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -40,3 +42,15 @@ def help_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespac
         return 0
 
     return show
+
+
+def silence_closed_stdout() -> None:
+    """After a ``BrokenPipeError`` (the reader went away, ``| head``): point stdout at
+    ``/dev/null`` so Python's exit flush does not fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is not a real descriptor: nothing will flush to a pipe
+    finally:
+        os.close(devnull)

@@ -18,7 +18,7 @@ from typing import Any, Final, TextIO
 
 import orjson
 
-from auditkeep._help import examples
+from auditkeep._help import examples, silence_closed_stdout
 from auditkeep.exceptions import InputError
 from auditkeep.integrity.verify import (
     EXIT_USAGE,
@@ -136,15 +136,7 @@ def run(args: argparse.Namespace) -> int:
             render_text(report, sys.stdout)
         sys.stdout.flush()
     except BrokenPipeError:
-        # The reader went away (| head): the verdict still stands in the exit code;
-        # keep Python's exit flush from failing on the closed pipe again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass  # stdout is not a real descriptor: nothing will flush to a pipe
-        finally:
-            os.close(devnull)
+        silence_closed_stdout()  # the reader went away (| head): the exit code still says it
     return report.exit_code
 
 

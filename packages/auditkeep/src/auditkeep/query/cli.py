@@ -32,7 +32,7 @@ from typing import IO, Any, Final, Protocol
 import orjson
 
 from auditkeep._event import ActorType, ErrorClass, Outcome
-from auditkeep._help import examples, help_command
+from auditkeep._help import examples, help_command, silence_closed_stdout
 from auditkeep.exceptions import InputError
 from auditkeep.query._filters import EntryFilter, Matcher
 from auditkeep.query._format import CsvWriter, query_row, render_csv
@@ -276,15 +276,7 @@ def _guarded(command: Command) -> Command:
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
         except BrokenPipeError:
-            # The reader went away (| head): stop quietly, and keep Python's exit
-            # flush from failing on the closed pipe again.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, sys.stdout.fileno())
-            except (OSError, ValueError):
-                pass  # stdout is not a real descriptor: nothing will flush to a pipe
-            finally:
-                os.close(devnull)
+            silence_closed_stdout()  # the reader went away (| head): stop quietly
             return EXIT_MATCH
 
     return run
