@@ -89,6 +89,20 @@ class JiraWorld:
                 raise AssertionError(f"timed out; actions: {[e['action'] for e in found][-40:]}")
             time.sleep(0.05)
 
+    def wait_cycles(self, more: int = 3) -> list[dict[str, Any]]:
+        """Wait until ``more`` Jira poll cycles have finished after now: "nothing happens"
+        is then shown over that many cycles, not over a guessed sleep."""
+
+        def finished(entries: list[dict[str, Any]]) -> int:
+            return sum(
+                1
+                for e in entries
+                if e["action"] == "poll.cycle.finished" and e["actor"]["id"] == "jira"
+            )
+
+        start = finished(self.entries())
+        return self.wait(lambda es: finished(es) >= start + more)
+
     def wait_for(self, action: str, **match: Any) -> dict[str, Any]:
         def hit(entry: dict[str, Any]) -> bool:
             if entry["action"] != action:

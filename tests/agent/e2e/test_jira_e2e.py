@@ -109,7 +109,7 @@ def test_with_approval_required_the_gate_asks_on_the_issue_and_only_a_listed_app
         while not any(task_id in t for t in world.jira.comment_texts("PROJ-1")):
             assert time.monotonic() < deadline, world.jira.comment_texts("PROJ-1")
             time.sleep(0.02)
-        time.sleep(0.6)  # a few cycles: nothing happens without a decision
+        world.wait_cycles()  # a few cycles: nothing happens without a decision
         assert world.gitlab.created_merge_requests(PROJECT) == []
         assert count(world.entries(), "task.started") == 0
         world.jira.add_comment_as("PROJ-1", STRANGER, "Someone", f"/copilot approve {task_id}")
@@ -147,7 +147,7 @@ def test_two_agents_on_one_redis_take_each_issue_once(
         world.start_agent()
         world.start_agent()
         world.wait(lambda es: count(es, "jira.issue.finished") == len(issues), timeout_s=120)
-        time.sleep(1.0)  # more cycles of both agents: nothing is taken again
+        world.wait_cycles(4)  # more cycles of both agents: nothing is taken again
         entries = world.entries()
         for key in issues:
             assert count(entries, "jira.issue.taken", issue_key=key) == 1, key
@@ -200,7 +200,7 @@ def test_a_failing_step_comments_on_the_issue_and_leaves_it_in_progress(
         assert world.jira.status_of("PROJ-1") == "In Progress"
         texts = world.jira.comment_texts("PROJ-1")
         assert any("could not finish PROJ-1" in t and done["correlation_id"] in t for t in texts)
-        time.sleep(0.6)
+        world.wait_cycles()  # later cycles do not take it again
         entries = world.entries()
         assert count(entries, "jira.issue.taken") == 1
         assert count(entries, "task.started") == 0
